@@ -1,0 +1,58 @@
+//! Server functions: thin wrappers that validate, call into `server`, and
+//! map errors to statuses. One area per file.
+
+mod messages;
+
+pub use messages::*;
+
+/// The cookie that remembers the author name a browser last posted with.
+pub const AUTHOR_COOKIE: &str = "streamchat_author";
+
+/// Server-side helpers shared by the server functions.
+#[cfg(feature = "ssr")]
+pub(crate) mod respond {
+    use axum::http::{header, request::Parts, HeaderValue};
+    use leptos::prelude::{expect_context, use_context};
+    use leptos_axum::ResponseOptions;
+
+    use crate::{error::AppError, server::state::AppState};
+
+    pub fn state() -> AppState {
+        expect_context::<AppState>()
+    }
+
+    /// Sets the error's HTTP status, except for plain (no-JavaScript) form
+    /// posts: those are redirected back with the error in the URL instead.
+    pub fn finish<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+        if let Err(e) = &result {
+            let form_post = use_context::<Parts>()
+                .and_then(|parts| parts.headers.get(header::ACCEPT).cloned())
+                .and_then(|accept| accept.to_str().ok().map(|a| a.contains("text/html")))
+                .unwrap_or(false);
+            if !form_post {
+                expect_context::<ResponseOptions>().set_status(e.status());
+            }
+        }
+        result
+    }
+
+    pub fn set_cookie(name: &str, value: &str) {
+        let cookie = format!("{name}={value}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly");
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            expect_context::<ResponseOptions>().append_header(header::SET_COOKIE, value);
+        }
+    }
+
+    pub fn cookie(name: &str) -> Option<String> {
+        let parts = use_context::<Parts>()?;
+        parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_owned())
+    }
+}

@@ -1,0 +1,69 @@
+//! The one error type. Server functions return it (JSON-encoded), axum
+//! handlers turn it into a response with its status; internal causes are
+//! logged on the server and users only ever see a clear message.
+
+use leptos::server_fn::{codec::JsonEncoding, error::FromServerFnError, error::ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum AppError {
+    /// The request itself is wrong; the message says how to fix it.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Something failed on the server; the cause is in the server's log.
+    #[error("Something went wrong on the server. Please try again.")]
+    Internal,
+    /// The browser could not reach the server or read its answer.
+    #[error("Could not reach the server ({0}). Check your connection and try again.")]
+    Network(String),
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        match value {
+            ServerFnErrorErr::Args(msg) => AppError::Invalid(format!("Malformed request: {msg}")),
+            ServerFnErrorErr::MissingArg(arg) => AppError::Invalid(format!("Missing field: {arg}.")),
+            ServerFnErrorErr::Request(msg) | ServerFnErrorErr::Response(msg) => AppError::Network(msg),
+            other => AppError::Network(other.to_string()),
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod server {
+    use super::AppError;
+    use axum::{http::StatusCode, response::IntoResponse};
+
+    impl AppError {
+        pub fn status(&self) -> StatusCode {
+            match self {
+                AppError::Invalid(_) => StatusCode::BAD_REQUEST,
+                AppError::NotFound(_) => StatusCode::NOT_FOUND,
+                AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                AppError::Network(_) => StatusCode::BAD_GATEWAY,
+            }
+        }
+
+        /// Logs an internal failure and returns the error users see for it.
+        pub fn internal(cause: impl std::fmt::Display) -> Self {
+            tracing::error!(error = %cause, "internal error");
+            AppError::Internal
+        }
+    }
+
+    impl From<sqlx::Error> for AppError {
+        fn from(e: sqlx::Error) -> Self {
+            AppError::internal(e)
+        }
+    }
+
+    impl IntoResponse for AppError {
+        fn into_response(self) -> axum::response::Response {
+            (self.status(), self.to_string()).into_response()
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! streamchat: a group chat where `@gpt` replies stream into SQLite and out to
+//! every viewer.
+//!
+//! Module map (the data path is described in `docs/ARCHITECTURE.md`):
+//! - [`model`]: types shared by server and browser, including [`model::ChatEvent`],
+//!   the one wire type of the live subscription.
+//! - [`error`]: the one error enum, with its HTTP status mapping on the server.
+//! - [`api`]: `#[server]` functions (thin: validate, call the server modules).
+//! - [`app`] and [`ui`]: the Leptos shell, router and components.
+//! - [`live`]: the browser's per-thread subscription and the message store it feeds.
+//! - `server` (feature `ssr`): state, config, store, outbox, generation, provider,
+//!   writer (appender), hub, SSE.
+
+pub mod api;
+pub mod app;
+pub mod error;
+pub mod live;
+pub mod model;
+pub mod ui;
+
+#[cfg(feature = "ssr")]
+pub mod server;
+
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

@@ -1,0 +1,203 @@
+//! The browser's copy of a thread: one reactive entry per message, fed by the
+//! thread's SSE subscription (hydrate only) and by the server functions.
+//!
+//! Exactly-once rules: a delta is applied only at the byte offset the copy
+//! holds (an older one is a duplicate and dropped, a later one is a gap and
+//! the message is re-fetched); a whole row replaces the copy only if its
+//! revision is newer; a finished reply's copy must match the final length
+//! and hash, or it is re-fetched.
+
+use leptos::prelude::*;
+
+use crate::model::{body_hash, ChatEvent, Message, Role, Status, Usage};
+
+/// One message as the page shows it; the parts that change are signals.
+#[derive(Clone)]
+pub struct LiveMessage {
+    pub id: i64,
+    pub author: String,
+    pub role: Role,
+    pub model: Option<String>,
+    pub created_at: i64,
+    pub body: ArcRwSignal<String>,
+    pub status: ArcRwSignal<Status>,
+    pub error: ArcRwSignal<Option<String>>,
+    pub usage: ArcRwSignal<Option<Usage>>,
+    rev: ArcRwSignal<i64>,
+}
+
+impl LiveMessage {
+    fn new(m: Message) -> Self {
+        Self {
+            id: m.id,
+            usage: ArcRwSignal::new(usage_of(&m)),
+            author: m.author,
+            role: m.role,
+            model: m.model,
+            created_at: m.created_at,
+            body: ArcRwSignal::new(m.body),
+            status: ArcRwSignal::new(m.status),
+            error: ArcRwSignal::new(m.error),
+            rev: ArcRwSignal::new(m.rev),
+        }
+    }
+}
+
+fn usage_of(m: &Message) -> Option<Usage> {
+    Some(Usage {
+        prompt_tokens: m.prompt_tokens?,
+        completion_tokens: m.completion_tokens?,
+    })
+}
+
+/// A thread's messages in id (creation) order.
+#[derive(Clone, Copy)]
+pub struct MessageList {
+    items: RwSignal<Vec<LiveMessage>>,
+}
+
+impl MessageList {
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self {
+            items: RwSignal::new(messages.into_iter().map(LiveMessage::new).collect()),
+        }
+    }
+
+    pub fn items(&self) -> Vec<LiveMessage> {
+        self.items.get()
+    }
+
+    /// The current body of message `id`, if held.
+    pub fn body(&self, id: i64) -> Option<String> {
+        self.find(id).map(|m| m.body.get_untracked())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.with(Vec::is_empty)
+    }
+
+    fn find(&self, id: i64) -> Option<LiveMessage> {
+        self.items
+            .with_untracked(|items| items.iter().find(|m| m.id == id).cloned())
+    }
+
+    /// Adds a row, or replaces the copy of it if the row is newer.
+    pub fn upsert(&self, m: Message) {
+        match self.find(m.id) {
+            Some(held) if m.rev > held.rev.get_untracked() => {
+                held.usage.set(usage_of(&m));
+                if held.body.with_untracked(|b| *b != m.body) {
+                    held.body.set(m.body);
+                }
+                held.status.set(m.status);
+                held.error.set(m.error);
+                held.rev.set(m.rev);
+            }
+            Some(_) => {}
+            None => self.items.update(|items| {
+                let at = items.partition_point(|held| held.id < m.id);
+                items.insert(at, LiveMessage::new(m));
+            }),
+        }
+    }
+
+    /// Applies one event (at revision `rev`, when it carried one). Returns
+    /// the id of a message whose copy cannot be trusted and must be re-fetched.
+    pub fn apply(&self, event: ChatEvent, rev: Option<i64>) -> Option<i64> {
+        match event {
+            ChatEvent::Message { message } => {
+                self.upsert(message);
+                None
+            }
+            ChatEvent::Delta { id, offset, text } => {
+                let Some(held) = self.find(id) else {
+                    return Some(id); // a message this copy has not seen yet
+                };
+                let len = held.body.with_untracked(String::len);
+                if offset == len {
+                    held.body.update(|b| b.push_str(&text));
+                    if let Some(rev) = rev {
+                        held.rev.set(rev);
+                    }
+                    None
+                } else if offset + text.len() <= len {
+                    None // already applied
+                } else {
+                    Some(id) // a gap
+                }
+            }
+            ChatEvent::Finished {
+                id,
+                status,
+                len,
+                hash,
+                error,
+                usage,
+                ..
+            } => {
+                let held = self.find(id)?;
+                held.status.set(status);
+                held.error.set(error);
+                held.usage.set(usage);
+                if let Some(rev) = rev {
+                    held.rev.set(rev);
+                }
+                let whole = held.body.with_untracked(|b| b.len() == len && body_hash(b) == hash);
+                (!whole).then_some(id)
+            }
+            ChatEvent::Sync { .. } => None,
+        }
+    }
+}
+
+/// Subscribes to a thread's events until the calling reactive scope ends.
+/// `EventSource` reconnects by itself, sending `Last-Event-ID`.
+#[cfg(feature = "hydrate")]
+pub fn subscribe(thread_id: &str, since: i64, list: MessageList, on_change: impl Fn() + 'static) {
+    use send_wrapper::SendWrapper;
+    use wasm_bindgen::{closure::Closure, JsCast};
+    use web_sys::{EventSource, MessageEvent};
+
+    let url = format!("/api/threads/{thread_id}/events?since={since}");
+    let Ok(source) = EventSource::new(&url) else {
+        return;
+    };
+    let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |msg: MessageEvent| {
+        let Some(data) = msg.data().as_string() else {
+            return;
+        };
+        let Ok(event) = serde_json::from_str::<ChatEvent>(&data) else {
+            leptos::logging::warn!("unreadable event: {data}");
+            return;
+        };
+        let rev = msg.last_event_id().parse::<i64>().ok();
+        if let Some(id) = list.apply(event, rev) {
+            refetch(list, id);
+        }
+        on_change();
+    });
+    source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let guard = SendWrapper::new((source, on_message));
+    on_cleanup(move || guard.0.close());
+}
+
+/// Replaces a message's copy with the stored row.
+pub fn refetch(list: MessageList, id: i64) {
+    leptos::task::spawn_local(async move {
+        match crate::api::get_message(id).await {
+            Ok(message) => list.replace(message),
+            Err(e) => leptos::logging::warn!("could not re-fetch message {id}: {e}"),
+        }
+    });
+}
+
+impl MessageList {
+    /// A re-fetched row wins over the copy whatever its revision: the copy
+    /// was found broken.
+    pub fn replace(&self, m: Message) {
+        if let Some(held) = self.find(m.id) {
+            held.rev.set(m.rev - 1);
+        }
+        self.upsert(m);
+    }
+}

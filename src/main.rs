@@ -1,0 +1,30 @@
+use std::path::Path;
+
+use leptos::config::get_configuration;
+use streamchat::server::{config::Config, run};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn")),
+        )
+        .init();
+    let leptos_options = get_configuration(None)?.leptos_options;
+    let config = Config::load(Path::new("Leptos.toml"))?;
+    let listener = tokio::net::TcpListener::bind(&leptos_options.site_addr).await?;
+    run(listener, leptos_options, config, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,260 @@
+//! Types shared by the server and the browser. Never feature-gated (only the
+//! optional sqlx derives are).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+/// The thread the home page shows; created by the first migration.
+pub const DEFAULT_THREAD: &str = "lobby";
+/// The model name the embedded demo provider answers with; the UI labels it.
+pub const DEMO_MODEL: &str = "demo";
+/// The handle that makes the bot answer.
+pub const BOT_HANDLE: &str = "gpt";
+/// The bot's author name on its replies.
+pub const BOT_AUTHOR: &str = "gpt";
+/// Largest accepted message body, in bytes, after trimming.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+/// Longest accepted author name, in characters, after trimming.
+pub const MAX_AUTHOR_CHARS: usize = 40;
+/// How many messages a thread page shows.
+pub const PAGE_SIZE: i64 = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::Type))]
+#[cfg_attr(feature = "ssr", sqlx(type_name = "TEXT", rename_all = "snake_case"))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// Where a message is in its life. User messages are born `Done`; assistant
+/// replies start `Streaming` and end in exactly one of the other states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::Type))]
+#[cfg_attr(feature = "ssr", sqlx(type_name = "TEXT", rename_all = "snake_case"))]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Streaming,
+    Done,
+    Failed,
+    Cancelled,
+    TimedOut,
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Streaming => "streaming",
+            Status::Done => "done",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::TimedOut => "timed_out",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    /// What the UI says about a reply in this state.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Streaming => "writing…",
+            Status::Done => "done",
+            Status::Failed => "failed",
+            Status::Cancelled => "stopped",
+            Status::TimedOut => "timed out",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct Thread {
+    pub id: String,
+    pub title: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct Message {
+    pub id: i64,
+    pub thread_id: String,
+    pub author: String,
+    pub role: Role,
+    pub body: String,
+    pub status: Status,
+    pub error: Option<String>,
+    pub finish_reason: Option<String>,
+    pub model: Option<String>,
+    /// Unix epoch milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    /// The writer's revision of this row's last change (see the migration).
+    pub rev: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+/// What a thread page loads: the latest messages, oldest first, and the
+/// revision they are current to (the subscription resumes from it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadPage {
+    pub thread: Thread,
+    pub messages: Vec<Message>,
+    pub rev: i64,
+    /// The author name this browser last posted with (a cookie).
+    pub author: Option<String>,
+}
+
+/// What `send_message` committed: the user's message and, when the bot was
+/// mentioned, the placeholder reply now streaming.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Posted {
+    pub message: Message,
+    pub reply: Option<Message>,
+}
+
+/// The one wire type of a thread's live subscription (SSE `data:`; the SSE
+/// `id:` is the revision the event brings the client to).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatEvent {
+    /// A whole row: a new message, or a snapshot of one after (re)connecting.
+    Message { message: Message },
+    /// `text` was appended to message `id` at byte `offset` of its body.
+    Delta { id: i64, offset: usize, text: String },
+    /// Message `id` reached a terminal status; `len` (bytes) and `hash`
+    /// ([`body_hash`]) describe the final body so a client can prove its copy.
+    Finished {
+        id: i64,
+        status: Status,
+        len: usize,
+        hash: String,
+        error: Option<String>,
+        finish_reason: Option<String>,
+        usage: Option<Usage>,
+        finished_at: i64,
+    },
+    /// End of a snapshot: the client is current to `rev`.
+    Sync { rev: i64 },
+}
+
+/// FNV-1a (64 bit) of the body's bytes as 16 hex digits: cheap on both sides,
+/// enough to detect a copy that differs from the stored body.
+pub fn body_hash(body: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in body.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Whether `body` mentions `@handle` as a word, ignoring case
+/// (`@GPT, hi` does; `me@gpt.example` and `@gpt4` do not).
+pub fn mentions(body: &str, handle: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let needle = format!("@{}", handle.to_lowercase());
+    let lower = body.to_lowercase();
+    lower.match_indices(&needle).any(|(at, _)| {
+        let before = lower[..at].chars().next_back();
+        let after = lower[at + needle.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
+/// Checks a post and returns its trimmed author and body.
+pub fn validate_post(author: &str, body: &str) -> Result<(String, String), AppError> {
+    let author = author.trim();
+    let body = body.trim();
+    if author.is_empty() {
+        return Err(AppError::Invalid("Please enter your name.".into()));
+    }
+    if author.chars().count() > MAX_AUTHOR_CHARS {
+        return Err(AppError::Invalid(format!(
+            "Your name is too long: at most {MAX_AUTHOR_CHARS} characters."
+        )));
+    }
+    if author.chars().any(char::is_control) {
+        return Err(AppError::Invalid(
+            "Your name cannot contain control characters.".into(),
+        ));
+    }
+    if body.is_empty() {
+        return Err(AppError::Invalid("The message is empty.".into()));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(AppError::Invalid(format!(
+            "The message is too long: {} bytes, at most {MAX_BODY_BYTES}.",
+            body.len()
+        )));
+    }
+    Ok((author.to_owned(), body.to_owned()))
+}
+
+/// `HH:MM` of an epoch-millisecond time, in UTC (server render) or, once
+/// hydrated, in the browser's time zone.
+pub fn format_time(ms: i64, local: bool) -> String {
+    #[cfg(feature = "hydrate")]
+    if local {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
+        return format!("{:02}:{:02}", date.get_hours(), date.get_minutes());
+    }
+    let _ = local;
+    let minutes = ms.div_euclid(60_000);
+    format!(
+        "{:02}:{:02}",
+        minutes.div_euclid(60).rem_euclid(24),
+        minutes.rem_euclid(60)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mention_is_a_case_insensitive_word() {
+        assert!(mentions("@gpt what is rust?", "gpt"));
+        assert!(mentions("hey @GPT, hi", "gpt"));
+        assert!(mentions("ask (@gpt)", "gpt"));
+        assert!(!mentions("mail me@gpt.example", "gpt"));
+        assert!(!mentions("@gpt4 is not me", "gpt"));
+        assert!(!mentions("no mention here", "gpt"));
+    }
+
+    #[test]
+    fn validation_trims_and_bounds() {
+        assert_eq!(
+            validate_post("  ann ", " hi \n").unwrap(),
+            ("ann".into(), "hi".into())
+        );
+        assert!(validate_post("", "hi").is_err());
+        assert!(validate_post(&"a".repeat(41), "hi").is_err());
+        assert!(validate_post(&"é".repeat(40), "hi").is_ok());
+        assert!(validate_post("ann", "   ").is_err());
+        assert!(validate_post("ann", &"x".repeat(MAX_BODY_BYTES)).is_ok());
+        assert!(validate_post("ann", &"x".repeat(MAX_BODY_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        assert_eq!(body_hash(""), "cbf29ce484222325");
+        assert_ne!(body_hash("ab"), body_hash("ba"));
+    }
+
+    #[test]
+    fn time_is_utc_hours_and_minutes() {
+        assert_eq!(format_time(0, false), "00:00");
+        assert_eq!(format_time((13 * 60 + 7) * 60_000 + 59_999, false), "13:07");
+    }
+}

@@ -1,0 +1,98 @@
+//! Wiring: state, routes, and the serve loop tests call on port 0.
+
+use std::{future::Future, sync::Arc};
+
+use axum::{
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+    Router,
+};
+use leptos::{config::LeptosOptions, prelude::provide_context};
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use super::{
+    config::Config, demo, hub::Hub, outbox, provider::Provider, sse, state::AppState, store::Store,
+    writer::Writer,
+};
+use crate::app::{shell, App};
+
+/// Largest request body any endpoint accepts (a message is at most 8 KiB).
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+impl AppState {
+    /// Opens the store, recovers interrupted replies and starts the writer.
+    /// `self_base_url` is where this server's own demo endpoint lives.
+    pub async fn build(
+        leptos_options: LeptosOptions,
+        config: Config,
+        self_base_url: &str,
+    ) -> anyhow::Result<Self> {
+        let store = Store::open(&config.database).await?;
+        let last_rev = outbox::recover(&store).await?;
+        let hub = Hub::default();
+        let writer = Writer::start(store.clone(), hub.clone(), last_rev);
+        let provider = Provider::from_config(&config, self_base_url);
+        tracing::info!(
+            database = %config.database.display(),
+            provider = provider.base_url(),
+            model = provider.model(),
+            "state ready"
+        );
+        Ok(Self {
+            leptos_options,
+            config: Arc::new(config),
+            store,
+            writer,
+            hub,
+            provider,
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let context_state = state.clone();
+    let mut router = Router::new().route("/api/threads/{id}/events", get(sse::events));
+    if state.config.uses_demo() {
+        router = router.route("/v1/chat/completions", post(demo::completions));
+    }
+    router
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(context_state.clone()),
+            {
+                let options = state.leptos_options.clone();
+                move || shell(options.clone())
+            },
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the app on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    leptos_options: LeptosOptions,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let self_base_url = format!("http://127.0.0.1:{}/v1", addr.port());
+    let state = AppState::build(leptos_options, config, &self_base_url).await?;
+    let stop = state.shutdown.clone();
+    tracing::info!("listening on http://{addr}");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop.cancel();
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The embedded demo model: an OpenAI-compatible streaming
+//! `/v1/chat/completions` that answers deterministically at a set pace, so
+//! the app runs its whole loop (through async-openai) with no API key.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::{json, Value};
+
+use super::state::AppState;
+use crate::model::DEMO_MODEL;
+
+const ANSWER: &str = "This is the demo model answering, not a real language model. \
+It streams a fixed text at a steady pace so you can watch the whole loop work: your message \
+was saved together with an empty reply in one transaction, then a background task on the \
+server asked this OpenAI-compatible endpoint for a streamed completion. Every piece of text \
+that arrives is appended to the reply in the database first and only then sent to everyone \
+watching this thread, so what you see is always what is stored.\n\n\
+Try it: open this thread in a second window and watch both grow together. Reload the page \
+in the middle of a reply and it continues exactly where it was, because the database owns \
+the reply, not the browser. Close the tab and come back later and the finished reply is \
+there. Several people can ask at once and several replies stream side by side. 🚀 \
+Multi-byte text is handled too: 你好，世界 — 👩‍💻 writes, 🧑‍🤝‍🧑 watch.\n\n\
+To talk to a real model, set OPENAI_API_KEY (and OPENAI_MODEL if you like), or point \
+OPENAI_BASE_URL at any OpenAI-compatible server such as Ollama, vLLM or llama.cpp, and \
+restart. Until then, thanks for trying the demo!";
+
+/// The demo's tokens: each word with the whitespace before it.
+pub fn tokens(question: &str) -> Vec<String> {
+    let opening = match question.trim() {
+        "" => "Hello!".to_owned(),
+        q => {
+            let short: String = q.chars().take(60).collect();
+            let ellipsis = if short.len() < q.len() { "…" } else { "" };
+            format!("You asked: \"{short}{ellipsis}\".")
+        }
+    };
+    let text = format!("{opening} {ANSWER}");
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for c in text.chars() {
+        if c.is_whitespace() && !current.trim().is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn chunk(choices: Value, usage: Value) -> Bytes {
+    let chunk = json!({
+        "id": "chatcmpl-demo",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": DEMO_MODEL,
+        "choices": choices,
+        "usage": usage,
+    });
+    Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+/// `POST /v1/chat/completions` (streaming only).
+pub async fn completions(State(state): State<AppState>, Json(request): Json<Value>) -> Response {
+    if request.get("stream").and_then(Value::as_bool) != Some(true) {
+        let error = json!({"error": {"message": "the demo model only streams", "type": "invalid_request_error"}});
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    }
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let question = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .replace(['@'], "")
+        .replace("gpt", "")
+        .trim()
+        .to_owned();
+    let prompt_tokens: usize = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .map(|c| c.split_whitespace().count())
+        .sum();
+    let tokens = tokens(&question);
+    let pause = Duration::from_secs_f64(1.0 / state.config.demo.tokens_per_second);
+
+    let stream = async_stream::stream! {
+        yield Ok::<_, Infallible>(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
+        let mut tick = tokio::time::interval(pause);
+        for token in &tokens {
+            tick.tick().await;
+            yield Ok(chunk(json!([{"index": 0, "delta": {"content": token}, "finish_reason": null}]), Value::Null));
+        }
+        yield Ok(chunk(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), Value::Null));
+        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": tokens.len(), "total_tokens": prompt_tokens + tokens.len()});
+        yield Ok(chunk(json!([]), usage));
+        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+    };
+    (
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn demo_text_is_a_few_hundred_tokens_and_reassembles() {
+        let tokens = super::tokens("what is this?");
+        assert!((150..600).contains(&tokens.len()), "{}", tokens.len());
+        let text: String = tokens.concat();
+        assert!(text.starts_with("You asked: \"what is this?\"."));
+        assert!(text.ends_with("thanks for trying the demo!"));
+    }
+}

@@ -1,0 +1,64 @@
+//! In-memory fan-out of committed events, one broadcast channel per thread.
+//!
+//! Only the writer publishes, and only after its transaction committed, so a
+//! subscriber never sees text the database does not hold. Each event is
+//! serialized once and shared (`Arc`) by every subscriber: no database read
+//! and no encoding per delta per subscriber.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::broadcast;
+
+use crate::model::ChatEvent;
+
+/// Events a subscriber may fall behind by before it lags. A lagging
+/// subscriber is resynced from the database (see `sse.rs`), so this bounds
+/// memory per thread without ever slowing the writer or other subscribers.
+pub const CHANNEL_CAPACITY: usize = 1024;
+
+/// One committed change, ready to send.
+#[derive(Debug)]
+pub struct Envelope {
+    /// The revision the change was committed at (the SSE event id).
+    pub rev: i64,
+    /// The event as JSON (the SSE data).
+    pub json: String,
+}
+
+#[derive(Clone, Default)]
+pub struct Hub {
+    threads: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<Envelope>>>>>,
+}
+
+impl Hub {
+    pub fn subscribe(&self, thread_id: &str) -> broadcast::Receiver<Arc<Envelope>> {
+        let mut threads = self.threads.lock().expect("hub lock");
+        threads
+            .entry(thread_id.to_owned())
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Sends a committed event to the thread's subscribers, if any.
+    pub fn publish(&self, thread_id: &str, rev: i64, event: &ChatEvent) {
+        let mut threads = self.threads.lock().expect("hub lock");
+        let Some(sender) = threads.get(thread_id) else {
+            return;
+        };
+        if sender.receiver_count() == 0 {
+            threads.remove(thread_id);
+            return;
+        }
+        let json = serde_json::to_string(event).expect("events serialize");
+        let _ = sender.send(Arc::new(Envelope { rev, json }));
+    }
+
+    /// Subscribers of a thread right now.
+    pub fn viewers(&self, thread_id: &str) -> usize {
+        let threads = self.threads.lock().expect("hub lock");
+        threads.get(thread_id).map_or(0, |s| s.receiver_count())
+    }
+}

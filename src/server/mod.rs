@@ -1,0 +1,24 @@
+//! Everything that runs only on the server, one step of the data path per
+//! file (see docs/ARCHITECTURE.md).
+
+pub mod config;
+pub mod demo;
+pub mod generate;
+pub mod hub;
+pub mod outbox;
+pub mod provider;
+pub mod sse;
+pub mod state;
+pub mod store;
+pub mod writer;
+
+mod app_server;
+pub use app_server::{router, run};
+
+/// Wall-clock time as Unix epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,23 @@
+//! The one application state, reached through axum's `State` (via `FromRef`)
+//! and, in server functions and SSR, through Leptos context.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use tokio_util::sync::CancellationToken;
+
+use super::{config::Config, hub::Hub, provider::Provider, store::Store, writer::Writer};
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub config: Arc<Config>,
+    pub store: Store,
+    /// The only writer of messages (see `writer.rs`).
+    pub writer: Writer,
+    pub hub: Hub,
+    pub provider: Provider,
+    /// Cancelled on shutdown: ends live subscriptions so the server can stop.
+    pub shutdown: CancellationToken,
+}

@@ -1,0 +1,276 @@
+//! All SQL lives here: the pool, migrations, reads, and the statements the
+//! writer runs inside its transactions.
+//!
+//! SQLite runs in WAL mode: readers never block the single writer and see a
+//! consistent snapshot; `synchronous = NORMAL` keeps every committed
+//! transaction across a process crash (`kill -9`), which is what the
+//! write-ahead invariant needs.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    SqliteConnection, SqlitePool,
+};
+
+use crate::model::{Message, Role, Status, Thread, Usage};
+
+const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error, finish_reason, \
+     model, created_at, updated_at, finished_at, prompt_tokens, completion_tokens, rev";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Rows a subscriber must (re)load, and the revision they bring it to.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub messages: Vec<Message>,
+    pub rev: i64,
+}
+
+/// A row for the writer to insert.
+pub struct NewMessage<'a> {
+    pub thread_id: &'a str,
+    pub author: &'a str,
+    pub role: Role,
+    pub body: &'a str,
+    pub status: Status,
+    pub model: Option<&'a str>,
+}
+
+/// How a reply ended, as the writer stores it.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: Status,
+    pub error: Option<String>,
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and runs the embedded migrations.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
+        sqlx::query_as("SELECT id, title FROM threads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Creates a thread (used by tests and, later, the thread UI).
+    pub async fn create_thread(&self, id: &str, title: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO threads (id, title, created_at) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(title)
+            .bind(super::now_ms())
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    pub async fn message(&self, id: i64) -> Result<Option<Message>, sqlx::Error> {
+        sqlx::query_as(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// The latest `limit` messages of a thread, oldest first, read in one
+    /// transaction with the revision they are current to.
+    pub async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(thread_id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        messages.reverse();
+        let rev = thread_rev(&mut tx, thread_id).await?;
+        tx.commit().await?;
+        Ok(Snapshot { messages, rev })
+    }
+
+    /// What a subscriber needs on (re)connecting: every row of the thread
+    /// changed after `since`, or without `since` the replies still streaming.
+    pub async fn snapshot(&self, thread_id: &str, since: Option<i64>) -> Result<Snapshot, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let query = match since {
+            Some(_) => format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND rev > ? ORDER BY id"
+            ),
+            None => format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND status = 'streaming' ORDER BY id"
+            ),
+        };
+        let messages = sqlx::query_as(&query)
+            .bind(thread_id)
+            .bind(since.unwrap_or_default())
+            .fetch_all(&mut *tx)
+            .await?;
+        let rev = thread_rev(&mut tx, thread_id).await?;
+        tx.commit().await?;
+        Ok(Snapshot { messages, rev })
+    }
+
+    /// The prompt context for a reply: the thread's most recent `limit`
+    /// messages before it, oldest first, without empty placeholders.
+    pub async fn context(&self, thread_id: &str, before_id: i64, limit: u32) -> Result<Vec<Message>, sqlx::Error> {
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE thread_id = ? AND id < ? AND body <> '' ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(thread_id)
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// The highest revision stamped so far; the writer continues after it.
+    pub async fn max_rev(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(rev), 0) FROM messages")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Start-up recovery: replies a crash left `streaming` become
+    /// `interrupted`, their text kept. Runs before the writer starts.
+    pub async fn interrupt_streaming(&self, rev: i64) -> Result<u64, sqlx::Error> {
+        let now = super::now_ms();
+        sqlx::query(
+            "UPDATE messages SET status = 'interrupted', \
+             error = 'The server stopped while this reply was being written.', \
+             finished_at = ?, updated_at = ?, rev = ? WHERE status = 'streaming'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(rev)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+    }
+}
+
+async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(rev), 0) FROM messages WHERE thread_id = ?")
+        .bind(thread_id)
+        .fetch_one(conn)
+        .await
+}
+
+// Statements for the writer, run inside its group-commit transaction.
+
+pub async fn thread_exists(conn: &mut SqliteConnection, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar::<_, i64>("SELECT 1 FROM threads WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map(|row| row.is_some())
+}
+
+pub async fn insert_message(
+    conn: &mut SqliteConnection,
+    new: &NewMessage<'_>,
+    now: i64,
+    rev: i64,
+) -> Result<Message, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO messages (thread_id, author, role, body, status, model, created_at, updated_at, rev) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}"
+    ))
+    .bind(new.thread_id)
+    .bind(new.author)
+    .bind(new.role)
+    .bind(new.body)
+    .bind(new.status)
+    .bind(new.model)
+    .bind(now)
+    .bind(now)
+    .bind(rev)
+    .fetch_one(conn)
+    .await
+}
+
+/// Appends to a reply that is still streaming; false if it no longer is.
+pub async fn append(
+    conn: &mut SqliteConnection,
+    id: i64,
+    text: &str,
+    now: i64,
+    rev: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages SET body = body || ?, updated_at = ?, rev = ? \
+         WHERE id = ? AND status = 'streaming'",
+    )
+    .bind(text)
+    .bind(now)
+    .bind(rev)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+/// The body's length in bytes.
+pub async fn body_len(conn: &mut SqliteConnection, id: i64) -> Result<usize, sqlx::Error> {
+    sqlx::query_scalar::<_, i64>("SELECT length(CAST(body AS BLOB)) FROM messages WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map(|len| len.unwrap_or_default() as usize)
+}
+
+/// Ends a streaming reply; returns its final body, or `None` if it had
+/// already ended.
+pub async fn finish(
+    conn: &mut SqliteConnection,
+    id: i64,
+    outcome: &Outcome,
+    now: i64,
+    rev: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE messages SET status = ?, error = ?, finish_reason = ?, prompt_tokens = ?, \
+         completion_tokens = ?, finished_at = ?, updated_at = ?, rev = ? \
+         WHERE id = ? AND status = 'streaming' RETURNING body",
+    )
+    .bind(outcome.status)
+    .bind(outcome.error.as_deref())
+    .bind(outcome.finish_reason.as_deref())
+    .bind(outcome.usage.map(|u| u.prompt_tokens))
+    .bind(outcome.usage.map(|u| u.completion_tokens))
+    .bind(now)
+    .bind(now)
+    .bind(rev)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}

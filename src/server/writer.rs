@@ -1,0 +1,276 @@
+//! The appender: the only writer of messages.
+//!
+//! Every change (a post and its placeholder, streamed text, a reply's end)
+//! is a [`Command`] on one channel. The writer task takes all pending
+//! commands, applies them in ONE transaction (group commit: an append alone
+//! when idle, hundreds per commit under load), and only after the commit
+//! publishes their events to the hub, in revision order. Being the single
+//! writer makes revisions strictly increasing in commit order and lets it
+//! keep each streaming body's length in memory for the delta offsets.
+
+use std::{collections::HashMap, sync::Arc};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    hub::Hub,
+    now_ms,
+    store::{self, NewMessage, Outcome, Store},
+};
+use crate::{
+    error::AppError,
+    model::{body_hash, ChatEvent, Posted, Role, Status, BOT_AUTHOR},
+};
+
+/// Commands queued before senders wait. Generation tasks await a free slot,
+/// so a slow disk slows producers, never viewers.
+const CHANNEL_CAPACITY: usize = 4096;
+/// Most commands in one transaction.
+const MAX_BATCH: usize = 1024;
+
+pub struct NewPost {
+    pub thread_id: String,
+    pub author: String,
+    pub body: String,
+    /// The model of the reply to start, when the bot was mentioned.
+    pub reply_model: Option<String>,
+}
+
+enum Command {
+    Post(NewPost, oneshot::Sender<Result<Posted, AppError>>),
+    Append { thread_id: Arc<str>, id: i64, text: String },
+    Finish { thread_id: Arc<str>, id: i64, outcome: Outcome },
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Writer {
+    /// Starts the writer task; revisions continue after `last_rev`.
+    pub fn start(store: Store, hub: Hub, last_rev: i64) -> Self {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let task = WriterTask {
+            store,
+            hub,
+            next_rev: last_rev + 1,
+            lengths: HashMap::new(),
+        };
+        tokio::spawn(task.run(rx));
+        Self { tx }
+    }
+
+    /// Commits a user message and, if asked, its placeholder reply, in one transaction.
+    pub async fn post(&self, post: NewPost) -> Result<Posted, AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Post(post, reply)).await?;
+        answer.await.map_err(|_| AppError::internal("writer dropped a post"))?
+    }
+
+    pub async fn append(&self, thread_id: &Arc<str>, id: i64, text: String) -> Result<(), AppError> {
+        let thread_id = thread_id.clone();
+        self.send(Command::Append { thread_id, id, text }).await
+    }
+
+    pub async fn finish(&self, thread_id: &Arc<str>, id: i64, outcome: Outcome) -> Result<(), AppError> {
+        let thread_id = thread_id.clone();
+        self.send(Command::Finish { thread_id, id, outcome }).await
+    }
+
+    async fn send(&self, command: Command) -> Result<(), AppError> {
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| AppError::internal("the writer has stopped"))
+    }
+}
+
+struct WriterTask {
+    store: Store,
+    hub: Hub,
+    next_rev: i64,
+    /// Body length in bytes of each reply streaming now (committed state).
+    lengths: HashMap<i64, usize>,
+}
+
+/// What a batch will do once committed.
+#[derive(Default)]
+struct Effects {
+    events: Vec<(Arc<str>, i64, ChatEvent)>,
+    replies: Vec<(oneshot::Sender<Result<Posted, AppError>>, Result<Posted, AppError>)>,
+    lengths: HashMap<i64, Option<usize>>,
+}
+
+impl WriterTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let commands = std::mem::take(&mut batch);
+            let size = commands.len();
+            match self.apply(commands).await {
+                Ok(effects) => self.publish(effects),
+                Err((e, replies)) => {
+                    tracing::error!(error = %e, size, "group commit failed; its changes were not published");
+                    for reply in replies {
+                        let _ = reply.send(Err(AppError::Internal));
+                    }
+                }
+            }
+        }
+        tracing::info!("writer stopped");
+    }
+
+    fn rev(&mut self) -> i64 {
+        self.next_rev += 1;
+        self.next_rev - 1
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn apply(
+        &mut self,
+        commands: Vec<Command>,
+    ) -> Result<Effects, (sqlx::Error, Vec<oneshot::Sender<Result<Posted, AppError>>>)> {
+        let mut effects = Effects::default();
+        // Appends are merged per message until something else touches it.
+        let mut pending: Vec<(Arc<str>, i64, String)> = Vec::new();
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = self.store.pool().begin().await?;
+            let now = now_ms();
+            for command in commands {
+                match command {
+                    Command::Append { thread_id, id, text } => {
+                        match pending.iter_mut().find(|(_, pid, _)| *pid == id) {
+                            Some((_, _, buf)) => buf.push_str(&text),
+                            None => pending.push((thread_id, id, text)),
+                        }
+                    }
+                    Command::Finish { thread_id, id, outcome } => {
+                        if let Some(at) = pending.iter().position(|(_, pid, _)| *pid == id) {
+                            let (t, id, text) = pending.remove(at);
+                            self.flush(&mut tx, &mut effects, t, id, text, now).await?;
+                        }
+                        let rev = self.rev();
+                        if let Some(body) = store::finish(&mut tx, id, &outcome, now, rev).await? {
+                            effects.lengths.insert(id, None);
+                            let event = ChatEvent::Finished {
+                                id,
+                                status: outcome.status,
+                                len: body.len(),
+                                hash: body_hash(&body),
+                                error: outcome.error,
+                                finish_reason: outcome.finish_reason,
+                                usage: outcome.usage,
+                                finished_at: now,
+                            };
+                            effects.events.push((thread_id, rev, event));
+                        }
+                    }
+                    Command::Post(post, reply) => {
+                        let result = self.insert_post(&mut tx, &mut effects, post, now).await?;
+                        effects.replies.push((reply, result));
+                    }
+                }
+            }
+            for (thread_id, id, text) in std::mem::take(&mut pending) {
+                self.flush(&mut tx, &mut effects, thread_id, id, text, now).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(effects),
+            Err(e) => Err((e, effects.replies.into_iter().map(|(r, _)| r).collect())),
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        tx: &mut sqlx::SqliteConnection,
+        effects: &mut Effects,
+        thread_id: Arc<str>,
+        id: i64,
+        text: String,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let offset = match effects.lengths.get(&id) {
+            Some(Some(len)) => *len,
+            Some(None) => return Ok(()), // ended earlier in this batch
+            None => match self.lengths.get(&id) {
+                Some(len) => *len,
+                None => store::body_len(tx, id).await?,
+            },
+        };
+        let rev = self.rev();
+        if store::append(tx, id, &text, now, rev).await? {
+            effects.lengths.insert(id, Some(offset + text.len()));
+            effects.events.push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
+        } else {
+            tracing::warn!(message_id = id, "append to a reply that is no longer streaming dropped");
+        }
+        Ok(())
+    }
+
+    async fn insert_post(
+        &mut self,
+        tx: &mut sqlx::SqliteConnection,
+        effects: &mut Effects,
+        post: NewPost,
+        now: i64,
+    ) -> Result<Result<Posted, AppError>, sqlx::Error> {
+        if !store::thread_exists(tx, &post.thread_id).await? {
+            return Ok(Err(AppError::NotFound(format!(
+                "There is no thread \"{}\".",
+                post.thread_id
+            ))));
+        }
+        let thread_id: Arc<str> = post.thread_id.as_str().into();
+        let user = NewMessage {
+            thread_id: &post.thread_id,
+            author: &post.author,
+            role: Role::User,
+            body: &post.body,
+            status: Status::Done,
+            model: None,
+        };
+        let rev = self.rev();
+        let message = store::insert_message(tx, &user, now, rev).await?;
+        effects
+            .events
+            .push((thread_id.clone(), rev, ChatEvent::Message { message: message.clone() }));
+        let mut reply = None;
+        if let Some(model) = post.reply_model.as_deref() {
+            let placeholder = NewMessage {
+                thread_id: &post.thread_id,
+                author: BOT_AUTHOR,
+                role: Role::Assistant,
+                body: "",
+                status: Status::Streaming,
+                model: Some(model),
+            };
+            let rev = self.rev();
+            let row = store::insert_message(tx, &placeholder, now, rev).await?;
+            effects.lengths.insert(row.id, Some(0));
+            effects
+                .events
+                .push((thread_id, rev, ChatEvent::Message { message: row.clone() }));
+            reply = Some(row);
+        }
+        Ok(Ok(Posted { message, reply }))
+    }
+
+    fn publish(&mut self, effects: Effects) {
+        for (id, len) in effects.lengths {
+            match len {
+                Some(len) => self.lengths.insert(id, len),
+                None => self.lengths.remove(&id),
+            };
+        }
+        for (thread_id, rev, event) in &effects.events {
+            self.hub.publish(thread_id, *rev, event);
+        }
+        for (reply, result) in effects.replies {
+            let _ = reply.send(result);
+        }
+    }
+}

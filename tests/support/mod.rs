@@ -1,0 +1,155 @@
+//! Test harness: the real server on port 0 with a temporary SQLite file and
+//! a fake provider that is a real HTTP server speaking the OpenAI SSE format.
+#![allow(dead_code, unused_imports)]
+
+pub mod fake_provider;
+pub mod sse;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use leptos::config::LeptosOptions;
+use serde_json::Value;
+use sqlx::{sqlite::SqliteConnectOptions, SqlitePool};
+use streamchat::{
+    model::{Message, Posted, Status},
+    server::{config::Config, config::Secret, run},
+};
+
+pub use fake_provider::{FakeProvider, Scripted};
+pub use sse::SseClient;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub db_path: PathBuf,
+    /// A separate pool on the same file, for assertions.
+    pub db: SqlitePool,
+    pub fake: FakeProvider,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app(fake: FakeProvider) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("test.db");
+    let mut config = Config {
+        database: db_path.clone(),
+        ..Config::default()
+    };
+    config.openai_base_url = Some(fake.base_url.clone());
+    config.openai_api_key = Some(Secret("sk-test-key".into()));
+    config.bot.model = "fake-model".into();
+    let options = LeptosOptions::builder().output_name("streamchat").build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        run(listener, options, config, std::future::pending())
+            .await
+            .expect("server runs")
+    });
+    let db = SqlitePool::connect_lazy_with(SqliteConnectOptions::new().filename(&db_path));
+    let app = TestApp {
+        addr,
+        url: format!("http://{addr}"),
+        db_path,
+        db,
+        fake,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    };
+    // The listener accepts once the state (migrations, recovery) is ready.
+    let status = app.http.get(format!("{}/api/threads/lobby/events", app.url));
+    drop(status.send().await.expect("server is up"));
+    app
+}
+
+impl TestApp {
+    /// Calls the `send_message` server function the way a hydrated client does.
+    pub async fn post_raw(&self, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/send_message", self.url))
+            .header("accept", "application/json")
+            .form(fields)
+            .send()
+            .await
+            .expect("post")
+    }
+
+    pub async fn post(&self, thread: &str, author: &str, body: &str) -> Posted {
+        let response = self
+            .post_raw(&[("thread", thread), ("author", author), ("body", body)])
+            .await;
+        assert!(response.status().is_success(), "post failed: {}", response.status());
+        response.json().await.expect("Posted")
+    }
+
+    pub async fn create_thread(&self, id: &str) {
+        sqlx::query("INSERT INTO threads (id, title, created_at) VALUES (?, ?, 0)")
+            .bind(id)
+            .bind(id)
+            .execute(&self.db)
+            .await
+            .unwrap();
+    }
+
+    pub async fn message(&self, id: i64) -> Message {
+        sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn message_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (up to 20 s) until message `id` has left `streaming`.
+    pub async fn wait_finished(&self, id: i64) -> Message {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let message = self.message(id).await;
+            if message.status != Status::Streaming {
+                return message;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "message {id} still streaming");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn events_url(&self, thread: &str) -> String {
+        format!("{}/api/threads/{thread}/events", self.url)
+    }
+
+    pub async fn get_message(&self, id: i64) -> Message {
+        let response = self
+            .http
+            .post(format!("{}/api/get_message", self.url))
+            .header("accept", "application/json")
+            .form(&[("id", id.to_string())])
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+}
+
+/// A JSON body's `error` message, as a client shows it.
+pub fn error_text(body: &Value) -> String {
+    body.as_object()
+        .and_then(|o| o.values().next())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A browser-side message list (the real client logic), with the reactive
+/// owner it needs kept alive by the returned guard.
+pub fn client_list() -> (leptos::prelude::Owner, streamchat::live::MessageList) {
+    let owner = leptos::prelude::Owner::new();
+    owner.set();
+    (owner, streamchat::live::MessageList::new(Vec::new()))
+}
