@@ -26,4 +26,10 @@ pub mod server;
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(app::App);
+    // A marker for the browser tests: the page is interactive now.
+    let _ = js_sys::Reflect::set(
+        &js_sys::global(),
+        &"__streamchatHydrated".into(),
+        &true.into(),
+    );
 }

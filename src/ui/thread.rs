@@ -77,7 +77,7 @@ fn ThreadView(page: Page) -> impl IntoView {
                 <h1>{thread.title.clone()}</h1>
                 <p class="hint">"Mention " <code>"@gpt"</code> " to ask the bot; everyone here sees the reply as it is written."</p>
             </header>
-            <section class="messages" aria-label="Messages" node_ref=scroller on:scroll=on_scroll>
+            <section class="messages" aria-label="Conversation" node_ref=scroller on:scroll=on_scroll>
                 <Show when=move || list.is_empty()>
                     <p class="empty">"No messages yet. Say hello, or ask @gpt something."</p>
                 </Show>

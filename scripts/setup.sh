@@ -1,0 +1,72 @@
+# Sourced by scripts/run and scripts/test: installs what is missing, idempotently.
+# Everything installed lives outside the checkout (cargo's home, a cache dir),
+# so a fresh clone on the same machine reuses it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE_DIR="${STREAMCHAT_CACHE_DIR:-$HOME/.cache/streamchat}"
+# Builds go outside the clone so a new clone builds warm; override freely.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
+export PATH="$HOME/.cargo/bin:$CACHE_DIR/tools/node_modules/.bin:$PATH"
+
+CARGO_LEPTOS_VERSION=0.3.10
+BINARYEN_VERSION=125.0.0
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+ensure_rust() {
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    say "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if [[ "$(cargo leptos --version 2>/dev/null)" != *"$CARGO_LEPTOS_VERSION"* ]]; then
+    say "installing cargo-leptos $CARGO_LEPTOS_VERSION (takes ~15-20 min once)"
+    cargo install --locked "cargo-leptos@$CARGO_LEPTOS_VERSION" --features no_downloads
+  fi
+  # wasm-bindgen-cli must equal the wasm-bindgen crate in Cargo.lock.
+  local want
+  want="$(grep -A1 '^name = "wasm-bindgen"$' "$ROOT/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')"
+  if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $want" ]]; then
+    say "installing wasm-bindgen-cli $want"
+    cargo install wasm-bindgen-cli --version "=$want" --force
+  fi
+}
+
+# wasm-opt for release builds: npm's binaryen (Debian's 108 breaks hydration).
+ensure_wasm_opt() {
+  if [[ "$(wasm-opt --version 2>/dev/null)" != *"${BINARYEN_VERSION%%.*}"* ]]; then
+    say "installing binaryen $BINARYEN_VERSION (wasm-opt)"
+    mkdir -p "$CACHE_DIR/tools"
+    npm install --prefix "$CACHE_DIR/tools" --no-audit --no-fund "binaryen@$BINARYEN_VERSION"
+  fi
+}
+
+ensure_browser() {
+  if [[ ! -x /usr/bin/chromium ]]; then
+    say "installing Debian's Chromium"
+    local sudo=""
+    [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
+  fi
+  if [[ ! -d "$ROOT/end2end/node_modules/@playwright/test" ]]; then
+    say "installing the Playwright test runner"
+    (cd "$ROOT/end2end" && npm ci --no-audit --no-fund)
+  fi
+}
+
+# Starts the built server in the background on $1 (host:port) with database $2.
+# Sets SERVER_PID. The caller stops it.
+start_server() {
+  local addr="$1" db="$2" bin="$3" site_root="$4"
+  (cd "$ROOT" && LEPTOS_SITE_ADDR="$addr" LEPTOS_SITE_ROOT="$site_root" STREAMCHAT_DATABASE="$db" \
+    exec "$bin") &
+  SERVER_PID=$!
+  for _ in $(seq 1 300); do
+    if curl -fsS -o /dev/null "http://$addr/"; then return 0; fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "server exited" >&2; return 1; fi
+    sleep 0.1
+  done
+  echo "server did not start on $addr" >&2
+  return 1
+}
