@@ -26,8 +26,12 @@ impl FromServerFnError for AppError {
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
             ServerFnErrorErr::Args(msg) => AppError::Invalid(format!("Malformed request: {msg}")),
-            ServerFnErrorErr::MissingArg(arg) => AppError::Invalid(format!("Missing field: {arg}.")),
-            ServerFnErrorErr::Request(msg) | ServerFnErrorErr::Response(msg) => AppError::Network(msg),
+            ServerFnErrorErr::MissingArg(arg) => {
+                AppError::Invalid(format!("Missing field: {arg}."))
+            }
+            ServerFnErrorErr::Request(msg) | ServerFnErrorErr::Response(msg) => {
+                AppError::Network(msg)
+            }
             other => AppError::Network(other.to_string()),
         }
     }

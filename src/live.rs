@@ -142,7 +142,9 @@ impl MessageList {
                 if let Some(rev) = rev {
                     held.rev.set(rev);
                 }
-                let whole = held.body.with_untracked(|b| b.len() == len && body_hash(b) == hash);
+                let whole = held
+                    .body
+                    .with_untracked(|b| b.len() == len && body_hash(b) == hash);
                 (!whole).then_some(id)
             }
             ChatEvent::Sync { .. } => None,

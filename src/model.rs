@@ -131,7 +131,11 @@ pub enum ChatEvent {
     /// A whole row: a new message, or a snapshot of one after (re)connecting.
     Message { message: Message },
     /// `text` was appended to message `id` at byte `offset` of its body.
-    Delta { id: i64, offset: usize, text: String },
+    Delta {
+        id: i64,
+        offset: usize,
+        text: String,
+    },
     /// Message `id` reached a terminal status; `len` (bytes) and `hash`
     /// ([`body_hash`]) describe the final body so a client can prove its copy.
     Finished {

@@ -40,7 +40,11 @@ async fn twenty_concurrent_replies_across_three_threads() {
         let app = &app;
         async move {
             let prompt = format!("@gpt t{thread}q{i}");
-            let reply = app.post(thread, &format!("user{i}"), &prompt).await.reply.unwrap();
+            let reply = app
+                .post(thread, &format!("user{i}"), &prompt)
+                .await
+                .reply
+                .unwrap();
             (thread, prompt, reply.id)
         }
     });
@@ -50,7 +54,11 @@ async fn twenty_concurrent_replies_across_three_threads() {
         let message = app.wait_finished(*id).await;
         assert_eq!(message.status, Status::Done, "{prompt}");
         assert_eq!(&message.thread_id, thread);
-        assert_eq!(message.body, answer(prompt).text(), "reply {id} to {prompt:?}");
+        assert_eq!(
+            message.body,
+            answer(prompt).text(),
+            "reply {id} to {prompt:?}"
+        );
     }
     assert_eq!(app.fake.requests(), 20);
 
@@ -70,14 +78,20 @@ async fn twenty_concurrent_replies_across_three_threads() {
                 .expect("stream open");
             match &event {
                 ChatEvent::Message { message } => assert_eq!(message.thread_id, thread),
-                ChatEvent::Delta { id, .. } => assert!(ours.contains_key(id), "{thread} got delta of {id}"),
+                ChatEvent::Delta { id, .. } => {
+                    assert!(ours.contains_key(id), "{thread} got delta of {id}")
+                }
                 ChatEvent::Finished { id, .. } => {
                     assert!(ours.contains_key(id), "{thread} got end of {id}");
                     finished += 1;
                 }
                 ChatEvent::Sync { .. } => {}
             }
-            assert_eq!(list.apply(event, rev), None, "the viewer's copy stayed exact");
+            assert_eq!(
+                list.apply(event, rev),
+                None,
+                "the viewer's copy stayed exact"
+            );
         }
         for (id, prompt) in ours {
             assert_eq!(list.body(id).unwrap(), answer(prompt).text());

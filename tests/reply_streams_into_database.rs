@@ -28,7 +28,10 @@ async fn mention_streams_the_completion_into_the_reply() {
     assert_eq!(done.status, Status::Done);
     assert_eq!(done.body, script.text());
     assert_eq!(done.finish_reason.as_deref(), Some("stop"));
-    assert_eq!((done.prompt_tokens, done.completion_tokens), (Some(42), Some(7)));
+    assert_eq!(
+        (done.prompt_tokens, done.completion_tokens),
+        (Some(42), Some(7))
+    );
     assert!(done.finished_at.is_some());
     assert_eq!(done.error, None);
 
@@ -62,7 +65,12 @@ async fn context_holds_recent_messages_with_the_bots_as_assistant() {
         .unwrap()
         .iter()
         .skip(1)
-        .map(|m| (m["role"].as_str().unwrap().into(), m["content"].as_str().unwrap().into()))
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().into(),
+                m["content"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let expected: Vec<(String, String)> = [
         ("user", "@gpt one"),

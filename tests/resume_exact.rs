@@ -33,7 +33,11 @@ async fn resume_case(script: Scripted) {
     let (_owner, list) = support::client_list();
 
     let mut first = SseClient::connect(&app.events_url("lobby"), None).await;
-    let reply = app.post("lobby", "Ann", "@gpt say something tricky").await.reply.unwrap();
+    let reply = app
+        .post("lobby", "Ann", "@gpt say something tricky")
+        .await
+        .reply
+        .unwrap();
 
     // Read until a few deltas of the reply arrived, then drop the connection.
     let mut deltas_seen = 0;

@@ -10,12 +10,33 @@ use support::{error_text, spawn_app, FakeProvider, Scripted};
 async fn bad_posts_are_refused_and_write_nothing() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["x"])).await).await;
     let too_long = "x".repeat(8 * 1024 + 1);
-    let cases: [(&[(&str, &str)], u16, &str); 5] = [
-        (&[("thread", "lobby"), ("author", "Ann"), ("body", "")], 400, "The message is empty."),
-        (&[("thread", "lobby"), ("author", "Ann"), ("body", "  \n\t ")], 400, "The message is empty."),
-        (&[("thread", "lobby"), ("author", "Ann"), ("body", &too_long)], 400, "The message is too long: 8193 bytes, at most 8192."),
-        (&[("thread", "lobby"), ("body", "@gpt hi")], 400, "Please enter your name."),
-        (&[("thread", "nope"), ("author", "Ann"), ("body", "@gpt hi")], 404, "There is no thread \"nope\"."),
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Fields, u16, &str); 5] = [
+        (
+            &[("thread", "lobby"), ("author", "Ann"), ("body", "")],
+            400,
+            "The message is empty.",
+        ),
+        (
+            &[("thread", "lobby"), ("author", "Ann"), ("body", "  \n\t ")],
+            400,
+            "The message is empty.",
+        ),
+        (
+            &[("thread", "lobby"), ("author", "Ann"), ("body", &too_long)],
+            400,
+            "The message is too long: 8193 bytes, at most 8192.",
+        ),
+        (
+            &[("thread", "lobby"), ("body", "@gpt hi")],
+            400,
+            "Please enter your name.",
+        ),
+        (
+            &[("thread", "nope"), ("author", "Ann"), ("body", "@gpt hi")],
+            404,
+            "There is no thread \"nope\".",
+        ),
     ];
     for (fields, status, message) in cases {
         let response = app.post_raw(fields).await;

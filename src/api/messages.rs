@@ -39,7 +39,10 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             .thread(&thread)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("There is no thread \"{thread}\".")))?;
-        let latest = state.store.latest(&thread.id, crate::model::PAGE_SIZE).await?;
+        let latest = state
+            .store
+            .latest(&thread.id, crate::model::PAGE_SIZE)
+            .await?;
         let author = respond::cookie(super::AUTHOR_COOKIE)
             .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
             .and_then(|v| String::from_utf8(v).ok());

@@ -80,7 +80,9 @@ impl Config {
     /// Reads `path` (missing file: defaults) and applies the environment.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let mut config: Config = match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };

@@ -106,7 +106,10 @@ pub async fn completions(State(state): State<AppState>, Json(request): Json<Valu
         yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
     };
     (
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(stream),
     )
         .into_response()

@@ -38,7 +38,11 @@ fn failed(error: impl Into<String>, usage: Option<Usage>) -> Outcome {
 async fn stream_reply(state: &AppState, thread_id: &Arc<str>, placeholder: &Message) -> Outcome {
     let id = placeholder.id;
     let bot = &state.config.bot;
-    let history = match state.store.context(thread_id, id, bot.context_messages).await {
+    let history = match state
+        .store
+        .context(thread_id, id, bot.context_messages)
+        .await
+    {
         Ok(history) => history,
         Err(e) => return failed(format!("Could not read the thread: {e}"), None),
     };
@@ -60,7 +64,11 @@ async fn stream_reply(state: &AppState, thread_id: &Arc<str>, placeholder: &Mess
         },
     }));
 
-    tracing::debug!(message_id = id, prompt_messages = prompt.len(), "requesting completion");
+    tracing::debug!(
+        message_id = id,
+        prompt_messages = prompt.len(),
+        "requesting completion"
+    );
     let mut stream = match state.provider.stream(prompt).await {
         Ok(stream) => stream,
         Err(e) => return failed(provider_error(&e), None),
@@ -104,7 +112,10 @@ async fn stream_reply(state: &AppState, thread_id: &Arc<str>, placeholder: &Mess
             finish_reason: Some(reason),
             usage,
         },
-        None => failed("The provider's stream ended before the reply was finished.", usage),
+        None => failed(
+            "The provider's stream ended before the reply was finished.",
+            usage,
+        ),
     }
 }
 

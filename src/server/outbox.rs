@@ -9,7 +9,12 @@ use crate::{
     model::{mentions, validate_post, Posted, BOT_HANDLE},
 };
 
-pub async fn send(state: &AppState, thread_id: String, author: &str, body: &str) -> Result<Posted, AppError> {
+pub async fn send(
+    state: &AppState,
+    thread_id: String,
+    author: &str,
+    body: &str,
+) -> Result<Posted, AppError> {
     let (author, body) = validate_post(author, body)?;
     let reply_model = mentions(&body, BOT_HANDLE).then(|| state.provider.model().to_owned());
     let posted = state
@@ -35,7 +40,10 @@ pub async fn recover(store: &Store) -> anyhow::Result<i64> {
     let rev = store.max_rev().await? + 1;
     let interrupted = store.interrupt_streaming(rev).await?;
     if interrupted > 0 {
-        tracing::warn!(interrupted, "replies left streaming by a previous run marked interrupted");
+        tracing::warn!(
+            interrupted,
+            "replies left streaming by a previous run marked interrupted"
+        );
         Ok(rev)
     } else {
         Ok(rev - 1)

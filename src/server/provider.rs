@@ -90,11 +90,22 @@ impl Provider {
     /// at `self_base_url`.
     pub fn from_config(config: &Config, self_base_url: &str) -> Self {
         let (base_url, key, model) = if config.uses_demo() {
-            (self_base_url.to_owned(), "demo".to_owned(), DEMO_MODEL.to_owned())
+            (
+                self_base_url.to_owned(),
+                "demo".to_owned(),
+                DEMO_MODEL.to_owned(),
+            )
         } else {
             (
-                config.openai_base_url.clone().unwrap_or_else(|| OPENAI_BASE_URL.into()),
-                config.openai_api_key.as_ref().map(|k| k.0.clone()).unwrap_or_default(),
+                config
+                    .openai_base_url
+                    .clone()
+                    .unwrap_or_else(|| OPENAI_BASE_URL.into()),
+                config
+                    .openai_api_key
+                    .as_ref()
+                    .map(|k| k.0.clone())
+                    .unwrap_or_default(),
                 config.bot.model.clone(),
             )
         };
@@ -103,7 +114,11 @@ impl Provider {
                 .with_api_base(base_url.trim_end_matches('/'))
                 .with_api_key(key),
         );
-        Self { client, model, base_url }
+        Self {
+            client,
+            model,
+            base_url,
+        }
     }
 
     /// The model replies are asked of (and labelled with).
@@ -121,7 +136,9 @@ impl Provider {
             model: self.model.clone(),
             messages,
             stream: true,
-            stream_options: StreamOptions { include_usage: true },
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
         };
         self.client.chat().create_stream_byot(request).await
     }
@@ -131,7 +148,13 @@ impl Provider {
 pub fn prompt_name(author: &str) -> Option<String> {
     let name: String = author
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
     (!name.trim_matches('_').is_empty()).then_some(name)

@@ -39,7 +39,9 @@ pub async fn events(
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(query.since);
     if state.store.thread(&thread_id).await?.is_none() {
-        return Err(AppError::NotFound(format!("There is no thread \"{thread_id}\".")));
+        return Err(AppError::NotFound(format!(
+            "There is no thread \"{thread_id}\"."
+        )));
     }
     let mut live = state.hub.subscribe(&thread_id);
     let first = state.store.snapshot(&thread_id, since).await?;

@@ -92,10 +92,12 @@ impl Store {
     }
 
     pub async fn message(&self, id: i64) -> Result<Option<Message>, sqlx::Error> {
-        sqlx::query_as(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// The latest `limit` messages of a thread, oldest first, read in one
@@ -117,7 +119,11 @@ impl Store {
 
     /// What a subscriber needs on (re)connecting: every row of the thread
     /// changed after `since`, or without `since` the replies still streaming.
-    pub async fn snapshot(&self, thread_id: &str, since: Option<i64>) -> Result<Snapshot, sqlx::Error> {
+    pub async fn snapshot(
+        &self,
+        thread_id: &str,
+        since: Option<i64>,
+    ) -> Result<Snapshot, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let query = match since {
             Some(_) => format!(
@@ -139,7 +145,12 @@ impl Store {
 
     /// The prompt context for a reply: the thread's most recent `limit`
     /// messages before it, oldest first, without empty placeholders.
-    pub async fn context(&self, thread_id: &str, before_id: i64, limit: u32) -> Result<Vec<Message>, sqlx::Error> {
+    pub async fn context(
+        &self,
+        thread_id: &str,
+        before_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, sqlx::Error> {
         let mut messages: Vec<Message> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
              WHERE thread_id = ? AND id < ? AND body <> '' ORDER BY id DESC LIMIT ?"

@@ -36,10 +36,21 @@ pub struct NewPost {
     pub reply_model: Option<String>,
 }
 
+/// Where the writer answers a post.
+type PostReply = oneshot::Sender<Result<Posted, AppError>>;
+
 enum Command {
-    Post(NewPost, oneshot::Sender<Result<Posted, AppError>>),
-    Append { thread_id: Arc<str>, id: i64, text: String },
-    Finish { thread_id: Arc<str>, id: i64, outcome: Outcome },
+    Post(NewPost, PostReply),
+    Append {
+        thread_id: Arc<str>,
+        id: i64,
+        text: String,
+    },
+    Finish {
+        thread_id: Arc<str>,
+        id: i64,
+        outcome: Outcome,
+    },
 }
 
 #[derive(Clone)]
@@ -65,17 +76,39 @@ impl Writer {
     pub async fn post(&self, post: NewPost) -> Result<Posted, AppError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Post(post, reply)).await?;
-        answer.await.map_err(|_| AppError::internal("writer dropped a post"))?
+        answer
+            .await
+            .map_err(|_| AppError::internal("writer dropped a post"))?
     }
 
-    pub async fn append(&self, thread_id: &Arc<str>, id: i64, text: String) -> Result<(), AppError> {
+    pub async fn append(
+        &self,
+        thread_id: &Arc<str>,
+        id: i64,
+        text: String,
+    ) -> Result<(), AppError> {
         let thread_id = thread_id.clone();
-        self.send(Command::Append { thread_id, id, text }).await
+        self.send(Command::Append {
+            thread_id,
+            id,
+            text,
+        })
+        .await
     }
 
-    pub async fn finish(&self, thread_id: &Arc<str>, id: i64, outcome: Outcome) -> Result<(), AppError> {
+    pub async fn finish(
+        &self,
+        thread_id: &Arc<str>,
+        id: i64,
+        outcome: Outcome,
+    ) -> Result<(), AppError> {
         let thread_id = thread_id.clone();
-        self.send(Command::Finish { thread_id, id, outcome }).await
+        self.send(Command::Finish {
+            thread_id,
+            id,
+            outcome,
+        })
+        .await
     }
 
     async fn send(&self, command: Command) -> Result<(), AppError> {
@@ -98,7 +131,7 @@ struct WriterTask {
 #[derive(Default)]
 struct Effects {
     events: Vec<(Arc<str>, i64, ChatEvent)>,
-    replies: Vec<(oneshot::Sender<Result<Posted, AppError>>, Result<Posted, AppError>)>,
+    replies: Vec<(PostReply, Result<Posted, AppError>)>,
     lengths: HashMap<i64, Option<usize>>,
 }
 
@@ -126,11 +159,10 @@ impl WriterTask {
         self.next_rev - 1
     }
 
-    #[allow(clippy::type_complexity)]
     async fn apply(
         &mut self,
         commands: Vec<Command>,
-    ) -> Result<Effects, (sqlx::Error, Vec<oneshot::Sender<Result<Posted, AppError>>>)> {
+    ) -> Result<Effects, (sqlx::Error, Vec<PostReply>)> {
         let mut effects = Effects::default();
         // Appends are merged per message until something else touches it.
         let mut pending: Vec<(Arc<str>, i64, String)> = Vec::new();
@@ -139,13 +171,19 @@ impl WriterTask {
             let now = now_ms();
             for command in commands {
                 match command {
-                    Command::Append { thread_id, id, text } => {
-                        match pending.iter_mut().find(|(_, pid, _)| *pid == id) {
-                            Some((_, _, buf)) => buf.push_str(&text),
-                            None => pending.push((thread_id, id, text)),
-                        }
-                    }
-                    Command::Finish { thread_id, id, outcome } => {
+                    Command::Append {
+                        thread_id,
+                        id,
+                        text,
+                    } => match pending.iter_mut().find(|(_, pid, _)| *pid == id) {
+                        Some((_, _, buf)) => buf.push_str(&text),
+                        None => pending.push((thread_id, id, text)),
+                    },
+                    Command::Finish {
+                        thread_id,
+                        id,
+                        outcome,
+                    } => {
                         if let Some(at) = pending.iter().position(|(_, pid, _)| *pid == id) {
                             let (t, id, text) = pending.remove(at);
                             self.flush(&mut tx, &mut effects, t, id, text, now).await?;
@@ -173,7 +211,8 @@ impl WriterTask {
                 }
             }
             for (thread_id, id, text) in std::mem::take(&mut pending) {
-                self.flush(&mut tx, &mut effects, thread_id, id, text, now).await?;
+                self.flush(&mut tx, &mut effects, thread_id, id, text, now)
+                    .await?;
             }
             tx.commit().await
         }
@@ -204,9 +243,14 @@ impl WriterTask {
         let rev = self.rev();
         if store::append(tx, id, &text, now, rev).await? {
             effects.lengths.insert(id, Some(offset + text.len()));
-            effects.events.push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
+            effects
+                .events
+                .push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
         } else {
-            tracing::warn!(message_id = id, "append to a reply that is no longer streaming dropped");
+            tracing::warn!(
+                message_id = id,
+                "append to a reply that is no longer streaming dropped"
+            );
         }
         Ok(())
     }
@@ -235,9 +279,13 @@ impl WriterTask {
         };
         let rev = self.rev();
         let message = store::insert_message(tx, &user, now, rev).await?;
-        effects
-            .events
-            .push((thread_id.clone(), rev, ChatEvent::Message { message: message.clone() }));
+        effects.events.push((
+            thread_id.clone(),
+            rev,
+            ChatEvent::Message {
+                message: message.clone(),
+            },
+        ));
         let mut reply = None;
         if let Some(model) = post.reply_model.as_deref() {
             let placeholder = NewMessage {
@@ -251,9 +299,13 @@ impl WriterTask {
             let rev = self.rev();
             let row = store::insert_message(tx, &placeholder, now, rev).await?;
             effects.lengths.insert(row.id, Some(0));
-            effects
-                .events
-                .push((thread_id, rev, ChatEvent::Message { message: row.clone() }));
+            effects.events.push((
+                thread_id,
+                rev,
+                ChatEvent::Message {
+                    message: row.clone(),
+                },
+            ));
             reply = Some(row);
         }
         Ok(Ok(Posted { message, reply }))

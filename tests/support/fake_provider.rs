@@ -60,9 +60,15 @@ impl Scripted {
             Value::Null,
         );
         for delta in &self.deltas {
-            body += &frame(json!([{"index": 0, "delta": {"content": delta}, "finish_reason": null}]), Value::Null);
+            body += &frame(
+                json!([{"index": 0, "delta": {"content": delta}, "finish_reason": null}]),
+                Value::Null,
+            );
         }
-        body += &frame(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), Value::Null);
+        body += &frame(
+            json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            Value::Null,
+        );
         let (prompt, completion) = self.usage;
         body += &frame(
             json!([]),
@@ -88,6 +94,13 @@ impl Scripted {
 type Responder = dyn Fn(&Value) -> Scripted + Send + Sync;
 
 #[derive(Clone)]
+struct FakeState {
+    respond: Arc<Responder>,
+    requests: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+#[derive(Clone)]
 pub struct FakeProvider {
     pub base_url: String,
     requests: Arc<AtomicUsize>,
@@ -99,8 +112,11 @@ impl FakeProvider {
     pub async fn start(respond: impl Fn(&Value) -> Scripted + Send + Sync + 'static) -> Self {
         let requests = Arc::new(AtomicUsize::new(0));
         let bodies = Arc::new(Mutex::new(Vec::new()));
-        let state: (Arc<Responder>, Arc<AtomicUsize>, Arc<Mutex<Vec<Value>>>) =
-            (Arc::new(respond), requests.clone(), bodies.clone());
+        let state = FakeState {
+            respond: Arc::new(respond),
+            requests: requests.clone(),
+            bodies: bodies.clone(),
+        };
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
             .with_state(state);
@@ -140,7 +156,11 @@ pub fn last_user_message(request: &Value) -> String {
 }
 
 async fn completions(
-    State((respond, requests, bodies)): State<(Arc<Responder>, Arc<AtomicUsize>, Arc<Mutex<Vec<Value>>>)>,
+    State(FakeState {
+        respond,
+        requests,
+        bodies,
+    }): State<FakeState>,
     Json(request): Json<Value>,
 ) -> axum::response::Response {
     requests.fetch_add(1, Ordering::SeqCst);

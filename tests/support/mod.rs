@@ -58,7 +58,9 @@ pub async fn spawn_app(fake: FakeProvider) -> TestApp {
         _dir: dir,
     };
     // The listener accepts once the state (migrations, recovery) is ready.
-    let status = app.http.get(format!("{}/api/threads/lobby/events", app.url));
+    let status = app
+        .http
+        .get(format!("{}/api/threads/lobby/events", app.url));
     drop(status.send().await.expect("server is up"));
     app
 }
@@ -79,7 +81,11 @@ impl TestApp {
         let response = self
             .post_raw(&[("thread", thread), ("author", author), ("body", body)])
             .await;
-        assert!(response.status().is_success(), "post failed: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "post failed: {}",
+            response.status()
+        );
         response.json().await.expect("Posted")
     }
 
@@ -115,7 +121,10 @@ impl TestApp {
             if message.status != Status::Streaming {
                 return message;
             }
-            assert!(tokio::time::Instant::now() < deadline, "message {id} still streaming");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} still streaming"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -16,12 +16,18 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
-        let mut request = reqwest::Client::new().get(url).header("accept", "text/event-stream");
+        let mut request = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
         let response = request.send().await.expect("subscribe");
-        assert!(response.status().is_success(), "subscribe: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "subscribe: {}",
+            response.status()
+        );
         Self {
             body: Box::pin(response.bytes_stream()),
             buffer: Vec::new(),
