@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
 export PATH="$HOME/.cargo/bin:$CACHE_DIR/tools/node_modules/.bin:$PATH"
 
 CARGO_LEPTOS_VERSION=0.3.10
-BINARYEN_VERSION=125.0.0
+BINARYEN_VERSION=132.0.0
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 

@@ -11,6 +11,8 @@
 //! - `server` (feature `ssr`): state, config, store, outbox, generation, provider,
 //!   writer (appender), hub, SSE.
 
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod app;
 pub mod error;

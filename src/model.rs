@@ -262,3 +262,34 @@ mod tests {
         assert_eq!(format_time((13 * 60 + 7) * 60_000 + 59_999, false), "13:07");
     }
 }
+
+/// How finely streamed text is committed and published: every provider
+/// token, whole words, or whole sentences (each with a maximum delay after
+/// which pending text goes out anyway).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    #[default]
+    Token,
+    Word,
+    Sentence,
+}
+
+impl Granularity {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "token" => Some(Self::Token),
+            "word" => Some(Self::Word),
+            "sentence" => Some(Self::Sentence),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Word => "word",
+            Self::Sentence => "sentence",
+        }
+    }
+}

@@ -42,16 +42,20 @@ impl Hub {
             .subscribe()
     }
 
-    /// Sends a committed event to the thread's subscribers, if any.
+    /// Sends a committed event to the thread's subscribers, if any. The event
+    /// is encoded outside the lock, once for all of them.
     pub fn publish(&self, thread_id: &str, rev: i64, event: &ChatEvent) {
-        let mut threads = self.threads.lock().expect("hub lock");
-        let Some(sender) = threads.get(thread_id) else {
-            return;
+        let sender = {
+            let mut threads = self.threads.lock().expect("hub lock");
+            match threads.get(thread_id) {
+                None => return,
+                Some(sender) if sender.receiver_count() == 0 => {
+                    threads.remove(thread_id);
+                    return;
+                }
+                Some(sender) => sender.clone(),
+            }
         };
-        if sender.receiver_count() == 0 {
-            threads.remove(thread_id);
-            return;
-        }
         let json = serde_json::to_string(event).expect("events serialize");
         let _ = sender.send(Arc::new(Envelope { rev, json }));
     }
