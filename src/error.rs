@@ -12,6 +12,12 @@ pub enum AppError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// A limit was reached (rate, capacity); the message says when to retry.
+    #[error("{0}")]
+    Limited(String),
+    /// The request conflicts with the current state (e.g. the reply already ended).
+    #[error("{0}")]
+    Conflict(String),
     /// Something failed on the server; the cause is in the server's log.
     #[error("Something went wrong on the server. Please try again.")]
     Internal,
@@ -47,6 +53,8 @@ mod server {
             match self {
                 AppError::Invalid(_) => StatusCode::BAD_REQUEST,
                 AppError::NotFound(_) => StatusCode::NOT_FOUND,
+                AppError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+                AppError::Conflict(_) => StatusCode::CONFLICT,
                 AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 AppError::Network(_) => StatusCode::BAD_GATEWAY,
             }

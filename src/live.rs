@@ -9,7 +9,7 @@
 
 use leptos::prelude::*;
 
-use crate::model::{body_hash, ChatEvent, Message, Role, Status, Usage};
+use crate::model::{body_hash, ChatEvent, Message, ReplyStats, Role, Status, Usage};
 
 /// One message as the page shows it; the parts that change are signals.
 #[derive(Clone)]
@@ -22,7 +22,10 @@ pub struct LiveMessage {
     pub body: ArcRwSignal<String>,
     pub status: ArcRwSignal<Status>,
     pub error: ArcRwSignal<Option<String>>,
-    pub usage: ArcRwSignal<Option<Usage>>,
+    pub stopped_by: ArcRwSignal<Option<String>>,
+    pub notice: ArcRwSignal<Option<String>>,
+    pub stats: ArcRwSignal<ReplyStats>,
+    pub requested_by: Option<String>,
     rev: ArcRwSignal<i64>,
 }
 
@@ -30,7 +33,7 @@ impl LiveMessage {
     fn new(m: Message) -> Self {
         Self {
             id: m.id,
-            usage: ArcRwSignal::new(usage_of(&m)),
+            stats: ArcRwSignal::new(stats_of(&m)),
             author: m.author,
             role: m.role,
             model: m.model,
@@ -38,16 +41,28 @@ impl LiveMessage {
             body: ArcRwSignal::new(m.body),
             status: ArcRwSignal::new(m.status),
             error: ArcRwSignal::new(m.error),
+            stopped_by: ArcRwSignal::new(m.stopped_by),
+            notice: ArcRwSignal::new(m.notice),
+            requested_by: m.requested_by,
             rev: ArcRwSignal::new(m.rev),
         }
     }
 }
 
-fn usage_of(m: &Message) -> Option<Usage> {
-    Some(Usage {
-        prompt_tokens: m.prompt_tokens?,
-        completion_tokens: m.completion_tokens?,
-    })
+fn stats_of(m: &Message) -> ReplyStats {
+    ReplyStats {
+        usage: m
+            .prompt_tokens
+            .zip(m.completion_tokens)
+            .map(|(p, c)| Usage {
+                prompt_tokens: p,
+                completion_tokens: c,
+                estimated: m.usage_estimated,
+            }),
+        ttft_ms: m.ttft_ms,
+        tokens_per_second: m.tokens_per_second,
+        retries: m.retries,
+    }
 }
 
 /// A thread's messages in id (creation) order.
@@ -72,6 +87,11 @@ impl MessageList {
         self.find(id).map(|m| m.body.get_untracked())
     }
 
+    /// The current status of message `id`, if held.
+    pub fn status(&self, id: i64) -> Option<Status> {
+        self.find(id).map(|m| m.status.get_untracked())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.with(Vec::is_empty)
     }
@@ -85,12 +105,14 @@ impl MessageList {
     pub fn upsert(&self, m: Message) {
         match self.find(m.id) {
             Some(held) if m.rev > held.rev.get_untracked() => {
-                held.usage.set(usage_of(&m));
+                held.stats.set(stats_of(&m));
                 if held.body.with_untracked(|b| *b != m.body) {
                     held.body.set(m.body);
                 }
                 held.status.set(m.status);
                 held.error.set(m.error);
+                held.stopped_by.set(m.stopped_by);
+                held.notice.set(m.notice);
                 held.rev.set(m.rev);
             }
             Some(_) => {}
@@ -126,19 +148,35 @@ impl MessageList {
                     Some(id) // a gap
                 }
             }
+            ChatEvent::Notice {
+                id,
+                notice,
+                retries,
+            } => {
+                let held = self.find(id)?;
+                held.notice.set(notice);
+                held.stats.update(|s| s.retries = retries);
+                if let Some(rev) = rev {
+                    held.rev.set(rev);
+                }
+                None
+            }
             ChatEvent::Finished {
                 id,
                 status,
                 len,
                 hash,
                 error,
-                usage,
+                stopped_by,
+                stats,
                 ..
             } => {
                 let held = self.find(id)?;
                 held.status.set(status);
                 held.error.set(error);
-                held.usage.set(usage);
+                held.stopped_by.set(stopped_by);
+                held.notice.set(None);
+                held.stats.set(stats);
                 if let Some(rev) = rev {
                     held.rev.set(rev);
                 }

@@ -96,12 +96,73 @@ pub struct Message {
     pub completion_tokens: Option<i64>,
     /// The writer's revision of this row's last change (see the migration).
     pub rev: i64,
+    /// Who started the reply (assistant messages).
+    pub requested_by: Option<String>,
+    /// The reply's prompt is the thread's messages with ids below this.
+    pub context_before: Option<i64>,
+    /// Who pressed Stop.
+    pub stopped_by: Option<String>,
+    /// A passing note while streaming (retrying, queued).
+    pub notice: Option<String>,
+    pub retries: i64,
+    /// Whether the token counts are our estimate rather than the provider's.
+    pub usage_estimated: bool,
+    /// Milliseconds from the provider request to the first text.
+    pub ttft_ms: Option<i64>,
+    pub tokens_per_second: Option<f64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl Message {
+    /// Whether the reply ended in a way Regenerate can retry.
+    pub fn can_regenerate(&self) -> bool {
+        self.role == Role::Assistant && !matches!(self.status, Status::Streaming | Status::Done)
+    }
+
+    /// Whether the reply was cut short and Continue can finish it.
+    pub fn can_continue(&self) -> bool {
+        self.role == Role::Assistant
+            && matches!(
+                self.status,
+                Status::Interrupted | Status::TimedOut | Status::Cancelled
+            )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Counted by our tokenizer because the provider sent no usage.
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+/// How a finished reply went, beyond its status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplyStats {
+    pub usage: Option<Usage>,
+    pub ttft_ms: Option<i64>,
+    pub tokens_per_second: Option<f64>,
+    pub retries: i64,
+}
+
+/// Tokens used, summed over a thread's replies, in total and per author
+/// (the author who asked).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub replies: i64,
+    pub by_author: Vec<AuthorUsage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct AuthorUsage {
+    pub author: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub replies: i64,
 }
 
 /// What a thread page loads: the latest messages, oldest first, and the
@@ -145,8 +206,15 @@ pub enum ChatEvent {
         hash: String,
         error: Option<String>,
         finish_reason: Option<String>,
-        usage: Option<Usage>,
+        stopped_by: Option<String>,
+        stats: ReplyStats,
         finished_at: i64,
+    },
+    /// A passing note on a streaming reply changed (e.g. retrying).
+    Notice {
+        id: i64,
+        notice: Option<String>,
+        retries: i64,
     },
     /// End of a snapshot: the client is current to `rev`.
     Sync { rev: i64 },

@@ -2,8 +2,10 @@
 //! map errors to statuses. One area per file.
 
 mod messages;
+mod replies;
 
 pub use messages::*;
+pub use replies::*;
 
 /// The cookie that remembers the author name a browser last posted with.
 pub const AUTHOR_COOKIE: &str = "streamchat_author";

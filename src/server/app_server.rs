@@ -11,10 +11,18 @@ use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
+use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 
 use super::{
-    config::Config, demo, hub::Hub, outbox, provider::Provider, sse, state::AppState, store::Store,
+    config::Config,
+    demo,
+    generations::{EndRequest, Generations},
+    hub::Hub,
+    outbox,
+    provider::Provider,
+    sse,
+    state::AppState,
+    store::Store,
     writer::Writer,
 };
 use crate::app::{shell, App};
@@ -32,9 +40,12 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let store = Store::open(&config.database).await?;
         let last_rev = outbox::recover(&store).await?;
-        let hub = Hub::default();
+        let hub = Hub::new(config.stream.viewer_buffer);
         let writer = Writer::start(store.clone(), hub.clone(), last_rev);
         let provider = Provider::from_config(&config, self_base_url);
+        let shutdown = CancellationToken::new();
+        let generations = Generations::new(&config.limits);
+        generations.spawn_watchdog(&config.limits, shutdown.clone());
         tracing::info!(
             database = %config.database.display(),
             provider = provider.base_url(),
@@ -48,7 +59,9 @@ impl AppState {
             writer,
             hub,
             provider,
-            shutdown: CancellationToken::new(),
+            generations,
+            demo: Default::default(),
+            shutdown,
         })
     }
 }
@@ -71,6 +84,8 @@ pub fn router(state: AppState) -> Router {
             },
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // 413 for any larger body, before a handler or server function reads it.
+        .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BYTES))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -87,12 +102,21 @@ pub async fn run(
     let self_base_url = format!("http://127.0.0.1:{}/v1", addr.port());
     let state = AppState::build(leptos_options, config, &self_base_url).await?;
     let stop = state.shutdown.clone();
+    let generations = state.generations.clone();
+    let ending = generations.clone();
     tracing::info!("listening on http://{addr}");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
+            tracing::info!("shutting down: ending replies and subscriptions");
+            ending.end_all(EndRequest::Shutdown);
             stop.cancel();
         })
         .await?;
+    // Give replies a moment to record how they ended.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while generations.count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Ok(())
 }

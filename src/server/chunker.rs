@@ -66,6 +66,11 @@ impl Chunker {
         self.since.map(|since| since + self.max_delay)
     }
 
+    /// Bytes waiting to go out.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Everything pending, now (the end of a stream).
     pub fn flush(&mut self) -> Option<String> {
         self.since = None;
@@ -131,7 +136,10 @@ mod tests {
         let t = Instant::now();
         let mut c = Chunker::new(Granularity::Sentence, 1000 * MS);
         assert_eq!(c.push("Pi is 3.14 ", t), None);
-        assert_eq!(c.push("roughly. Next", t).as_deref(), Some("Pi is 3.14 roughly. "));
+        assert_eq!(
+            c.push("roughly. Next", t).as_deref(),
+            Some("Pi is 3.14 roughly. ")
+        );
         assert_eq!(c.push(" one。日本", t).as_deref(), Some("Next one。"));
         assert_eq!(c.flush().as_deref(), Some("日本"));
     }
@@ -150,7 +158,22 @@ mod tests {
     fn text_strategy() -> impl Strategy<Value = String> {
         prop::collection::vec(
             prop::sample::select(vec![
-                "a", "word", " ", "  ", ".", ". ", "!", "? ", "\n", "é", "日本", "。", "👩‍💻", "🇯🇵", "3.14", "…",
+                "a",
+                "word",
+                " ",
+                "  ",
+                ".",
+                ". ",
+                "!",
+                "? ",
+                "\n",
+                "é",
+                "日本",
+                "。",
+                "👩‍💻",
+                "🇯🇵",
+                "3.14",
+                "…",
             ]),
             0..80,
         )

@@ -1,10 +1,12 @@
 //! The app's settings: `Leptos.toml`, then environment variables over it.
 //! Secrets come from the environment only and never appear in `Debug` output.
 
-use std::{fmt, path::Path, path::PathBuf};
+use std::{fmt, path::Path, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use serde::Deserialize;
+
+use crate::model::Granularity;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -12,6 +14,8 @@ pub struct Config {
     /// SQLite file; created with its directory when missing.
     pub database: PathBuf,
     pub bot: BotConfig,
+    pub stream: StreamConfig,
+    pub limits: LimitsConfig,
     pub demo: DemoConfig,
     /// Provider endpoint; `None` with no API key means the embedded demo.
     #[serde(skip)]
@@ -26,6 +30,38 @@ pub struct BotConfig {
     pub model: String,
     pub context_messages: u32,
     pub system_prompt: String,
+}
+
+/// How streamed text is committed and published.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Default granularity; a thread may override it.
+    pub granularity: Granularity,
+    /// Pending text goes out after this long even without a boundary.
+    pub max_delay_ms: u64,
+    /// Events a viewer may fall behind by before it is resynced from the database.
+    pub viewer_buffer: usize,
+}
+
+/// Protection for the provider bill and the server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Replies generating at once on this instance; more are refused.
+    pub max_concurrent_replies: usize,
+    /// `@gpt` requests per author per minute.
+    pub mentions_per_minute: u32,
+    /// Retries of a 429 / 5xx answer before the first token.
+    pub provider_retries: u32,
+    /// First retry delay; doubles each attempt (a `Retry-After` wins).
+    pub retry_base_ms: u64,
+    /// A reply with no new text for this long is `timed_out`.
+    pub idle_timeout_secs: f64,
+    /// A reply taking longer than this in all is `timed_out`.
+    pub total_timeout_secs: f64,
+    /// How often the watchdog looks.
+    pub watchdog_period_secs: f64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -49,6 +85,8 @@ impl Default for Config {
         Self {
             database: PathBuf::from("data/streamchat.db"),
             bot: BotConfig::default(),
+            stream: StreamConfig::default(),
+            limits: LimitsConfig::default(),
             demo: DemoConfig::default(),
             openai_base_url: None,
             openai_api_key: None,
@@ -65,6 +103,42 @@ impl Default for BotConfig {
                             you were mentioned in, briefly and plainly."
                 .into(),
         }
+    }
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            granularity: Granularity::Token,
+            max_delay_ms: 150,
+            viewer_buffer: 1024,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_replies: 64,
+            mentions_per_minute: 20,
+            provider_retries: 3,
+            retry_base_ms: 500,
+            idle_timeout_secs: 60.0,
+            total_timeout_secs: 600.0,
+            watchdog_period_secs: 2.0,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_timeout_secs)
+    }
+    pub fn total_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.total_timeout_secs)
+    }
+    pub fn watchdog_period(&self) -> Duration {
+        Duration::from_secs_f64(self.watchdog_period_secs)
     }
 }
 
@@ -108,11 +182,45 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_DEMO_TOKENS_PER_SECOND") {
             self.demo.tokens_per_second = v.parse().context("STREAMCHAT_DEMO_TOKENS_PER_SECOND")?;
         }
+        if let Some(v) = set("STREAMCHAT_GRANULARITY") {
+            self.stream.granularity = Granularity::parse(&v)
+                .context("STREAMCHAT_GRANULARITY must be token, word or sentence")?;
+        }
+        if let Some(v) = set("STREAMCHAT_MAX_DELAY_MS") {
+            self.stream.max_delay_ms = v.parse().context("STREAMCHAT_MAX_DELAY_MS")?;
+        }
+        if let Some(v) = set("STREAMCHAT_MAX_CONCURRENT_REPLIES") {
+            self.limits.max_concurrent_replies =
+                v.parse().context("STREAMCHAT_MAX_CONCURRENT_REPLIES")?;
+        }
+        if let Some(v) = set("STREAMCHAT_MENTIONS_PER_MINUTE") {
+            self.limits.mentions_per_minute =
+                v.parse().context("STREAMCHAT_MENTIONS_PER_MINUTE")?;
+        }
+        if let Some(v) = set("STREAMCHAT_IDLE_TIMEOUT_SECS") {
+            self.limits.idle_timeout_secs = v.parse().context("STREAMCHAT_IDLE_TIMEOUT_SECS")?;
+        }
+        if let Some(v) = set("STREAMCHAT_TOTAL_TIMEOUT_SECS") {
+            self.limits.total_timeout_secs = v.parse().context("STREAMCHAT_TOTAL_TIMEOUT_SECS")?;
+        }
         self.openai_base_url = set("OPENAI_BASE_URL");
         self.openai_api_key = set("OPENAI_API_KEY").map(Secret);
         anyhow::ensure!(
             self.demo.tokens_per_second > 0.0,
             "demo.tokens_per_second must be positive"
+        );
+        let l = &self.limits;
+        anyhow::ensure!(
+            l.idle_timeout_secs > 0.0 && l.total_timeout_secs > 0.0 && l.watchdog_period_secs > 0.0,
+            "limits: timeouts and the watchdog period must be positive"
+        );
+        anyhow::ensure!(
+            l.max_concurrent_replies > 0,
+            "limits.max_concurrent_replies must be at least 1"
+        );
+        anyhow::ensure!(
+            self.stream.viewer_buffer > 0,
+            "stream.viewer_buffer must be at least 1"
         );
         Ok(())
     }

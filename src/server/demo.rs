@@ -2,7 +2,12 @@
 //! `/v1/chat/completions` that answers deterministically at a set pace, so
 //! the app runs its whole loop (through async-openai) with no API key.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
     body::{Body, Bytes},
@@ -30,6 +35,28 @@ Multi-byte text is handled too: 你好，世界 — 👩‍💻 writes, 🧑‍�
 To talk to a real model, set OPENAI_API_KEY (and OPENAI_MODEL if you like), or point \
 OPENAI_BASE_URL at any OpenAI-compatible server such as Ollama, vLLM or llama.cpp, and \
 restart. Until then, thanks for trying the demo!";
+
+/// Marks a question whose first answer fails mid-stream, to show what a
+/// failed reply looks like (and Regenerate).
+pub const FAIL_ONCE: &str = "[fail once]";
+
+/// The demo model's memory: which `[fail once]` questions already failed.
+#[derive(Clone, Default)]
+pub struct DemoModel {
+    failed: Arc<Mutex<HashSet<String>>>,
+}
+
+impl DemoModel {
+    /// Whether this answer to `question` should fail (the first one only).
+    fn should_fail(&self, question: &str) -> bool {
+        question.contains(FAIL_ONCE)
+            && self
+                .failed
+                .lock()
+                .expect("demo lock")
+                .insert(question.to_owned())
+    }
+}
 
 /// The demo's tokens: each word with the whitespace before it.
 pub fn tokens(question: &str) -> Vec<String> {
@@ -90,14 +117,20 @@ pub async fn completions(State(state): State<AppState>, Json(request): Json<Valu
         .filter_map(|m| m["content"].as_str())
         .map(|c| c.split_whitespace().count())
         .sum();
+    let fail = state.demo.should_fail(&question);
     let tokens = tokens(&question);
     let pause = Duration::from_secs_f64(1.0 / state.config.demo.tokens_per_second);
 
     let stream = async_stream::stream! {
         yield Ok::<_, Infallible>(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
         let mut tick = tokio::time::interval(pause);
-        for token in &tokens {
+        for (i, token) in tokens.iter().enumerate() {
             tick.tick().await;
+            if fail && i == 12 {
+                let error = json!({"error": {"message": "The demo model failed on purpose ([fail once] in the question).", "type": "demo_error"}});
+                yield Ok(Bytes::from(format!("data: {error}\n\n")));
+                return;
+            }
             yield Ok(chunk(json!([{"index": 0, "delta": {"content": token}, "finish_reason": null}]), Value::Null));
         }
         yield Ok(chunk(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), Value::Null));

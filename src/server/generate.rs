@@ -1,133 +1,364 @@
-//! One reply: build the prompt, stream the completion, hand each delta to
-//! the writer, and record how it ended. Runs as its own tokio task, so the
-//! browser that asked has no say in its lifetime.
+//! One reply: build the prompt, stream the completion (retrying rate limits
+//! and server errors before the first token), pass the text through the
+//! chunker to the writer, and record how it ended. Runs as its own tokio
+//! task, so the browser that asked has no say in its lifetime; it ends on
+//! the provider's finish, an error, Stop, the watchdog, or shutdown.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use tokio::time::Instant;
 
 use super::{
-    provider::{prompt_name, PromptMessage},
+    chunker::Chunker,
+    generations::{EndRequest, Handle},
+    provider::{prompt_name, stream_error, PromptMessage},
+    sleep_until,
     state::AppState,
     store::Outcome,
 };
-use crate::model::{Message, Role, Status, Usage};
+use crate::model::{Message, ReplyStats, Role, Status, Usage};
 
-/// Starts the reply for `placeholder` (a committed `streaming` row).
-pub fn spawn(state: AppState, placeholder: Message) {
+/// Starts generating `reply` (a committed `streaming` row). With `resume`,
+/// the stored text is sent as the start of the assistant turn and what
+/// comes back is appended to it (Continue).
+pub fn spawn(state: AppState, reply: Message, handle: Handle, resume: bool) {
     tokio::spawn(async move {
-        let id = placeholder.id;
-        let thread_id: Arc<str> = placeholder.thread_id.as_str().into();
-        let outcome = stream_reply(&state, &thread_id, &placeholder).await;
-        tracing::info!(message_id = id, status = outcome.status.as_str(), error = ?outcome.error, "reply ended");
+        let id = reply.id;
+        let thread_id: Arc<str> = reply.thread_id.as_str().into();
+        let outcome = Generation {
+            state: &state,
+            thread_id: &thread_id,
+            reply: &reply,
+            handle: &handle,
+            resume,
+        }
+        .run()
+        .await;
+        tracing::info!(
+            message_id = id,
+            status = outcome.status.as_str(),
+            error = ?outcome.error,
+            retries = outcome.stats.retries,
+            "reply ended"
+        );
         if let Err(e) = state.writer.finish(&thread_id, id, outcome).await {
             tracing::error!(message_id = id, error = %e, "could not record the end of a reply");
         }
+        drop(handle);
     });
 }
 
-fn failed(error: impl Into<String>, usage: Option<Usage>) -> Outcome {
-    Outcome {
-        status: Status::Failed,
-        error: Some(error.into()),
-        finish_reason: None,
-        usage,
-    }
+struct Generation<'a> {
+    state: &'a AppState,
+    thread_id: &'a Arc<str>,
+    reply: &'a Message,
+    handle: &'a Handle,
+    resume: bool,
 }
 
-async fn stream_reply(state: &AppState, thread_id: &Arc<str>, placeholder: &Message) -> Outcome {
-    let id = placeholder.id;
-    let bot = &state.config.bot;
-    let history = match state
-        .store
-        .context(thread_id, id, bot.context_messages)
-        .await
-    {
-        Ok(history) => history,
-        Err(e) => return failed(format!("Could not read the thread: {e}"), None),
-    };
-    let mut prompt = vec![PromptMessage {
-        role: "system",
-        content: bot.system_prompt.clone(),
-        name: None,
-    }];
-    prompt.extend(history.into_iter().map(|m| match m.role {
-        Role::User => PromptMessage {
-            role: "user",
-            name: prompt_name(&m.author),
-            content: m.body,
-        },
-        Role::Assistant => PromptMessage {
-            role: "assistant",
-            name: None,
-            content: m.body,
-        },
-    }));
+/// What one attempt produced so far.
+#[derive(Default)]
+struct Progress {
+    text: String,
+    prompt_text: String,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    first_text_at: Option<Instant>,
+    retries: i64,
+}
 
-    tracing::debug!(
-        message_id = id,
-        prompt_messages = prompt.len(),
-        "requesting completion"
-    );
-    let mut stream = match state.provider.stream(prompt).await {
-        Ok(stream) => stream,
-        Err(e) => return failed(provider_error(&e), None),
-    };
+enum Ending {
+    Finished,
+    Failed(String),
+    Ended(EndRequest),
+}
 
-    let mut finish_reason = None;
-    let mut usage = None;
-    while let Some(item) = stream.next().await {
-        let chunk = match item {
-            Ok(chunk) => chunk,
-            Err(e) => return failed(provider_error(&e), usage),
+impl Generation<'_> {
+    async fn run(&self) -> Outcome {
+        let started = Instant::now();
+        let mut progress = Progress::default();
+        let ending = match self.prompt().await {
+            Ok(prompt) => {
+                progress.prompt_text = prompt.iter().map(|m| m.content.as_str()).collect();
+                self.stream(prompt, &mut progress).await
+            }
+            Err(e) => Ending::Failed(e),
         };
-        if let Some(error) = chunk.error {
-            let message = error
-                .get("message")
-                .and_then(|m| m.as_str())
-                .map_or_else(|| error.to_string(), str::to_owned);
-            return failed(format!("The provider reported an error: {message}"), usage);
-        }
-        if let Some(u) = chunk.usage {
-            usage = Some(Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
+        self.outcome(ending, progress, started)
+    }
+
+    async fn prompt(&self) -> Result<Vec<PromptMessage>, String> {
+        let bot = &self.state.config.bot;
+        let before = self.reply.context_before.unwrap_or(self.reply.id);
+        let history = self
+            .state
+            .store
+            .context(self.thread_id, before, bot.context_messages)
+            .await
+            .map_err(|e| format!("Could not read the thread: {e}"))?;
+        let mut prompt = vec![PromptMessage {
+            role: "system",
+            content: bot.system_prompt.clone(),
+            name: None,
+        }];
+        prompt.extend(history.into_iter().map(|m| {
+            PromptMessage {
+                role: if m.role == Role::User {
+                    "user"
+                } else {
+                    "assistant"
+                },
+                name: (m.role == Role::User)
+                    .then(|| prompt_name(&m.author))
+                    .flatten(),
+                content: m.body,
+            }
+        }));
+        if self.resume {
+            let stored = self
+                .state
+                .store
+                .message(self.reply.id)
+                .await
+                .map_err(|e| format!("Could not read the reply: {e}"))?
+                .map(|m| m.body)
+                .unwrap_or_default();
+            prompt.push(PromptMessage {
+                role: "assistant",
+                content: stored,
+                name: None,
             });
         }
-        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                if state.writer.append(thread_id, id, text).await.is_err() {
-                    return failed("The server is shutting down.", usage);
+        Ok(prompt)
+    }
+
+    /// Starts the completion, retrying 429 / 5xx with backoff.
+    async fn start(
+        &self,
+        prompt: &[PromptMessage],
+        progress: &mut Progress,
+    ) -> Result<super::provider::ChunkStream, Ending> {
+        let limits = &self.state.config.limits;
+        let cancel = self.handle.cancel_token();
+        loop {
+            let attempt = self.state.provider.stream(prompt.to_vec());
+            let result = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(self.ended()),
+                result = attempt => result,
+            };
+            let error = match result {
+                Ok(stream) => {
+                    if progress.retries > 0 {
+                        let _ = self
+                            .state
+                            .writer
+                            .notice(self.thread_id, self.reply.id, None, progress.retries)
+                            .await;
+                    }
+                    return Ok(stream);
                 }
+                Err(error) => error,
+            };
+            if !error.retryable() || progress.retries >= i64::from(limits.provider_retries) {
+                return Err(Ending::Failed(error.message));
             }
-            if choice.finish_reason.is_some() {
-                finish_reason = choice.finish_reason;
+            progress.retries += 1;
+            let backoff =
+                Duration::from_millis(limits.retry_base_ms) * 2u32.pow(progress.retries as u32 - 1);
+            let wait = error
+                .retry_after
+                .unwrap_or(backoff)
+                .min(Duration::from_secs(60));
+            let notice = format!(
+                "{} Retrying in {:.0} s (retry {} of {}).",
+                error.message,
+                wait.as_secs_f64().ceil(),
+                progress.retries,
+                limits.provider_retries
+            );
+            tracing::warn!(
+                message_id = self.reply.id,
+                retries = progress.retries,
+                ?wait,
+                "provider refused; retrying"
+            );
+            let _ = self
+                .state
+                .writer
+                .notice(
+                    self.thread_id,
+                    self.reply.id,
+                    Some(notice),
+                    progress.retries,
+                )
+                .await;
+            self.handle.touch();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(self.ended()),
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
-    match finish_reason {
-        Some(reason) => Outcome {
-            status: Status::Done,
-            error: None,
-            finish_reason: Some(reason),
-            usage,
-        },
-        None => failed(
-            "The provider's stream ended before the reply was finished.",
-            usage,
-        ),
-    }
-}
 
-/// The provider's own words for a failure, without anything secret.
-fn provider_error(e: &async_openai::error::OpenAIError) -> String {
-    use async_openai::error::OpenAIError;
-    match e {
-        OpenAIError::ApiError(api) => format!(
-            "The provider refused the request ({}): {}",
-            api.status_code, api.api_error.message
-        ),
-        OpenAIError::Reqwest(e) => format!("Could not reach the provider: {e}"),
-        other => format!("The provider's stream failed: {other}"),
+    async fn stream(&self, prompt: Vec<PromptMessage>, progress: &mut Progress) -> Ending {
+        let mut stream = match self.start(&prompt, progress).await {
+            Ok(stream) => stream,
+            Err(ending) => return ending,
+        };
+        let stream_config = &self.state.config.stream;
+        let granularity = match self.state.store.thread_granularity(self.thread_id).await {
+            Ok(Some(g)) => g,
+            _ => stream_config.granularity,
+        };
+        let mut chunker = Chunker::new(
+            granularity,
+            Duration::from_millis(stream_config.max_delay_ms),
+        );
+        let cancel = self.handle.cancel_token();
+        let ending = loop {
+            let deadline = chunker.deadline();
+            let item = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break self.ended(),
+                _ = sleep_until(deadline) => {
+                    if let Some(piece) = chunker.poll(Instant::now()) {
+                        if !self.append(piece).await {
+                            break Ending::Failed("The server is shutting down.".into());
+                        }
+                    }
+                    continue;
+                }
+                item = stream.next() => item,
+            };
+            let Some(item) = item else {
+                break if progress.finish_reason.is_some() {
+                    Ending::Finished
+                } else {
+                    Ending::Failed(
+                        "The provider's stream ended before the reply was finished.".into(),
+                    )
+                };
+            };
+            let chunk = match item {
+                Ok(chunk) => chunk,
+                Err(e) => break Ending::Failed(stream_error(&e)),
+            };
+            if let Some(error) = chunk.error {
+                let message = error
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .map_or_else(|| error.to_string(), str::to_owned);
+                break Ending::Failed(format!("The provider reported an error: {message}"));
+            }
+            if let Some(u) = chunk.usage {
+                progress.usage = Some(Usage {
+                    prompt_tokens: u.prompt_tokens,
+                    completion_tokens: u.completion_tokens,
+                    estimated: false,
+                });
+            }
+            for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                    self.handle.touch();
+                    progress.first_text_at.get_or_insert_with(Instant::now);
+                    progress.text.push_str(&text);
+                    if let Some(piece) = chunker.push(&text, Instant::now()) {
+                        if !self.append(piece).await {
+                            return Ending::Failed("The server is shutting down.".into());
+                        }
+                    }
+                }
+                if choice.finish_reason.is_some() {
+                    progress.finish_reason = choice.finish_reason;
+                }
+            }
+        };
+        // Dropping the stream closes the provider connection; text received
+        // so far is kept.
+        drop(stream);
+        if let Some(piece) = chunker.flush() {
+            self.append(piece).await;
+        }
+        ending
+    }
+
+    async fn append(&self, text: String) -> bool {
+        self.state
+            .writer
+            .append(self.thread_id, self.reply.id, text)
+            .await
+            .is_ok()
+    }
+
+    fn ended(&self) -> Ending {
+        Ending::Ended(self.handle.end_request().unwrap_or(EndRequest::Shutdown))
+    }
+
+    fn outcome(&self, ending: Ending, progress: Progress, started: Instant) -> Outcome {
+        let usage = progress.usage.or_else(|| {
+            let prompt_tokens = super::tokens::count(&progress.prompt_text);
+            let completion_tokens = super::tokens::count(&progress.text);
+            Some(Usage {
+                prompt_tokens,
+                completion_tokens,
+                estimated: true,
+            })
+        });
+        let ttft_ms = progress
+            .first_text_at
+            .map(|t| t.duration_since(started).as_millis() as i64);
+        let tokens_per_second = match (progress.first_text_at, usage) {
+            (Some(first), Some(u)) if u.completion_tokens > 0 => {
+                let secs = first.elapsed().as_secs_f64();
+                (secs > 0.0).then(|| u.completion_tokens as f64 / secs)
+            }
+            _ => None,
+        };
+        let stats = ReplyStats {
+            usage,
+            ttft_ms,
+            tokens_per_second,
+            retries: progress.retries,
+        };
+        let (status, error, stopped_by) = match ending {
+            Ending::Finished => (Status::Done, None, None),
+            Ending::Failed(message) => (Status::Failed, Some(message), None),
+            Ending::Ended(EndRequest::Stop { by }) => (
+                Status::Cancelled,
+                Some(format!("Stopped by {by}.")),
+                Some(by),
+            ),
+            Ending::Ended(EndRequest::IdleTimeout(after)) => (
+                Status::TimedOut,
+                Some(format!(
+                    "No reply from the provider for {} s; gave up.",
+                    after.as_secs_f64()
+                )),
+                None,
+            ),
+            Ending::Ended(EndRequest::TotalTimeout(after)) => (
+                Status::TimedOut,
+                Some(format!(
+                    "The reply took longer than {} s; gave up.",
+                    after.as_secs_f64()
+                )),
+                None,
+            ),
+            Ending::Ended(EndRequest::Shutdown) => (
+                Status::Interrupted,
+                Some("The server stopped while this reply was being written.".into()),
+                None,
+            ),
+        };
+        Outcome {
+            status,
+            error,
+            finish_reason: progress.finish_reason,
+            stopped_by,
+            stats,
+        }
     }
 }

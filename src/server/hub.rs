@@ -14,11 +14,6 @@ use tokio::sync::broadcast;
 
 use crate::model::ChatEvent;
 
-/// Events a subscriber may fall behind by before it lags. A lagging
-/// subscriber is resynced from the database (see `sse.rs`), so this bounds
-/// memory per thread without ever slowing the writer or other subscribers.
-pub const CHANNEL_CAPACITY: usize = 1024;
-
 /// One committed change, ready to send.
 #[derive(Debug)]
 pub struct Envelope {
@@ -26,25 +21,39 @@ pub struct Envelope {
     pub rev: i64,
     /// The event as JSON (the SSE data).
     pub json: String,
+    /// The event itself, for subscribers that regroup deltas.
+    pub event: ChatEvent,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hub {
     threads: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<Envelope>>>>>,
+    /// Events a subscriber may fall behind by before it lags. A lagging
+    /// subscriber is resynced from the database (see `sse.rs`), so this
+    /// bounds memory per thread without ever slowing the writer or other
+    /// subscribers.
+    capacity: usize,
 }
 
 impl Hub {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            threads: Arc::default(),
+            capacity,
+        }
+    }
+
     pub fn subscribe(&self, thread_id: &str) -> broadcast::Receiver<Arc<Envelope>> {
         let mut threads = self.threads.lock().expect("hub lock");
         threads
             .entry(thread_id.to_owned())
-            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
             .subscribe()
     }
 
     /// Sends a committed event to the thread's subscribers, if any. The event
     /// is encoded outside the lock, once for all of them.
-    pub fn publish(&self, thread_id: &str, rev: i64, event: &ChatEvent) {
+    pub fn publish(&self, thread_id: &str, rev: i64, event: ChatEvent) {
         let sender = {
             let mut threads = self.threads.lock().expect("hub lock");
             match threads.get(thread_id) {
@@ -56,8 +65,14 @@ impl Hub {
                 Some(sender) => sender.clone(),
             }
         };
-        let json = serde_json::to_string(event).expect("events serialize");
-        let _ = sender.send(Arc::new(Envelope { rev, json }));
+        let json = serde_json::to_string(&event).expect("events serialize");
+        let _ = sender.send(Arc::new(Envelope { rev, json, event }));
+    }
+
+    /// Events held for a thread's slowest subscriber (at most the capacity).
+    pub fn backlog(&self, thread_id: &str) -> usize {
+        let threads = self.threads.lock().expect("hub lock");
+        threads.get(thread_id).map_or(0, |s| s.len())
     }
 
     /// Subscribers of a thread right now.

@@ -1,15 +1,18 @@
 //! Everything that runs only on the server, one step of the data path per
 //! file (see docs/ARCHITECTURE.md).
 
+pub mod chunker;
 pub mod config;
 pub mod demo;
 pub mod generate;
+pub mod generations;
 pub mod hub;
 pub mod outbox;
 pub mod provider;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod tokens;
 pub mod writer;
 
 mod app_server;
@@ -21,4 +24,12 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// Sleeps until `deadline`, or forever without one (for `select!` arms).
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

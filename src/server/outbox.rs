@@ -1,12 +1,18 @@
-//! Sending a message: validate, commit the user's message and (when the bot
-//! is mentioned) its placeholder reply in one transaction, and only then
-//! start the generation task. The placeholder row is the job record: one a
-//! crash leaves `streaming` is found again at start-up ([`recover`]).
+//! Starting replies: validate, commit the rows (the user's message and the
+//! placeholder reply in one transaction, or a restart), and only then start
+//! the generation task. A placeholder row is the job record: one a crash
+//! leaves `streaming` is found again at start-up ([`recover`]).
 
-use super::{generate, state::AppState, store::Store, writer::NewPost};
+use super::{
+    generate,
+    generations::EndRequest,
+    state::AppState,
+    store::Store,
+    writer::{NewPost, Restart},
+};
 use crate::{
     error::AppError,
-    model::{mentions, validate_post, Posted, BOT_HANDLE},
+    model::{mentions, validate_post, Message, Posted, BOT_HANDLE, MAX_AUTHOR_CHARS},
 };
 
 pub async fn send(
@@ -16,7 +22,16 @@ pub async fn send(
     body: &str,
 ) -> Result<Posted, AppError> {
     let (author, body) = validate_post(author, body)?;
-    let reply_model = mentions(&body, BOT_HANDLE).then(|| state.provider.model().to_owned());
+    // Limits are checked before anything is written: a refused request
+    // changes nothing and the author still holds their text.
+    let slot = if mentions(&body, BOT_HANDLE) {
+        let slot = state.generations.reserve()?;
+        state.generations.check_rate(&author)?;
+        Some(slot)
+    } else {
+        None
+    };
+    let reply_model = slot.as_ref().map(|_| state.provider.model().to_owned());
     let posted = state
         .writer
         .post(NewPost {
@@ -26,11 +41,66 @@ pub async fn send(
             reply_model,
         })
         .await?;
-    if let Some(reply) = &posted.reply {
+    if let (Some(reply), Some(slot)) = (&posted.reply, slot) {
         tracing::info!(message_id = reply.id, thread_id = %reply.thread_id, "reply started");
-        generate::spawn(state.clone(), reply.clone());
+        let handle = state.generations.register(reply.id, slot);
+        generate::spawn(state.clone(), reply.clone(), handle, false);
     }
     Ok(posted)
+}
+
+/// Regenerate (a new reply to the same prompt) or Continue (the same reply,
+/// picked up where it stopped).
+pub async fn restart(
+    state: &AppState,
+    id: i64,
+    kind: Restart,
+    by: &str,
+) -> Result<Message, AppError> {
+    let by = requester(by);
+    let slot = state.generations.reserve()?;
+    state.generations.check_rate(&by)?;
+    let model = state.provider.model().to_owned();
+    let reply = state.writer.restart(id, kind, by, model).await?;
+    tracing::info!(message_id = reply.id, ?kind, "reply restarted");
+    let handle = state.generations.register(reply.id, slot);
+    generate::spawn(
+        state.clone(),
+        reply.clone(),
+        handle,
+        kind == Restart::Continue,
+    );
+    Ok(reply)
+}
+
+/// Stop: ends a streaming reply, keeping its text, recording who stopped it.
+pub async fn stop(state: &AppState, id: i64, by: &str) -> Result<(), AppError> {
+    let by = requester(by);
+    if state.generations.end(id, EndRequest::Stop { by }) {
+        return Ok(());
+    }
+    match state.store.message(id).await? {
+        None => Err(AppError::NotFound(format!("There is no message {id}."))),
+        Some(m) => Err(AppError::Conflict(format!(
+            "This reply has already ended ({}).",
+            m.status.label()
+        ))),
+    }
+}
+
+/// A name for who asked, from what the browser sent.
+fn requester(by: &str) -> String {
+    let by: String = by
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_AUTHOR_CHARS)
+        .collect();
+    if by.is_empty() {
+        "someone".into()
+    } else {
+        by
+    }
 }
 
 /// Start-up recovery, before the writer starts: replies left `streaming` by

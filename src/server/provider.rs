@@ -7,9 +7,11 @@
 //! provider's error mapping, so the demo model, the tests' fake provider and
 //! OpenAI all go through this one path.
 
-use std::pin::Pin;
+use std::{cell::Cell, pin::Pin, time::Duration};
 
-use async_openai::{config::OpenAIConfig, error::OpenAIError, Client};
+use async_openai::{
+    config::OpenAIConfig, error::OpenAIError, middleware::HttpRequestFactory, Client,
+};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +40,7 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct PromptMessage {
     pub role: &'static str,
     pub content: String,
@@ -84,6 +86,41 @@ pub struct ChunkUsage {
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, OpenAIError>> + Send>>;
 
+/// Why a completion could not start.
+#[derive(Debug)]
+pub struct StartError {
+    /// The provider's words (or the connection's), safe to show.
+    pub message: String,
+    /// The HTTP status, when the provider answered.
+    pub status: Option<u16>,
+    /// The provider's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl StartError {
+    /// Rate limits and server errors are worth another attempt.
+    pub fn retryable(&self) -> bool {
+        self.status
+            .is_some_and(|s| s == 429 || (500..600).contains(&s))
+    }
+}
+
+tokio::task_local! {
+    /// The `Retry-After` of the last response our HTTP service saw in this
+    /// task: async-openai's error keeps only the status and body.
+    static RETRY_AFTER: Cell<Option<Duration>>;
+}
+
+/// Parses `Retry-After` in seconds (HTTP dates are treated as absent).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
 impl Provider {
     /// The provider the config names: OpenAI, any compatible `OPENAI_BASE_URL`,
     /// or (with neither key nor URL) the demo model this server itself serves
@@ -109,11 +146,28 @@ impl Provider {
                 config.bot.model.clone(),
             )
         };
+        let http = reqwest::Client::new();
+        // Our HTTP service: plain reqwest, noting `Retry-After` for the caller.
+        let service = tower::service_fn(move |factory: HttpRequestFactory| {
+            let http = http.clone();
+            async move {
+                let request = factory.build().await?;
+                let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                let _ = RETRY_AFTER.try_with(|slot| slot.set(retry_after));
+                Ok::<_, OpenAIError>(response)
+            }
+        });
         let client = Client::with_config(
             OpenAIConfig::new()
                 .with_api_base(base_url.trim_end_matches('/'))
                 .with_api_key(key),
-        );
+        )
+        .with_http_service(service);
         Self {
             client,
             model,
@@ -131,7 +185,7 @@ impl Provider {
     }
 
     /// Starts a streamed completion (`stream: true`, usage included).
-    pub async fn stream(&self, messages: Vec<PromptMessage>) -> Result<ChunkStream, OpenAIError> {
+    pub async fn stream(&self, messages: Vec<PromptMessage>) -> Result<ChunkStream, StartError> {
         let request = ChatRequest {
             model: self.model.clone(),
             messages,
@@ -140,7 +194,69 @@ impl Provider {
                 include_usage: true,
             },
         };
-        self.client.chat().create_stream_byot(request).await
+        let chat = self.client.chat();
+        let (result, retry_after) = RETRY_AFTER
+            .scope(Cell::new(None), async {
+                let result: Result<ChunkStream, OpenAIError> =
+                    chat.create_stream_byot(request).await;
+                (result, RETRY_AFTER.with(Cell::get))
+            })
+            .await;
+        result.map_err(|e| match e {
+            OpenAIError::ApiError(api) => StartError {
+                message: format!(
+                    "The provider refused the request ({}): {}",
+                    api.status_code, api.api_error.message
+                ),
+                status: Some(api.status_code.as_u16()),
+                retry_after,
+            },
+            OpenAIError::Reqwest(e) => StartError {
+                message: format!("Could not reach the provider: {}", without_url(&e)),
+                status: None,
+                retry_after: None,
+            },
+            other => StartError {
+                message: format!("The provider's answer could not be read: {other}"),
+                status: None,
+                retry_after: None,
+            },
+        })
+    }
+}
+
+/// A reqwest error's words without the URL (which may carry credentials).
+pub fn without_url(e: &reqwest::Error) -> String {
+    let mut words = String::from(if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "request failed"
+    });
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        words.push_str(": ");
+        words.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    words
+}
+
+/// A failure after the stream started, in words safe to show.
+pub fn stream_error(e: &OpenAIError) -> String {
+    match e {
+        OpenAIError::JSONDeserialize(err, _) => {
+            format!("The provider sent a malformed chunk: {err}")
+        }
+        OpenAIError::StreamError(err) => format!("The provider's stream broke: {err}"),
+        OpenAIError::Reqwest(e) => format!("The provider's stream broke: {}", without_url(e)),
+        OpenAIError::ApiError(api) => {
+            format!("The provider reported an error: {}", api.api_error.message)
+        }
+        other => format!("The provider's stream failed: {other}"),
     }
 }
 

@@ -7,7 +7,10 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use tokio_util::sync::CancellationToken;
 
-use super::{config::Config, hub::Hub, provider::Provider, store::Store, writer::Writer};
+use super::{
+    config::Config, demo::DemoModel, generations::Generations, hub::Hub, provider::Provider,
+    store::Store, writer::Writer,
+};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -18,6 +21,10 @@ pub struct AppState {
     pub writer: Writer,
     pub hub: Hub,
     pub provider: Provider,
+    /// Replies generating now, their limits and the watchdog.
+    pub generations: Generations,
+    /// The embedded demo model's state (used only when it serves replies).
+    pub demo: DemoModel,
     /// Cancelled on shutdown: ends live subscriptions so the server can stop.
     pub shutdown: CancellationToken,
 }

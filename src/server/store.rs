@@ -13,10 +13,14 @@ use sqlx::{
     SqliteConnection, SqlitePool,
 };
 
-use crate::model::{Message, Role, Status, Thread, Usage};
+use crate::model::{
+    AuthorUsage, Granularity, Message, ReplyStats, Role, Status, Thread, UsageTotals,
+};
 
 const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error, finish_reason, \
-     model, created_at, updated_at, finished_at, prompt_tokens, completion_tokens, rev";
+     model, created_at, updated_at, finished_at, prompt_tokens, completion_tokens, rev, \
+     requested_by, context_before, stopped_by, notice, retries, usage_estimated, ttft_ms, \
+     tokens_per_second";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -38,6 +42,8 @@ pub struct NewMessage<'a> {
     pub body: &'a str,
     pub status: Status,
     pub model: Option<&'a str>,
+    pub requested_by: Option<&'a str>,
+    pub context_before: Option<i64>,
 }
 
 /// How a reply ended, as the writer stores it.
@@ -46,7 +52,8 @@ pub struct Outcome {
     pub status: Status,
     pub error: Option<String>,
     pub finish_reason: Option<String>,
-    pub usage: Option<Usage>,
+    pub stopped_by: Option<String>,
+    pub stats: ReplyStats,
 }
 
 impl Store {
@@ -164,6 +171,35 @@ impl Store {
         Ok(messages)
     }
 
+    /// A thread's own granularity, if it overrides the configured one.
+    pub async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, sqlx::Error> {
+        let value: Option<Option<String>> =
+            sqlx::query_scalar("SELECT granularity FROM threads WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value.flatten().as_deref().and_then(Granularity::parse))
+    }
+
+    /// Tokens used by a thread's replies, in total and per asking author.
+    pub async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
+        let by_author: Vec<AuthorUsage> = sqlx::query_as(
+            "SELECT requested_by AS author, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
+             COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COUNT(*) AS replies \
+             FROM messages WHERE thread_id = ? AND role = 'assistant' AND requested_by IS NOT NULL \
+             GROUP BY requested_by ORDER BY requested_by",
+        )
+        .bind(thread_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(UsageTotals {
+            prompt_tokens: by_author.iter().map(|a| a.prompt_tokens).sum(),
+            completion_tokens: by_author.iter().map(|a| a.completion_tokens).sum(),
+            replies: by_author.iter().map(|a| a.replies).sum(),
+            by_author,
+        })
+    }
+
     /// The highest revision stamped so far; the writer continues after it.
     pub async fn max_rev(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COALESCE(MAX(rev), 0) FROM messages")
@@ -177,7 +213,7 @@ impl Store {
         let now = super::now_ms();
         sqlx::query(
             "UPDATE messages SET status = 'interrupted', \
-             error = 'The server stopped while this reply was being written.', \
+             error = 'The server stopped while this reply was being written.', notice = NULL, \
              finished_at = ?, updated_at = ?, rev = ? WHERE status = 'streaming'",
         )
         .bind(now)
@@ -198,6 +234,18 @@ async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64,
 
 // Statements for the writer, run inside its group-commit transaction.
 
+pub async fn message_in(
+    conn: &mut SqliteConnection,
+    id: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 pub async fn thread_exists(conn: &mut SqliteConnection, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar::<_, i64>("SELECT 1 FROM threads WHERE id = ?")
         .bind(id)
@@ -213,8 +261,9 @@ pub async fn insert_message(
     rev: i64,
 ) -> Result<Message, sqlx::Error> {
     sqlx::query_as(&format!(
-        "INSERT INTO messages (thread_id, author, role, body, status, model, created_at, updated_at, rev) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}"
+        "INSERT INTO messages (thread_id, author, role, body, status, model, created_at, updated_at, \
+         rev, requested_by, context_before) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}"
     ))
     .bind(new.thread_id)
     .bind(new.author)
@@ -225,6 +274,8 @@ pub async fn insert_message(
     .bind(now)
     .bind(now)
     .bind(rev)
+    .bind(new.requested_by)
+    .bind(new.context_before)
     .fetch_one(conn)
     .await
 }
@@ -268,17 +319,69 @@ pub async fn finish(
     now: i64,
     rev: i64,
 ) -> Result<Option<String>, sqlx::Error> {
+    let stats = &outcome.stats;
     sqlx::query_scalar(
-        "UPDATE messages SET status = ?, error = ?, finish_reason = ?, prompt_tokens = ?, \
-         completion_tokens = ?, finished_at = ?, updated_at = ?, rev = ? \
+        "UPDATE messages SET status = ?, error = ?, finish_reason = ?, stopped_by = ?, \
+         prompt_tokens = ?, completion_tokens = ?, usage_estimated = ?, ttft_ms = ?, \
+         tokens_per_second = ?, retries = ?, notice = NULL, finished_at = ?, updated_at = ?, rev = ? \
          WHERE id = ? AND status = 'streaming' RETURNING body",
     )
     .bind(outcome.status)
     .bind(outcome.error.as_deref())
     .bind(outcome.finish_reason.as_deref())
-    .bind(outcome.usage.map(|u| u.prompt_tokens))
-    .bind(outcome.usage.map(|u| u.completion_tokens))
+    .bind(outcome.stopped_by.as_deref())
+    .bind(stats.usage.map(|u| u.prompt_tokens))
+    .bind(stats.usage.map(|u| u.completion_tokens))
+    .bind(stats.usage.is_some_and(|u| u.estimated))
+    .bind(stats.ttft_ms)
+    .bind(stats.tokens_per_second)
+    .bind(stats.retries)
     .bind(now)
+    .bind(now)
+    .bind(rev)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Sets the passing note of a streaming reply; false if it is not streaming.
+pub async fn set_notice(
+    conn: &mut SqliteConnection,
+    id: i64,
+    notice: Option<&str>,
+    retries: i64,
+    now: i64,
+    rev: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages SET notice = ?, retries = ?, updated_at = ?, rev = ? \
+         WHERE id = ? AND status = 'streaming'",
+    )
+    .bind(notice)
+    .bind(retries)
+    .bind(now)
+    .bind(rev)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+/// Puts a reply that was cut short back to `streaming` (Continue), keeping
+/// its text; `None` if it is not in a state that can continue.
+pub async fn reopen(
+    conn: &mut SqliteConnection,
+    id: i64,
+    requested_by: &str,
+    now: i64,
+    rev: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE messages SET status = 'streaming', error = NULL, finish_reason = NULL, \
+         stopped_by = NULL, notice = NULL, finished_at = NULL, requested_by = ?, updated_at = ?, rev = ? \
+         WHERE id = ? AND status IN ('interrupted', 'timed_out', 'cancelled') RETURNING {MESSAGE_COLUMNS}"
+    ))
+    .bind(requested_by)
     .bind(now)
     .bind(rev)
     .bind(id)

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     error::AppError,
-    model::{body_hash, ChatEvent, Posted, Role, Status, BOT_AUTHOR},
+    model::{body_hash, ChatEvent, Message, Posted, Role, Status, BOT_AUTHOR},
 };
 
 /// Commands queued before senders wait. Generation tasks await a free slot,
@@ -38,13 +38,37 @@ pub struct NewPost {
 
 /// Where the writer answers a post.
 type PostReply = oneshot::Sender<Result<Posted, AppError>>;
+/// Where the writer answers a restart.
+type RestartReply = oneshot::Sender<Result<Message, AppError>>;
+
+/// A new attempt at an ended reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// A new reply to the same prompt; the old one stays in history.
+    Regenerate,
+    /// The same reply back to `streaming`, to append what comes next.
+    Continue,
+}
 
 enum Command {
     Post(NewPost, PostReply),
+    Restart {
+        id: i64,
+        kind: Restart,
+        requested_by: String,
+        model: String,
+        reply: RestartReply,
+    },
     Append {
         thread_id: Arc<str>,
         id: i64,
         text: String,
+    },
+    Notice {
+        thread_id: Arc<str>,
+        id: i64,
+        notice: Option<String>,
+        retries: i64,
     },
     Finish {
         thread_id: Arc<str>,
@@ -79,6 +103,46 @@ impl Writer {
         answer
             .await
             .map_err(|_| AppError::internal("writer dropped a post"))?
+    }
+
+    /// Starts a new attempt at an ended reply; returns the row now streaming.
+    pub async fn restart(
+        &self,
+        id: i64,
+        kind: Restart,
+        requested_by: String,
+        model: String,
+    ) -> Result<Message, AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Restart {
+            id,
+            kind,
+            requested_by,
+            model,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| AppError::internal("writer dropped a restart"))?
+    }
+
+    /// Sets (or clears) the passing note shown on a streaming reply.
+    pub async fn notice(
+        &self,
+        thread_id: &Arc<str>,
+        id: i64,
+        notice: Option<String>,
+        retries: i64,
+    ) -> Result<(), AppError> {
+        let thread_id = thread_id.clone();
+        self.send(Command::Notice {
+            thread_id,
+            id,
+            notice,
+            retries,
+        })
+        .await
     }
 
     pub async fn append(
@@ -132,6 +196,7 @@ struct WriterTask {
 struct Effects {
     events: Vec<(Arc<str>, i64, ChatEvent)>,
     replies: Vec<(PostReply, Result<Posted, AppError>)>,
+    restarts: Vec<(RestartReply, Result<Message, AppError>)>,
     lengths: HashMap<i64, Option<usize>>,
 }
 
@@ -143,9 +208,12 @@ impl WriterTask {
             let size = commands.len();
             match self.apply(commands).await {
                 Ok(effects) => self.publish(effects),
-                Err((e, replies)) => {
+                Err((e, effects)) => {
                     tracing::error!(error = %e, size, "group commit failed; its changes were not published");
-                    for reply in replies {
+                    for (reply, _) in effects.replies {
+                        let _ = reply.send(Err(AppError::Internal));
+                    }
+                    for (reply, _) in effects.restarts {
                         let _ = reply.send(Err(AppError::Internal));
                     }
                 }
@@ -159,10 +227,7 @@ impl WriterTask {
         self.next_rev - 1
     }
 
-    async fn apply(
-        &mut self,
-        commands: Vec<Command>,
-    ) -> Result<Effects, (sqlx::Error, Vec<PostReply>)> {
+    async fn apply(&mut self, commands: Vec<Command>) -> Result<Effects, (sqlx::Error, Effects)> {
         let mut effects = Effects::default();
         // Appends are merged per message until something else touches it.
         let mut pending: Vec<(Arc<str>, i64, String)> = Vec::new();
@@ -198,7 +263,8 @@ impl WriterTask {
                                 hash: body_hash(&body),
                                 error: outcome.error,
                                 finish_reason: outcome.finish_reason,
-                                usage: outcome.usage,
+                                stopped_by: outcome.stopped_by,
+                                stats: outcome.stats,
                                 finished_at: now,
                             };
                             effects.events.push((thread_id, rev, event));
@@ -207,6 +273,39 @@ impl WriterTask {
                     Command::Post(post, reply) => {
                         let result = self.insert_post(&mut tx, &mut effects, post, now).await?;
                         effects.replies.push((reply, result));
+                    }
+                    Command::Restart {
+                        id,
+                        kind,
+                        requested_by,
+                        model,
+                        reply,
+                    } => {
+                        let result = self
+                            .restart(&mut tx, &mut effects, id, kind, &requested_by, &model, now)
+                            .await?;
+                        effects.restarts.push((reply, result));
+                    }
+                    Command::Notice {
+                        thread_id,
+                        id,
+                        notice,
+                        retries,
+                    } => {
+                        let rev = self.rev();
+                        if store::set_notice(&mut tx, id, notice.as_deref(), retries, now, rev)
+                            .await?
+                        {
+                            effects.events.push((
+                                thread_id,
+                                rev,
+                                ChatEvent::Notice {
+                                    id,
+                                    notice,
+                                    retries,
+                                },
+                            ));
+                        }
                     }
                 }
             }
@@ -219,7 +318,7 @@ impl WriterTask {
         .await;
         match result {
             Ok(()) => Ok(effects),
-            Err(e) => Err((e, effects.replies.into_iter().map(|(r, _)| r).collect())),
+            Err(e) => Err((e, effects)),
         }
     }
 
@@ -276,6 +375,8 @@ impl WriterTask {
             body: &post.body,
             status: Status::Done,
             model: None,
+            requested_by: None,
+            context_before: None,
         };
         let rev = self.rev();
         let message = store::insert_message(tx, &user, now, rev).await?;
@@ -295,6 +396,8 @@ impl WriterTask {
                 body: "",
                 status: Status::Streaming,
                 model: Some(model),
+                requested_by: Some(&post.author),
+                context_before: None,
             };
             let rev = self.rev();
             let row = store::insert_message(tx, &placeholder, now, rev).await?;
@@ -311,6 +414,75 @@ impl WriterTask {
         Ok(Ok(Posted { message, reply }))
     }
 
+    #[allow(clippy::too_many_arguments)]
+    async fn restart(
+        &mut self,
+        tx: &mut sqlx::SqliteConnection,
+        effects: &mut Effects,
+        id: i64,
+        kind: Restart,
+        requested_by: &str,
+        model: &str,
+        now: i64,
+    ) -> Result<Result<Message, AppError>, sqlx::Error> {
+        let Some(original) = store::message_in(tx, id).await? else {
+            return Ok(Err(AppError::NotFound(format!(
+                "There is no message {id}."
+            ))));
+        };
+        let allowed = match kind {
+            Restart::Regenerate => original.can_regenerate(),
+            Restart::Continue => original.can_continue(),
+        };
+        if !allowed {
+            return Ok(Err(AppError::Conflict(format!(
+                "This reply is {}; it cannot be {}.",
+                original.status.label(),
+                if kind == Restart::Continue {
+                    "continued"
+                } else {
+                    "regenerated"
+                }
+            ))));
+        }
+        let rev = self.rev();
+        let row = match kind {
+            Restart::Regenerate => {
+                let placeholder = NewMessage {
+                    thread_id: &original.thread_id,
+                    author: BOT_AUTHOR,
+                    role: Role::Assistant,
+                    body: "",
+                    status: Status::Streaming,
+                    model: Some(model),
+                    requested_by: Some(requested_by),
+                    context_before: Some(original.context_before.unwrap_or(original.id)),
+                };
+                let row = store::insert_message(tx, &placeholder, now, rev).await?;
+                effects.lengths.insert(row.id, Some(0));
+                row
+            }
+            Restart::Continue => {
+                let Some(row) = store::reopen(tx, id, requested_by, now, rev).await? else {
+                    return Ok(Err(AppError::Conflict(
+                        "This reply cannot be continued.".into(),
+                    )));
+                };
+                effects.lengths.insert(row.id, Some(row.body.len()));
+                row
+            }
+        };
+        let thread_id: Arc<str> = row.thread_id.as_str().into();
+        effects.events.push((
+            thread_id,
+            rev,
+            ChatEvent::Message {
+                message: row.clone(),
+            },
+        ));
+        Ok(Ok(row))
+    }
+
     fn publish(&mut self, effects: Effects) {
         for (id, len) in effects.lengths {
             match len {
@@ -318,10 +490,13 @@ impl WriterTask {
                 None => self.lengths.remove(&id),
             };
         }
-        for (thread_id, rev, event) in &effects.events {
-            self.hub.publish(thread_id, *rev, event);
+        for (thread_id, rev, event) in effects.events {
+            self.hub.publish(&thread_id, rev, event);
         }
         for (reply, result) in effects.replies {
+            let _ = reply.send(result);
+        }
+        for (reply, result) in effects.restarts {
             let _ = reply.send(result);
         }
     }

@@ -6,6 +6,7 @@ use crate::{
     error::AppError,
     live::MessageList,
     model::{MAX_AUTHOR_CHARS, MAX_BODY_BYTES},
+    ui::message::Viewer,
 };
 
 /// A plain form posting to `send_message`: it works without JavaScript
@@ -19,6 +20,7 @@ pub fn Composer(
     on_sent: impl Fn() + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let send = ServerAction::<SendMessage>::new();
+    let viewer = expect_context::<Viewer>().0;
     let body_ref = NodeRef::<html::Textarea>::new();
     let query = use_query_map();
 
@@ -60,6 +62,7 @@ pub fn Composer(
                 <input
                     name="author"
                     value=author
+                    on:input:target=move |ev| viewer.set(ev.target().value())
                     maxlength=MAX_AUTHOR_CHARS
                     autocomplete="nickname"
                     placeholder="Your name"

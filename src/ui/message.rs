@@ -1,9 +1,15 @@
 use leptos::prelude::*;
 
 use crate::{
-    live::LiveMessage,
-    model::{format_time, Role, Status, DEMO_MODEL},
+    api::{ContinueReply, RegenerateReply, StopReply},
+    live::{LiveMessage, MessageList},
+    model::{format_time, ReplyStats, Role, Status, DEMO_MODEL},
 };
+
+/// The name of whoever uses this page (shared by the composer and the
+/// reply buttons, so Stop records who pressed it).
+#[derive(Clone, Copy)]
+pub struct Viewer(pub RwSignal<String>);
 
 #[component]
 pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl IntoView {
@@ -16,14 +22,14 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
         body,
         status,
         error,
-        usage,
+        stopped_by: _,
+        notice,
+        stats,
         ..
     } = message;
     let is_bot = role == Role::Assistant;
-    let streaming = {
-        let status = status.clone();
-        Signal::derive(move || status.get() == Status::Streaming)
-    };
+    let status = Signal::derive(move || status.get());
+    let streaming = Signal::derive(move || status.get() == Status::Streaming);
     let model_badge = model.filter(|_| is_bot).map(|model| {
         if model == DEMO_MODEL {
             view! {
@@ -37,23 +43,20 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
         }
     });
     let status_badge = is_bot.then(|| {
-        let (a, b) = (status.clone(), status.clone());
         view! {
-            <span class="status" data-status=move || a.get().as_str()>
-                {move || b.get().label()}
+            <span class="status" data-status=move || status.get().as_str()>
+                {move || status.get().label()}
             </span>
         }
     });
+    let stats_line = move || stats.with(describe_stats);
     view! {
         <article
             class="message"
             class:assistant=is_bot
             class:streaming=streaming
             data-id=id
-            data-status={
-                let status = status.clone();
-                move || status.get().as_str()
-            }
+            data-status=move || status.get().as_str()
             aria-busy=move || streaming.get().to_string()
         >
             <header>
@@ -63,14 +66,93 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
                 {status_badge}
             </header>
             <div class="body">{move || body.get()}</div>
-            {move || error.get().map(|e| view! { <p class="message-error">{e}</p> })}
+            {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}
             {move || {
-                usage.get().map(|u| view! {
-                    <p class="usage">
-                        {format!("{} prompt + {} completion tokens", u.prompt_tokens, u.completion_tokens)}
-                    </p>
-                })
+                error.get().map(|e| view! { <p class="message-error" data-status=move || status.get().as_str()>{e}</p> })
             }}
+            {is_bot.then(|| view! {
+                <footer class="reply-footer">
+                    <span class="usage">{stats_line}</span>
+                    <ReplyActions id status/>
+                </footer>
+            })}
         </article>
+    }
+    .into_any()
+}
+
+/// Tokens, time to first token and speed, in a line.
+fn describe_stats(stats: &ReplyStats) -> String {
+    let mut parts = Vec::new();
+    if let Some(u) = stats.usage {
+        let approx = if u.estimated { "≈" } else { "" };
+        parts.push(format!(
+            "{approx}{} prompt + {approx}{} completion tokens{}",
+            u.prompt_tokens,
+            u.completion_tokens,
+            if u.estimated { " (estimated)" } else { "" }
+        ));
+    }
+    if let Some(ms) = stats.ttft_ms {
+        parts.push(format!("first token {ms} ms"));
+    }
+    if let Some(tps) = stats.tokens_per_second {
+        parts.push(format!("{tps:.1} tokens/s"));
+    }
+    if stats.retries > 0 {
+        parts.push(format!("{} retries", stats.retries));
+    }
+    parts.join(" · ")
+}
+
+/// Stop while streaming; Regenerate and Continue once it ended short. Each
+/// is a small form, so it works without JavaScript too.
+#[component]
+fn ReplyActions(id: i64, status: Signal<Status>) -> impl IntoView {
+    let viewer = expect_context::<Viewer>().0;
+    let list = expect_context::<MessageList>();
+    let stop = ServerAction::<StopReply>::new();
+    let regenerate = ServerAction::<RegenerateReply>::new();
+    let resume = ServerAction::<ContinueReply>::new();
+    Effect::new(move |_| {
+        let results = [regenerate.value().get(), resume.value().get()];
+        for message in results.into_iter().flatten().flatten() {
+            list.upsert(message);
+        }
+    });
+    let error = move || {
+        let stop_err = stop.value().get().and_then(Result::err);
+        let regen_err = regenerate.value().get().and_then(|r| r.err());
+        let resume_err = resume.value().get().and_then(|r| r.err());
+        stop_err.or(regen_err).or(resume_err).map(|e| e.to_string())
+    };
+    let hidden = move || {
+        view! {
+            <input type="hidden" name="id" value=id/>
+            <input type="hidden" name="by" prop:value=move || viewer.get() value=viewer.get_untracked()/>
+        }
+    };
+    view! {
+        <span class="actions">
+            <Show when=move || status.get() == Status::Streaming>
+                <ActionForm action=stop attr:class="inline">
+                    {hidden()}
+                    <button type="submit" class="stop">"Stop"</button>
+                </ActionForm>
+            </Show>
+            <Show when=move || !matches!(status.get(), Status::Streaming | Status::Done)>
+                <ActionForm action=regenerate attr:class="inline">
+                    {hidden()}
+                    <button type="submit">"Regenerate"</button>
+                </ActionForm>
+            </Show>
+            <Show when=move || matches!(status.get(), Status::Interrupted | Status::TimedOut | Status::Cancelled)>
+                <ActionForm action=resume attr:class="inline">
+                    {hidden()}
+                    <button type="submit">"Continue"</button>
+                </ActionForm>
+            </Show>
+            <span class="action-error" role="alert">{error}</span>
+        </span>
     }
 }

@@ -1,7 +1,10 @@
 use leptos::{html, prelude::*};
 use leptos_router::hooks::use_params_map;
 
-use super::{composer::Composer, message::MessageItem};
+use super::{
+    composer::Composer,
+    message::{MessageItem, Viewer},
+};
 use crate::{
     api::list_messages,
     live::MessageList,
@@ -40,6 +43,8 @@ fn ThreadView(page: Page) -> impl IntoView {
         author,
     } = page;
     let list = MessageList::new(messages);
+    provide_context(list);
+    provide_context(Viewer(RwSignal::new(author.clone().unwrap_or_default())));
     // Times render in UTC on the server and switch to local time once hydrated.
     let local_time = RwSignal::new(false);
     Effect::new(move |_| local_time.set(true));
@@ -88,4 +93,5 @@ fn ThreadView(page: Page) -> impl IntoView {
             <Composer thread_id=thread.id author list on_sent=scroll_to_end/>
         </main>
     }
+    .into_any()
 }

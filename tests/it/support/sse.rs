@@ -7,8 +7,10 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use streamchat::model::ChatEvent;
 
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
 pub struct SseClient {
-    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    body: ByteStream,
     buffer: Vec<u8>,
     /// The last event id received (what a reconnect sends as `Last-Event-ID`).
     pub last_id: Option<String>,
@@ -29,9 +31,48 @@ impl SseClient {
             response.status()
         );
         Self {
-            body: Box::pin(response.bytes_stream()),
+            body: Box::pin(
+                response
+                    .bytes_stream()
+                    .map(|r| r.map_err(|e| e.to_string())),
+            ),
             buffer: Vec::new(),
             last_id: last_event_id.map(str::to_owned),
+        }
+    }
+
+    /// A subscriber over a raw socket with a tiny receive buffer, so that
+    /// when it stops reading the server's writes back up quickly.
+    pub async fn connect_tiny(addr: std::net::SocketAddr, path: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        let mut tcp = socket.connect(addr).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        // Read the response head.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "response head");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"));
+        let body = futures::stream::unfold(tcp, |mut tcp| async move {
+            let mut buf = vec![0u8; 4096];
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(Bytes::from(buf)), tcp))
+                }
+            }
+        });
+        Self {
+            body: Box::pin(body),
+            buffer: Vec::new(),
+            last_id: None,
         }
     }
 

@@ -2,14 +2,11 @@
 //! ends with exactly the stored body, including emoji (ZWJ sequences, flags)
 //! and CJK split across deltas, with the provider's HTTP body cut through
 //! multi-byte characters.
-#![cfg(feature = "ssr")]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::{spawn_app, FakeProvider, Scripted, SseClient};
 use streamchat::model::{ChatEvent, Status};
-use support::{spawn_app, FakeProvider, Scripted, SseClient};
 
 /// Deltas that split grapheme clusters between code points.
 fn tricky_deltas() -> Vec<String> {
@@ -30,7 +27,7 @@ fn tricky_deltas() -> Vec<String> {
 
 async fn resume_case(script: Scripted) {
     let app = spawn_app(FakeProvider::with(script.clone()).await).await;
-    let (_owner, list) = support::client_list();
+    let (_owner, list) = crate::support::client_list();
 
     let mut first = SseClient::connect(&app.events_url("lobby"), None).await;
     let reply = app

@@ -1,9 +1,6 @@
 //! Only a real `@gpt` mention starts a provider request.
-#![cfg(feature = "ssr")]
 
-mod support;
-
-use support::{spawn_app, FakeProvider, Scripted};
+use crate::support::{spawn_app, FakeProvider, Scripted};
 
 #[tokio::test]
 async fn messages_without_a_mention_start_no_request() {

@@ -1,16 +1,13 @@
 //! A `@gpt` message gets a placeholder at once, then a body equal to the
 //! provider's deltas, status `done` and usage stored.
-#![cfg(feature = "ssr")]
 
-mod support;
-
+use crate::support::{spawn_app, FakeProvider, Scripted};
 use streamchat::model::{Role, Status};
-use support::{spawn_app, FakeProvider, Scripted};
 
 #[tokio::test]
 async fn mention_streams_the_completion_into_the_reply() {
     let script = Scripted {
-        usage: (42, 7),
+        usage: Some((42, 7)),
         ..Scripted::new(&["Hello", ", ", "Ann", "! ", "Rust is ", "a language", "."])
     };
     let app = spawn_app(FakeProvider::with(script.clone()).await).await;

@@ -1,10 +1,7 @@
 //! Bad input gets a clear 4xx error and writes nothing.
-#![cfg(feature = "ssr")]
 
-mod support;
-
+use crate::support::{error_text, spawn_app, FakeProvider, Scripted};
 use serde_json::Value;
-use support::{error_text, spawn_app, FakeProvider, Scripted};
 
 #[tokio::test]
 async fn bad_posts_are_refused_and_write_nothing() {

@@ -30,6 +30,11 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(fake: FakeProvider) -> TestApp {
+    spawn_app_with(fake, |_| {}).await
+}
+
+/// The app with its settings adjusted by `configure`.
+pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("test.db");
     let mut config = Config {
@@ -39,6 +44,8 @@ pub async fn spawn_app(fake: FakeProvider) -> TestApp {
     config.openai_base_url = Some(fake.base_url.clone());
     config.openai_api_key = Some(Secret("sk-test-key".into()));
     config.bot.model = "fake-model".into();
+    config.limits.retry_base_ms = 10;
+    configure(&mut config);
     let options = LeptosOptions::builder().output_name("streamchat").build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -87,6 +94,33 @@ impl TestApp {
             response.status()
         );
         response.json().await.expect("Posted")
+    }
+
+    /// Calls a server function with form fields, as a hydrated client does.
+    pub async fn call(&self, function: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/{function}", self.url))
+            .header("accept", "application/json")
+            .form(fields)
+            .send()
+            .await
+            .expect("server function call")
+    }
+
+    /// Waits (up to 20 s) until message `id` has some text stored.
+    pub async fn wait_for_text(&self, id: i64) -> Message {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let message = self.message(id).await;
+            if !message.body.is_empty() {
+                return message;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} got no text"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub async fn create_thread(&self, id: &str) {

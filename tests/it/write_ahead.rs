@@ -1,13 +1,10 @@
 //! Write-ahead: every delta a subscriber receives is already in the
 //! database when it arrives.
-#![cfg(feature = "ssr")]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::{spawn_app, FakeProvider, Scripted, SseClient};
 use streamchat::model::ChatEvent;
-use support::{spawn_app, FakeProvider, Scripted, SseClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_received_delta_is_already_stored() {

@@ -1,0 +1,43 @@
+use leptos::prelude::*;
+
+use crate::{error::AppError, model::Message};
+
+/// Stops a streaming reply; its text so far is kept and `by` is recorded.
+#[server(endpoint = "stop_reply")]
+pub async fn stop_reply(id: i64, #[server(default)] by: String) -> Result<(), AppError> {
+    use super::respond;
+    let state = respond::state();
+    respond::finish(crate::server::outbox::stop(&state, id, &by).await)
+}
+
+/// A new reply to the same prompt as an ended one (which stays in history).
+#[server(endpoint = "regenerate_reply")]
+pub async fn regenerate_reply(id: i64, #[server(default)] by: String) -> Result<Message, AppError> {
+    use super::respond;
+    use crate::server::{outbox, writer::Restart};
+    let state = respond::state();
+    respond::finish(outbox::restart(&state, id, Restart::Regenerate, &by).await)
+}
+
+/// Picks a cut-short reply up where it stopped, appending to the same message.
+#[server(endpoint = "continue_reply")]
+pub async fn continue_reply(id: i64, #[server(default)] by: String) -> Result<Message, AppError> {
+    use super::respond;
+    use crate::server::{outbox, writer::Restart};
+    let state = respond::state();
+    respond::finish(outbox::restart(&state, id, Restart::Continue, &by).await)
+}
+
+/// Tokens used by a thread's replies, in total and per asking author.
+#[server(endpoint = "usage_totals")]
+pub async fn usage_totals(thread: String) -> Result<crate::model::UsageTotals, AppError> {
+    use super::respond;
+    let state = respond::state();
+    respond::finish(
+        state
+            .store
+            .usage_totals(&thread)
+            .await
+            .map_err(AppError::from),
+    )
+}

@@ -1,0 +1,291 @@
+//! The replies generating now: a handle per reply (stop, activity, why it
+//! ended), the one watchdog task that times replies out, and the limits on
+//! how many replies may run and how often an author may ask.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::config::LimitsConfig;
+use crate::error::AppError;
+
+/// Why a reply was told to end early.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EndRequest {
+    Stop { by: String },
+    IdleTimeout(Duration),
+    TotalTimeout(Duration),
+    Shutdown,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    started: Instant,
+    /// Milliseconds after `started` of the last sign of life.
+    last_activity: Arc<AtomicU64>,
+    end: Arc<Mutex<Option<EndRequest>>>,
+}
+
+impl Running {
+    /// Records why the reply must end (the first reason wins) and cancels it.
+    fn end(&self, reason: EndRequest) {
+        let mut end = self.end.lock().expect("end lock");
+        if end.is_none() {
+            *end = Some(reason);
+        }
+        self.cancel.cancel();
+    }
+}
+
+#[derive(Clone)]
+pub struct Generations {
+    running: Arc<Mutex<HashMap<i64, Running>>>,
+    /// One permit per reply allowed to generate at once.
+    slots: Arc<Semaphore>,
+    max_replies: usize,
+    /// Recent `@gpt` requests per author (lowercased), pruned as they age.
+    asks: Arc<Mutex<HashMap<String, VecDeque<Instant>>>>,
+    asks_per_minute: u32,
+}
+
+/// A reply's registration; dropping it frees the reply's slot.
+pub struct Handle {
+    id: i64,
+    cancel: CancellationToken,
+    started: Instant,
+    last_activity: Arc<AtomicU64>,
+    end: Arc<Mutex<Option<EndRequest>>>,
+    registry: Generations,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A reserved generation slot, not yet tied to a message.
+pub struct Slot(OwnedSemaphorePermit);
+
+impl Generations {
+    pub fn new(limits: &LimitsConfig) -> Self {
+        Self {
+            running: Arc::default(),
+            slots: Arc::new(Semaphore::new(limits.max_concurrent_replies)),
+            max_replies: limits.max_concurrent_replies,
+            asks: Arc::default(),
+            asks_per_minute: limits.mentions_per_minute,
+        }
+    }
+
+    /// A slot for one more reply, or a clear refusal when all are taken.
+    pub fn reserve(&self) -> Result<Slot, AppError> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map(Slot)
+            .map_err(|_| {
+                AppError::Limited(format!(
+                    "@gpt is already writing {} replies, its limit. Your message was not sent; \
+                 please send it again in a moment.",
+                    self.max_replies
+                ))
+            })
+    }
+
+    /// Counts one `@gpt` request by `author`, or refuses it when the author
+    /// asked too often in the last minute.
+    pub fn check_rate(&self, author: &str) -> Result<(), AppError> {
+        let now = Instant::now();
+        let window = Duration::from_secs(60);
+        let mut asks = self.asks.lock().expect("asks lock");
+        asks.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        let times = asks.entry(author.to_lowercase()).or_default();
+        if times.len() >= self.asks_per_minute as usize {
+            let wait = window
+                .saturating_sub(now.duration_since(times[0]))
+                .as_secs()
+                .max(1);
+            return Err(AppError::Limited(format!(
+                "You asked @gpt {} times in the last minute, the limit. Your message was not sent; \
+                 try again in {wait} s.",
+                self.asks_per_minute
+            )));
+        }
+        times.push_back(now);
+        Ok(())
+    }
+
+    /// Registers the reply `id` as generating, in the reserved slot.
+    pub fn register(&self, id: i64, slot: Slot) -> Handle {
+        let running = Running {
+            cancel: CancellationToken::new(),
+            started: Instant::now(),
+            last_activity: Arc::default(),
+            end: Arc::default(),
+        };
+        let handle = Handle {
+            id,
+            cancel: running.cancel.clone(),
+            started: running.started,
+            last_activity: running.last_activity.clone(),
+            end: running.end.clone(),
+            registry: self.clone(),
+            _slot: slot.0,
+        };
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(id, running);
+        handle
+    }
+
+    /// Asks reply `id` to end; false if it is not generating here.
+    pub fn end(&self, id: i64, reason: EndRequest) -> bool {
+        let running = self.running.lock().expect("running lock");
+        match running.get(&id) {
+            Some(r) => {
+                r.end(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Replies generating now.
+    pub fn count(&self) -> usize {
+        self.running.lock().expect("running lock").len()
+    }
+
+    /// Ends every reply (server shutdown).
+    pub fn end_all(&self, reason: EndRequest) {
+        for r in self.running.lock().expect("running lock").values() {
+            r.end(reason.clone());
+        }
+    }
+
+    /// One periodic task for all replies: a reply with no sign of life for
+    /// `idle_timeout`, or running longer than `total_timeout`, is ended.
+    pub fn spawn_watchdog(&self, limits: &LimitsConfig, shutdown: CancellationToken) {
+        let registry = self.clone();
+        let (idle, total, period) = (
+            limits.idle_timeout(),
+            limits.total_timeout(),
+            limits.watchdog_period(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let now = Instant::now();
+                for (id, r) in registry.running.lock().expect("running lock").iter() {
+                    let last =
+                        r.started + Duration::from_millis(r.last_activity.load(Ordering::Relaxed));
+                    if now.duration_since(r.started) >= total {
+                        tracing::warn!(message_id = id, "reply over its total time; timing out");
+                        r.end(EndRequest::TotalTimeout(total));
+                    } else if now.duration_since(last) >= idle {
+                        tracing::warn!(message_id = id, "reply idle too long; timing out");
+                        r.end(EndRequest::IdleTimeout(idle));
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Handle {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// Records a sign of life (new text, a retry).
+    pub fn touch(&self) {
+        let elapsed = self.started.elapsed().as_millis() as u64;
+        self.last_activity.store(elapsed, Ordering::Relaxed);
+    }
+
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Why the reply was told to end, if it was.
+    pub fn end_request(&self) -> Option<EndRequest> {
+        self.end.lock().expect("end lock").clone()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.registry
+            .running
+            .lock()
+            .expect("running lock")
+            .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, per_minute: u32) -> LimitsConfig {
+        LimitsConfig {
+            max_concurrent_replies: max,
+            mentions_per_minute: per_minute,
+            ..LimitsConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn slots_are_bounded_and_freed_with_the_handle() {
+        let g = Generations::new(&limits(1, 10));
+        let handle = g.register(1, g.reserve().unwrap());
+        assert!(matches!(g.reserve(), Err(AppError::Limited(_))));
+        assert_eq!(g.count(), 1);
+        drop(handle);
+        assert_eq!(g.count(), 0);
+        assert!(g.reserve().is_ok());
+    }
+
+    #[tokio::test]
+    async fn authors_are_rate_limited_each() {
+        let g = Generations::new(&limits(10, 2));
+        assert!(g.check_rate("Ann").is_ok());
+        assert!(g.check_rate("ann").is_ok());
+        assert!(matches!(g.check_rate("ANN"), Err(AppError::Limited(_))));
+        assert!(g.check_rate("Bob").is_ok());
+    }
+
+    #[tokio::test]
+    async fn stop_records_who_and_cancels() {
+        let g = Generations::new(&limits(2, 10));
+        let handle = g.register(7, g.reserve().unwrap());
+        assert!(g.end(7, EndRequest::Stop { by: "Bob".into() }));
+        assert!(handle.cancel_token().is_cancelled());
+        assert!(g.end(7, EndRequest::Shutdown));
+        assert_eq!(
+            handle.end_request(),
+            Some(EndRequest::Stop { by: "Bob".into() })
+        );
+        assert!(!g.end(8, EndRequest::Shutdown));
+    }
+}

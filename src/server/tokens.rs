@@ -1,0 +1,29 @@
+//! Token estimates for replies whose provider sent no usage (stopped early,
+//! or a provider without usage), with OpenAI's o200k tokenizer.
+
+use std::sync::OnceLock;
+
+use tiktoken_rs::CoreBPE;
+
+fn tokenizer() -> &'static CoreBPE {
+    static BPE: OnceLock<CoreBPE> = OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::o200k_base().expect("the o200k tokenizer loads"))
+}
+
+/// Tokens in `text` by the o200k tokenizer.
+pub fn count(text: &str) -> i64 {
+    if text.is_empty() {
+        return 0;
+    }
+    tokenizer().encode_with_special_tokens(text).len() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_real_tokens() {
+        assert_eq!(super::count(""), 0);
+        let n = super::count("Hello, world! This is a test of the tokenizer.");
+        assert!((8..=14).contains(&n), "{n}");
+    }
+}

@@ -1,0 +1,193 @@
+//! Crash: the server is a child process, 10 replies stream to SSE clients,
+//! the server is killed with SIGKILL and restarted. Everything any client
+//! saw is still stored, every reply is `interrupted`, and Continue finishes
+//! one of them to the full text.
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command},
+    time::Duration,
+};
+
+use crate::support::{client_list, FakeProvider, Scripted, SseClient};
+use sqlx::{sqlite::SqliteConnectOptions, SqlitePool};
+use streamchat::model::{ChatEvent, Message, Status};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_server(dir: &std::path::Path, fake: &FakeProvider) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
+        .current_dir(dir)
+        .env("LEPTOS_OUTPUT_NAME", "streamchat")
+        .env("LEPTOS_SITE_ROOT", dir.join("site"))
+        .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+        .env("STREAMCHAT_DATABASE", dir.join("crash.db"))
+        .env("OPENAI_BASE_URL", &fake.base_url)
+        .env("OPENAI_API_KEY", "sk-test-key")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("server starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if reqwest::get(format!("{url}/api/threads/lobby/events"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server { child, url }
+}
+
+async fn post(url: &str, author: &str, body: &str) -> Message {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/send_message"))
+        .header("accept", "application/json")
+        .form(&[("thread", "lobby"), ("author", author), ("body", body)])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let posted: streamchat::model::Posted = response.json().await.unwrap();
+    posted.reply.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
+    let full = Scripted::words(3000, Duration::from_millis(4));
+    let full_text = full.text();
+    let fake = FakeProvider::start(move |_, request| {
+        let last = request["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        if last["role"] == "assistant" {
+            let kept = last["content"].as_str().unwrap();
+            let rest = full_text[kept.len()..].to_owned();
+            Scripted {
+                deltas: rest.split_inclusive(' ').map(str::to_owned).collect(),
+                ..Scripted::new(&[])
+            }
+        } else {
+            full.clone()
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path(), &fake).await;
+
+    let mut clients = [
+        SseClient::connect(&format!("{}/api/threads/lobby/events", server.url), None).await,
+        SseClient::connect(&format!("{}/api/threads/lobby/events", server.url), None).await,
+    ];
+    let mut replies = Vec::new();
+    for i in 0..10 {
+        replies.push(
+            post(&server.url, &format!("user{i}"), &format!("@gpt story {i}"))
+                .await
+                .id,
+        );
+    }
+
+    // Read until every reply has shown some text, then kill the server.
+    let owners_lists: Vec<_> = clients.iter().map(|_| client_list()).collect();
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    while replies
+        .iter()
+        .any(|id| seen.get(id).copied().unwrap_or(0) < 3)
+    {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(10), clients[0].next())
+            .await
+            .expect("events")
+            .expect("open");
+        if let ChatEvent::Delta { id, .. } = &event {
+            *seen.entry(*id).or_default() += 1;
+        }
+        assert_eq!(owners_lists[0].1.apply(event, rev), None);
+    }
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+
+    // Drain what each client had received before the connection died.
+    for (client, (_, list)) in clients.iter_mut().zip(&owners_lists) {
+        while let Ok(Some((rev, event))) =
+            tokio::time::timeout(Duration::from_secs(5), client.next()).await
+        {
+            assert_eq!(list.apply(event, rev), None);
+        }
+    }
+
+    let server = start_server(dir.path(), &fake).await;
+    let db =
+        SqlitePool::connect_with(SqliteConnectOptions::new().filename(dir.path().join("crash.db")))
+            .await
+            .unwrap();
+    for id in &replies {
+        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(stored.status, Status::Interrupted, "reply {id}");
+        for (_, list) in &owners_lists {
+            let saw = list.body(*id).unwrap_or_default();
+            assert!(
+                stored.body.starts_with(&saw),
+                "reply {id}: a client saw text that is not stored"
+            );
+        }
+        assert!(!stored.body.is_empty());
+    }
+
+    // Continue finishes one of them to the full text.
+    let id = replies[3];
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/continue_reply", server.url))
+        .header("accept", "application/json")
+        .form(&[("id", id.to_string().as_str()), ("by", "user3")])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if stored.status != Status::Streaming {
+            break stored;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "continue did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.status, Status::Done);
+    assert_eq!(done.body, Scripted::words(3000, Duration::ZERO).text());
+    let mut child = server.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,22 @@
+//! The integration suite, one module per behaviour, built as one binary
+//! (one link instead of one per file). Each test starts the real server on
+//! port 0 with its own SQLite file and a fake provider over real HTTP.
+#![cfg(feature = "ssr")]
+
+mod support;
+
+mod concurrent_replies;
+mod crash_recovery;
+mod granularity_view;
+mod limits;
+mod no_mention_no_request;
+mod provider_faults;
+mod provider_fixtures;
+mod regenerate_continue;
+mod reply_streams_into_database;
+mod resume_exact;
+mod slow_viewer;
+mod stop_and_watchdog;
+mod usage;
+mod validation;
+mod write_ahead;

@@ -1,0 +1,163 @@
+//! Every provider fault ends the reply in the right state, keeps the text
+//! that arrived, shows the provider's words, and retries only 429 / 5xx.
+
+use std::time::Duration;
+
+use crate::support::{
+    fake_provider::Ending, spawn_app, spawn_app_with, FakeProvider, Scripted, TestApp,
+};
+use streamchat::model::{Message, Status};
+
+async fn ask(app: &TestApp) -> Message {
+    let reply = app.post("lobby", "Ann", "@gpt hello?").await.reply.unwrap();
+    app.wait_finished(reply.id).await
+}
+
+#[tokio::test]
+async fn rate_limit_is_retried_honouring_retry_after() {
+    let ok = Scripted::new(&["after ", "the wait"]);
+    let fake = FakeProvider::start(move |n, _| match n {
+        0 => Scripted::http_error(429, "Rate limit reached for requests", Some("1")),
+        _ => ok.clone(),
+    })
+    .await;
+    let app = spawn_app(fake).await;
+    let done = ask(&app).await;
+    assert_eq!(done.status, Status::Done);
+    assert_eq!(done.body, "after the wait");
+    assert_eq!(done.retries, 1);
+    assert_eq!(app.fake.requests(), 2);
+    // Retry-After (1 s) wins over the 10 ms backoff the test configures.
+    let at = app.fake.received_at();
+    assert!(
+        at[1] - at[0] >= Duration::from_millis(950),
+        "retried after {:?}",
+        at[1] - at[0]
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff_then_fail() {
+    let fake =
+        FakeProvider::with(Scripted::http_error(503, "The engine is overloaded", None)).await;
+    let app = spawn_app_with(fake, |c| c.limits.provider_retries = 2).await;
+    let failed = ask(&app).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.retries, 2);
+    assert_eq!(app.fake.requests(), 3);
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("503") && error.contains("The engine is overloaded"),
+        "{error}"
+    );
+    assert_eq!(failed.body, "");
+    assert_eq!(failed.notice, None);
+}
+
+#[tokio::test]
+async fn a_server_error_then_success_is_done() {
+    let ok = Scripted::new(&["fine ", "now"]);
+    let fake = FakeProvider::start(move |n, _| match n {
+        0 => Scripted::http_error(500, "oops", None),
+        _ => ok.clone(),
+    })
+    .await;
+    let app = spawn_app(fake).await;
+    let done = ask(&app).await;
+    assert_eq!(
+        (done.status, done.body.as_str(), done.retries),
+        (Status::Done, "fine now", 1)
+    );
+}
+
+#[tokio::test]
+async fn unauthorized_fails_at_once_with_the_providers_message() {
+    let fake = FakeProvider::with(Scripted::http_error(
+        401,
+        "Incorrect API key provided",
+        None,
+    ))
+    .await;
+    let app = spawn_app(fake).await;
+    let failed = ask(&app).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(app.fake.requests(), 1, "401 is not retried");
+    assert_eq!(failed.retries, 0);
+    let error = failed.error.unwrap();
+    assert!(error.contains("Incorrect API key provided"), "{error}");
+    assert!(!error.contains("sk-test-key"));
+}
+
+async fn mid_stream(ending: Ending) -> (Message, String) {
+    let script = Scripted::new(&["kept ", "partial ", "text"]).ending(ending);
+    let app = spawn_app(FakeProvider::with(script.clone()).await).await;
+    let failed = ask(&app).await;
+    assert_eq!(app.fake.requests(), 1, "mid-stream faults are not retried");
+    (failed, script.text())
+}
+
+#[tokio::test]
+async fn an_error_event_mid_stream_fails_keeping_the_text() {
+    let (failed, text) = mid_stream(Ending::ErrorEvent("Model overloaded mid-answer".into())).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.body, text);
+    assert!(failed
+        .error
+        .unwrap()
+        .contains("Model overloaded mid-answer"));
+}
+
+#[tokio::test]
+async fn a_reset_connection_fails_keeping_the_text() {
+    let (failed, text) = mid_stream(Ending::Reset).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.body, text);
+    assert!(failed.error.unwrap().contains("stream"));
+}
+
+#[tokio::test]
+async fn a_malformed_chunk_fails_keeping_the_text() {
+    let (failed, text) = mid_stream(Ending::Malformed).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.body, text);
+    assert!(failed.error.unwrap().contains("malformed"));
+}
+
+#[tokio::test]
+async fn a_stream_without_finish_or_done_is_not_done() {
+    let (failed, text) = mid_stream(Ending::Truncated).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.body, text);
+    assert!(failed
+        .error
+        .unwrap()
+        .contains("ended before the reply was finished"));
+}
+
+#[tokio::test]
+async fn the_ui_sees_retrying_while_it_waits() {
+    let ok = Scripted::new(&["ok"]);
+    let fake = FakeProvider::start(move |n, _| match n {
+        0 => Scripted::http_error(429, "slow down", Some("1")),
+        _ => ok.clone(),
+    })
+    .await;
+    let app = spawn_app(fake).await;
+    let reply = app.post("lobby", "Ann", "@gpt hi").await.reply.unwrap();
+    // While waiting out Retry-After the stored row says it is retrying.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let notice = loop {
+        let m = app.message(reply.id).await;
+        if let Some(notice) = m.notice {
+            break notice;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no retry notice");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        notice.contains("Retrying") && notice.contains("slow down"),
+        "{notice}"
+    );
+    let done = app.wait_finished(reply.id).await;
+    assert_eq!((done.status, done.notice), (Status::Done, None));
+}

@@ -1,0 +1,179 @@
+//! Every recorded provider stream in `../shared/fixtures/provider-streams/`
+//! (or `$STREAMCHAT_PROVIDER_FIXTURES`), served byte for byte by the fake
+//! provider, ends with the text, usage and state the recording implies.
+//! Table-driven over the folder: a new file is tested without new code. The
+//! recordings are other projects' data, read in place, never copied here.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use streamchat::model::Status;
+
+use crate::support::{spawn_app, FakeProvider, Scripted};
+
+/// What a correct client makes of a recording (an independent reading of
+/// the wire format, per the folder's README).
+#[derive(Debug)]
+struct Expected {
+    text: String,
+    status: Status,
+    usage: Option<(i64, i64)>,
+    error: Option<String>,
+}
+
+fn read_sse(bytes: &[u8]) -> Expected {
+    let text = String::from_utf8_lossy(bytes).replace("\r\n", "\n");
+    let mut expected = Expected {
+        text: String::new(),
+        status: Status::Failed,
+        usage: None,
+        error: None,
+    };
+    let mut finished = false;
+    for block in text.split("\n\n") {
+        let mut event = "";
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if data.is_empty() || data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(&data).expect("recorded chunks are JSON");
+        if event == "error" || !chunk["error"].is_null() {
+            let message = chunk["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            expected.error = Some(message);
+            break;
+        }
+        if chunk["usage"].is_object() {
+            expected.usage = Some((
+                chunk["usage"]["prompt_tokens"].as_i64().unwrap_or(0),
+                chunk["usage"]["completion_tokens"].as_i64().unwrap_or(0),
+            ));
+        }
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            if choice["index"].as_u64().unwrap_or(0) != 0 {
+                continue;
+            }
+            if let Some(content) = choice["delta"]["content"].as_str() {
+                expected.text.push_str(content);
+            }
+            if !choice["finish_reason"].is_null() {
+                finished = true;
+            }
+        }
+    }
+    if expected.error.is_none() && finished {
+        expected.status = Status::Done;
+    }
+    expected
+}
+
+/// A recorded plain HTTP answer (`.http`): status and body.
+fn read_http(bytes: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(bytes).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").expect("headers and body");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn fixtures_dir() -> PathBuf {
+    std::env::var_os("STREAMCHAT_PROVIDER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/provider-streams")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recorded_provider_stream_ends_right() {
+    let dir = fixtures_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!(
+            "SKIPPED: no provider recordings at {} (set STREAMCHAT_PROVIDER_FIXTURES)",
+            dir.display()
+        );
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("sse" | "http")))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(file).unwrap();
+        let (script, expected) = if name.ends_with(".http") {
+            let (status, body) = read_http(&bytes);
+            let message = serde_json::from_str::<Value>(&body).unwrap()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let script = Scripted {
+                status,
+                error_body: body,
+                ..Scripted::new(&[])
+            };
+            let expected = Expected {
+                text: String::new(),
+                status: Status::Failed,
+                usage: None,
+                error: Some(message),
+            };
+            (script, expected)
+        } else {
+            let script = Scripted {
+                raw: Some(bytes.clone()),
+                piece_bytes: Some(97),
+                ..Scripted::new(&[])
+            };
+            (script, read_sse(&bytes))
+        };
+        let app = spawn_app(FakeProvider::with(script).await).await;
+        let reply = app.post("lobby", "Ann", "@gpt replay").await.reply.unwrap();
+        let stored = app.wait_finished(reply.id).await;
+        assert_eq!(
+            stored.status, expected.status,
+            "{name}: status ({:?})",
+            stored.error
+        );
+        assert_eq!(stored.body, expected.text, "{name}: text");
+        match expected.usage.filter(|_| expected.status == Status::Done) {
+            Some((prompt, completion)) => {
+                assert!(!stored.usage_estimated, "{name}: provider usage expected");
+                assert_eq!(
+                    (stored.prompt_tokens, stored.completion_tokens),
+                    (Some(prompt), Some(completion)),
+                    "{name}: usage"
+                );
+            }
+            None if expected.status == Status::Done => {
+                assert!(stored.usage_estimated, "{name}: estimate expected")
+            }
+            None => {}
+        }
+        if let Some(message) = &expected.error {
+            let shown = stored.error.clone().unwrap_or_default();
+            assert!(
+                shown.contains(message.as_str()),
+                "{name}: error {shown:?} should say {message:?}"
+            );
+        }
+        if expected.status == Status::Failed && name.ends_with(".http") {
+            assert_eq!(app.fake.requests(), 1, "{name}: a 400 is not retried");
+        }
+        println!(
+            "{name}: {:?}, {} bytes of text",
+            stored.status,
+            stored.body.len()
+        );
+    }
+}

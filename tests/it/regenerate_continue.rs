@@ -1,0 +1,113 @@
+//! Regenerate answers the same prompt again in a new message (the old one
+//! stays); Continue picks a cut-short reply up and appends to it.
+
+use std::time::Duration;
+
+use crate::support::{fake_provider::Ending, spawn_app, FakeProvider, Scripted};
+use serde_json::Value;
+use streamchat::model::{Message, Status};
+
+#[tokio::test]
+async fn regenerate_answers_the_same_prompt_in_a_new_message() {
+    let fake = FakeProvider::start(|n, _| match n {
+        0 => Scripted::new(&["half "]).ending(Ending::ErrorEvent("boom".into())),
+        _ => Scripted::new(&["a whole ", "answer"]),
+    })
+    .await;
+    let app = spawn_app(fake).await;
+    app.post("lobby", "Ann", "earlier context").await;
+    let first = app
+        .post("lobby", "Ann", "@gpt question")
+        .await
+        .reply
+        .unwrap();
+    let failed = app.wait_finished(first.id).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert!(failed.can_regenerate());
+    app.post("lobby", "Bob", "a later message").await;
+
+    let response = app
+        .call(
+            "regenerate_reply",
+            &[("id", &first.id.to_string()), ("by", "Bob")],
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let second: Message = response.json().await.unwrap();
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.requested_by.as_deref(), Some("Bob"));
+    let done = app.wait_finished(second.id).await;
+    assert_eq!(
+        (done.status, done.body.as_str()),
+        (Status::Done, "a whole answer")
+    );
+    // The old reply stays as it was.
+    assert_eq!(app.message(first.id).await.body, "half ");
+
+    // Same prompt: the later message is not in it.
+    let requests = app.fake.request_bodies();
+    assert_eq!(requests[0]["messages"], requests[1]["messages"]);
+
+    // A reply that is done is not regenerated: refused clearly.
+    let refused = app
+        .call(
+            "regenerate_reply",
+            &[("id", &second.id.to_string()), ("by", "Bob")],
+        )
+        .await;
+    assert_eq!(refused.status().as_u16(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert!(crate::support::error_text(&body).contains("cannot be regenerated"));
+}
+
+#[tokio::test]
+async fn continue_appends_to_a_stopped_reply() {
+    let full = Scripted::words(400, Duration::from_millis(3));
+    let full_text = full.text();
+    let fake = FakeProvider::start(move |_, request| {
+        let messages = request["messages"].as_array().unwrap();
+        let last = messages.last().unwrap();
+        if last["role"] == "assistant" {
+            // A continuation: send the rest of the text after what was kept.
+            let kept = last["content"].as_str().unwrap();
+            let rest = full_text[kept.len()..].to_owned();
+            Scripted {
+                deltas: rest.split_inclusive(' ').map(str::to_owned).collect(),
+                ..Scripted::new(&[])
+            }
+        } else {
+            full.clone()
+        }
+    })
+    .await;
+    let app = spawn_app(fake).await;
+    let reply = app
+        .post("lobby", "Ann", "@gpt long one")
+        .await
+        .reply
+        .unwrap();
+    app.wait_for_text(reply.id).await;
+    app.call(
+        "stop_reply",
+        &[("id", &reply.id.to_string()), ("by", "Ann")],
+    )
+    .await;
+    let stopped = app.wait_finished(reply.id).await;
+    assert_eq!(stopped.status, Status::Cancelled);
+    assert!(stopped.can_continue());
+
+    let response = app
+        .call(
+            "continue_reply",
+            &[("id", &reply.id.to_string()), ("by", "Ann")],
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let resumed: Message = response.json().await.unwrap();
+    assert_eq!((resumed.id, resumed.status), (reply.id, Status::Streaming));
+    assert_eq!(resumed.body, stopped.body, "the kept text stays");
+    let done = app.wait_finished(reply.id).await;
+    assert_eq!(done.status, Status::Done);
+    assert_eq!(done.body, Scripted::words(400, Duration::ZERO).text());
+    assert_eq!((done.stopped_by, done.error), (None, None));
+}

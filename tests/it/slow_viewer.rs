@@ -1,0 +1,110 @@
+//! A viewer that stops reading never slows the others: while it is stuck,
+//! the rest receive every delta as usual; the stuck one, once it reads
+//! again, is resynced from the database and ends with the exact text.
+//! The hub holds at most `viewer_buffer` (here 256) events for it, however long it
+//! stalls (memory bounded by configuration, not by the backlog).
+
+use std::{collections::HashSet, time::Duration};
+
+use streamchat::model::ChatEvent;
+
+use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_viewer_is_resynced_and_others_are_unaffected() {
+    let fake = FakeProvider::start(|n, _| {
+        // ~7 MB of events in all: more than the socket buffers (Linux lets a
+        // send buffer grow to 4 MB) can hide from the stuck viewer.
+        let padding = "x".repeat(400);
+        let deltas: Vec<String> = (0..1500).map(|i| format!("r{n}-{i}-{padding} ")).collect();
+        Scripted {
+            deltas,
+            pause: Duration::from_millis(1),
+            ..Scripted::new(&[])
+        }
+    })
+    .await;
+    let app = spawn_app_with(fake, |c| c.stream.viewer_buffer = 256).await;
+    let mut stuck = SseClient::connect_tiny(app.addr, "/api/threads/lobby/events").await;
+    let mut healthy = SseClient::connect(&app.events_url("lobby"), None).await;
+    // Both read their opening snapshot (nothing streams yet: just `sync`);
+    // then the stuck viewer stops reading.
+    for client in [&mut stuck, &mut healthy] {
+        let (_, first) = client.next().await.expect("snapshot");
+        assert!(matches!(first, ChatEvent::Sync { .. }));
+    }
+
+    let mut replies = Vec::new();
+    for i in 0..10 {
+        replies.push(
+            app.post("lobby", &format!("u{i}"), "@gpt long")
+                .await
+                .reply
+                .unwrap()
+                .id,
+        );
+    }
+
+    // The healthy viewer gets every reply whole, delta by delta (no resync).
+    let (_o1, healthy_list) = client_list();
+    let mut finished = HashSet::new();
+    while finished.len() < replies.len() {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(20), healthy.next())
+            .await
+            .expect("the healthy viewer keeps receiving")
+            .expect("open");
+        match &event {
+            ChatEvent::Finished { id, .. } => {
+                finished.insert(*id);
+            }
+            ChatEvent::Sync { .. } => panic!("the healthy viewer was resynced"),
+            _ => {}
+        }
+        assert_eq!(healthy_list.apply(event, rev), None);
+    }
+    for id in &replies {
+        assert_eq!(
+            healthy_list.body(*id).unwrap(),
+            app.wait_finished(*id).await.body
+        );
+    }
+
+    // Now the stuck viewer reads again: it was resynced from the database
+    // (a snapshot follows its lag) and ends exact.
+    let (_o2, stuck_list) = client_list();
+    let mut resynced = false;
+    let mut done = HashSet::new();
+    while done.len() < replies.len() {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(20), stuck.next())
+            .await
+            .expect("the stuck viewer catches up")
+            .expect("open");
+        match &event {
+            ChatEvent::Sync { .. } => resynced = true,
+            ChatEvent::Finished { id, .. } => {
+                done.insert(*id);
+            }
+            ChatEvent::Message { message } if replies.contains(&message.id) => {
+                // A reply's row with text comes only from a snapshot (new
+                // rows are empty): the viewer was resynced.
+                resynced |= !message.body.is_empty();
+                if message.status != streamchat::model::Status::Streaming {
+                    done.insert(message.id);
+                }
+            }
+            _ => {}
+        }
+        if let Some(id) = stuck_list.apply(event, rev) {
+            // A gap in a copy: re-fetch it, as the browser does.
+            stuck_list.replace(app.get_message(id).await);
+        }
+    }
+    assert!(resynced, "the stuck viewer lagged and was resynced");
+    for id in &replies {
+        assert_eq!(
+            stuck_list.body(*id).unwrap(),
+            app.message(*id).await.body,
+            "reply {id}"
+        );
+    }
+}

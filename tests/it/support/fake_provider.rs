@@ -1,0 +1,314 @@
+//! A fake OpenAI-compatible provider: a real HTTP server on port 0 that
+//! answers `POST /v1/chat/completions` with a scripted SSE stream in the
+//! exact wire format (role chunk, content deltas, finish chunk, usage chunk
+//! with empty `choices`, `[DONE]`), or with a scripted fault: an HTTP error
+//! with `Retry-After`, an error event mid-stream, a reset connection, a
+//! stall, a malformed chunk, no usage, no `[DONE]`. It can write its body
+//! in small byte pieces that cut through multi-byte characters, and it
+//! records when each response was dropped (the client closed it).
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    routing::post,
+    Json, Router,
+};
+use serde_json::{json, Value};
+
+/// How a scripted stream ends after its deltas.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ending {
+    /// Finish chunk (`stop`), usage chunk (unless `usage` is None), `[DONE]`.
+    Complete,
+    /// An `error` object under HTTP 200, then the body ends.
+    ErrorEvent(String),
+    /// The connection breaks (the body errors out).
+    Reset,
+    /// Nothing more is sent; the connection stays open.
+    Stall,
+    /// A chunk that is not JSON.
+    Malformed,
+    /// The body just ends: no finish reason, no `[DONE]`.
+    Truncated,
+}
+
+/// What the fake answers one request with.
+#[derive(Clone, Debug)]
+pub struct Scripted {
+    pub deltas: Vec<String>,
+    /// Write the HTTP body in pieces of this many bytes (None: one piece per event).
+    pub piece_bytes: Option<usize>,
+    /// Pause between pieces.
+    pub pause: Duration,
+    /// Usage chunk counts; None sends no usage chunk.
+    pub usage: Option<(i64, i64)>,
+    pub ending: Ending,
+    /// An HTTP status other than 200 answers with `error_body` instead of a stream.
+    pub status: u16,
+    pub error_body: String,
+    pub retry_after: Option<String>,
+    /// Exact bytes to serve instead of a generated stream (recorded fixtures).
+    pub raw: Option<Vec<u8>>,
+}
+
+impl Scripted {
+    pub fn new(deltas: &[&str]) -> Self {
+        Self {
+            deltas: deltas.iter().map(|d| d.to_string()).collect(),
+            piece_bytes: None,
+            pause: Duration::from_millis(1),
+            usage: Some((11, deltas.len() as i64)),
+            ending: Ending::Complete,
+            status: 200,
+            error_body: String::new(),
+            retry_after: None,
+            raw: None,
+        }
+    }
+
+    /// `n` numbered words.
+    pub fn words(n: usize, pause: Duration) -> Self {
+        let deltas: Vec<String> = (0..n).map(|i| format!("w{i} ")).collect();
+        Self {
+            usage: Some((11, n as i64)),
+            deltas,
+            pause,
+            ..Self::new(&[])
+        }
+    }
+
+    /// An HTTP error answer with an OpenAI-style error body.
+    pub fn http_error(status: u16, message: &str, retry_after: Option<&str>) -> Self {
+        Self {
+            status,
+            error_body: json!({"error": {"message": message, "type": "fake_error", "param": null, "code": null}}).to_string(),
+            retry_after: retry_after.map(str::to_owned),
+            ..Self::new(&[])
+        }
+    }
+
+    pub fn ending(mut self, ending: Ending) -> Self {
+        self.ending = ending;
+        self
+    }
+
+    pub fn text(&self) -> String {
+        self.deltas.concat()
+    }
+
+    fn frame(choices: Value, usage: Value) -> String {
+        let chunk = json!({
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+            "model": "fake-model", "choices": choices, "usage": usage,
+        });
+        format!("data: {chunk}\n\n")
+    }
+
+    /// The HTTP body before its ending.
+    fn body_before_ending(&self) -> String {
+        let mut body = Self::frame(
+            json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+            Value::Null,
+        );
+        for delta in &self.deltas {
+            body += &Self::frame(
+                json!([{"index": 0, "delta": {"content": delta}, "finish_reason": null}]),
+                Value::Null,
+            );
+        }
+        body
+    }
+
+    /// The exact HTTP body of a complete stream.
+    pub fn wire_body(&self) -> Vec<u8> {
+        let mut body = self.body_before_ending();
+        match &self.ending {
+            Ending::Complete => {
+                body += &Self::frame(
+                    json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+                    Value::Null,
+                );
+                if let Some((prompt, completion)) = self.usage {
+                    body += &Self::frame(
+                        json!([]),
+                        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}),
+                    );
+                }
+                body += "data: [DONE]\n\n";
+            }
+            Ending::ErrorEvent(message) => {
+                body += &format!(
+                    "data: {}\n\n",
+                    json!({"error": {"message": message, "type": "server_error"}})
+                );
+            }
+            Ending::Malformed => {
+                body += "data: {\"choices\": [{\"delta\": {\"content\": \"oops\"\n\n"
+            }
+            Ending::Reset | Ending::Stall | Ending::Truncated => {}
+        }
+        body.into_bytes()
+    }
+
+    fn pieces(&self) -> Vec<Bytes> {
+        let body = self.raw.clone().unwrap_or_else(|| self.wire_body());
+        match self.piece_bytes {
+            Some(n) => body.chunks(n).map(Bytes::copy_from_slice).collect(),
+            None => {
+                let mut pieces = Vec::new();
+                let mut rest = &body[..];
+                while let Some(at) = rest.windows(2).position(|w| w == b"\n\n") {
+                    pieces.push(Bytes::copy_from_slice(&rest[..at + 2]));
+                    rest = &rest[at + 2..];
+                }
+                if !rest.is_empty() {
+                    pieces.push(Bytes::copy_from_slice(rest));
+                }
+                pieces
+            }
+        }
+    }
+}
+
+type Responder = dyn Fn(usize, &Value) -> Scripted + Send + Sync;
+
+#[derive(Clone)]
+struct FakeState {
+    respond: Arc<Responder>,
+    log: Arc<Log>,
+}
+
+#[derive(Default)]
+struct Log {
+    requests: AtomicUsize,
+    bodies: Mutex<Vec<Value>>,
+    received_at: Mutex<Vec<Instant>>,
+    closed_at: Mutex<Vec<Instant>>,
+}
+
+#[derive(Clone)]
+pub struct FakeProvider {
+    pub base_url: String,
+    log: Arc<Log>,
+}
+
+impl FakeProvider {
+    /// Starts a fake that answers request number `n` (from 0) with `respond(n, request)`.
+    pub async fn start(
+        respond: impl Fn(usize, &Value) -> Scripted + Send + Sync + 'static,
+    ) -> Self {
+        let log = Arc::new(Log::default());
+        let state = FakeState {
+            respond: Arc::new(respond),
+            log: log.clone(),
+        };
+        let app = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            base_url: format!("http://{addr}/v1"),
+            log,
+        }
+    }
+
+    /// Answers every request with the same script.
+    pub async fn with(script: Scripted) -> Self {
+        Self::start(move |_, _| script.clone()).await
+    }
+
+    pub fn requests(&self) -> usize {
+        self.log.requests.load(Ordering::SeqCst)
+    }
+
+    /// The JSON bodies of the requests received so far.
+    pub fn request_bodies(&self) -> Vec<Value> {
+        self.log.bodies.lock().unwrap().clone()
+    }
+
+    /// When each request arrived.
+    pub fn received_at(&self) -> Vec<Instant> {
+        self.log.received_at.lock().unwrap().clone()
+    }
+
+    /// When each streamed response was dropped (finished or closed by the client).
+    pub fn closed_at(&self) -> Vec<Instant> {
+        self.log.closed_at.lock().unwrap().clone()
+    }
+}
+
+/// The content of the last user message in a request.
+pub fn last_user_message(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Records when the response body is dropped.
+struct DropGuard(Arc<Log>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.closed_at.lock().unwrap().push(Instant::now());
+    }
+}
+
+async fn completions(
+    State(state): State<FakeState>,
+    Json(request): Json<Value>,
+) -> axum::response::Response {
+    let n = state.log.requests.fetch_add(1, Ordering::SeqCst);
+    state.log.received_at.lock().unwrap().push(Instant::now());
+    let script = (state.respond)(n, &request);
+    state.log.bodies.lock().unwrap().push(request);
+    if script.status != 200 {
+        let mut response = axum::response::Response::builder()
+            .status(script.status)
+            .header("content-type", "application/json");
+        if let Some(retry_after) = &script.retry_after {
+            response = response.header("retry-after", retry_after);
+        }
+        return response
+            .body(Body::from(script.error_body.clone()))
+            .unwrap();
+    }
+    let pieces = script.pieces();
+    let pause = script.pause;
+    let ending = script.ending.clone();
+    let guard = DropGuard(state.log.clone());
+    let stream = async_stream::stream! {
+        let _guard = guard;
+        for piece in pieces {
+            yield Ok::<_, std::io::Error>(piece);
+            tokio::time::sleep(pause).await;
+        }
+        match ending {
+            Ending::Reset => yield Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")),
+            Ending::Stall => {
+                // Keep the connection open; write nothing, but notice a closed client.
+                loop {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    yield Ok(Bytes::from_static(b": \n\n"));
+                }
+            }
+            _ => {}
+        }
+    };
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
