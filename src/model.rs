@@ -174,6 +174,10 @@ pub struct ThreadPage {
     pub rev: i64,
     /// The author name this browser last posted with (a cookie).
     pub author: Option<String>,
+    /// How replies in this thread stream: the thread's own choice, if any,
+    /// and the configured default.
+    pub granularity: Option<Granularity>,
+    pub default_granularity: Granularity,
 }
 
 /// What `send_message` committed: the user's message and, when the bot was

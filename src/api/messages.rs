@@ -39,6 +39,7 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             .thread(&thread)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("There is no thread \"{thread}\".")))?;
+        let granularity = state.store.thread_granularity(&thread.id).await?;
         let latest = state
             .store
             .latest(&thread.id, crate::model::PAGE_SIZE)
@@ -51,6 +52,8 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             messages: latest.messages,
             rev: latest.rev,
             author,
+            granularity,
+            default_granularity: state.config.stream.granularity,
         })
     }
     .await;

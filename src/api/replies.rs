@@ -41,3 +41,29 @@ pub async fn usage_totals(thread: String) -> Result<crate::model::UsageTotals, A
             .map_err(AppError::from),
     )
 }
+
+/// Sets how this thread's replies stream (`token`, `word`, `sentence`), or
+/// back to the configured default with `default`. Applies to new replies.
+#[server(endpoint = "set_granularity")]
+pub async fn set_granularity(thread: String, granularity: String) -> Result<(), AppError> {
+    use super::respond;
+    use crate::model::Granularity;
+    let state = respond::state();
+    let result = async {
+        let choice = match granularity.as_str() {
+            "default" => None,
+            g => Some(Granularity::parse(g).ok_or_else(|| {
+                AppError::Invalid("Granularity must be token, word, sentence or default.".into())
+            })?),
+        };
+        if state.store.set_thread_granularity(&thread, choice).await? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound(format!(
+                "There is no thread \"{thread}\"."
+            )))
+        }
+    }
+    .await;
+    respond::finish(result)
+}

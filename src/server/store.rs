@@ -181,6 +181,21 @@ impl Store {
         Ok(value.flatten().as_deref().and_then(Granularity::parse))
     }
 
+    /// Sets (or, with `None`, clears) a thread's own granularity; false if
+    /// there is no such thread.
+    pub async fn set_thread_granularity(
+        &self,
+        id: &str,
+        granularity: Option<Granularity>,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query("UPDATE threads SET granularity = ? WHERE id = ?")
+            .bind(granularity.map(Granularity::as_str))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
     /// Tokens used by a thread's replies, in total and per asking author.
     pub async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
         let by_author: Vec<AuthorUsage> = sqlx::query_as(

@@ -6,9 +6,9 @@ use super::{
     message::{MessageItem, Viewer},
 };
 use crate::{
-    api::list_messages,
+    api::{list_messages, SetGranularity},
     live::MessageList,
-    model::{ThreadPage as Page, DEFAULT_THREAD},
+    model::{Granularity, ThreadPage as Page, DEFAULT_THREAD},
 };
 
 /// `/` (the default thread) and `/t/:id`.
@@ -41,6 +41,8 @@ fn ThreadView(page: Page) -> impl IntoView {
         messages,
         rev,
         author,
+        granularity,
+        default_granularity,
     } = page;
     let list = MessageList::new(messages);
     provide_context(list);
@@ -80,6 +82,7 @@ fn ThreadView(page: Page) -> impl IntoView {
         <main class="thread">
             <header class="thread-header">
                 <h1>{thread.title.clone()}</h1>
+                <GranularityPicker thread_id=thread.id.clone() current=granularity default=default_granularity/>
                 <p class="hint">"Mention " <code>"@gpt"</code> " to ask the bot; everyone here sees the reply as it is written."</p>
             </header>
             <section class="messages" aria-label="Conversation" node_ref=scroller on:scroll=on_scroll>
@@ -94,4 +97,38 @@ fn ThreadView(page: Page) -> impl IntoView {
         </main>
     }
     .into_any()
+}
+
+/// How this thread's replies stream; applies to replies started afterwards.
+#[component]
+fn GranularityPicker(
+    thread_id: String,
+    current: Option<Granularity>,
+    default: Granularity,
+) -> impl IntoView {
+    let set = ServerAction::<SetGranularity>::new();
+    let selected = current.map_or("default", Granularity::as_str);
+    let option = move |value: &'static str, label: String| {
+        view! { <option value=value selected=selected == value>{label}</option> }
+    };
+    view! {
+        <ActionForm action=set attr:class="granularity">
+            <input type="hidden" name="thread" value=thread_id/>
+            <label>
+                "Replies appear by "
+                <select name="granularity">
+                    {option("default", format!("default ({})", default.as_str()))}
+                    {option("token", "token".into())}
+                    {option("word", "word".into())}
+                    {option("sentence", "sentence".into())}
+                </select>
+            </label>
+            <button type="submit">"Apply"</button>
+            {move || match set.value().get() {
+                Some(Ok(())) => Some(view! { <span class="saved">"Saved."</span> }.into_any()),
+                Some(Err(e)) => Some(view! { <span class="action-error" role="alert">{e.to_string()}</span> }.into_any()),
+                None => None,
+            }}
+        </ActionForm>
+    }
 }

@@ -73,26 +73,7 @@ async fn post(url: &str, author: &str, body: &str) -> Message {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
     let full = Scripted::words(3000, Duration::from_millis(4));
-    let full_text = full.text();
-    let fake = FakeProvider::start(move |_, request| {
-        let last = request["messages"]
-            .as_array()
-            .unwrap()
-            .last()
-            .unwrap()
-            .clone();
-        if last["role"] == "assistant" {
-            let kept = last["content"].as_str().unwrap();
-            let rest = full_text[kept.len()..].to_owned();
-            Scripted {
-                deltas: rest.split_inclusive(' ').map(str::to_owned).collect(),
-                ..Scripted::new(&[])
-            }
-        } else {
-            full.clone()
-        }
-    })
-    .await;
+    let fake = FakeProvider::continuing(full).await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = start_server(dir.path(), &fake).await;
 

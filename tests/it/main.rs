@@ -17,6 +17,7 @@ mod reply_streams_into_database;
 mod resume_exact;
 mod slow_viewer;
 mod stop_and_watchdog;
+mod thread_granularity;
 mod usage;
 mod validation;
 mod write_ahead;

@@ -63,23 +63,7 @@ async fn regenerate_answers_the_same_prompt_in_a_new_message() {
 #[tokio::test]
 async fn continue_appends_to_a_stopped_reply() {
     let full = Scripted::words(400, Duration::from_millis(3));
-    let full_text = full.text();
-    let fake = FakeProvider::start(move |_, request| {
-        let messages = request["messages"].as_array().unwrap();
-        let last = messages.last().unwrap();
-        if last["role"] == "assistant" {
-            // A continuation: send the rest of the text after what was kept.
-            let kept = last["content"].as_str().unwrap();
-            let rest = full_text[kept.len()..].to_owned();
-            Scripted {
-                deltas: rest.split_inclusive(' ').map(str::to_owned).collect(),
-                ..Scripted::new(&[])
-            }
-        } else {
-            full.clone()
-        }
-    })
-    .await;
+    let fake = FakeProvider::continuing(full).await;
     let app = spawn_app(fake).await;
     let reply = app
         .post("lobby", "Ann", "@gpt long one")

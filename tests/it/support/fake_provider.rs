@@ -222,6 +222,31 @@ impl FakeProvider {
         }
     }
 
+    /// Answers with `full`, and a continuation request (one whose last
+    /// message is the assistant's kept text) with the rest of `full`'s text.
+    pub async fn continuing(full: Scripted) -> Self {
+        let full_text = full.text();
+        Self::start(move |_, request| {
+            let last = request["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .cloned()
+                .unwrap_or_default();
+            if last["role"] != "assistant" {
+                return full.clone();
+            }
+            let kept = last["content"].as_str().unwrap_or_default();
+            Scripted {
+                deltas: full_text[kept.len()..]
+                    .split_inclusive(' ')
+                    .map(str::to_owned)
+                    .collect(),
+                ..Scripted::new(&[])
+            }
+        })
+        .await
+    }
+
     /// Answers every request with the same script.
     pub async fn with(script: Scripted) -> Self {
         Self::start(move |_, _| script.clone()).await

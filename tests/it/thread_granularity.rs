@@ -1,0 +1,69 @@
+//! A thread's own granularity decides how its replies are committed and
+//! published: with `word`, every published delta but the last ends a word.
+
+use std::time::Duration;
+
+use streamchat::{
+    model::{ChatEvent, Granularity},
+    server::chunker::boundary,
+};
+
+use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
+
+#[tokio::test]
+async fn a_thread_set_to_words_publishes_whole_words() {
+    // Tokens that cut words in pieces.
+    let script = Scripted {
+        pause: Duration::from_millis(2),
+        ..Scripted::new(&[
+            "Str", "eam", "ing ", "wor", "ds ", "one ", "by", " one", " 日本", "語 end",
+        ])
+    };
+    let app = spawn_app_with(FakeProvider::with(script.clone()).await, |c| {
+        c.stream.max_delay_ms = 10_000
+    })
+    .await;
+    let response = app
+        .call(
+            "set_granularity",
+            &[("thread", "lobby"), ("granularity", "word")],
+        )
+        .await;
+    assert!(response.status().is_success());
+    let bad = app
+        .call(
+            "set_granularity",
+            &[("thread", "lobby"), ("granularity", "paragraph")],
+        )
+        .await;
+    assert_eq!(bad.status().as_u16(), 400);
+
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&app.events_url("lobby"), None).await;
+    let reply = app.post("lobby", "Ann", "@gpt words").await.reply.unwrap();
+    let mut deltas = Vec::new();
+    loop {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(10), viewer.next())
+            .await
+            .expect("events")
+            .expect("open");
+        if let ChatEvent::Delta { text, .. } = &event {
+            deltas.push(text.clone());
+        }
+        let ended = matches!(&event, ChatEvent::Finished { id, .. } if *id == reply.id);
+        assert_eq!(list.apply(event, rev), None);
+        if ended {
+            break;
+        }
+    }
+    assert_eq!(list.body(reply.id).unwrap(), script.text());
+    assert_eq!(deltas.concat(), script.text());
+    assert!(deltas.len() < script.deltas.len());
+    for delta in &deltas[..deltas.len() - 1] {
+        assert_eq!(
+            boundary(delta, Granularity::Word),
+            Some(delta.len()),
+            "{delta:?}"
+        );
+    }
+}
