@@ -59,12 +59,16 @@ ensure_browser() {
 # Sets SERVER_PID. The caller stops it.
 start_server() {
   local addr="$1" db="$2" bin="$3" site_root="$4"
+  if curl -fsS -o /dev/null "http://$addr/" 2>/dev/null; then
+    echo "something already listens on $addr; stop it or set another address" >&2
+    return 1
+  fi
   (cd "$ROOT" && LEPTOS_SITE_ADDR="$addr" LEPTOS_SITE_ROOT="$site_root" STREAMCHAT_DATABASE="$db" \
     exec "$bin") &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
-    if curl -fsS -o /dev/null "http://$addr/"; then return 0; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "server exited" >&2; return 1; fi
+    if curl -fsS -o /dev/null "http://$addr/" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
   echo "server did not start on $addr" >&2
