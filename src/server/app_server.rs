@@ -17,7 +17,9 @@ use super::{
     config::Config,
     demo,
     generations::{EndRequest, Generations},
+    health,
     hub::Hub,
+    metrics::Metrics,
     outbox,
     provider::Provider,
     sse,
@@ -41,7 +43,8 @@ impl AppState {
         let store = Store::open(&config.database).await?;
         let last_rev = outbox::recover(&store).await?;
         let hub = Hub::new(config.stream.viewer_buffer);
-        let writer = Writer::start(store.clone(), hub.clone(), last_rev);
+        let metrics = Arc::new(Metrics::default());
+        let writer = Writer::start(store.clone(), hub.clone(), metrics.clone(), last_rev);
         let provider = Provider::from_config(&config, self_base_url);
         let shutdown = CancellationToken::new();
         let generations = Generations::new(&config.limits);
@@ -60,6 +63,7 @@ impl AppState {
             hub,
             provider,
             generations,
+            metrics,
             demo: Default::default(),
             shutdown,
         })
@@ -69,7 +73,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let context_state = state.clone();
-    let mut router = Router::new().route("/api/threads/{id}/events", get(sse::events));
+    let mut router = Router::new()
+        .route("/api/threads/{id}/events", get(sse::events))
+        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz));
     if state.config.uses_demo() {
         router = router.route("/v1/chat/completions", post(demo::completions));
     }

@@ -66,6 +66,11 @@ impl Chunker {
         self.since.map(|since| since + self.max_delay)
     }
 
+    /// When the oldest text waiting to go out arrived.
+    pub fn pending_since(&self) -> Option<Instant> {
+        self.since
+    }
+
     /// Bytes waiting to go out.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

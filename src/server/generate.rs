@@ -6,12 +6,16 @@
 
 use std::{sync::Arc, time::Duration};
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use futures::StreamExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{
     chunker::Chunker,
     generations::{EndRequest, Handle},
+    metrics::ProviderError,
     provider::{prompt_name, stream_error, PromptMessage},
     sleep_until,
     state::AppState,
@@ -23,8 +27,10 @@ use crate::model::{Message, ReplyStats, Role, Status, Usage};
 /// the stored text is sent as the start of the assistant turn and what
 /// comes back is appended to it (Continue).
 pub fn spawn(state: AppState, reply: Message, handle: Handle, resume: bool) {
-    tokio::spawn(async move {
-        let id = reply.id;
+    let id = reply.id;
+    let span = tracing::info_span!("reply", message_id = id);
+    let task = async move {
+        state.metrics.replies_live.fetch_add(1, Relaxed);
         let thread_id: Arc<str> = reply.thread_id.as_str().into();
         let outcome = Generation {
             state: &state,
@@ -35,8 +41,9 @@ pub fn spawn(state: AppState, reply: Message, handle: Handle, resume: bool) {
         }
         .run()
         .await;
+        state.metrics.replies_live.fetch_sub(1, Relaxed);
+        state.metrics.reply_ended(outcome.status);
         tracing::info!(
-            message_id = id,
             status = outcome.status.as_str(),
             error = ?outcome.error,
             retries = outcome.stats.retries,
@@ -46,7 +53,8 @@ pub fn spawn(state: AppState, reply: Message, handle: Handle, resume: bool) {
             tracing::error!(message_id = id, error = %e, "could not record the end of a reply");
         }
         drop(handle);
-    });
+    };
+    tokio::spawn(task.instrument(span));
 }
 
 struct Generation<'a> {
@@ -161,6 +169,12 @@ impl Generation<'_> {
                 }
                 Err(error) => error,
             };
+            self.state.metrics.provider_error(match error.status {
+                Some(429) => ProviderError::RateLimited,
+                Some(500..=599) => ProviderError::ServerError,
+                Some(_) => ProviderError::Refused,
+                None => ProviderError::Unreachable,
+            });
             if !error.retryable() || progress.retries >= i64::from(limits.provider_retries) {
                 return Err(Ending::Failed(error.message));
             }
@@ -224,8 +238,9 @@ impl Generation<'_> {
                 biased;
                 _ = cancel.cancelled() => break self.ended(),
                 _ = sleep_until(deadline) => {
+                    let received = chunker.pending_since();
                     if let Some(piece) = chunker.poll(Instant::now()) {
-                        if !self.append(piece).await {
+                        if !self.append(piece, received).await {
                             break Ending::Failed("The server is shutting down.".into());
                         }
                     }
@@ -244,9 +259,13 @@ impl Generation<'_> {
             };
             let chunk = match item {
                 Ok(chunk) => chunk,
-                Err(e) => break Ending::Failed(stream_error(&e)),
+                Err(e) => {
+                    self.state.metrics.provider_error(ProviderError::Stream);
+                    break Ending::Failed(stream_error(&e));
+                }
             };
             if let Some(error) = chunk.error {
+                self.state.metrics.provider_error(ProviderError::Stream);
                 let message = error
                     .get("message")
                     .and_then(|m| m.as_str())
@@ -262,11 +281,14 @@ impl Generation<'_> {
             }
             for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
                 if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                    let now = Instant::now();
                     self.handle.touch();
-                    progress.first_text_at.get_or_insert_with(Instant::now);
+                    self.state.metrics.tokens.fetch_add(1, Relaxed);
+                    progress.first_text_at.get_or_insert(now);
                     progress.text.push_str(&text);
-                    if let Some(piece) = chunker.push(&text, Instant::now()) {
-                        if !self.append(piece).await {
+                    let received = chunker.pending_since();
+                    if let Some(piece) = chunker.push(&text, now) {
+                        if !self.append(piece, received).await {
                             return Ending::Failed("The server is shutting down.".into());
                         }
                     }
@@ -279,16 +301,20 @@ impl Generation<'_> {
         // Dropping the stream closes the provider connection; text received
         // so far is kept.
         drop(stream);
+        let received = chunker.pending_since();
         if let Some(piece) = chunker.flush() {
-            self.append(piece).await;
+            self.append(piece, received).await;
         }
         ending
     }
 
-    async fn append(&self, text: String) -> bool {
+    /// Hands text to the writer; `received` is when its oldest part came
+    /// from the provider (now, if nothing was pending).
+    async fn append(&self, text: String, received: Option<Instant>) -> bool {
+        let received = received.unwrap_or_else(Instant::now);
         self.state
             .writer
-            .append(self.thread_id, self.reply.id, text)
+            .append(self.thread_id, self.reply.id, text, received)
             .await
             .is_ok()
     }

@@ -13,7 +13,12 @@
 //! maximum delay), and events carry an id only while nothing is held back,
 //! so a reconnect never skips held text.
 
-use std::{collections::HashMap, convert::Infallible, time::Duration};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
 
 use axum::{
     extract::{Path, Query, State},
@@ -24,7 +29,7 @@ use futures::Stream;
 use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 
-use super::{chunker::Chunker, sleep_until, state::AppState, store::Snapshot};
+use super::{chunker::Chunker, metrics::Metrics, sleep_until, state::AppState, store::Snapshot};
 use crate::{
     error::AppError,
     model::{ChatEvent, Granularity},
@@ -62,7 +67,9 @@ pub async fn events(
     let first = state.store.snapshot(&thread_id, since).await?;
     let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);
 
+    let metrics = state.metrics.clone();
     let stream = async_stream::stream! {
+        let _viewer = ViewerGuard::new(metrics);
         let mut rev = first.rev;
         let mut batcher = Batcher::new(granularity, max_delay);
         for event in snapshot_events(first) {
@@ -114,6 +121,22 @@ pub async fn events(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Counts an open subscription for as long as its stream lives.
+struct ViewerGuard(Arc<Metrics>);
+
+impl ViewerGuard {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.viewers.fetch_add(1, Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.0.viewers.fetch_sub(1, Relaxed);
+    }
 }
 
 /// The snapshot's rows, then a `sync` event carrying its revision as the id

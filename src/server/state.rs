@@ -8,8 +8,8 @@ use leptos::config::LeptosOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    config::Config, demo::DemoModel, generations::Generations, hub::Hub, provider::Provider,
-    store::Store, writer::Writer,
+    config::Config, demo::DemoModel, generations::Generations, hub::Hub, metrics::Metrics,
+    provider::Provider, store::Store, writer::Writer,
 };
 
 #[derive(Clone, FromRef)]
@@ -21,6 +21,8 @@ pub struct AppState {
     pub writer: Writer,
     pub hub: Hub,
     pub provider: Provider,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Replies generating now, their limits and the watchdog.
     pub generations: Generations,
     /// The embedded demo model's state (used only when it serves replies).

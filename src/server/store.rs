@@ -25,6 +25,7 @@ const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error,
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    path: std::path::PathBuf,
 }
 
 /// Rows a subscriber must (re)load, and the revision they bring it to.
@@ -73,11 +74,25 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            path: path.to_owned(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Whether the operating system lets this process write the database
+    /// file now. (A new SQLite connection would not tell: in one process
+    /// SQLite reuses file handles opened before the change.) Whether
+    /// commits succeed is the writer's ping.
+    pub fn probe_write(&self) -> std::io::Result<()> {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map(drop)
     }
 
     pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {

@@ -10,10 +10,14 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 
 use super::{
     hub::Hub,
+    metrics::Metrics,
     now_ms,
     store::{self, NewMessage, Outcome, Store},
 };
@@ -63,7 +67,11 @@ enum Command {
         thread_id: Arc<str>,
         id: i64,
         text: String,
+        /// When the provider sent the oldest part of `text` (for metrics).
+        received: Instant,
     },
+    /// Answered once every command queued before it is committed.
+    Ping(oneshot::Sender<()>),
     Notice {
         thread_id: Arc<str>,
         id: i64,
@@ -84,11 +92,12 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task; revisions continue after `last_rev`.
-    pub fn start(store: Store, hub: Hub, last_rev: i64) -> Self {
+    pub fn start(store: Store, hub: Hub, metrics: Arc<Metrics>, last_rev: i64) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = WriterTask {
             store,
             hub,
+            metrics,
             next_rev: last_rev + 1,
             lengths: HashMap::new(),
         };
@@ -150,14 +159,26 @@ impl Writer {
         thread_id: &Arc<str>,
         id: i64,
         text: String,
+        received: Instant,
     ) -> Result<(), AppError> {
         let thread_id = thread_id.clone();
         self.send(Command::Append {
             thread_id,
             id,
             text,
+            received,
         })
         .await
+    }
+
+    /// Whether the writer is alive and committing: answers once everything
+    /// queued before it is committed.
+    pub async fn ping(&self) -> Result<(), AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Ping(reply)).await?;
+        answer
+            .await
+            .map_err(|_| AppError::internal("writer dropped a ping"))
     }
 
     pub async fn finish(
@@ -186,6 +207,7 @@ impl Writer {
 struct WriterTask {
     store: Store,
     hub: Hub,
+    metrics: Arc<Metrics>,
     next_rev: i64,
     /// Body length in bytes of each reply streaming now (committed state).
     lengths: HashMap<i64, usize>,
@@ -197,7 +219,18 @@ struct Effects {
     events: Vec<(Arc<str>, i64, ChatEvent)>,
     replies: Vec<(PostReply, Result<Posted, AppError>)>,
     restarts: Vec<(RestartReply, Result<Message, AppError>)>,
+    pings: Vec<oneshot::Sender<()>>,
     lengths: HashMap<i64, Option<usize>>,
+    /// When the provider sent each published delta's oldest text.
+    received: Vec<Instant>,
+}
+
+/// Appends to one message merged within a batch.
+struct PendingAppend {
+    thread_id: Arc<str>,
+    id: i64,
+    text: String,
+    received: Instant,
 }
 
 impl WriterTask {
@@ -207,7 +240,10 @@ impl WriterTask {
             let commands = std::mem::take(&mut batch);
             let size = commands.len();
             match self.apply(commands).await {
-                Ok(effects) => self.publish(effects),
+                Ok(effects) => {
+                    self.metrics.commit(size);
+                    self.publish(effects);
+                }
                 Err((e, effects)) => {
                     tracing::error!(error = %e, size, "group commit failed; its changes were not published");
                     for (reply, _) in effects.replies {
@@ -230,7 +266,7 @@ impl WriterTask {
     async fn apply(&mut self, commands: Vec<Command>) -> Result<Effects, (sqlx::Error, Effects)> {
         let mut effects = Effects::default();
         // Appends are merged per message until something else touches it.
-        let mut pending: Vec<(Arc<str>, i64, String)> = Vec::new();
+        let mut pending: Vec<PendingAppend> = Vec::new();
         let result: Result<(), sqlx::Error> = async {
             let mut tx = self.store.pool().begin().await?;
             let now = now_ms();
@@ -240,18 +276,25 @@ impl WriterTask {
                         thread_id,
                         id,
                         text,
-                    } => match pending.iter_mut().find(|(_, pid, _)| *pid == id) {
-                        Some((_, _, buf)) => buf.push_str(&text),
-                        None => pending.push((thread_id, id, text)),
+                        received,
+                    } => match pending.iter_mut().find(|p| p.id == id) {
+                        Some(p) => p.text.push_str(&text),
+                        None => pending.push(PendingAppend {
+                            thread_id,
+                            id,
+                            text,
+                            received,
+                        }),
                     },
+                    Command::Ping(reply) => effects.pings.push(reply),
                     Command::Finish {
                         thread_id,
                         id,
                         outcome,
                     } => {
-                        if let Some(at) = pending.iter().position(|(_, pid, _)| *pid == id) {
-                            let (t, id, text) = pending.remove(at);
-                            self.flush(&mut tx, &mut effects, t, id, text, now).await?;
+                        if let Some(at) = pending.iter().position(|p| p.id == id) {
+                            let append = pending.remove(at);
+                            self.flush(&mut tx, &mut effects, append, now).await?;
                         }
                         let rev = self.rev();
                         if let Some(body) = store::finish(&mut tx, id, &outcome, now, rev).await? {
@@ -309,9 +352,8 @@ impl WriterTask {
                     }
                 }
             }
-            for (thread_id, id, text) in std::mem::take(&mut pending) {
-                self.flush(&mut tx, &mut effects, thread_id, id, text, now)
-                    .await?;
+            for append in std::mem::take(&mut pending) {
+                self.flush(&mut tx, &mut effects, append, now).await?;
             }
             tx.commit().await
         }
@@ -326,11 +368,15 @@ impl WriterTask {
         &mut self,
         tx: &mut sqlx::SqliteConnection,
         effects: &mut Effects,
-        thread_id: Arc<str>,
-        id: i64,
-        text: String,
+        append: PendingAppend,
         now: i64,
     ) -> Result<(), sqlx::Error> {
+        let PendingAppend {
+            thread_id,
+            id,
+            text,
+            received,
+        } = append;
         let offset = match effects.lengths.get(&id) {
             Some(Some(len)) => *len,
             Some(None) => return Ok(()), // ended earlier in this batch
@@ -342,6 +388,7 @@ impl WriterTask {
         let rev = self.rev();
         if store::append(tx, id, &text, now, rev).await? {
             effects.lengths.insert(id, Some(offset + text.len()));
+            effects.received.push(received);
             effects
                 .events
                 .push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
@@ -492,6 +539,17 @@ impl WriterTask {
         }
         for (thread_id, rev, event) in effects.events {
             self.hub.publish(&thread_id, rev, event);
+        }
+        let published = Instant::now();
+        self.metrics.deltas_published.fetch_add(
+            effects.received.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        for received in effects.received {
+            self.metrics.published(published.duration_since(received));
+        }
+        for ping in effects.pings {
+            let _ = ping.send(());
         }
         for (reply, result) in effects.replies {
             let _ = reply.send(result);

@@ -10,6 +10,7 @@ mod crash_recovery;
 mod granularity_view;
 mod limits;
 mod no_mention_no_request;
+mod operations;
 mod provider_faults;
 mod provider_fixtures;
 mod regenerate_continue;

@@ -57,6 +57,37 @@ pub struct Scripted {
     pub retry_after: Option<String>,
     /// Exact bytes to serve instead of a generated stream (recorded fixtures).
     pub raw: Option<Vec<u8>>,
+    /// Benchmarks: send this many tokens, each " xxxxx" stamped at emission
+    /// with [`stamp_now`], instead of `deltas`.
+    pub stamped: Option<usize>,
+}
+
+/// The shared clock of stamped tokens.
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+const STAMP_WRAP: u64 = 36u64.pow(5);
+
+/// Now, in microseconds since [`epoch`], as 5 base-36 digits (wraps every minute).
+pub fn stamp_now() -> String {
+    let mut n = epoch().elapsed().as_micros() as u64 % STAMP_WRAP;
+    let mut digits = [b'0'; 5];
+    for d in digits.iter_mut().rev() {
+        *d = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8(digits.to_vec()).unwrap()
+}
+
+/// How long ago a stamp was made.
+pub fn stamp_age(stamp: &str) -> Option<Duration> {
+    let then = u64::from_str_radix(stamp, 36).ok()?;
+    let now = epoch().elapsed().as_micros() as u64 % STAMP_WRAP;
+    Some(Duration::from_micros(
+        (now + STAMP_WRAP - then) % STAMP_WRAP,
+    ))
 }
 
 impl Scripted {
@@ -71,6 +102,7 @@ impl Scripted {
             error_body: String::new(),
             retry_after: None,
             raw: None,
+            stamped: None,
         }
     }
 
@@ -310,6 +342,9 @@ async fn completions(
             .body(Body::from(script.error_body.clone()))
             .unwrap();
     }
+    if let Some(tokens) = script.stamped {
+        return stamped_response(tokens, script.pause);
+    }
     let pieces = script.pieces();
     let pause = script.pause;
     let ending = script.ending.clone();
@@ -331,6 +366,29 @@ async fn completions(
             }
             _ => {}
         }
+    };
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// A stream of `tokens` stamped tokens, one every `pause`, framed like OpenAI.
+fn stamped_response(tokens: usize, pause: Duration) -> axum::response::Response {
+    let stream = async_stream::stream! {
+        let role = Scripted::frame(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null);
+        yield Ok::<_, std::io::Error>(Bytes::from(role));
+        let mut tick = tokio::time::interval(pause);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        for _ in 0..tokens {
+            tick.tick().await;
+            let token = format!(" {}", stamp_now());
+            yield Ok(Bytes::from(Scripted::frame(json!([{"index": 0, "delta": {"content": token}, "finish_reason": null}]), Value::Null)));
+        }
+        let mut end = Scripted::frame(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), Value::Null);
+        end += &Scripted::frame(json!([]), json!({"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": tokens + 10}));
+        end += "data: [DONE]\n\n";
+        yield Ok(Bytes::from(end));
     };
     axum::response::Response::builder()
         .header("content-type", "text/event-stream")

@@ -14,6 +14,8 @@ pub struct SseClient {
     buffer: Vec<u8>,
     /// The last event id received (what a reconnect sends as `Last-Event-ID`).
     pub last_id: Option<String>,
+    /// Bytes of the response body received so far.
+    pub bytes: usize,
 }
 
 impl SseClient {
@@ -38,6 +40,7 @@ impl SseClient {
             ),
             buffer: Vec::new(),
             last_id: last_event_id.map(str::to_owned),
+            bytes: 0,
         }
     }
 
@@ -73,6 +76,7 @@ impl SseClient {
             body: Box::pin(body),
             buffer: Vec::new(),
             last_id: None,
+            bytes: 0,
         }
     }
 
@@ -101,7 +105,10 @@ impl SseClient {
                 return Some((id.and_then(|i| i.parse().ok()), event));
             }
             match self.body.next().await {
-                Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Some(Ok(bytes)) => {
+                    self.bytes += bytes.len();
+                    self.buffer.extend_from_slice(&bytes)
+                }
                 _ => return None,
             }
         }

@@ -1,0 +1,43 @@
+//! Operators' endpoints: `/healthz` (database writable, writer alive) and
+//! `/metrics` (Prometheus text).
+
+use std::time::Duration;
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
+use serde_json::json;
+
+use super::state::AppState;
+
+/// 200 when the database file can be written and the writer commits; 503
+/// with the failing part otherwise.
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = match state.store.probe_write() {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => {
+            tracing::error!(error = %e, "health: database not writable");
+            format!("not writable: {e}")
+        }
+    };
+    let appender = match tokio::time::timeout(Duration::from_secs(2), state.writer.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(_)) => "stopped".to_owned(),
+        Err(_) => "not committing (2 s)".to_owned(),
+    };
+    let healthy = database == "ok" && appender == "ok";
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "database": database, "appender": appender })),
+    )
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

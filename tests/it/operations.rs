@@ -1,0 +1,83 @@
+//! Operators' view: `/metrics` shows a live reply and rising token counts;
+//! `/healthz` is 200, and 503 once the database file cannot be written.
+
+use std::{process::Command, time::Duration};
+
+use crate::support::{spawn_app, FakeProvider, Scripted};
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_during_a_reply_and_health() {
+    let app =
+        spawn_app(FakeProvider::with(Scripted::words(300, Duration::from_millis(5))).await).await;
+    let scrape = || async {
+        let response = app
+            .http
+            .get(format!("{}/metrics", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        response.text().await.unwrap()
+    };
+    let reply = app.post("lobby", "Ann", "@gpt count").await.reply.unwrap();
+    app.wait_for_text(reply.id).await;
+    let first = scrape().await;
+    assert_eq!(metric(&first, "streamchat_replies_live"), 1.0);
+    let tokens_before = metric(&first, "streamchat_tokens_total");
+    assert!(tokens_before > 0.0);
+    // The counter rises while the reply streams.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = scrape().await;
+        if metric(&now, "streamchat_tokens_total") > tokens_before {
+            assert!(metric(&now, "streamchat_commits_total") > 0.0);
+            assert!(now.contains("streamchat_token_to_publish_seconds_count"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "token counter did not rise"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.wait_finished(reply.id).await;
+    let after = scrape().await;
+    assert_eq!(metric(&after, "streamchat_replies_live"), 0.0);
+    assert_eq!(metric(&after, "streamchat_tokens_total"), 300.0);
+    assert_eq!(
+        metric(&after, "streamchat_replies_ended_total{status=\"done\"}"),
+        1.0
+    );
+
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    // Make the database file unwritable, even for root: the immutable flag.
+    let immutable = Command::new("chattr").arg("+i").arg(&app.db_path).status();
+    if !immutable.is_ok_and(|s| s.success()) {
+        println!("SKIPPED the 503 half: chattr +i is not available here");
+        return;
+    }
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    let status = health.status().as_u16();
+    let body = health.text().await.unwrap();
+    let _ = Command::new("chattr").arg("-i").arg(&app.db_path).status();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not writable"), "{body}");
+}
