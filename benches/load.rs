@@ -17,7 +17,7 @@ mod sse;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -29,7 +29,6 @@ use streamchat::model::{ChatEvent, Posted, Status};
 struct Server {
     child: Child,
     url: String,
-    db: PathBuf,
     startup: Duration,
 }
 
@@ -41,10 +40,13 @@ impl Server {
             .unwrap()
             .port();
         let db = dir.join("bench.db");
+        let log = std::fs::File::create(std::env::temp_dir().join("streamchat-bench-server.log"))
+            .unwrap();
         let started = Instant::now();
         let child = Command::new(binary)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+            .env("LEPTOS_OUTPUT_NAME", "streamchat")
             .env("LEPTOS_SITE_ROOT", "target/site")
             .env("LEPTOS_ENV", "PROD")
             .env("STREAMCHAT_DATABASE", &db)
@@ -52,8 +54,12 @@ impl Server {
             .env("OPENAI_API_KEY", "sk-bench")
             .env("STREAMCHAT_MAX_CONCURRENT_REPLIES", "100000")
             .env("STREAMCHAT_MENTIONS_PER_MINUTE", "100000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("the release server binary (scripts/bench builds it)");
         let url = format!("http://127.0.0.1:{port}");
@@ -74,7 +80,6 @@ impl Server {
             startup: started.elapsed(),
             child,
             url,
-            db,
         }
     }
 
@@ -125,19 +130,24 @@ impl Server {
             .collect()
     }
 
-    async fn create_threads(&self, ids: &[String]) {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db.display()))
-            .await
-            .unwrap();
-        for id in ids {
-            sqlx::query("INSERT OR IGNORE INTO threads (id, title, created_at) VALUES (?, ?, 0)")
-                .bind(id)
-                .bind(id)
-                .execute(&pool)
+    /// Creates `n` threads through the server; returns their ids.
+    async fn create_threads(&self, n: usize) -> Vec<String> {
+        let http = reqwest::Client::new();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let thread: streamchat::model::Thread = http
+                .post(format!("{}/api/create_thread", self.url))
+                .header("accept", "application/json")
+                .form(&[("title", format!("bench {i}"))])
+                .send()
+                .await
+                .unwrap()
+                .json()
                 .await
                 .unwrap();
+            ids.push(thread.id);
         }
-        pool.close().await;
+        ids
     }
 
     async fn post(
@@ -189,7 +199,7 @@ async fn watch(mut client: SseClient, replies: usize) -> Seen {
         let Ok(Some((_, event))) =
             tokio::time::timeout(Duration::from_secs(120), client.next()).await
         else {
-            panic!("a viewer stopped receiving");
+            panic!("a viewer stopped receiving after {finished} of {replies} replies");
         };
         match event {
             ChatEvent::Delta { id, offset, text } => {
@@ -246,15 +256,14 @@ struct Outcome {
 async fn scenario(
     server: &Server,
     fake: &FakeProvider,
-    tag: &str,
+    _tag: &str,
     threads: usize,
     replies: usize,
     viewers: usize,
     tokens: usize,
 ) -> Outcome {
     let _ = fake;
-    let ids: Vec<String> = (0..threads).map(|i| format!("{tag}-{i}")).collect();
-    server.create_threads(&ids).await;
+    let ids = server.create_threads(threads).await;
     let http = reqwest::Client::new();
     let mut clients = Vec::new();
     for id in &ids {
@@ -417,7 +426,11 @@ async fn main() {
     }
     if want("S2") {
         let (_dir, fake, server) = run_fresh(&binary, 50.0, 200).await;
-        let o = scenario(&server, &fake, "s2", 100, 1, 10, 200).await;
+        let threads = std::env::var("S2_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
+        let o = scenario(&server, &fake, "s2", threads, 1, 10, 200).await;
         rows.push(Row {
             name: "S2 100 replies x 10 viewers each, 50 tok/s".into(),
             figures: vec![
@@ -505,13 +518,13 @@ async fn main() {
     }
     if want("S5") {
         let (_dir, _fake, server) = run_fresh(&binary, 50.0, 10).await;
-        server.create_threads(&["s5".into()]).await;
+        let thread = server.create_threads(1).await.remove(0);
         let http = reqwest::Client::new();
         for i in 0..100 {
             server
                 .post(
                     &http,
-                    "s5",
+                    &thread,
                     "bench",
                     &format!("Message number {i}, with a little text to render."),
                 )
@@ -521,7 +534,7 @@ async fn main() {
         for _ in 0..200 {
             let t = Instant::now();
             let html = http
-                .get(format!("{}/t/s5", server.url))
+                .get(format!("{}/t/{thread}", server.url))
                 .send()
                 .await
                 .unwrap()

@@ -109,7 +109,11 @@ impl SseClient {
                     self.bytes += bytes.len();
                     self.buffer.extend_from_slice(&bytes)
                 }
-                _ => return None,
+                Some(Err(e)) => {
+                    eprintln!("SSE stream error: {e}");
+                    return None;
+                }
+                None => return None,
             }
         }
     }
