@@ -190,19 +190,29 @@ pub struct Posted {
 
 /// The one wire type of a thread's live subscription (SSE `data:`; the SSE
 /// `id:` is the revision the event brings the client to).
+///
+/// Tags and the delta's fields have one-letter names: a delta is by far the
+/// most frequent event (one per token per viewer), and short names keep it
+/// under 50 bytes on the wire.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "t")]
 pub enum ChatEvent {
     /// A whole row: a new message, or a snapshot of one after (re)connecting.
+    #[serde(rename = "m")]
     Message { message: Message },
     /// `text` was appended to message `id` at byte `offset` of its body.
+    #[serde(rename = "d")]
     Delta {
+        #[serde(rename = "i")]
         id: i64,
+        #[serde(rename = "o")]
         offset: usize,
+        #[serde(rename = "x")]
         text: String,
     },
     /// Message `id` reached a terminal status; `len` (bytes) and `hash`
     /// ([`body_hash`]) describe the final body so a client can prove its copy.
+    #[serde(rename = "f")]
     Finished {
         id: i64,
         status: Status,
@@ -215,12 +225,14 @@ pub enum ChatEvent {
         finished_at: i64,
     },
     /// A passing note on a streaming reply changed (e.g. retrying).
+    #[serde(rename = "n")]
     Notice {
         id: i64,
         notice: Option<String>,
         retries: i64,
     },
     /// End of a snapshot: the client is current to `rev`.
+    #[serde(rename = "s")]
     Sync { rev: i64 },
 }
 
@@ -320,6 +332,18 @@ mod tests {
         assert!(validate_post("ann", "   ").is_err());
         assert!(validate_post("ann", &"x".repeat(MAX_BODY_BYTES)).is_ok());
         assert!(validate_post("ann", &"x".repeat(MAX_BODY_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn a_delta_is_compact_on_the_wire() {
+        let delta = ChatEvent::Delta {
+            id: 1234,
+            offset: 56789,
+            text: " word".into(),
+        };
+        let json = serde_json::to_string(&delta).unwrap();
+        assert_eq!(json, r#"{"t":"d","i":1234,"o":56789,"x":" word"}"#);
+        assert_eq!(serde_json::from_str::<ChatEvent>(&json).unwrap(), delta);
     }
 
     #[test]
