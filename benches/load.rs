@@ -190,25 +190,45 @@ struct Seen {
     texts: HashMap<i64, String>,
 }
 
+/// A delta's fields, read without a JSON parser (the measuring side must
+/// stay cheap: it shares the machine with the server).
+fn quick_delta(data: &str) -> Option<(i64, usize, &str)> {
+    let rest = data.strip_prefix(r#"{"t":"d","i":"#)?;
+    let (id, rest) = rest.split_once(r#","o":"#)?;
+    let (offset, rest) = rest.split_once(r#","x":""#)?;
+    let text = rest.strip_suffix(r#""}"#)?;
+    (!text.contains('\\')).then_some(())?;
+    Some((id.parse().ok()?, offset.parse().ok()?, text))
+}
+
 /// Reads a thread's events until `replies` replies finished.
 async fn watch(mut client: SseClient, replies: usize) -> Seen {
     let mut seen = Seen::default();
     let mut finished = 0;
     let start_bytes = client.bytes;
     while finished < replies {
-        let Ok(Some((_, event))) =
-            tokio::time::timeout(Duration::from_secs(120), client.next()).await
+        let Ok(Some((_, data))) =
+            tokio::time::timeout(Duration::from_secs(120), client.next_raw()).await
         else {
             panic!("a viewer stopped receiving after {finished} of {replies} replies");
         };
-        match event {
-            ChatEvent::Delta { id, offset, text } => {
+        let event = match quick_delta(&data) {
+            Some((id, offset, text)) => {
                 for stamp in text.split(' ').filter(|s| !s.is_empty()) {
                     if let Some(age) = stamp_age(stamp) {
                         seen.latencies_us.push(age.as_micros() as u64);
                         seen.tokens += 1;
                     }
                 }
+                let body = seen.texts.entry(id).or_default();
+                assert_eq!(body.len(), offset, "a viewer's copy has a gap");
+                body.push_str(text);
+                continue;
+            }
+            None => serde_json::from_str::<ChatEvent>(&data).expect("a ChatEvent"),
+        };
+        match event {
+            ChatEvent::Delta { id, offset, text } => {
                 let body = seen.texts.entry(id).or_default();
                 assert_eq!(body.len(), offset, "a viewer's copy has a gap");
                 body.push_str(&text);
@@ -248,6 +268,10 @@ struct Outcome {
     commits: f64,
     cpu: f64,
     peak_rss: f64,
+    /// Mean time inside the server from a token's arrival to its publication.
+    server_publish_ms: f64,
+    /// RSS once every viewer is connected, before any reply.
+    rss_connected: f64,
     wall: Duration,
 }
 
@@ -279,6 +303,7 @@ async fn scenario(
         let (_, first) = c.next().await.expect("snapshot");
         assert!(matches!(first, ChatEvent::Sync { .. }));
     }
+    let rss_connected = server.rss_mb();
     let before = server.metrics().await;
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
@@ -352,6 +377,9 @@ async fn scenario(
         commits: delta("streamchat_commits_total"),
         cpu,
         peak_rss: server.peak_rss_mb(),
+        server_publish_ms: 1000.0 * delta("streamchat_token_to_publish_seconds_sum")
+            / delta("streamchat_token_to_publish_seconds_count").max(1.0),
+        rss_connected,
         wall,
     }
 }
@@ -457,6 +485,10 @@ async fn main() {
                     format!("{:.2} ms", o.cpu * 1000.0 / (o.delivered as f64 / 1000.0)),
                 ),
                 (
+                    "server: token arrival to publish, mean".into(),
+                    fmt_ms(o.server_publish_ms),
+                ),
+                (
                     "tokens delivered / wall time / peak RSS".into(),
                     format!(
                         "{} / {:.1} s / {:.1} MB",
@@ -505,8 +537,11 @@ async fn main() {
             name: format!("S4 {viewers} idle viewers on one thread, then 1 reply"),
             figures: vec![
                 (
-                    "RSS before / peak".into(),
-                    format!("{before:.1} MB / {:.1} MB", o.peak_rss),
+                    "RSS idle / with viewers connected / peak".into(),
+                    format!(
+                        "{before:.1} MB / {:.1} MB / {:.1} MB",
+                        o.rss_connected, o.peak_rss
+                    ),
                 ),
                 (
                     "latency p50 / p99 / max".into(),

@@ -76,6 +76,8 @@ pub struct Thread {
     pub title: String,
 }
 
+/// (Absent optional fields are left out of the JSON: rows go to every
+/// viewer of a thread.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct Message {
@@ -85,30 +87,42 @@ pub struct Message {
     pub role: Role,
     pub body: String,
     pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Unix epoch milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<i64>,
     /// The writer's revision of this row's last change (see the migration).
     pub rev: i64,
     /// Who started the reply (assistant messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
     /// The reply's prompt is the thread's messages with ids below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_before: Option<i64>,
     /// Who pressed Stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
     /// A passing note while streaming (retrying, queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
     pub retries: i64,
     /// Whether the token counts are our estimate rather than the provider's.
     pub usage_estimated: bool,
     /// Milliseconds from the provider request to the first text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_second: Option<f64>,
 }
 

@@ -331,6 +331,26 @@ pub async fn append(
     .map(|r| r.rows_affected() == 1)
 }
 
+/// Appends to several streaming replies in one statement: `(id, text, rev)`
+/// each, ids distinct. Returns the ids that were still streaming.
+pub async fn append_many(
+    conn: &mut SqliteConnection,
+    rows: &[(i64, &str, i64)],
+    now: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let values = vec!["(?, ?, ?)"; rows.len()].join(", ");
+    let sql = format!(
+        "UPDATE messages SET body = body || v.column2, rev = v.column3, updated_at = ? \
+         FROM (VALUES {values}) AS v \
+         WHERE messages.id = v.column1 AND messages.status = 'streaming' RETURNING messages.id"
+    );
+    let mut query = sqlx::query_scalar(&sql).bind(now);
+    for (id, text, rev) in rows {
+        query = query.bind(*id).bind(*text).bind(*rev);
+    }
+    query.fetch_all(conn).await
+}
+
 /// The body's length in bytes.
 pub async fn body_len(conn: &mut SqliteConnection, id: i64) -> Result<usize, sqlx::Error> {
     sqlx::query_scalar::<_, i64>("SELECT length(CAST(body AS BLOB)) FROM messages WHERE id = ?")

@@ -352,9 +352,8 @@ impl WriterTask {
                     }
                 }
             }
-            for append in std::mem::take(&mut pending) {
-                self.flush(&mut tx, &mut effects, append, now).await?;
-            }
+            self.flush_all(&mut tx, &mut effects, std::mem::take(&mut pending), now)
+                .await?;
             tx.commit().await
         }
         .await;
@@ -362,6 +361,69 @@ impl WriterTask {
             Ok(()) => Ok(effects),
             Err(e) => Err((e, effects)),
         }
+    }
+
+    /// Body length now (this batch's view) of a streaming reply, or None if
+    /// it ended earlier in this batch.
+    async fn offset(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        effects: &Effects,
+        id: i64,
+    ) -> Result<Option<usize>, sqlx::Error> {
+        Ok(match effects.lengths.get(&id) {
+            Some(len) => *len,
+            None => match self.lengths.get(&id) {
+                Some(len) => Some(*len),
+                None => Some(store::body_len(tx, id).await?),
+            },
+        })
+    }
+
+    /// The batch's remaining appends, one per message, in one statement.
+    async fn flush_all(
+        &mut self,
+        tx: &mut sqlx::SqliteConnection,
+        effects: &mut Effects,
+        pending: Vec<PendingAppend>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut rows = Vec::with_capacity(pending.len());
+        for append in pending {
+            if let Some(offset) = self.offset(tx, effects, append.id).await? {
+                let rev = self.rev();
+                rows.push((append, offset, rev));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<(i64, &str, i64)> = rows
+            .iter()
+            .map(|(a, _, rev)| (a.id, a.text.as_str(), *rev))
+            .collect();
+        let appended = store::append_many(tx, &values, now).await?;
+        for (append, offset, rev) in rows {
+            let PendingAppend {
+                thread_id,
+                id,
+                text,
+                received,
+            } = append;
+            if !appended.contains(&id) {
+                tracing::warn!(
+                    message_id = id,
+                    "append to a reply that is no longer streaming dropped"
+                );
+                continue;
+            }
+            effects.lengths.insert(id, Some(offset + text.len()));
+            effects.received.push(received);
+            effects
+                .events
+                .push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
+        }
+        Ok(())
     }
 
     async fn flush(
@@ -377,13 +439,8 @@ impl WriterTask {
             text,
             received,
         } = append;
-        let offset = match effects.lengths.get(&id) {
-            Some(Some(len)) => *len,
-            Some(None) => return Ok(()), // ended earlier in this batch
-            None => match self.lengths.get(&id) {
-                Some(len) => *len,
-                None => store::body_len(tx, id).await?,
-            },
+        let Some(offset) = self.offset(tx, effects, id).await? else {
+            return Ok(()); // ended earlier in this batch
         };
         let rev = self.rev();
         if store::append(tx, id, &text, now, rev).await? {

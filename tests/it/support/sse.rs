@@ -82,6 +82,13 @@ impl SseClient {
 
     /// The next event and the id it carried, or None when the stream ends.
     pub async fn next(&mut self) -> Option<(Option<i64>, ChatEvent)> {
+        let (id, data) = self.next_raw().await?;
+        let event = serde_json::from_str(&data).expect("a ChatEvent");
+        Some((id, event))
+    }
+
+    /// The next event's id and JSON text, unparsed.
+    pub async fn next_raw(&mut self) -> Option<(Option<i64>, String)> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
                 let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
@@ -101,8 +108,7 @@ impl SseClient {
                 if let Some(id) = &id {
                     self.last_id = Some(id.clone());
                 }
-                let event = serde_json::from_str(&data).expect("a ChatEvent");
-                return Some((id.and_then(|i| i.parse().ok()), event));
+                return Some((id.and_then(|i| i.parse().ok()), data));
             }
             match self.body.next().await {
                 Some(Ok(bytes)) => {
