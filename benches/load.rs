@@ -547,7 +547,15 @@ async fn main() {
                     "latency p50 / p99 / max".into(),
                     format!("{} / {} / {}", fmt_ms(o.p50), fmt_ms(o.p99), fmt_ms(o.max)),
                 ),
-                ("tokens delivered".into(), format!("{}", o.delivered)),
+                (
+                    "tokens delivered / wall time / server CPU per 1,000".into(),
+                    format!(
+                        "{} / {:.1} s / {:.2} ms",
+                        o.delivered,
+                        o.wall.as_secs_f64(),
+                        o.cpu * 1000.0 / (o.delivered as f64 / 1000.0)
+                    ),
+                ),
             ],
         });
     }

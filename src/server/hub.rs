@@ -10,6 +10,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use axum::body::Bytes;
 use tokio::sync::broadcast;
 
 use crate::model::ChatEvent;
@@ -19,8 +20,9 @@ use crate::model::ChatEvent;
 pub struct Envelope {
     /// The revision the change was committed at (the SSE event id).
     pub rev: i64,
-    /// The event as JSON (the SSE data).
-    pub json: String,
+    /// The event as one SSE `data:` frame, shared by every subscriber (a
+    /// subscriber sends these very bytes: no copy per viewer).
+    pub frame: Bytes,
     /// The event itself, for subscribers that regroup deltas.
     pub event: ChatEvent,
 }
@@ -66,7 +68,8 @@ impl Hub {
             }
         };
         let json = serde_json::to_string(&event).expect("events serialize");
-        let _ = sender.send(Arc::new(Envelope { rev, json, event }));
+        let frame = Bytes::from(format!("data:{json}\n\n"));
+        let _ = sender.send(Arc::new(Envelope { rev, frame, event }));
     }
 
     /// Events held for a thread's slowest subscriber (at most the capacity).

@@ -91,7 +91,9 @@ pub async fn events(
         let mut out = Output::new(granularity, max_delay);
         out.rev = first.rev;
         out.snapshot(first);
-        yield Ok::<_, Infallible>(out.take());
+        for bytes in out.take() {
+            yield Ok::<_, Infallible>(bytes);
+        }
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         loop {
             let received = tokio::select! {
@@ -102,7 +104,9 @@ pub async fn events(
                 }
                 _ = sleep_until(out.batcher.deadline()) => {
                     out.due(Instant::now());
-                    yield Ok(out.take());
+                    for bytes in out.take() {
+                        yield Ok(bytes);
+                    }
                     continue;
                 }
                 received = live.recv() => received,
@@ -115,7 +119,7 @@ pub async fn events(
                     Ok(envelope) => out.live(&envelope, Instant::now()),
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(thread_id, missed, "subscriber lagged; resyncing from the database");
-                        out.batcher.flush_all(&mut out.buf);
+                        out.flush_held();
                         match state.store.snapshot(&thread_id, Some(out.rev)).await {
                             Ok(snapshot) => out.snapshot(snapshot),
                             Err(e) => {
@@ -135,9 +139,13 @@ pub async fn events(
                     };
                 }
             }
-            if !out.buf.is_empty() {
+            let ready = out.take();
+            if !ready.is_empty() {
                 keep_alive.reset();
-                yield Ok(out.take());
+                // Consecutive chunks are written together (hyper gathers them).
+                for bytes in ready {
+                    yield Ok(bytes);
+                }
             }
         }
     };
@@ -154,6 +162,8 @@ pub async fn events(
 
 /// One connection's pending output and position.
 struct Output {
+    /// Chunks ready to send: shared event frames and text written here.
+    ready: Vec<Bytes>,
     buf: String,
     /// The revision the client is current to once `buf` is sent.
     rev: i64,
@@ -165,7 +175,8 @@ struct Output {
 impl Output {
     fn new(granularity: Granularity, max_delay: Duration) -> Self {
         Self {
-            buf: String::with_capacity(512),
+            ready: Vec::new(),
+            buf: String::new(),
             rev: 0,
             granularity,
             batcher: Batcher::new(granularity, max_delay),
@@ -173,8 +184,20 @@ impl Output {
         }
     }
 
-    fn take(&mut self) -> Bytes {
-        Bytes::from(std::mem::take(&mut self.buf))
+    /// Moves text written so far into the ready chunks.
+    fn seal(&mut self) {
+        if !self.buf.is_empty() {
+            self.ready.push(Bytes::from(std::mem::take(&mut self.buf)));
+        }
+    }
+
+    fn take(&mut self) -> Vec<Bytes> {
+        self.seal();
+        std::mem::take(&mut self.ready)
+    }
+
+    fn flush_held(&mut self) {
+        self.batcher.flush_all(&mut self.buf);
     }
 
     /// The snapshot's rows, then a `sync` event carrying its revision as the
@@ -205,11 +228,12 @@ impl Output {
         let id_due = self
             .last_id_at
             .is_none_or(|at| now.duration_since(at) >= ID_EVERY);
-        let id = (!is_delta || id_due).then_some(envelope.rev);
-        if id.is_some() {
+        if !is_delta || id_due {
             self.last_id_at = Some(now);
+            let _ = writeln!(self.buf, "id:{}", envelope.rev);
         }
-        write_frame(&mut self.buf, id, &envelope.json);
+        self.seal();
+        self.ready.push(envelope.frame.clone());
     }
 
     fn due(&mut self, now: Instant) {
