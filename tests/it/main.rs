@@ -9,6 +9,7 @@ mod concurrent_replies;
 mod crash_recovery;
 mod granularity_view;
 mod limits;
+mod load_smoke;
 mod no_mention_no_request;
 mod operations;
 mod provider_faults;

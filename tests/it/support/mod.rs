@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fake_provider;
+pub mod load;
 pub mod sse;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

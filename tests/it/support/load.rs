@@ -1,0 +1,392 @@
+//! The load generator's machinery, shared by `benches/load.rs` (the
+//! benchmark report) and the smoke tests in the normal suite: the release
+//! (or test) server as a child process, viewers that time every stamped
+//! token, and scenarios that check every viewer got every reply whole.
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+use streamchat::model::{ChatEvent, Posted, Status};
+
+use super::{
+    fake_provider::{stamp_age, FakeProvider, Scripted},
+    sse::SseClient,
+};
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub startup: Duration,
+}
+
+impl Server {
+    pub async fn start(binary: &Path, dir: &Path, fake: &FakeProvider) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let db = dir.join("bench.db");
+        let log = std::fs::File::create(std::env::temp_dir().join("streamchat-bench-server.log"))
+            .unwrap();
+        let started = Instant::now();
+        let child = Command::new(binary)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+            .env("LEPTOS_OUTPUT_NAME", "streamchat")
+            .env("LEPTOS_SITE_ROOT", "target/site")
+            .env("LEPTOS_ENV", "PROD")
+            .env("STREAMCHAT_DATABASE", &db)
+            .env("OPENAI_BASE_URL", &fake.base_url)
+            .env("OPENAI_API_KEY", "sk-bench")
+            .env("STREAMCHAT_MAX_CONCURRENT_REPLIES", "100000")
+            .env("STREAMCHAT_MENTIONS_PER_MINUTE", "100000")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the release server binary (scripts/bench builds it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Self {
+            startup: started.elapsed(),
+            child,
+            url,
+        }
+    }
+
+    pub fn proc_status(&self, key: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    pub fn rss_mb(&self) -> f64 {
+        self.proc_status("VmRSS:")
+    }
+
+    pub fn peak_rss_mb(&self) -> f64 {
+        self.proc_status("VmHWM:")
+    }
+
+    /// User + system CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Creates `n` threads through the server; returns their ids.
+    pub async fn create_threads(&self, n: usize) -> Vec<String> {
+        let http = reqwest::Client::new();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let thread: streamchat::model::Thread = http
+                .post(format!("{}/api/create_thread", self.url))
+                .header("accept", "application/json")
+                .form(&[("title", format!("bench {i}"))])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ids.push(thread.id);
+        }
+        ids
+    }
+
+    pub async fn post(
+        &self,
+        client: &reqwest::Client,
+        thread: &str,
+        author: &str,
+        body: &str,
+    ) -> Posted {
+        let response = client
+            .post(format!("{}/api/send_message", self.url))
+            .header("accept", "application/json")
+            .form(&[("thread", thread), ("author", author), ("body", body)])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "post: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one viewer measured.
+#[derive(Default)]
+pub struct Seen {
+    pub latencies_us: Vec<u64>,
+    pub tokens: usize,
+    pub bytes: usize,
+    /// Each reply's text as rebuilt from offsets.
+    pub texts: HashMap<i64, String>,
+}
+
+/// A delta's fields, read without a JSON parser (the measuring side must
+/// stay cheap: it shares the machine with the server).
+pub fn quick_delta(data: &str) -> Option<(i64, usize, &str)> {
+    let rest = data.strip_prefix(r#"{"t":"d","i":"#)?;
+    let (id, rest) = rest.split_once(r#","o":"#)?;
+    let (offset, rest) = rest.split_once(r#","x":""#)?;
+    let text = rest.strip_suffix(r#""}"#)?;
+    (!text.contains('\\')).then_some(())?;
+    Some((id.parse().ok()?, offset.parse().ok()?, text))
+}
+
+/// Reads a thread's events until `replies` replies finished.
+pub async fn watch(mut client: SseClient, replies: usize) -> Seen {
+    let mut seen = Seen::default();
+    let mut finished = 0;
+    let start_bytes = client.bytes;
+    while finished < replies {
+        let Ok(Some((_, data))) =
+            tokio::time::timeout(Duration::from_secs(120), client.next_raw()).await
+        else {
+            panic!("a viewer stopped receiving after {finished} of {replies} replies");
+        };
+        let event = match quick_delta(&data) {
+            Some((id, offset, text)) => {
+                for stamp in text.split(' ').filter(|s| !s.is_empty()) {
+                    if let Some(age) = stamp_age(stamp) {
+                        seen.latencies_us.push(age.as_micros() as u64);
+                        seen.tokens += 1;
+                    }
+                }
+                let body = seen.texts.entry(id).or_default();
+                assert_eq!(body.len(), offset, "a viewer's copy has a gap");
+                body.push_str(text);
+                continue;
+            }
+            None => serde_json::from_str::<ChatEvent>(&data).expect("a ChatEvent"),
+        };
+        match event {
+            ChatEvent::Delta { id, offset, text } => {
+                let body = seen.texts.entry(id).or_default();
+                assert_eq!(body.len(), offset, "a viewer's copy has a gap");
+                body.push_str(&text);
+            }
+            ChatEvent::Message { message } if message.status == Status::Streaming => {
+                seen.texts.insert(message.id, message.body);
+            }
+            ChatEvent::Finished { .. } => finished += 1,
+            _ => {}
+        }
+    }
+    seen.bytes = client.bytes - start_bytes;
+    seen
+}
+
+pub fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at] as f64 / 1000.0
+}
+
+pub struct Outcome {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub bytes_per_token: f64,
+    pub delivered: usize,
+    pub tokens_in: f64,
+    pub commits: f64,
+    pub cpu: f64,
+    pub peak_rss: f64,
+    /// Mean time inside the server from a token's arrival to its publication.
+    pub server_publish_ms: f64,
+    /// RSS once every viewer is connected, before any reply.
+    pub rss_connected: f64,
+    pub wall: Duration,
+}
+
+/// `threads` threads, each with `replies` replies and `viewers` viewers;
+/// each reply streams `tokens` tokens at `rate` tokens/s.
+pub async fn scenario(
+    server: &Server,
+    fake: &FakeProvider,
+    _tag: &str,
+    threads: usize,
+    replies: usize,
+    viewers: usize,
+    tokens: usize,
+) -> Outcome {
+    let _ = fake;
+    let ids = server.create_threads(threads).await;
+    let http = reqwest::Client::new();
+    let mut clients = Vec::new();
+    for id in &ids {
+        for _ in 0..viewers {
+            clients.push((
+                id.clone(),
+                SseClient::connect(&format!("{}/api/threads/{id}/events", server.url), None).await,
+            ));
+        }
+    }
+    // Each viewer first reads its opening snapshot.
+    for (_, c) in clients.iter_mut() {
+        let (_, first) = c.next().await.expect("snapshot");
+        assert!(matches!(first, ChatEvent::Sync { .. }));
+    }
+    let rss_connected = server.rss_mb();
+    let before = server.metrics().await;
+    let cpu_before = server.cpu_seconds();
+    let started = Instant::now();
+    let watchers: Vec<_> = clients
+        .into_iter()
+        .map(|(_, c)| tokio::spawn(watch(c, replies)))
+        .collect();
+    let mut reply_ids = Vec::new();
+    let posts = ids
+        .iter()
+        .flat_map(|id| (0..replies).map(move |r| (id.clone(), r)))
+        .map(|(id, r)| {
+            let http = http.clone();
+            async move {
+                server
+                    .post(&http, &id, &format!("{id}-a{r}"), "@gpt go")
+                    .await
+                    .reply
+                    .unwrap()
+                    .id
+            }
+        });
+    reply_ids.extend(join_all(posts).await);
+    let seen: Vec<Seen> = join_all(watchers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let wall = started.elapsed();
+    let cpu = server.cpu_seconds() - cpu_before;
+    let after = server.metrics().await;
+    let delta =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+
+    // Every viewer got every reply whole.
+    for id in &reply_ids {
+        let stored: streamchat::model::Message = http
+            .post(format!("{}/api/get_message", server.url))
+            .header("accept", "application/json")
+            .form(&[("id", id.to_string())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stored.status, Status::Done);
+        for s in seen.iter().filter(|s| s.texts.contains_key(id)) {
+            assert_eq!(
+                s.texts[id], stored.body,
+                "a viewer's copy differs from the stored reply"
+            );
+        }
+    }
+    let _ = tokens;
+    let mut latencies: Vec<u64> = seen
+        .iter()
+        .flat_map(|s| s.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let delivered: usize = seen.iter().map(|s| s.tokens).sum();
+    let bytes: usize = seen.iter().map(|s| s.bytes).sum();
+    Outcome {
+        p50: percentile(&latencies, 0.50),
+        p95: percentile(&latencies, 0.95),
+        p99: percentile(&latencies, 0.99),
+        max: percentile(&latencies, 1.0),
+        bytes_per_token: bytes as f64 / delivered.max(1) as f64,
+        delivered,
+        tokens_in: delta("streamchat_tokens_total"),
+        commits: delta("streamchat_commits_total"),
+        cpu,
+        peak_rss: server.peak_rss_mb(),
+        server_publish_ms: 1000.0 * delta("streamchat_token_to_publish_seconds_sum")
+            / delta("streamchat_token_to_publish_seconds_count").max(1.0),
+        rss_connected,
+        wall,
+    }
+}
+
+pub fn script(tokens: usize, rate: f64) -> Scripted {
+    Scripted {
+        stamped: Some(tokens),
+        pause: Duration::from_secs_f64(1.0 / rate),
+        ..Scripted::new(&[])
+    }
+}
+
+pub async fn run_fresh(
+    binary: &Path,
+    rate: f64,
+    tokens: usize,
+) -> (tempfile::TempDir, FakeProvider, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeProvider::with(script(tokens, rate)).await;
+    let server = Server::start(binary, dir.path(), &fake).await;
+    (dir, fake, server)
+}
