@@ -26,6 +26,33 @@ struct Row {
     figures: Vec<(String, String)>,
 }
 
+fn latency(o: &load::Outcome) -> (String, String) {
+    (
+        "latency p50 / p95 / p99 / max".into(),
+        format!(
+            "{} / {} / {} / {}",
+            fmt_ms(o.p50),
+            fmt_ms(o.p95),
+            fmt_ms(o.p99),
+            fmt_ms(o.max)
+        ),
+    )
+}
+
+fn bytes_per_token(o: &load::Outcome) -> (String, String) {
+    (
+        "bytes per token per viewer".into(),
+        format!("{:.1}", o.bytes_per_token),
+    )
+}
+
+fn commits_per_token(o: &load::Outcome) -> (String, String) {
+    (
+        "commits per token".into(),
+        format!("{:.3}", o.commits / o.tokens_in.max(1.0)),
+    )
+}
+
 fn fmt_ms(v: f64) -> String {
     format!("{v:.2} ms")
 }
@@ -47,24 +74,9 @@ async fn main() {
         rows.push(Row {
             name: "S1 1 reply x 1 viewer, 50 tok/s".into(),
             figures: vec![
-                (
-                    "latency p50 / p95 / p99 / max".into(),
-                    format!(
-                        "{} / {} / {} / {}",
-                        fmt_ms(o.p50),
-                        fmt_ms(o.p95),
-                        fmt_ms(o.p99),
-                        fmt_ms(o.max)
-                    ),
-                ),
-                (
-                    "bytes per token per viewer".into(),
-                    format!("{:.1}", o.bytes_per_token),
-                ),
-                (
-                    "commits per token".into(),
-                    format!("{:.2}", o.commits / o.tokens_in.max(1.0)),
-                ),
+                latency(&o),
+                bytes_per_token(&o),
+                commits_per_token(&o),
                 (
                     "start-up to serving / idle RSS".into(),
                     format!(
@@ -85,24 +97,9 @@ async fn main() {
         rows.push(Row {
             name: "S2 100 replies x 10 viewers each, 50 tok/s".into(),
             figures: vec![
-                (
-                    "latency p50 / p95 / p99 / max".into(),
-                    format!(
-                        "{} / {} / {} / {}",
-                        fmt_ms(o.p50),
-                        fmt_ms(o.p95),
-                        fmt_ms(o.p99),
-                        fmt_ms(o.max)
-                    ),
-                ),
-                (
-                    "bytes per token per viewer".into(),
-                    format!("{:.1}", o.bytes_per_token),
-                ),
-                (
-                    "commits per token".into(),
-                    format!("{:.3}", o.commits / o.tokens_in.max(1.0)),
-                ),
+                latency(&o),
+                bytes_per_token(&o),
+                commits_per_token(&o),
                 (
                     "server CPU per 1,000 delivered tokens".into(),
                     format!("{:.2} ms", o.cpu * 1000.0 / (o.delivered as f64 / 1000.0)),

@@ -64,7 +64,7 @@ start_server() {
     return 1
   fi
   (cd "$ROOT" && LEPTOS_SITE_ADDR="$addr" LEPTOS_SITE_ROOT="$site_root" STREAMCHAT_DATABASE="$db" \
-    exec "$bin") &
+    exec "$bin" >"${SERVER_LOG:-/dev/stderr}" 2>&1) &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "server exited" >&2; return 1; fi

@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
-use streamchat::{
-    model::{ChatEvent, Granularity},
-    server::chunker::boundary,
-};
+use streamchat::{model::Granularity, server::chunker::boundary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentence_viewer_and_token_viewer_end_identical() {
@@ -38,21 +35,7 @@ async fn sentence_viewer_and_token_viewer_end_identical() {
     let mut results = Vec::new();
     for client in [&mut tokens, &mut sentences] {
         let (_owner, list) = client_list();
-        let mut deltas = Vec::new();
-        loop {
-            let (rev, event) = tokio::time::timeout(Duration::from_secs(10), client.next())
-                .await
-                .expect("events")
-                .expect("open");
-            if let ChatEvent::Delta { text, .. } = &event {
-                deltas.push(text.clone());
-            }
-            let ended = matches!(&event, ChatEvent::Finished { id, .. } if *id == reply.id);
-            assert_eq!(list.apply(event, rev), None);
-            if ended {
-                break;
-            }
-        }
+        let deltas = client.follow(&list, reply.id).await;
         results.push((list.body(reply.id).unwrap(), deltas));
     }
     let stored = app.wait_finished(reply.id).await.body;

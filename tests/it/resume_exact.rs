@@ -52,17 +52,7 @@ async fn resume_case(script: Scripted) {
 
     // Reconnect with Last-Event-ID and read until the reply ends.
     let mut second = SseClient::connect(&app.events_url("lobby"), Some(&last_id)).await;
-    loop {
-        let (rev, event) = tokio::time::timeout(Duration::from_secs(20), second.next())
-            .await
-            .expect("events keep coming")
-            .expect("second connection open");
-        let ended = matches!(event, ChatEvent::Finished { id, .. } if id == reply.id);
-        assert_eq!(list.apply(event, rev), None, "no gap and a matching hash");
-        if ended {
-            break;
-        }
-    }
+    second.follow(&list, reply.id).await;
 
     let stored = app.wait_finished(reply.id).await;
     assert_eq!(stored.status, Status::Done);

@@ -7,7 +7,7 @@ use crate::support::{
     client_list, fake_provider::Ending, spawn_app, spawn_app_with, FakeProvider, Scripted,
     SseClient,
 };
-use streamchat::model::{ChatEvent, Status};
+use streamchat::model::Status;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_closes_the_provider_connection_and_keeps_the_text() {
@@ -32,17 +32,7 @@ async fn stop_closes_the_provider_connection_and_keeps_the_text() {
     assert!(response.status().is_success(), "{}", response.status());
 
     // The viewer's copy, read to the end of the reply.
-    loop {
-        let (rev, event) = tokio::time::timeout(Duration::from_secs(10), viewer.next())
-            .await
-            .expect("events")
-            .expect("open");
-        let ended = matches!(&event, ChatEvent::Finished { id, .. } if *id == reply.id);
-        assert_eq!(list.apply(event, rev), None);
-        if ended {
-            break;
-        }
-    }
+    viewer.follow(&list, reply.id).await;
     let stopped = app.wait_finished(reply.id).await;
     assert_eq!(stopped.status, Status::Cancelled);
     assert_eq!(stopped.stopped_by.as_deref(), Some("Bob"));

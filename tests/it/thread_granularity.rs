@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use streamchat::{
-    model::{ChatEvent, Granularity},
-    server::chunker::boundary,
-};
+use streamchat::{model::Granularity, server::chunker::boundary};
 
 use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
 
@@ -41,21 +38,7 @@ async fn a_thread_set_to_words_publishes_whole_words() {
     let (_owner, list) = client_list();
     let mut viewer = SseClient::connect(&app.events_url("lobby"), None).await;
     let reply = app.post("lobby", "Ann", "@gpt words").await.reply.unwrap();
-    let mut deltas = Vec::new();
-    loop {
-        let (rev, event) = tokio::time::timeout(Duration::from_secs(10), viewer.next())
-            .await
-            .expect("events")
-            .expect("open");
-        if let ChatEvent::Delta { text, .. } = &event {
-            deltas.push(text.clone());
-        }
-        let ended = matches!(&event, ChatEvent::Finished { id, .. } if *id == reply.id);
-        assert_eq!(list.apply(event, rev), None);
-        if ended {
-            break;
-        }
-    }
+    let deltas = viewer.follow(&list, reply.id).await;
     assert_eq!(list.body(reply.id).unwrap(), script.text());
     assert_eq!(deltas.concat(), script.text());
     assert!(deltas.len() < script.deltas.len());

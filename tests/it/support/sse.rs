@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use streamchat::model::ChatEvent;
+use streamchat::{live::MessageList, model::ChatEvent};
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
@@ -85,6 +85,27 @@ impl SseClient {
         let (id, data) = self.next_raw().await?;
         let event = serde_json::from_str(&data).expect("a ChatEvent");
         Some((id, event))
+    }
+
+    /// Applies events to `list` (the browser's rules) until reply `id`
+    /// finishes; every event must apply cleanly. Returns the delta texts.
+    pub async fn follow(&mut self, list: &MessageList, id: i64) -> Vec<String> {
+        let mut deltas = Vec::new();
+        loop {
+            let (rev, event) =
+                tokio::time::timeout(std::time::Duration::from_secs(20), self.next())
+                    .await
+                    .expect("events keep coming")
+                    .expect("the subscription stays open");
+            if let ChatEvent::Delta { text, .. } = &event {
+                deltas.push(text.clone());
+            }
+            let ended = matches!(&event, ChatEvent::Finished { id: done, .. } if *done == id);
+            assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
+            if ended {
+                return deltas;
+            }
+        }
     }
 
     /// The next event's id and JSON text, unparsed.
