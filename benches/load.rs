@@ -53,6 +53,15 @@ fn commits_per_token(o: &load::Outcome) -> (String, String) {
     )
 }
 
+/// CPU of the server and of the generator over the run, in cores.
+fn cpu_split(o: &load::Outcome) -> (String, String) {
+    let wall = o.wall.as_secs_f64();
+    (
+        "CPU used, server / load generator (of 2 cores)".into(),
+        format!("{:.2} / {:.2} cores", o.cpu / wall, o.generator_cpu / wall),
+    )
+}
+
 fn fmt_ms(v: f64) -> String {
     format!("{v:.2} ms")
 }
@@ -100,6 +109,7 @@ async fn main() {
                 latency(&o),
                 bytes_per_token(&o),
                 commits_per_token(&o),
+                cpu_split(&o),
                 (
                     "server CPU per 1,000 delivered tokens".into(),
                     format!("{:.2} ms", o.cpu * 1000.0 / (o.delivered as f64 / 1000.0)),
@@ -167,6 +177,7 @@ async fn main() {
                     "latency p50 / p99 / max".into(),
                     format!("{} / {} / {}", fmt_ms(o.p50), fmt_ms(o.p99), fmt_ms(o.max)),
                 ),
+                cpu_split(&o),
                 (
                     "tokens delivered / wall time / server CPU per 1,000".into(),
                     format!(

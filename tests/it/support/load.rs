@@ -256,6 +256,8 @@ pub struct Outcome {
     pub commits: f64,
     pub cpu: f64,
     pub peak_rss: f64,
+    /// CPU seconds the load generator itself used (it shares the machine).
+    pub generator_cpu: f64,
     /// Mean time inside the server from a token's arrival to its publication.
     pub server_publish_ms: f64,
     /// RSS once every viewer is connected, before any reply.
@@ -294,6 +296,7 @@ pub async fn scenario(
     let rss_connected = server.rss_mb();
     let before = server.metrics().await;
     let cpu_before = server.cpu_seconds();
+    let own_cpu_before = own_cpu_seconds();
     let started = Instant::now();
     let watchers: Vec<_> = clients
         .into_iter()
@@ -322,6 +325,7 @@ pub async fn scenario(
         .collect();
     let wall = started.elapsed();
     let cpu = server.cpu_seconds() - cpu_before;
+    let generator_cpu = own_cpu_seconds() - own_cpu_before;
     let after = server.metrics().await;
     let delta =
         |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
@@ -365,6 +369,7 @@ pub async fn scenario(
         commits: delta("streamchat_commits_total"),
         cpu,
         peak_rss: server.peak_rss_mb(),
+        generator_cpu,
         server_publish_ms: 1000.0 * delta("streamchat_token_to_publish_seconds_sum")
             / delta("streamchat_token_to_publish_seconds_count").max(1.0),
         rss_connected,
@@ -389,4 +394,16 @@ pub async fn run_fresh(
     let fake = FakeProvider::with(script(tokens, rate)).await;
     let server = Server::start(binary, dir.path(), &fake).await;
     (dir, fake, server)
+}
+
+/// User + system CPU seconds of this process (the load generator).
+pub fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
 }
