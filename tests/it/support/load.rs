@@ -96,15 +96,7 @@ impl Server {
 
     /// User + system CPU seconds used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
+        cpu_seconds_of(&self.child.id().to_string())
     }
 
     pub async fn metrics(&self) -> HashMap<String, f64> {
@@ -398,7 +390,13 @@ pub async fn run_fresh(
 
 /// User + system CPU seconds of this process (the load generator).
 pub fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    cpu_seconds_of("self")
+}
+
+/// User + system CPU seconds of process `pid` (or `self`), from /proc
+/// (clock ticks of 1/100 s).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
