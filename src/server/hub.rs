@@ -67,8 +67,10 @@ impl Hub {
                 Some(sender) => sender.clone(),
             }
         };
-        let json = serde_json::to_string(&event).expect("events serialize");
-        let frame = Bytes::from(format!("data:{json}\n\n"));
+        let mut frame = b"data:".to_vec();
+        serde_json::to_writer(&mut frame, &event).expect("events serialize");
+        frame.extend_from_slice(b"\n\n");
+        let frame = Bytes::from(frame);
         let _ = sender.send(Arc::new(Envelope { rev, frame, event }));
     }
 

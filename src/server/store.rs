@@ -310,27 +310,6 @@ pub async fn insert_message(
     .await
 }
 
-/// Appends to a reply that is still streaming; false if it no longer is.
-pub async fn append(
-    conn: &mut SqliteConnection,
-    id: i64,
-    text: &str,
-    now: i64,
-    rev: i64,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query(
-        "UPDATE messages SET body = body || ?, updated_at = ?, rev = ? \
-         WHERE id = ? AND status = 'streaming'",
-    )
-    .bind(text)
-    .bind(now)
-    .bind(rev)
-    .bind(id)
-    .execute(conn)
-    .await
-    .map(|r| r.rows_affected() == 1)
-}
-
 /// Appends to several streaming replies in one statement: `(id, text, rev)`
 /// each, ids distinct. Returns the ids that were still streaming.
 pub async fn append_many(

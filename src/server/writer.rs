@@ -294,7 +294,8 @@ impl WriterTask {
                     } => {
                         if let Some(at) = pending.iter().position(|p| p.id == id) {
                             let append = pending.remove(at);
-                            self.flush(&mut tx, &mut effects, append, now).await?;
+                            self.flush_all(&mut tx, &mut effects, vec![append], now)
+                                .await?;
                         }
                         let rev = self.rev();
                         if let Some(body) = store::finish(&mut tx, id, &outcome, now, rev).await? {
@@ -380,7 +381,7 @@ impl WriterTask {
         })
     }
 
-    /// The batch's remaining appends, one per message, in one statement.
+    /// Appends (at most one per message) in one statement.
     async fn flush_all(
         &mut self,
         tx: &mut sqlx::SqliteConnection,
@@ -422,38 +423,6 @@ impl WriterTask {
             effects
                 .events
                 .push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
-        }
-        Ok(())
-    }
-
-    async fn flush(
-        &mut self,
-        tx: &mut sqlx::SqliteConnection,
-        effects: &mut Effects,
-        append: PendingAppend,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        let PendingAppend {
-            thread_id,
-            id,
-            text,
-            received,
-        } = append;
-        let Some(offset) = self.offset(tx, effects, id).await? else {
-            return Ok(()); // ended earlier in this batch
-        };
-        let rev = self.rev();
-        if store::append(tx, id, &text, now, rev).await? {
-            effects.lengths.insert(id, Some(offset + text.len()));
-            effects.received.push(received);
-            effects
-                .events
-                .push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
-        } else {
-            tracing::warn!(
-                message_id = id,
-                "append to a reply that is no longer streaming dropped"
-            );
         }
         Ok(())
     }

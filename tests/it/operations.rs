@@ -15,13 +15,9 @@ fn metric(text: &str, name: &str) -> f64 {
 async fn metrics_during_a_reply_and_health() {
     let app =
         spawn_app(FakeProvider::with(Scripted::words(300, Duration::from_millis(5))).await).await;
+    let get = |path: &'static str| app.http.get(format!("{}{path}", app.url)).send();
     let scrape = || async {
-        let response = app
-            .http
-            .get(format!("{}/metrics", app.url))
-            .send()
-            .await
-            .unwrap();
+        let response = get("/metrics").await.unwrap();
         assert!(response.status().is_success());
         response.text().await.unwrap()
     };
@@ -55,12 +51,7 @@ async fn metrics_during_a_reply_and_health() {
         1.0
     );
 
-    let health = app
-        .http
-        .get(format!("{}/healthz", app.url))
-        .send()
-        .await
-        .unwrap();
+    let health = get("/healthz").await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
 
     // Make the database file unwritable, even for root: the immutable flag.
@@ -69,12 +60,7 @@ async fn metrics_during_a_reply_and_health() {
         println!("SKIPPED the 503 half: chattr +i is not available here");
         return;
     }
-    let health = app
-        .http
-        .get(format!("{}/healthz", app.url))
-        .send()
-        .await
-        .unwrap();
+    let health = get("/healthz").await.unwrap();
     let status = health.status().as_u16();
     let body = health.text().await.unwrap();
     let _ = Command::new("chattr").arg("-i").arg(&app.db_path).status();

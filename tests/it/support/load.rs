@@ -115,21 +115,38 @@ impl Server {
             .collect()
     }
 
+    /// Calls server function `name` with form fields, as a hydrated
+    /// client does, and reads its JSON answer.
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        fields: &[(&str, &str)],
+    ) -> T {
+        let response = client
+            .post(format!("{}/api/{name}", self.url))
+            .header("accept", "application/json")
+            .form(fields)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{name}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
     /// Creates `n` threads through the server; returns their ids.
     pub async fn create_threads(&self, n: usize) -> Vec<String> {
         let http = reqwest::Client::new();
         let mut ids = Vec::new();
         for i in 0..n {
-            let thread: streamchat::model::Thread = http
-                .post(format!("{}/api/create_thread", self.url))
-                .header("accept", "application/json")
-                .form(&[("title", format!("bench {i}"))])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let title = format!("bench {i}");
+            let thread: streamchat::model::Thread = self
+                .call(&http, "create_thread", &[("title", &title)])
+                .await;
             ids.push(thread.id);
         }
         ids
@@ -142,19 +159,8 @@ impl Server {
         author: &str,
         body: &str,
     ) -> Posted {
-        let response = client
-            .post(format!("{}/api/send_message", self.url))
-            .header("accept", "application/json")
-            .form(&[("thread", thread), ("author", author), ("body", body)])
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "post: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
+        let fields = [("thread", thread), ("author", author), ("body", body)];
+        self.call(client, "send_message", &fields).await
     }
 }
 
@@ -324,16 +330,10 @@ pub async fn scenario(
 
     // Every viewer got every reply whole.
     for id in &reply_ids {
-        let stored: streamchat::model::Message = http
-            .post(format!("{}/api/get_message", server.url))
-            .header("accept", "application/json")
-            .form(&[("id", id.to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let id_field = id.to_string();
+        let stored: streamchat::model::Message = server
+            .call(&http, "get_message", &[("id", &id_field)])
+            .await;
         assert_eq!(stored.status, Status::Done);
         for s in seen.iter().filter(|s| s.texts.contains_key(id)) {
             assert_eq!(

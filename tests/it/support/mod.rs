@@ -76,13 +76,7 @@ pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Conf
 impl TestApp {
     /// Calls the `send_message` server function the way a hydrated client does.
     pub async fn post_raw(&self, fields: &[(&str, &str)]) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/send_message", self.url))
-            .header("accept", "application/json")
-            .form(fields)
-            .send()
-            .await
-            .expect("post")
+        self.call("send_message", fields).await
     }
 
     pub async fn post(&self, thread: &str, author: &str, body: &str) -> Posted {
@@ -169,15 +163,12 @@ impl TestApp {
     }
 
     pub async fn get_message(&self, id: i64) -> Message {
-        let response = self
-            .http
-            .post(format!("{}/api/get_message", self.url))
-            .header("accept", "application/json")
-            .form(&[("id", id.to_string())])
-            .send()
+        let id = id.to_string();
+        self.call("get_message", &[("id", &id)])
             .await
-            .unwrap();
-        response.json().await.unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
