@@ -7,7 +7,11 @@ use leptos_router::{
     path, SsrMode,
 };
 
-use crate::ui::thread::ThreadPage;
+use crate::ui::{
+    home::HomePage,
+    thread::ThreadPage,
+    toast::{ToastArea, Toasts},
+};
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
@@ -31,6 +35,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let toasts = Toasts::provide();
     view! {
         <Stylesheet id="leptos" href="/pkg/streamchat.css"/>
         <Title text="streamchat"/>
@@ -38,9 +43,10 @@ pub fn App() -> impl IntoView {
             // Async SSR: the whole message list is in the first HTML response,
             // so the page works (and posts) without JavaScript.
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                <Route path=path!("/") view=ThreadPage ssr=SsrMode::Async/>
+                <Route path=path!("/") view=HomePage ssr=SsrMode::Async/>
                 <Route path=path!("/t/:id") view=ThreadPage ssr=SsrMode::Async/>
             </Routes>
         </Router>
+        <ToastArea toasts/>
     }
 }

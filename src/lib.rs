@@ -7,6 +7,7 @@
 //! - [`error`]: the one error enum, with its HTTP status mapping on the server.
 //! - [`api`]: `#[server]` functions (thin: validate, call the server modules).
 //! - [`app`] and [`ui`]: the Leptos shell, router and components.
+//! - [`markdown`]: message bodies to sanitized HTML, the same on both sides.
 //! - [`live`]: the browser's per-thread subscription and the message store it feeds.
 //! - `server` (feature `ssr`): state, config, store, outbox, generation, provider,
 //!   writer (appender), hub, SSE.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod error;
 pub mod live;
+pub mod markdown;
 pub mod model;
 pub mod ui;
 

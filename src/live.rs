@@ -69,13 +69,44 @@ fn stats_of(m: &Message) -> ReplyStats {
 #[derive(Clone, Copy)]
 pub struct MessageList {
     items: RwSignal<Vec<LiveMessage>>,
+    /// How many people watch the thread now (from presence events).
+    pub watchers: RwSignal<Option<u32>>,
+    /// The thread's title, when renamed since the page loaded.
+    pub title: RwSignal<Option<String>>,
+    /// What the polite live region says: a reply that just ended (once
+    /// per reply, never per token).
+    pub announcement: RwSignal<String>,
 }
 
 impl MessageList {
     pub fn new(messages: Vec<Message>) -> Self {
         Self {
             items: RwSignal::new(messages.into_iter().map(LiveMessage::new).collect()),
+            watchers: RwSignal::new(None),
+            title: RwSignal::new(None),
+            announcement: RwSignal::new(String::new()),
         }
+    }
+
+    /// The id of the oldest message held (the cursor for older pages).
+    pub fn oldest_id(&self) -> Option<i64> {
+        self.items.with_untracked(|items| items.first().map(|m| m.id))
+    }
+
+    /// Replies being written now, by author.
+    pub fn writing(&self) -> Vec<String> {
+        self.items.with(|items| {
+            items
+                .iter()
+                .filter(|m| m.status.get() == Status::Streaming)
+                .map(|m| m.author.clone())
+                .collect()
+        })
+    }
+
+    /// Every id held, in order (tests check history for gaps and duplicates).
+    pub fn ids(&self) -> Vec<i64> {
+        self.items.with_untracked(|items| items.iter().map(|m| m.id).collect())
     }
 
     pub fn items(&self) -> Vec<LiveMessage> {
@@ -172,6 +203,9 @@ impl MessageList {
                 ..
             } => {
                 let held = self.find(id)?;
+                if held.status.get_untracked() == Status::Streaming {
+                    self.announcement.set(announce(&held, status));
+                }
                 held.status.set(status);
                 held.error.set(error);
                 held.stopped_by.set(stopped_by);
@@ -185,8 +219,26 @@ impl MessageList {
                     .with_untracked(|b| b.len() == len && body_hash(b) == hash);
                 (!whole).then_some(id)
             }
+            ChatEvent::Presence { watchers } => {
+                self.watchers.set(Some(watchers));
+                None
+            }
+            ChatEvent::Thread { thread } => {
+                self.title.set(Some(thread.title));
+                None
+            }
             ChatEvent::Sync { .. } => None,
         }
+    }
+}
+
+/// What a screen reader hears when a reply ends.
+fn announce(reply: &LiveMessage, status: Status) -> String {
+    if status == Status::Done {
+        let text: String = reply.body.with_untracked(|b| b.chars().take(200).collect());
+        format!("{} replied: {text}", reply.author)
+    } else {
+        format!("{}'s reply ended: {}.", reply.author, status.label())
     }
 }
 
@@ -218,6 +270,44 @@ pub fn subscribe(thread_id: &str, since: i64, list: MessageList, on_change: impl
     });
     source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     let guard = SendWrapper::new((source, on_message));
+    on_cleanup(move || guard.0.close());
+}
+
+/// Keeps a thread list current: refetched whenever the stream (re)opens,
+/// then updated entry by entry, newest activity first.
+#[cfg(feature = "hydrate")]
+pub fn subscribe_thread_list(threads: RwSignal<Vec<crate::model::ThreadSummary>>) {
+    use send_wrapper::SendWrapper;
+    use wasm_bindgen::{closure::Closure, JsCast};
+    use web_sys::{Event, EventSource, MessageEvent};
+
+    let Ok(source) = EventSource::new("/api/threads/events") else {
+        return;
+    };
+    let on_open = Closure::<dyn Fn(Event)>::new(move |_: Event| {
+        leptos::task::spawn_local(async move {
+            if let Ok(list) = crate::api::list_threads().await {
+                threads.set(list);
+            }
+        });
+    });
+    let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |msg: MessageEvent| {
+        let Some(data) = msg.data().as_string() else {
+            return;
+        };
+        if let Ok(ChatEvent::Thread { thread }) = serde_json::from_str::<ChatEvent>(&data) {
+            threads.update(|list| {
+                list.retain(|t| t.id != thread.id);
+                let at = list.partition_point(|t| {
+                    (t.last_activity_at, &t.id) > (thread.last_activity_at, &thread.id)
+                });
+                list.insert(at, thread);
+            });
+        }
+    });
+    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let guard = SendWrapper::new((source, on_open, on_message));
     on_cleanup(move || guard.0.close());
 }
 

@@ -76,6 +76,27 @@ pub struct Thread {
     pub title: String,
 }
 
+/// A thread as the thread list shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct ThreadSummary {
+    pub id: String,
+    pub title: String,
+    /// Unix epoch ms of the newest message (the thread's creation when empty).
+    pub last_activity_at: i64,
+    /// Replies streaming in it now.
+    pub live: i64,
+}
+
+/// Older messages of a thread, for scrolling back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    /// Whether even older messages exist.
+    pub more: bool,
+}
+
 /// (Absent optional fields are left out of the JSON: rows go to every
 /// viewer of a thread.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -192,6 +213,8 @@ pub struct ThreadPage {
     /// and the configured default.
     pub granularity: Option<Granularity>,
     pub default_granularity: Granularity,
+    /// Whether messages older than `messages` exist.
+    pub more: bool,
 }
 
 /// What `send_message` committed: the user's message and, when the bot was
@@ -248,6 +271,22 @@ pub enum ChatEvent {
     /// End of a snapshot: the client is current to `rev`.
     #[serde(rename = "s")]
     Sync { rev: i64 },
+    /// How many viewers the thread has now (sent without an event id: it is
+    /// not a change of the database).
+    #[serde(rename = "p")]
+    Presence { watchers: u32 },
+    /// A thread was created, renamed, or its activity changed (the thread
+    /// list's stream, and a thread's own stream on rename).
+    #[serde(rename = "t")]
+    Thread { thread: ThreadSummary },
+}
+
+impl ChatEvent {
+    /// Whether the event describes the moment rather than a stored change:
+    /// such events carry no revision and are never replayed on resume.
+    pub fn is_ephemeral(&self) -> bool {
+        matches!(self, ChatEvent::Presence { .. } | ChatEvent::Thread { .. })
+    }
 }
 
 /// FNV-1a (64 bit) of the body's bytes as 16 hex digits: cheap on both sides,
@@ -320,9 +359,36 @@ pub fn format_time(ms: i64, local: bool) -> String {
     )
 }
 
+/// `YYYY-MM-DD HH:MM` in UTC (exports, tooltips).
+pub fn format_datetime_utc(ms: i64) -> String {
+    let minutes = ms.div_euclid(60_000);
+    let days = minutes.div_euclid(24 * 60);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {}",
+        format_time(ms, false)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_date_time() {
+        assert_eq!(format_datetime_utc(0), "1970-01-01 00:00");
+        assert_eq!(format_datetime_utc(1_795_543_200_000), "2026-11-24 18:00");
+        assert_eq!(format_datetime_utc(951_782_400_000), "2000-02-29 00:00");
+    }
 
     #[test]
     fn mention_is_a_case_insensitive_word() {

@@ -2,7 +2,7 @@ use leptos::prelude::*;
 
 use crate::{
     error::AppError,
-    model::{Message, Posted, ThreadPage},
+    model::{HistoryPage, Message, Posted, ThreadPage},
 };
 
 /// Posts a message; when it mentions `@gpt` the bot's reply starts streaming.
@@ -40,10 +40,15 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             .await?
             .ok_or_else(|| AppError::NotFound(format!("There is no thread \"{thread}\".")))?;
         let granularity = state.store.thread_granularity(&thread.id).await?;
-        let latest = state
+        // One more than a page tells whether older messages exist.
+        let mut latest = state
             .store
-            .latest(&thread.id, crate::model::PAGE_SIZE)
+            .latest(&thread.id, crate::model::PAGE_SIZE + 1)
             .await?;
+        let more = latest.messages.len() as i64 > crate::model::PAGE_SIZE;
+        if more {
+            latest.messages.remove(0);
+        }
         let author = respond::cookie(super::AUTHOR_COOKIE)
             .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
             .and_then(|v| String::from_utf8(v).ok());
@@ -54,9 +59,26 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             author,
             granularity,
             default_granularity: state.config.stream.granularity,
+            more,
         })
     }
     .await;
+    respond::finish(result)
+}
+
+/// Up to a page of the thread's messages older than message `before`
+/// (scrolling back).
+#[server(endpoint = "older_messages")]
+pub async fn older_messages(thread: String, before: i64) -> Result<HistoryPage, AppError> {
+    use super::respond;
+
+    let state = respond::state();
+    let result = state
+        .store
+        .messages_before(&thread, before, crate::model::PAGE_SIZE)
+        .await
+        .map(|(messages, more)| HistoryPage { messages, more })
+        .map_err(AppError::from);
     respond::finish(result)
 }
 

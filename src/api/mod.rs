@@ -3,9 +3,11 @@
 
 mod messages;
 mod replies;
+mod threads;
 
 pub use messages::*;
 pub use replies::*;
+pub use threads::*;
 
 /// The cookie that remembers the author name a browser last posted with.
 pub const AUTHOR_COOKIE: &str = "streamchat_author";

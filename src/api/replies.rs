@@ -67,26 +67,3 @@ pub async fn set_granularity(thread: String, granularity: String) -> Result<(), 
     .await;
     respond::finish(result)
 }
-
-/// Creates a thread with an unguessable id and returns it.
-#[server(endpoint = "create_thread")]
-pub async fn create_thread(title: String) -> Result<crate::model::Thread, AppError> {
-    use super::respond;
-    let state = respond::state();
-    let result = async {
-        let title = title.trim();
-        if title.is_empty() || title.chars().count() > 80 {
-            return Err(AppError::Invalid(
-                "A thread title has 1 to 80 characters.".into(),
-            ));
-        }
-        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-        state.store.create_thread(&id, title).await?;
-        Ok(crate::model::Thread {
-            id,
-            title: title.to_owned(),
-        })
-    }
-    .await;
-    respond::finish(result)
-}

@@ -15,16 +15,19 @@ use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 
 use super::{
     config::Config,
-    demo,
+    demo, export,
     generations::{EndRequest, Generations},
     health,
     hub::Hub,
     metrics::Metrics,
     outbox,
     provider::Provider,
+    security,
     sse,
+    sse_listener::SseListener,
     state::AppState,
     store::Store,
+    thread_list,
     writer::Writer,
 };
 use crate::app::{shell, App};
@@ -49,6 +52,7 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let generations = Generations::new(&config.limits);
         generations.spawn_watchdog(&config.limits, shutdown.clone());
+        thread_list::spawn(store.clone(), hub.clone(), shutdown.clone());
         tracing::info!(
             database = %config.database.display(),
             provider = provider.base_url(),
@@ -74,7 +78,9 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let context_state = state.clone();
     let mut router = Router::new()
+        .route("/api/threads/events", get(sse::thread_list_events))
         .route("/api/threads/{id}/events", get(sse::events))
+        .route("/t/{id}/export.md", get(export::export))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz));
     if state.config.uses_demo() {
@@ -95,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BYTES))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)
 }
 
@@ -112,6 +119,7 @@ pub async fn run(
     let generations = state.generations.clone();
     let ending = generations.clone();
     tracing::info!("listening on http://{addr}");
+    let listener = SseListener::new(listener, state.clone())?;
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;

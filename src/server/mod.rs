@@ -4,6 +4,7 @@
 pub mod chunker;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod generate;
 pub mod generations;
 pub mod health;
@@ -11,9 +12,12 @@ pub mod hub;
 pub mod metrics;
 pub mod outbox;
 pub mod provider;
+pub mod security;
 pub mod sse;
+pub mod sse_listener;
 pub mod state;
 pub mod store;
+pub mod thread_list;
 pub mod tokens;
 pub mod writer;
 

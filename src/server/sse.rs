@@ -34,6 +34,7 @@ use axum::{
     http::{header, HeaderMap},
     response::{IntoResponse, Response},
 };
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 
@@ -53,7 +54,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Most ready events written together.
 const MAX_WRITE: usize = 256;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {
     since: Option<i64>,
     granularity: Option<String>,
@@ -65,9 +66,20 @@ pub async fn events(
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let since = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let stream = open(state, thread_id, last_event_id, query).await?;
+    Ok(event_stream_response(stream))
+}
+
+/// Opens a subscription: the bytes of the event stream, from the snapshot
+/// on. Shared by the axum route and the lean path in `sse_listener.rs`.
+pub async fn open(
+    state: AppState,
+    thread_id: String,
+    last_event_id: Option<&str>,
+    query: EventsQuery,
+) -> Result<impl Stream<Item = Bytes> + Send + 'static, AppError> {
+    let since = last_event_id
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(query.since);
     let granularity = match query.granularity.as_deref() {
@@ -85,27 +97,28 @@ pub async fn events(
     let first = state.store.snapshot(&thread_id, since).await?;
     let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);
     let metrics = state.metrics.clone();
+    let presence = state.hub.join(&thread_id);
 
     let stream = async_stream::stream! {
-        let _viewer = ViewerGuard::new(metrics);
+        let _viewer = (ViewerGuard::new(metrics), presence);
         let mut out = Output::new(granularity, max_delay);
         out.rev = first.rev;
         out.snapshot(first);
         for bytes in out.take() {
-            yield Ok::<_, Infallible>(bytes);
+            yield bytes;
         }
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         loop {
             let received = tokio::select! {
                 _ = state.shutdown.cancelled() => break,
                 _ = keep_alive.tick() => {
-                    yield Ok(Bytes::from_static(b":\n\n"));
+                    yield Bytes::from_static(b":\n\n");
                     continue;
                 }
                 _ = sleep_until(out.batcher.deadline()) => {
                     out.due(Instant::now());
                     for bytes in out.take() {
-                        yield Ok(bytes);
+                        yield bytes;
                     }
                     continue;
                 }
@@ -144,20 +157,46 @@ pub async fn events(
                 keep_alive.reset();
                 // Consecutive chunks are written together (hyper gathers them).
                 for bytes in ready {
-                    yield Ok(bytes);
+                    yield bytes;
                 }
             }
         }
     };
-    Ok((
+    Ok(stream)
+}
+
+/// `GET /api/threads/events`: the thread list's changes (home pages). No
+/// ids and no replay: a client refetches the list when it (re)connects, and
+/// one that falls behind is disconnected so that it does.
+pub async fn thread_list_events(State(state): State<AppState>) -> Response {
+    let mut index = state.hub.subscribe_index();
+    let stream = async_stream::stream! {
+        yield Bytes::from_static(b":\n\n");
+        let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => break,
+                _ = keep_alive.tick() => yield Bytes::from_static(b":\n\n"),
+                received = index.recv() => match received {
+                    Ok(envelope) => yield envelope.frame.clone(),
+                    Err(_) => break,
+                },
+            }
+        }
+    };
+    event_stream_response(stream)
+}
+
+fn event_stream_response(stream: impl Stream<Item = Bytes> + Send + 'static) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(stream.map(Ok::<_, Infallible>)),
     )
-        .into_response())
+        .into_response()
 }
 
 /// One connection's pending output and position.
@@ -215,6 +254,11 @@ impl Output {
     }
 
     fn live(&mut self, envelope: &Envelope, now: Instant) {
+        if envelope.event.is_ephemeral() {
+            self.seal();
+            self.ready.push(envelope.frame.clone());
+            return;
+        }
         if envelope.rev <= self.rev {
             return; // already in the snapshot
         }

@@ -14,13 +14,22 @@ use sqlx::{
 };
 
 use crate::model::{
-    AuthorUsage, Granularity, Message, ReplyStats, Role, Status, Thread, UsageTotals,
+    AuthorUsage, Granularity, Message, ReplyStats, Role, Status, Thread, ThreadSummary,
+    UsageTotals,
 };
 
 const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error, finish_reason, \
      model, created_at, updated_at, finished_at, prompt_tokens, completion_tokens, rev, \
      requested_by, context_before, stopped_by, notice, retries, usage_estimated, ttft_ms, \
      tokens_per_second";
+
+/// The thread list (public so a test can `EXPLAIN QUERY PLAN` it).
+pub const LIST_THREADS: &str = "SELECT t.id, t.title, t.last_activity_at, \
+     (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
+     FROM threads t ORDER BY t.last_activity_at DESC, t.id LIMIT ?";
+const THREAD_SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
+     (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
+     FROM threads t WHERE t.id = ?";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -102,15 +111,74 @@ impl Store {
             .await
     }
 
-    /// Creates a thread (used by tests and, later, the thread UI).
     pub async fn create_thread(&self, id: &str, title: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO threads (id, title, created_at) VALUES (?, ?, ?)")
-            .bind(id)
+        let now = super::now_ms();
+        sqlx::query(
+            "INSERT INTO threads (id, title, created_at, last_activity_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(title)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// Renames a thread; false if there is no such thread.
+    pub async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query("UPDATE threads SET title = ? WHERE id = ?")
             .bind(title)
-            .bind(super::now_ms())
+            .bind(id)
             .execute(&self.pool)
             .await
-            .map(drop)
+            .map(|done| done.rows_affected() == 1)
+    }
+
+    /// Threads by last activity, newest first, with their streaming replies
+    /// counted (`idx_threads_activity`, `idx_messages_live`).
+    pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(LIST_THREADS).bind(limit).fetch_all(&self.pool).await
+    }
+
+    pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(THREAD_SUMMARY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Up to `limit` messages of a thread older than message `before`,
+    /// oldest first, and whether older ones remain. Keyed on the id (a
+    /// cursor), so rows added meanwhile never shift a page.
+    pub async fn messages_before(
+        &self,
+        thread_id: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(thread_id)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = messages.len() as i64 > limit;
+        messages.truncate(limit as usize);
+        messages.reverse();
+        Ok((messages, more))
+    }
+
+    /// Every message of a thread, oldest first (export).
+    pub async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY id"
+        ))
+        .bind(thread_id)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn message(&self, id: i64) -> Result<Option<Message>, sqlx::Error> {
@@ -290,7 +358,7 @@ pub async fn insert_message(
     now: i64,
     rev: i64,
 ) -> Result<Message, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let message = sqlx::query_as(&format!(
         "INSERT INTO messages (thread_id, author, role, body, status, model, created_at, updated_at, \
          rev, requested_by, context_before) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}"
@@ -306,8 +374,14 @@ pub async fn insert_message(
     .bind(rev)
     .bind(new.requested_by)
     .bind(new.context_before)
-    .fetch_one(conn)
-    .await
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE threads SET last_activity_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(new.thread_id)
+        .execute(conn)
+        .await?;
+    Ok(message)
 }
 
 /// Appends to several streaming replies in one statement: `(id, text, rev)`

@@ -3,8 +3,17 @@ use leptos::prelude::*;
 use crate::{
     api::{ContinueReply, RegenerateReply, StopReply},
     live::{LiveMessage, MessageList},
-    model::{format_time, ReplyStats, Role, Status, DEMO_MODEL},
+    markdown,
+    model::{format_datetime_utc, format_time, ReplyStats, Role, Status, DEMO_MODEL},
 };
+
+/// One of twelve colours per author name (stable across pages and people).
+fn author_hue(author: &str) -> u32 {
+    author
+        .bytes()
+        .fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619))
+        % 12
+}
 
 /// The name of whoever uses this page (shared by the composer and the
 /// reply buttons, so Stop records who pressed it).
@@ -60,12 +69,12 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
             aria-busy=move || streaming.get().to_string()
         >
             <header>
-                <span class="author">{author}</span>
+                <span class="author" data-hue=author_hue(&author)>{author.clone()}</span>
                 {model_badge}
-                <time>{move || format_time(created_at, local_time.get())}</time>
+                <time title=format_datetime_utc(created_at) + " UTC">{move || format_time(created_at, local_time.get())}</time>
                 {status_badge}
             </header>
-            <div class="body">{move || body.get()}</div>
+            <div class="body" inner_html=move || body.with(|b| markdown::to_html(b))></div>
             {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}
             {move || {
                 error.get().map(|e| view! { <p class="message-error" data-status=move || status.get().as_str()>{e}</p> })

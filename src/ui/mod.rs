@@ -1,5 +1,7 @@
 //! Components only; state lives in `live` and data comes from `api`.
 
 pub mod composer;
+pub mod home;
 pub mod message;
 pub mod thread;
+pub mod toast;

@@ -1,17 +1,22 @@
 use leptos::{html, prelude::*};
-use leptos_router::hooks::use_params_map;
+use leptos_meta::Title;
+use leptos_router::{components::A, hooks::use_params_map};
 
 use super::{
     composer::Composer,
     message::{MessageItem, Viewer},
+    toast::toast,
 };
 use crate::{
-    api::{list_messages, SetGranularity},
+    api::{
+        list_messages, older_messages, RenameThread as RenameThreadAction, SetGranularity,
+        MAX_TITLE_CHARS,
+    },
     live::MessageList,
     model::{Granularity, ThreadPage as Page, DEFAULT_THREAD},
 };
 
-/// `/` (the default thread) and `/t/:id`.
+/// `/t/:id`.
 #[component]
 pub fn ThreadPage() -> impl IntoView {
     let params = use_params_map();
@@ -27,7 +32,12 @@ pub fn ThreadPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match page.await {
                     Ok(page) => view! { <ThreadView page/> }.into_any(),
-                    Err(e) => view! { <p class="page-error" role="alert">{e.to_string()}</p> }.into_any(),
+                    Err(e) => view! {
+                        <main class="thread">
+                            <p class="page-error" role="alert">{e.to_string()}</p>
+                            <A href="/">"Back to all threads"</A>
+                        </main>
+                    }.into_any(),
                 }
             })}
         </Suspense>
@@ -43,6 +53,7 @@ fn ThreadView(page: Page) -> impl IntoView {
         author,
         granularity,
         default_granularity,
+        more,
     } = page;
     let list = MessageList::new(messages);
     provide_context(list);
@@ -63,9 +74,13 @@ fn ThreadView(page: Page) -> impl IntoView {
             });
         }
     };
+    let history = History::new(thread.id.clone(), list, scroller, more);
     let on_scroll = move |_| {
         if let Some(el) = scroller.get_untracked() {
             stick.set_value(el.scroll_height() - el.scroll_top() - el.client_height() < 48);
+            if el.scroll_top() < 300 {
+                history.load_older();
+            }
         }
     };
     Effect::new(move |_| scroll_to_end());
@@ -78,14 +93,44 @@ fn ThreadView(page: Page) -> impl IntoView {
     #[cfg(not(feature = "hydrate"))]
     let _ = rev;
 
+    let initial_title = thread.title.clone();
+    let title = Signal::derive(move || list.title.get().unwrap_or_else(|| initial_title.clone()));
+    let export_href = format!("/t/{}/export.md", thread.id);
     view! {
+        <Title text=move || format!("{} · streamchat", title.get())/>
         <main class="thread">
             <header class="thread-header">
-                <h1>{thread.title.clone()}</h1>
+                <nav class="crumbs"><A href="/">"← All threads"</A></nav>
+                <div class="title-row">
+                    <h1>{title}</h1>
+                    <RenameThread thread_id=thread.id.clone() title/>
+                    <a class="export" href=export_href download>"Export (Markdown)"</a>
+                </div>
+                <p class="presence">
+                    {move || list.watchers.get().map(|n| {
+                        if n == 1 { "1 watching".to_owned() } else { format!("{n} watching") }
+                    })}
+                    {move || {
+                        let writing = list.writing();
+                        (!writing.is_empty()).then(|| {
+                            view! { <span class="writing">{format!(" · {} writing…", writing.join(", "))}</span> }
+                        })
+                    }}
+                </p>
                 <GranularityPicker thread_id=thread.id.clone() current=granularity default=default_granularity/>
-                <p class="hint">"Mention " <code>"@gpt"</code> " to ask the bot; everyone here sees the reply as it is written."</p>
             </header>
-            <section class="messages" aria-label="Conversation" node_ref=scroller on:scroll=on_scroll>
+            <section
+                class="messages"
+                aria-label="Conversation"
+                node_ref=scroller
+                on:scroll=on_scroll
+                on:click=copy_code
+            >
+                <Show when=move || history.more.get()>
+                    <button type="button" class="older" on:click=move |_| history.load_older() disabled=move || history.loading.get()>
+                        {move || if history.loading.get() { "Loading older messages…" } else { "Load older messages" }}
+                    </button>
+                </Show>
                 <Show when=move || list.is_empty()>
                     <p class="empty">"No messages yet. Say hello, or ask @gpt something."</p>
                 </Show>
@@ -93,10 +138,138 @@ fn ThreadView(page: Page) -> impl IntoView {
                     <MessageItem message local_time/>
                 </For>
             </section>
+            <p class="sr-only" role="status" aria-live="polite">{move || list.announcement.get()}</p>
             <Composer thread_id=thread.id author list on_sent=scroll_to_end/>
         </main>
     }
     .into_any()
+}
+
+/// Older messages, a page at a time, keeping the reader's place.
+#[derive(Clone, Copy)]
+struct History {
+    thread_id: StoredValue<String>,
+    list: MessageList,
+    scroller: NodeRef<html::Section>,
+    more: RwSignal<bool>,
+    loading: RwSignal<bool>,
+}
+
+impl History {
+    fn new(thread_id: String, list: MessageList, scroller: NodeRef<html::Section>, more: bool) -> Self {
+        Self {
+            thread_id: StoredValue::new(thread_id),
+            list,
+            scroller,
+            more: RwSignal::new(more),
+            loading: RwSignal::new(false),
+        }
+    }
+
+    fn load_older(self) {
+        if !self.more.get_untracked() || self.loading.get_untracked() {
+            return;
+        }
+        let Some(before) = self.list.oldest_id() else {
+            return;
+        };
+        self.loading.set(true);
+        let thread = self.thread_id.get_value();
+        leptos::task::spawn_local(async move {
+            match older_messages(thread, before).await {
+                Ok(page) => {
+                    let height = self.scroller.get_untracked().map(|el| el.scroll_height());
+                    for message in page.messages {
+                        self.list.upsert(message);
+                    }
+                    self.more.set(page.more);
+                    // Keep what the reader was looking at in place.
+                    if let Some(height) = height {
+                        let scroller = self.scroller;
+                        request_animation_frame(move || {
+                            if let Some(el) = scroller.get_untracked() {
+                                el.set_scroll_top(el.scroll_top() + el.scroll_height() - height);
+                            }
+                        });
+                    }
+                }
+                Err(e) => toast(format!("Older messages could not be loaded: {e}")),
+            }
+            self.loading.set(false);
+        });
+    }
+}
+
+/// A code block's Copy button (the blocks are rendered Markdown, so one
+/// listener on the list serves them all).
+fn copy_code(ev: leptos::ev::MouseEvent) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let Some(button) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            .and_then(|el| el.closest("button.copy").ok().flatten())
+        else {
+            return;
+        };
+        let Some(code) = button
+            .closest(".code")
+            .ok()
+            .flatten()
+            .and_then(|block| block.query_selector("code").ok().flatten())
+        else {
+            return;
+        };
+        let text = code.text_content().unwrap_or_default();
+        let clipboard = window().navigator().clipboard();
+        leptos::task::spawn_local(async move {
+            let done = wasm_bindgen_futures::JsFuture::from(clipboard.write_text(&text)).await;
+            match done {
+                Ok(_) => {
+                    button.set_text_content(Some("Copied"));
+                    set_timeout(
+                        move || button.set_text_content(Some("Copy")),
+                        std::time::Duration::from_secs(2),
+                    );
+                }
+                Err(_) => toast("Copying was refused by the browser; select the code and copy it by hand."),
+            }
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = ev;
+}
+
+/// The title with a Rename button that turns it into a small form.
+#[component]
+fn RenameThread(thread_id: String, title: Signal<String>) -> impl IntoView {
+    let rename = ServerAction::<RenameThreadAction>::new();
+    let editing = RwSignal::new(false);
+    let thread_id = StoredValue::new(thread_id);
+    Effect::new(move |_| match rename.value().get() {
+        Some(Ok(_)) => editing.set(false),
+        Some(Err(e)) => toast(e.to_string()),
+        None => {}
+    });
+    view! {
+        <Show
+            when=move || editing.get()
+            fallback=move || view! {
+                <button type="button" class="rename" on:click=move |_| editing.set(true)>"Rename"</button>
+            }
+        >
+            <ActionForm action=rename attr:class="rename-form">
+                <input type="hidden" name="thread" value=thread_id.get_value()/>
+                <label>
+                    "Thread title"
+                    <input name="title" value=title.get_untracked() required maxlength=MAX_TITLE_CHARS autofocus/>
+                </label>
+                <button type="submit">"Save"</button>
+                <button type="button" on:click=move |_| editing.set(false)>"Cancel"</button>
+            </ActionForm>
+        </Show>
+    }
 }
 
 /// How this thread's replies stream; applies to replies started afterwards.

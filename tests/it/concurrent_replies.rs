@@ -84,7 +84,11 @@ async fn twenty_concurrent_replies_across_three_threads() {
                     assert!(ours.contains_key(id), "{thread} got end of {id}");
                     finished += 1;
                 }
-                ChatEvent::Sync { .. } | ChatEvent::Notice { .. } => {}
+                ChatEvent::Notice { id, .. } => {
+                    assert!(ours.contains_key(id), "{thread} got a notice of {id}")
+                }
+                ChatEvent::Thread { thread: summary } => assert_eq!(&summary.id, thread),
+                ChatEvent::Sync { .. } | ChatEvent::Presence { .. } => {}
             }
             assert_eq!(
                 list.apply(event, rev),

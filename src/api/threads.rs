@@ -1,0 +1,90 @@
+use leptos::prelude::*;
+
+use crate::{
+    error::AppError,
+    model::{Thread, ThreadSummary},
+};
+
+/// How many threads the thread list shows.
+pub const THREAD_LIST_SIZE: i64 = 100;
+/// Longest thread title, in characters.
+pub const MAX_TITLE_CHARS: usize = 80;
+
+/// Threads by last activity, newest first.
+#[server(endpoint = "list_threads")]
+pub async fn list_threads() -> Result<Vec<ThreadSummary>, AppError> {
+    use super::respond;
+    let state = respond::state();
+    let result = state
+        .store
+        .list_threads(THREAD_LIST_SIZE)
+        .await
+        .map_err(AppError::from);
+    respond::finish(result)
+}
+
+/// Creates a thread with an unguessable id and opens it.
+#[server(endpoint = "create_thread")]
+pub async fn create_thread(#[server(default)] title: String) -> Result<Thread, AppError> {
+    use super::respond;
+    let state = respond::state();
+    let result = async {
+        let title = validate_title(&title)?;
+        // 64 random bits: a thread's URL is its capability to read it.
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        state.store.create_thread(&id, &title).await?;
+        state.hub.thread_changed(&id);
+        tracing::info!(thread_id = %id, "thread created");
+        Ok(Thread { id, title })
+    }
+    .await;
+    if let Ok(thread) = &result {
+        leptos_axum::redirect(&format!("/t/{}", thread.id));
+    }
+    respond::finish(result)
+}
+
+/// Gives a thread a new title; everyone watching it, and the thread list,
+/// see it at once.
+#[server(endpoint = "rename_thread")]
+pub async fn rename_thread(
+    thread: String,
+    #[server(default)] title: String,
+) -> Result<Thread, AppError> {
+    use super::respond;
+    use crate::model::ChatEvent;
+    let state = respond::state();
+    let result = async {
+        let title = validate_title(&title)?;
+        if !state.store.rename_thread(&thread, &title).await? {
+            return Err(AppError::NotFound(format!(
+                "There is no thread \"{thread}\"."
+            )));
+        }
+        if let Some(summary) = state.store.thread_summary(&thread).await? {
+            state
+                .hub
+                .publish_ephemeral(&thread, ChatEvent::Thread { thread: summary });
+        }
+        state.hub.thread_changed(&thread);
+        Ok(Thread { id: thread, title })
+    }
+    .await;
+    respond::finish(result)
+}
+
+/// A title as stored: trimmed, on one line, 1 to [`MAX_TITLE_CHARS`] characters.
+pub fn validate_title(title: &str) -> Result<String, AppError> {
+    let title: String = title
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let count = title.chars().count();
+    if count == 0 || count > MAX_TITLE_CHARS {
+        return Err(AppError::Invalid(format!(
+            "A thread title has 1 to {MAX_TITLE_CHARS} characters."
+        )));
+    }
+    Ok(title)
+}

@@ -1,0 +1,61 @@
+//! `GET /t/{id}/export.md`: a thread as one Markdown document.
+
+use axum::{
+    extract::{Path, State},
+    http::header,
+    response::{IntoResponse, Response},
+};
+
+use super::state::AppState;
+use crate::{
+    error::AppError,
+    model::{format_datetime_utc, Message, Role, Thread},
+};
+
+pub async fn export(
+    State(state): State<AppState>,
+    Path(thread_id): Path<String>,
+) -> Result<Response, AppError> {
+    let thread = state
+        .store
+        .thread(&thread_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("There is no thread \"{thread_id}\".")))?;
+    let messages = state.store.all_messages(&thread.id).await?;
+    let filename: String = thread
+        .title
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/markdown; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}.md\""),
+            ),
+        ],
+        to_markdown(&thread, &messages),
+    )
+        .into_response())
+}
+
+/// The document: the title, then each message under its author and time
+/// (UTC), replies marked with their model and how they ended.
+pub fn to_markdown(thread: &Thread, messages: &[Message]) -> String {
+    let mut out = format!("# {}\n", thread.title);
+    for m in messages {
+        let mut heading = format!("\n## {} · {} UTC", m.author, format_datetime_utc(m.created_at));
+        if m.role == Role::Assistant {
+            if let Some(model) = &m.model {
+                heading.push_str(&format!(" · {model}"));
+            }
+            heading.push_str(&format!(" · {}", m.status.label()));
+        }
+        out.push_str(&heading);
+        out.push_str("\n\n");
+        out.push_str(m.body.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,224 @@
+//! The listener `run` serves: a new connection whose first request is a
+//! plain `GET /api/threads/{id}/events` is served here, without hyper;
+//! every other connection goes to axum unchanged.
+//!
+//! Why: an idle SSE viewer held by hyper and axum costs ~60 KB (the
+//! connection's read and write buffers, its dispatcher, the routed service
+//! stack) and a thread may have thousands of them. Served here, a viewer is
+//! one task holding its socket and the event stream from `sse::open`: a
+//! few KB. The bytes sent are the same either way, because both paths use
+//! `sse::open`; the route stays in the router for keep-alive connections,
+//! clients that send their request in pieces, and tests.
+//!
+//! Only a request that parses completely from the first bytes, has no body
+//! and asks for nothing unusual takes this path; the socket is only peeked
+//! until then, so anything else reaches hyper untouched.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::Query,
+    http::{StatusCode, Uri},
+    serve::Listener,
+};
+use futures::StreamExt;
+use percent_encoding::percent_decode_str;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+
+use super::{
+    security,
+    sse::{self, EventsQuery},
+    state::AppState,
+};
+
+/// Largest request head the lean path reads; longer ones go to hyper.
+const MAX_HEAD: usize = 4096;
+/// How long a new connection may take to send its first bytes before it is
+/// handed to hyper (which then applies its own rules).
+const FIRST_BYTES_WITHIN: Duration = Duration::from_secs(5);
+/// Connections accepted but not yet taken by axum. Small: axum takes them
+/// as fast as they come; a full queue slows accepting, not serving.
+const HANDOFF_QUEUE: usize = 128;
+/// Ready event chunks written in one go.
+const MAX_GATHER: usize = 256;
+
+/// Accepts connections, serving SSE subscriptions itself and passing the
+/// rest to axum through [`Listener::accept`].
+pub struct SseListener {
+    local_addr: SocketAddr,
+    handoff: mpsc::Receiver<(TcpStream, SocketAddr)>,
+}
+
+impl SseListener {
+    pub fn new(listener: TcpListener, state: AppState) -> std::io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let (tx, handoff) = mpsc::channel(HANDOFF_QUEUE);
+        tokio::spawn(accept_loop(listener, state, tx));
+        Ok(Self {
+            local_addr,
+            handoff,
+        })
+    }
+}
+
+impl Listener for SseListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        match self.handoff.recv().await {
+            Some(conn) => conn,
+            // The accept loop stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+}
+
+async fn accept_loop(
+    mut listener: TcpListener,
+    state: AppState,
+    handoff: mpsc::Sender<(TcpStream, SocketAddr)>,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = handoff.closed() => return,
+            // axum's own accept: retries and backs off on errors (EMFILE).
+            conn = Listener::accept(&mut listener) => conn,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let handoff = handoff.clone();
+        tokio::spawn(async move {
+            match subscription_request(&stream).await {
+                Some((uri, last_event_id, head_len)) => {
+                    serve_subscription(stream, state, uri, last_event_id, head_len).await
+                }
+                None => {
+                    let _ = handoff.send((stream, addr)).await;
+                }
+            }
+        });
+    }
+}
+
+/// Peeks at the first bytes: the request's URI, `Last-Event-ID` and head
+/// length if it is a subscription this path serves.
+async fn subscription_request(stream: &TcpStream) -> Option<(Uri, Option<String>, usize)> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let n = tokio::time::timeout(FIRST_BYTES_WITHIN, stream.peek(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(head_len) = request.parse(&buf[..n]).ok()? else {
+        return None;
+    };
+    if request.method != Some("GET") {
+        return None;
+    }
+    let uri: Uri = request.path?.parse().ok()?;
+    let segments: Vec<&str> = uri.path().split('/').collect();
+    if !matches!(segments.as_slice(), ["", "api", "threads", id, "events"] if !id.is_empty()) {
+        return None;
+    }
+    let mut last_event_id = None;
+    for header in request.headers.iter() {
+        let name = header.name.to_ascii_lowercase();
+        match name.as_str() {
+            // A body, an upgrade or a protocol switch: not ours.
+            "content-length" | "transfer-encoding" | "upgrade" | "expect" => return None,
+            "last-event-id" => last_event_id = Some(std::str::from_utf8(header.value).ok()?.into()),
+            _ => {}
+        }
+    }
+    Some((uri, last_event_id, head_len))
+}
+
+async fn serve_subscription(
+    mut stream: TcpStream,
+    state: AppState,
+    uri: Uri,
+    last_event_id: Option<String>,
+    head_len: usize,
+) {
+    // Consume the head that was only peeked.
+    let mut head = vec![0u8; head_len];
+    if stream.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    drop(head);
+    let thread_id = uri
+        .path()
+        .split('/')
+        .nth(3)
+        .map(|id| percent_decode_str(id).decode_utf8_lossy().into_owned())
+        .unwrap_or_default();
+    let opened = match Query::<EventsQuery>::try_from_uri(&uri) {
+        Ok(Query(query)) => sse::open(state, thread_id, last_event_id.as_deref(), query).await,
+        Err(e) => Err(crate::error::AppError::Invalid(e.body_text())),
+    };
+    let events = match opened {
+        Ok(events) => events,
+        Err(e) => {
+            let body = e.to_string();
+            let _ = stream
+                .write_all(response_head(e.status(), "text/plain; charset=utf-8", Some(body.len())).as_bytes())
+                .await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            return;
+        }
+    };
+    let head = response_head(StatusCode::OK, "text/event-stream", None);
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let (mut reader, mut writer) = stream.split();
+    let mut events = std::pin::pin!(events.ready_chunks(MAX_GATHER));
+    let mut scratch = [0u8; 64];
+    loop {
+        tokio::select! {
+            // Notice a viewer that left without waiting for the next write.
+            read = reader.read(&mut scratch) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // nothing is expected from the client; ignore it
+            },
+            chunks = events.next() => {
+                let Some(chunks) = chunks else { return };
+                let written = if let [one] = chunks.as_slice() {
+                    writer.write_all(one).await
+                } else {
+                    writer.write_all(&chunks.concat()).await
+                };
+                if written.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A close-delimited HTTP/1.1 response head (the connection serves this one
+/// response), with the app's security headers.
+fn response_head(status: StatusCode, content_type: &str, length: Option<usize>) -> String {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n"
+    );
+    if let Some(length) = length {
+        head.push_str(&format!("content-length: {length}\r\n"));
+    }
+    for (name, value) in security::HEADERS {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
