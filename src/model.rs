@@ -215,6 +215,8 @@ pub struct ThreadPage {
     pub default_granularity: Granularity,
     /// Whether messages older than `messages` exist.
     pub more: bool,
+    /// The handles the bots answer to (for the composer's suggestions).
+    pub bots: Vec<String>,
 }
 
 /// What `send_message` committed: the user's message and, when the bot was
@@ -222,7 +224,8 @@ pub struct ThreadPage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Posted {
     pub message: Message,
-    pub reply: Option<Message>,
+    /// One streaming reply per bot the message mentions.
+    pub replies: Vec<Message>,
 }
 
 /// The one wire type of a thread's live subscription (SSE `data:`; the SSE

@@ -60,6 +60,7 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             granularity,
             default_granularity: state.config.stream.granularity,
             more,
+            bots: state.bots.handles(),
         })
     }
     .await;

@@ -21,7 +21,7 @@ use super::{
     hub::Hub,
     metrics::Metrics,
     outbox,
-    provider::Provider,
+    bots::Bots,
     security,
     sse,
     sse_listener::SseListener,
@@ -48,24 +48,27 @@ impl AppState {
         let hub = Hub::new(config.stream.viewer_buffer);
         let metrics = Arc::new(Metrics::default());
         let writer = Writer::start(store.clone(), hub.clone(), metrics.clone(), last_rev);
-        let provider = Provider::from_config(&config, self_base_url);
+        let bots = Bots::from_config(&config, self_base_url);
         let shutdown = CancellationToken::new();
         let generations = Generations::new(&config.limits);
         generations.spawn_watchdog(&config.limits, shutdown.clone());
         thread_list::spawn(store.clone(), hub.clone(), shutdown.clone());
-        tracing::info!(
-            database = %config.database.display(),
-            provider = provider.base_url(),
-            model = provider.model(),
-            "state ready"
-        );
+        for bot in bots.iter() {
+            tracing::info!(
+                handle = %bot.config.handle,
+                provider = bot.provider.base_url(),
+                model = bot.provider.model(),
+                "bot ready"
+            );
+        }
+        tracing::info!(database = %config.database.display(), "state ready");
         Ok(Self {
             leptos_options,
             config: Arc::new(config),
             store,
             writer,
             hub,
-            provider,
+            bots,
             generations,
             metrics,
             demo: Default::default(),

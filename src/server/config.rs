@@ -13,7 +13,8 @@ use crate::model::Granularity;
 pub struct Config {
     /// SQLite file; created with its directory when missing.
     pub database: PathBuf,
-    pub bot: BotConfig,
+    /// The bots, each answering its own `@handle`; the first is the default.
+    pub bots: Vec<BotConfig>,
     pub stream: StreamConfig,
     pub limits: LimitsConfig,
     pub demo: DemoConfig,
@@ -27,9 +28,13 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotConfig {
+    /// What to write after `@` to ask this bot (letters, digits, `_`, `-`).
+    pub handle: String,
     pub model: String,
     pub context_messages: u32,
     pub system_prompt: String,
+    /// An OpenAI-compatible endpoint for this bot alone; otherwise the app's.
+    pub base_url: Option<String>,
 }
 
 /// How streamed text is committed and published.
@@ -84,7 +89,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             database: PathBuf::from("data/streamchat.db"),
-            bot: BotConfig::default(),
+            bots: vec![BotConfig::default()],
             stream: StreamConfig::default(),
             limits: LimitsConfig::default(),
             demo: DemoConfig::default(),
@@ -97,7 +102,9 @@ impl Default for Config {
 impl Default for BotConfig {
     fn default() -> Self {
         Self {
+            handle: crate::model::BOT_HANDLE.into(),
             model: "gpt-4o-mini".into(),
+            base_url: None,
             context_messages: 20,
             system_prompt: "You are @gpt, a terse assistant in a group chat. Answer the question \
                             you were mentioned in, briefly and plainly."
@@ -170,14 +177,17 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_DATABASE") {
             self.database = v.into();
         }
+        anyhow::ensure!(!self.bots.is_empty(), "at least one [[bots]] entry is needed");
+        // The environment configures the first (default) bot.
+        let first = &mut self.bots[0];
         if let Some(v) = set("OPENAI_MODEL") {
-            self.bot.model = v;
+            first.model = v;
         }
         if let Some(v) = set("STREAMCHAT_SYSTEM_PROMPT") {
-            self.bot.system_prompt = v;
+            first.system_prompt = v;
         }
         if let Some(v) = set("STREAMCHAT_CONTEXT_MESSAGES") {
-            self.bot.context_messages = v.parse().context("STREAMCHAT_CONTEXT_MESSAGES")?;
+            first.context_messages = v.parse().context("STREAMCHAT_CONTEXT_MESSAGES")?;
         }
         if let Some(v) = set("STREAMCHAT_DEMO_TOKENS_PER_SECOND") {
             self.demo.tokens_per_second = v.parse().context("STREAMCHAT_DEMO_TOKENS_PER_SECOND")?;
@@ -209,6 +219,17 @@ impl Config {
             self.demo.tokens_per_second > 0.0,
             "demo.tokens_per_second must be positive"
         );
+        let mut handles = std::collections::HashSet::new();
+        for bot in &mut self.bots {
+            bot.handle = bot.handle.trim_start_matches('@').to_lowercase();
+            anyhow::ensure!(
+                !bot.handle.is_empty()
+                    && bot.handle.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-'),
+                "bot handle {:?}: use letters, digits, _ and - only",
+                bot.handle
+            );
+            anyhow::ensure!(handles.insert(bot.handle.clone()), "bot handle @{} is used twice", bot.handle);
+        }
         let l = &self.limits;
         anyhow::ensure!(
             l.idle_timeout_secs > 0.0 && l.total_timeout_secs > 0.0 && l.watchdog_period_secs > 0.0,
@@ -225,6 +246,11 @@ impl Config {
         Ok(())
     }
 
+    /// The bot answering to `@handle`.
+    pub fn bot(&self, handle: &str) -> Option<&BotConfig> {
+        self.bots.iter().find(|b| b.handle.eq_ignore_ascii_case(handle))
+    }
+
     /// Whether replies come from the embedded demo model.
     pub fn uses_demo(&self) -> bool {
         self.openai_base_url.is_none() && self.openai_api_key.is_none()
@@ -238,7 +264,8 @@ mod tests {
     #[test]
     fn repo_settings_parse_and_env_overrides() {
         let mut config: Config = toml::from_str(include_str!("../../Leptos.toml")).unwrap();
-        assert_eq!(config.bot.context_messages, 20);
+        assert_eq!(config.bots[0].handle, "gpt");
+        assert_eq!(config.bots[0].context_messages, 20);
         assert!(config.uses_demo());
         config
             .apply_env(|name| match name {
@@ -247,7 +274,7 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        assert_eq!(config.bot.context_messages, 5);
+        assert_eq!(config.bots[0].context_messages, 5);
         assert!(!config.uses_demo());
         assert!(!format!("{config:?}").contains("sk-test"));
     }

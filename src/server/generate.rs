@@ -97,7 +97,7 @@ impl Generation<'_> {
     }
 
     async fn prompt(&self) -> Result<Vec<PromptMessage>, String> {
-        let bot = &self.state.config.bot;
+        let bot = &self.state.bots.get(&self.reply.author).config;
         let before = self.reply.context_before.unwrap_or(self.reply.id);
         let history = self
             .state
@@ -150,7 +150,12 @@ impl Generation<'_> {
         let limits = &self.state.config.limits;
         let cancel = self.handle.cancel_token();
         loop {
-            let attempt = self.state.provider.stream(prompt.to_vec());
+            let attempt = self
+                .state
+                .bots
+                .get(&self.reply.author)
+                .provider
+                .stream(prompt.to_vec());
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(self.ended()),

@@ -1,6 +1,7 @@
 //! Everything that runs only on the server, one step of the data path per
 //! file (see docs/ARCHITECTURE.md).
 
+pub mod bots;
 pub mod chunker;
 pub mod config;
 pub mod demo;

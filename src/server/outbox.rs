@@ -8,11 +8,11 @@ use super::{
     generations::EndRequest,
     state::AppState,
     store::Store,
-    writer::{NewPost, Restart},
+    writer::{NewPost, NewReply, Restart},
 };
 use crate::{
     error::AppError,
-    model::{mentions, validate_post, Message, Posted, BOT_HANDLE, MAX_AUTHOR_CHARS},
+    model::{validate_post, Message, Posted, MAX_AUTHOR_CHARS},
 };
 
 pub async fn send(
@@ -24,25 +24,32 @@ pub async fn send(
     let (author, body) = validate_post(author, body)?;
     // Limits are checked before anything is written: a refused request
     // changes nothing and the author still holds their text.
-    let slot = if mentions(&body, BOT_HANDLE) {
-        let slot = state.generations.reserve()?;
+    let bots = state.bots.mentioned(&body);
+    let mut slots = Vec::with_capacity(bots.len());
+    for _ in &bots {
+        slots.push(state.generations.reserve()?);
+    }
+    if !bots.is_empty() {
         state.generations.check_rate(&author)?;
-        Some(slot)
-    } else {
-        None
-    };
-    let reply_model = slot.as_ref().map(|_| state.provider.model().to_owned());
+    }
+    let replies = bots
+        .iter()
+        .map(|bot| NewReply {
+            handle: bot.config.handle.clone(),
+            model: bot.provider.model().to_owned(),
+        })
+        .collect();
     let posted = state
         .writer
         .post(NewPost {
             thread_id,
             author,
             body,
-            reply_model,
+            replies,
         })
         .await?;
-    if let (Some(reply), Some(slot)) = (&posted.reply, slot) {
-        tracing::info!(message_id = reply.id, thread_id = %reply.thread_id, "reply started");
+    for (reply, slot) in posted.replies.iter().zip(slots) {
+        tracing::info!(message_id = reply.id, thread_id = %reply.thread_id, bot = %reply.author, "reply started");
         let handle = state.generations.register(reply.id, slot);
         generate::spawn(state.clone(), reply.clone(), handle, false);
     }
@@ -60,7 +67,12 @@ pub async fn restart(
     let by = requester(by);
     let slot = state.generations.reserve()?;
     state.generations.check_rate(&by)?;
-    let model = state.provider.model().to_owned();
+    let original = state
+        .store
+        .message(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("There is no message {id}.")))?;
+    let model = state.bots.get(&original.author).provider.model().to_owned();
     let reply = state.writer.restart(id, kind, by, model).await?;
     tracing::info!(message_id = reply.id, ?kind, "reply restarted");
     let handle = state.generations.register(reply.id, slot);

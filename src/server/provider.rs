@@ -15,7 +15,7 @@ use async_openai::{
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use super::config::Config;
+use super::config::{BotConfig, Config};
 use crate::model::DEMO_MODEL;
 
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -122,29 +122,30 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 impl Provider {
-    /// The provider the config names: OpenAI, any compatible `OPENAI_BASE_URL`,
-    /// or (with neither key nor URL) the demo model this server itself serves
-    /// at `self_base_url`.
-    pub fn from_config(config: &Config, self_base_url: &str) -> Self {
-        let (base_url, key, model) = if config.uses_demo() {
-            (
+    /// The provider a bot uses: its own `base_url`, else OpenAI or any
+    /// compatible `OPENAI_BASE_URL`, or (with no key and no URL anywhere)
+    /// the demo model this server itself serves at `self_base_url`.
+    pub fn for_bot(config: &Config, bot: &BotConfig, self_base_url: &str) -> Self {
+        let key = config
+            .openai_api_key
+            .as_ref()
+            .map(|k| k.0.clone())
+            .unwrap_or_else(|| "none".into());
+        let (base_url, key, model) = match &bot.base_url {
+            Some(url) => (url.clone(), key, bot.model.clone()),
+            None if config.uses_demo() => (
                 self_base_url.to_owned(),
                 "demo".to_owned(),
                 DEMO_MODEL.to_owned(),
-            )
-        } else {
-            (
+            ),
+            None => (
                 config
                     .openai_base_url
                     .clone()
                     .unwrap_or_else(|| OPENAI_BASE_URL.into()),
-                config
-                    .openai_api_key
-                    .as_ref()
-                    .map(|k| k.0.clone())
-                    .unwrap_or_default(),
-                config.bot.model.clone(),
-            )
+                key,
+                bot.model.clone(),
+            ),
         };
         let http = reqwest::Client::new();
         // Our HTTP service: plain reqwest, noting `Retry-After` for the caller.

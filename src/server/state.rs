@@ -8,8 +8,9 @@ use leptos::config::LeptosOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    bots::Bots,
     config::Config, demo::DemoModel, generations::Generations, hub::Hub, metrics::Metrics,
-    provider::Provider, store::Store, writer::Writer,
+    store::Store, writer::Writer,
 };
 
 #[derive(Clone, FromRef)]
@@ -20,7 +21,8 @@ pub struct AppState {
     /// The only writer of messages (see `writer.rs`).
     pub writer: Writer,
     pub hub: Hub,
-    pub provider: Provider,
+    /// The bots and their provider clients.
+    pub bots: Bots,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Replies generating now, their limits and the watchdog.

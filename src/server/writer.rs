@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     error::AppError,
-    model::{body_hash, ChatEvent, Message, Posted, Role, Status, BOT_AUTHOR},
+    model::{body_hash, ChatEvent, Message, Posted, Role, Status},
 };
 
 /// Commands queued before senders wait. Generation tasks await a free slot,
@@ -36,8 +36,15 @@ pub struct NewPost {
     pub thread_id: String,
     pub author: String,
     pub body: String,
-    /// The model of the reply to start, when the bot was mentioned.
-    pub reply_model: Option<String>,
+    /// The replies to start: one per bot mentioned.
+    pub replies: Vec<NewReply>,
+}
+
+/// A placeholder reply to insert with a post.
+pub struct NewReply {
+    /// The bot's handle (the reply's author).
+    pub handle: String,
+    pub model: String,
 }
 
 /// Where the writer answers a post.
@@ -460,15 +467,15 @@ impl WriterTask {
                 message: message.clone(),
             },
         ));
-        let mut reply = None;
-        if let Some(model) = post.reply_model.as_deref() {
+        let mut replies = Vec::with_capacity(post.replies.len());
+        for new_reply in &post.replies {
             let placeholder = NewMessage {
                 thread_id: &post.thread_id,
-                author: BOT_AUTHOR,
+                author: &new_reply.handle,
                 role: Role::Assistant,
                 body: "",
                 status: Status::Streaming,
-                model: Some(model),
+                model: Some(&new_reply.model),
                 requested_by: Some(&post.author),
                 context_before: None,
             };
@@ -476,15 +483,15 @@ impl WriterTask {
             let row = store::insert_message(tx, &placeholder, now, rev).await?;
             effects.lengths.insert(row.id, Some(0));
             effects.events.push((
-                thread_id,
+                thread_id.clone(),
                 rev,
                 ChatEvent::Message {
                     message: row.clone(),
                 },
             ));
-            reply = Some(row);
+            replies.push(row);
         }
-        Ok(Ok(Posted { message, reply }))
+        Ok(Ok(Posted { message, replies }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -523,7 +530,7 @@ impl WriterTask {
             Restart::Regenerate => {
                 let placeholder = NewMessage {
                     thread_id: &original.thread_id,
-                    author: BOT_AUTHOR,
+                    author: &original.author,
                     role: Role::Assistant,
                     body: "",
                     status: Status::Streaming,

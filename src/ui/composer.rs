@@ -16,6 +16,8 @@ use crate::{
 pub fn Composer(
     thread_id: String,
     author: Option<String>,
+    /// Bot handles, suggested as one types `@`.
+    bots: Vec<String>,
     list: MessageList,
     on_sent: impl Fn() + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
@@ -27,7 +29,7 @@ pub fn Composer(
     Effect::new(move |_| {
         if let Some(Ok(posted)) = send.value().get() {
             list.upsert(posted.message);
-            if let Some(reply) = posted.reply {
+            for reply in posted.replies {
                 list.upsert(reply);
             }
             if let Some(textarea) = body_ref.get_untracked() {
@@ -41,7 +43,82 @@ pub fn Composer(
         Some(Ok(_)) => None,
         None => query.with(form_post_error),
     };
+    // `@` suggestions: the handles starting with what follows the `@`
+    // before the caret; Tab or Enter takes the highlighted one.
+    let suggestions = RwSignal::new(Vec::<String>::new());
+    let highlighted = RwSignal::new(0usize);
+    let bots = StoredValue::new(bots);
+    let update_suggestions = move || {
+        let Some(textarea) = body_ref.get_untracked() else {
+            return;
+        };
+        let value = textarea.value();
+        let caret = textarea
+            .selection_start()
+            .ok()
+            .flatten()
+            .map_or(value.len(), |c| utf16_to_byte(&value, c as usize));
+        let found = mention_prefix(&value[..caret])
+            .map(|prefix| {
+                bots.with_value(|bots| {
+                    bots.iter()
+                        .filter(|h| h.starts_with(&prefix.to_lowercase()) && **h != prefix)
+                        .cloned()
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        highlighted.set(0);
+        suggestions.set(found);
+    };
+    let accept = move |handle: String| {
+        let Some(textarea) = body_ref.get_untracked() else {
+            return;
+        };
+        let value = textarea.value();
+        let caret = textarea
+            .selection_start()
+            .ok()
+            .flatten()
+            .map_or(value.len(), |c| utf16_to_byte(&value, c as usize));
+        let Some(prefix) = mention_prefix(&value[..caret]) else {
+            return;
+        };
+        let start = caret - prefix.len();
+        let completed = format!("{}{handle} {}", &value[..start], &value[caret..]);
+        textarea.set_value(&completed);
+        let at = (value[..start].encode_utf16().count() + handle.encode_utf16().count() + 1) as u32;
+        let _ = textarea.set_selection_range(at, at);
+        let _ = textarea.focus();
+        suggestions.set(Vec::new());
+    };
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        let open = suggestions.with_untracked(|s| s.len());
+        if open > 0 {
+            match ev.key().as_str() {
+                "ArrowDown" => {
+                    ev.prevent_default();
+                    highlighted.update(|i| *i = (*i + 1) % open);
+                    return;
+                }
+                "ArrowUp" => {
+                    ev.prevent_default();
+                    highlighted.update(|i| *i = (*i + open - 1) % open);
+                    return;
+                }
+                "Tab" | "Enter" if !ev.shift_key() => {
+                    ev.prevent_default();
+                    let handle = suggestions.with_untracked(|s| s[highlighted.get_untracked().min(open - 1)].clone());
+                    accept(handle);
+                    return;
+                }
+                "Escape" => {
+                    suggestions.set(Vec::new());
+                    return;
+                }
+                _ => {}
+            }
+        }
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
             if let Some(textarea) = body_ref.get_untracked() {
@@ -77,12 +154,53 @@ pub fn Composer(
                     maxlength=MAX_BODY_BYTES
                     placeholder="Write a message. Mention @gpt to ask the bot."
                     on:keydown=on_keydown
+                    on:input=move |_| update_suggestions()
+                    on:blur=move |_| set_timeout(move || suggestions.set(Vec::new()), std::time::Duration::from_millis(150))
+                    aria-autocomplete="list"
+                    aria-controls="bot-suggestions"
                 ></textarea>
             </label>
+            <ul id="bot-suggestions" class="suggestions" role="listbox" aria-label="Bots" hidden=move || suggestions.with(Vec::is_empty)>
+                {move || suggestions.get().into_iter().enumerate().map(|(i, handle)| {
+                    let label = format!("@{handle}");
+                    let take = handle.clone();
+                    view! {
+                        <li role="option" aria-selected=move || (highlighted.get() == i).to_string()
+                            on:mousedown=move |ev| { ev.prevent_default(); accept(take.clone()); }>
+                            {label}
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
             <button type="submit" disabled=move || send.pending().get()>"Send"</button>
             <p class="form-error" role="alert">{error}</p>
         </ActionForm>
     }
+}
+
+/// The partial handle being typed at the end of `before` (the text up to
+/// the caret): what follows an `@` that starts a word.
+fn mention_prefix(before: &str) -> Option<&str> {
+    let at = before.rfind('@')?;
+    let prefix = &before[at + 1..];
+    let starts_word = before[..at]
+        .chars()
+        .next_back()
+        .is_none_or(|c| !c.is_alphanumeric());
+    (starts_word && prefix.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-'))
+        .then_some(prefix)
+}
+
+/// A textarea's caret (UTF-16 units) as a byte index into its value.
+fn utf16_to_byte(value: &str, units: usize) -> usize {
+    let mut seen = 0;
+    for (i, c) in value.char_indices() {
+        if seen >= units {
+            return i;
+        }
+        seen += c.len_utf16();
+    }
+    value.len()
 }
 
 /// The error a no-JavaScript form post was redirected back with, if any.

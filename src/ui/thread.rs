@@ -54,6 +54,7 @@ fn ThreadView(page: Page) -> impl IntoView {
         granularity,
         default_granularity,
         more,
+        bots,
     } = page;
     let list = MessageList::new(messages);
     provide_context(list);
@@ -96,6 +97,11 @@ fn ThreadView(page: Page) -> impl IntoView {
     let initial_title = thread.title.clone();
     let title = Signal::derive(move || list.title.get().unwrap_or_else(|| initial_title.clone()));
     let export_href = format!("/t/{}/export.md", thread.id);
+    let handles = bots
+        .iter()
+        .map(|h| format!("@{h}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
     view! {
         <Title text=move || format!("{} · streamchat", title.get())/>
         <main class="thread">
@@ -117,6 +123,7 @@ fn ThreadView(page: Page) -> impl IntoView {
                         })
                     }}
                 </p>
+                <p class="hint">"Mention " <code>{handles}</code> " to ask a bot; everyone here sees the reply as it is written."</p>
                 <GranularityPicker thread_id=thread.id.clone() current=granularity default=default_granularity/>
             </header>
             <section
@@ -139,7 +146,7 @@ fn ThreadView(page: Page) -> impl IntoView {
                 </For>
             </section>
             <p class="sr-only" role="status" aria-live="polite">{move || list.announcement.get()}</p>
-            <Composer thread_id=thread.id author list on_sent=scroll_to_end/>
+            <Composer thread_id=thread.id author bots list on_sent=scroll_to_end/>
         </main>
     }
     .into_any()

@@ -66,8 +66,8 @@ async fn post(url: &str, author: &str, body: &str) -> Message {
         .await
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-    let posted: streamchat::model::Posted = response.json().await.unwrap();
-    posted.reply.unwrap()
+    let mut posted: streamchat::model::Posted = response.json().await.unwrap();
+    posted.replies.remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,8 +29,8 @@ async fn sentence_viewer_and_token_viewer_end_identical() {
     let reply = app
         .post("lobby", "Ann", "@gpt sentences")
         .await
-        .reply
-        .unwrap();
+        .replies
+        .remove(0);
 
     let mut results = Vec::new();
     for client in [&mut tokens, &mut sentences] {

@@ -14,7 +14,7 @@ async fn over_the_concurrency_cap_a_mention_is_refused_clearly() {
         c.limits.max_concurrent_replies = 2;
     })
     .await;
-    let first = app.post("lobby", "Ann", "@gpt one").await.reply.unwrap();
+    let first = app.post("lobby", "Ann", "@gpt one").await.replies.remove(0);
     app.post("lobby", "Bob", "@gpt two").await;
     let before = app.message_count().await;
 
@@ -83,7 +83,7 @@ async fn an_author_over_the_rate_limit_is_refused_clearly() {
     );
     assert_eq!(app.message_count().await, before);
     // Others are not limited by Ann's requests.
-    assert!(app.post("lobby", "Bob", "@gpt mine").await.reply.is_some());
+    assert!(app.post("lobby", "Bob", "@gpt mine").await.replies.len() == 1);
 }
 
 #[tokio::test]

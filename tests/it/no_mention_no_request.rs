@@ -12,7 +12,7 @@ async fn messages_without_a_mention_start_no_request() {
         "gpt without at",
     ] {
         let posted = app.post("lobby", "Ann", body).await;
-        assert!(posted.reply.is_none(), "{body:?} started a reply");
+        assert!(posted.replies.is_empty(), "{body:?} started a reply");
     }
     assert_eq!(app.message_count().await, 4);
 
@@ -20,8 +20,8 @@ async fn messages_without_a_mention_start_no_request() {
     let reply = app
         .post("lobby", "Ann", "hey @gpt, hi")
         .await
-        .reply
-        .unwrap();
+        .replies
+        .remove(0);
     app.wait_finished(reply.id).await;
     assert_eq!(app.fake.requests(), 1);
 }

@@ -9,7 +9,7 @@ use crate::support::{
 use streamchat::model::{Message, Status};
 
 async fn ask(app: &TestApp) -> Message {
-    let reply = app.post("lobby", "Ann", "@gpt hello?").await.reply.unwrap();
+    let reply = app.post("lobby", "Ann", "@gpt hello?").await.replies.remove(0);
     app.wait_finished(reply.id).await
 }
 
@@ -143,7 +143,7 @@ async fn the_ui_sees_retrying_while_it_waits() {
     })
     .await;
     let app = spawn_app(fake).await;
-    let reply = app.post("lobby", "Ann", "@gpt hi").await.reply.unwrap();
+    let reply = app.post("lobby", "Ann", "@gpt hi").await.replies.remove(0);
     // While waiting out Retry-After the stored row says it is retrying.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let notice = loop {

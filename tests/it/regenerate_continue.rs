@@ -19,8 +19,8 @@ async fn regenerate_answers_the_same_prompt_in_a_new_message() {
     let first = app
         .post("lobby", "Ann", "@gpt question")
         .await
-        .reply
-        .unwrap();
+        .replies
+        .remove(0);
     let failed = app.wait_finished(first.id).await;
     assert_eq!(failed.status, Status::Failed);
     assert!(failed.can_regenerate());
@@ -68,8 +68,8 @@ async fn continue_appends_to_a_stopped_reply() {
     let reply = app
         .post("lobby", "Ann", "@gpt long one")
         .await
-        .reply
-        .unwrap();
+        .replies
+        .remove(0);
     app.wait_for_text(reply.id).await;
     app.call(
         "stop_reply",

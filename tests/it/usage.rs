@@ -12,7 +12,7 @@ async fn provider_usage_is_stored_as_is() {
         ..Scripted::new(&["one ", "two ", "three"])
     };
     let app = spawn_app(FakeProvider::with(script).await).await;
-    let reply = app.post("lobby", "Ann", "@gpt count").await.reply.unwrap();
+    let reply = app.post("lobby", "Ann", "@gpt count").await.replies.remove(0);
     let done = app.wait_finished(reply.id).await;
     assert_eq!(
         (done.prompt_tokens, done.completion_tokens),
@@ -32,8 +32,8 @@ async fn without_a_usage_chunk_an_estimate_is_flagged() {
     let reply = app
         .post("lobby", "Ann", "@gpt estimate")
         .await
-        .reply
-        .unwrap();
+        .replies
+        .remove(0);
     let done = app.wait_finished(reply.id).await;
     assert_eq!(done.status, Status::Done);
     assert!(done.usage_estimated);
@@ -53,7 +53,7 @@ async fn totals_per_thread_and_author() {
     };
     let app = spawn_app(FakeProvider::with(script).await).await;
     for author in ["Ann", "Ann", "Bob"] {
-        let reply = app.post("lobby", author, "@gpt hi").await.reply.unwrap();
+        let reply = app.post("lobby", author, "@gpt hi").await.replies.remove(0);
         app.wait_finished(reply.id).await;
     }
     let totals: Value = app

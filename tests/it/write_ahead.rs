@@ -16,7 +16,7 @@ async fn every_received_delta_is_already_stored() {
     };
     let app = spawn_app(FakeProvider::with(script.clone()).await).await;
     let mut viewer = SseClient::connect(&app.events_url("lobby"), None).await;
-    let reply = app.post("lobby", "Ann", "@gpt go").await.reply.unwrap();
+    let reply = app.post("lobby", "Ann", "@gpt go").await.replies.remove(0);
 
     let mut checked = 0;
     loop {

@@ -310,8 +310,8 @@ pub async fn scenario(
                 server
                     .post(&http, &id, &format!("{id}-a{r}"), "@gpt go")
                     .await
-                    .reply
-                    .unwrap()
+                    .replies
+                    .remove(0)
                     .id
             }
         });

@@ -44,7 +44,7 @@ pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Conf
     };
     config.openai_base_url = Some(fake.base_url.clone());
     config.openai_api_key = Some(Secret("sk-test-key".into()));
-    config.bot.model = "fake-model".into();
+    config.bots[0].model = "fake-model".into();
     config.limits.retry_base_ms = 10;
     configure(&mut config);
     let options = LeptosOptions::builder().output_name("streamchat").build();
