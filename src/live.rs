@@ -90,7 +90,8 @@ impl MessageList {
 
     /// The id of the oldest message held (the cursor for older pages).
     pub fn oldest_id(&self) -> Option<i64> {
-        self.items.with_untracked(|items| items.first().map(|m| m.id))
+        self.items
+            .with_untracked(|items| items.first().map(|m| m.id))
     }
 
     /// Replies being written now, by author.
@@ -106,7 +107,8 @@ impl MessageList {
 
     /// Every id held, in order (tests check history for gaps and duplicates).
     pub fn ids(&self) -> Vec<i64> {
-        self.items.with_untracked(|items| items.iter().map(|m| m.id).collect())
+        self.items
+            .with_untracked(|items| items.iter().map(|m| m.id).collect())
     }
 
     pub fn items(&self) -> Vec<LiveMessage> {

@@ -15,9 +15,8 @@ use pulldown_cmark::{html, CodeBlockKind, CowStr, Event, Options, Parser, Tag, T
 
 /// Renders `source` to sanitized HTML.
 pub fn to_html(source: &str) -> String {
-    let options = Options::ENABLE_TABLES
-        | Options::ENABLE_STRIKETHROUGH
-        | Options::ENABLE_TASKLISTS;
+    let options =
+        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     // Closing markup for each open link or image: a safe one closes an
     // anchor, an unsafe one the span it became.
     let mut closers: Vec<&'static str> = Vec::new();
@@ -99,7 +98,8 @@ mod tests {
 
     #[test]
     fn renders_common_markdown() {
-        let html = to_html("**bold** and `code`\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |");
+        let html =
+            to_html("**bold** and `code`\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |");
         assert!(html.contains("<strong>bold</strong>"), "{html}");
         assert!(html.contains("<code>code</code>"), "{html}");
         assert!(html.contains("<li>one</li>"), "{html}");
@@ -109,7 +109,10 @@ mod tests {
     #[test]
     fn code_blocks_get_a_copy_button_and_escaped_text() {
         let html = to_html("```rust\nfn main() { println!(\"<hi>\"); }\n```");
-        assert!(html.contains(r#"<button type="button" class="copy""#), "{html}");
+        assert!(
+            html.contains(r#"<button type="button" class="copy""#),
+            "{html}"
+        );
         assert!(html.contains(r#"<code class="language-rust">"#), "{html}");
         assert!(html.contains("&lt;hi&gt;"), "{html}");
     }
@@ -125,10 +128,26 @@ mod tests {
 
     #[test]
     fn url_schemes() {
-        for safe in ["https://x.y", "http://x", "mailto:a@b.c", "/t/abc", "#top", "page?x=a:b", "x/y:z"] {
+        for safe in [
+            "https://x.y",
+            "http://x",
+            "mailto:a@b.c",
+            "/t/abc",
+            "#top",
+            "page?x=a:b",
+            "x/y:z",
+        ] {
             assert!(is_safe_url(safe), "{safe}");
         }
-        for unsafe_url in ["javascript:alert(1)", "JaVaScRiPt:alert(1)", "java\tscript:x", " javascript:x", "data:text/html,x", "vbscript:x", "\u{1}javascript:x"] {
+        for unsafe_url in [
+            "javascript:alert(1)",
+            "JaVaScRiPt:alert(1)",
+            "java\tscript:x",
+            " javascript:x",
+            "data:text/html,x",
+            "vbscript:x",
+            "\u{1}javascript:x",
+        ] {
             assert!(!is_safe_url(unsafe_url), "{unsafe_url:?}");
         }
     }

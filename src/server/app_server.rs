@@ -14,16 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 
 use super::{
+    bots::Bots,
     config::Config,
     demo, export,
     generations::{EndRequest, Generations},
     health,
     hub::Hub,
     metrics::Metrics,
-    outbox,
-    bots::Bots,
-    security,
-    sse,
+    outbox, security, sse,
     sse_listener::SseListener,
     state::AppState,
     store::Store,
@@ -104,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BYTES))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(security::same_origin))
         .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)
 }

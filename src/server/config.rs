@@ -177,7 +177,10 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_DATABASE") {
             self.database = v.into();
         }
-        anyhow::ensure!(!self.bots.is_empty(), "at least one [[bots]] entry is needed");
+        anyhow::ensure!(
+            !self.bots.is_empty(),
+            "at least one [[bots]] entry is needed"
+        );
         // The environment configures the first (default) bot.
         let first = &mut self.bots[0];
         if let Some(v) = set("OPENAI_MODEL") {
@@ -224,11 +227,18 @@ impl Config {
             bot.handle = bot.handle.trim_start_matches('@').to_lowercase();
             anyhow::ensure!(
                 !bot.handle.is_empty()
-                    && bot.handle.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-'),
+                    && bot
+                        .handle
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-'),
                 "bot handle {:?}: use letters, digits, _ and - only",
                 bot.handle
             );
-            anyhow::ensure!(handles.insert(bot.handle.clone()), "bot handle @{} is used twice", bot.handle);
+            anyhow::ensure!(
+                handles.insert(bot.handle.clone()),
+                "bot handle @{} is used twice",
+                bot.handle
+            );
         }
         let l = &self.limits;
         anyhow::ensure!(
@@ -248,7 +258,9 @@ impl Config {
 
     /// The bot answering to `@handle`.
     pub fn bot(&self, handle: &str) -> Option<&BotConfig> {
-        self.bots.iter().find(|b| b.handle.eq_ignore_ascii_case(handle))
+        self.bots
+            .iter()
+            .find(|b| b.handle.eq_ignore_ascii_case(handle))
     }
 
     /// Whether replies come from the embedded demo model.

@@ -29,7 +29,10 @@ pub async fn export(
         .collect();
     Ok((
         [
-            (header::CONTENT_TYPE, "text/markdown; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_TYPE,
+                "text/markdown; charset=utf-8".to_owned(),
+            ),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{filename}.md\""),
@@ -45,7 +48,11 @@ pub async fn export(
 pub fn to_markdown(thread: &Thread, messages: &[Message]) -> String {
     let mut out = format!("# {}\n", thread.title);
     for m in messages {
-        let mut heading = format!("\n## {} · {} UTC", m.author, format_datetime_utc(m.created_at));
+        let mut heading = format!(
+            "\n## {} · {} UTC",
+            m.author,
+            format_datetime_utc(m.created_at)
+        );
         if m.role == Role::Assistant {
             if let Some(model) = &m.model {
                 heading.push_str(&format!(" · {model}"));

@@ -172,7 +172,10 @@ async fn serve_subscription(
         Err(e) => {
             let body = e.to_string();
             let _ = stream
-                .write_all(response_head(e.status(), "text/plain; charset=utf-8", Some(body.len())).as_bytes())
+                .write_all(
+                    response_head(e.status(), "text/plain; charset=utf-8", Some(body.len()))
+                        .as_bytes(),
+                )
                 .await;
             let _ = stream.write_all(body.as_bytes()).await;
             return;

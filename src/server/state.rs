@@ -8,9 +8,8 @@ use leptos::config::LeptosOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    bots::Bots,
-    config::Config, demo::DemoModel, generations::Generations, hub::Hub, metrics::Metrics,
-    store::Store, writer::Writer,
+    bots::Bots, config::Config, demo::DemoModel, generations::Generations, hub::Hub,
+    metrics::Metrics, store::Store, writer::Writer,
 };
 
 #[derive(Clone, FromRef)]

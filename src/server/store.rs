@@ -14,8 +14,7 @@ use sqlx::{
 };
 
 use crate::model::{
-    AuthorUsage, Granularity, Message, ReplyStats, Role, Status, Thread, ThreadSummary,
-    UsageTotals,
+    AuthorUsage, Granularity, Message, ReplyStats, Role, Status, Thread, ThreadSummary, UsageTotals,
 };
 
 const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error, finish_reason, \
@@ -138,7 +137,10 @@ impl Store {
     /// Threads by last activity, newest first, with their streaming replies
     /// counted (`idx_threads_activity`, `idx_messages_live`).
     pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
-        sqlx::query_as(LIST_THREADS).bind(limit).fetch_all(&self.pool).await
+        sqlx::query_as(LIST_THREADS)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
     }
 
     pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {

@@ -108,7 +108,8 @@ pub fn Composer(
                 }
                 "Tab" | "Enter" if !ev.shift_key() => {
                     ev.prevent_default();
-                    let handle = suggestions.with_untracked(|s| s[highlighted.get_untracked().min(open - 1)].clone());
+                    let handle = suggestions
+                        .with_untracked(|s| s[highlighted.get_untracked().min(open - 1)].clone());
                     accept(handle);
                     return;
                 }
@@ -187,8 +188,11 @@ fn mention_prefix(before: &str) -> Option<&str> {
         .chars()
         .next_back()
         .is_none_or(|c| !c.is_alphanumeric());
-    (starts_word && prefix.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-'))
-        .then_some(prefix)
+    (starts_word
+        && prefix
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-'))
+    .then_some(prefix)
 }
 
 /// A textarea's caret (UTF-16 units) as a byte index into its value.

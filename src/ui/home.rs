@@ -32,7 +32,13 @@ pub fn HomePage() -> impl IntoView {
 #[component]
 fn NewThreadForm() -> impl IntoView {
     let create = ServerAction::<CreateThread>::new();
-    let error = move || create.value().get().and_then(Result::err).map(|e| e.to_string());
+    let error = move || {
+        create
+            .value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| e.to_string())
+    };
     view! {
         <ActionForm action=create attr:class="new-thread">
             <label>

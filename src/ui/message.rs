@@ -9,10 +9,9 @@ use crate::{
 
 /// One of twelve colours per author name (stable across pages and people).
 fn author_hue(author: &str) -> u32 {
-    author
-        .bytes()
-        .fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619))
-        % 12
+    author.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    }) % 12
 }
 
 /// The name of whoever uses this page (shared by the composer and the

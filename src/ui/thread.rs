@@ -163,7 +163,12 @@ struct History {
 }
 
 impl History {
-    fn new(thread_id: String, list: MessageList, scroller: NodeRef<html::Section>, more: bool) -> Self {
+    fn new(
+        thread_id: String,
+        list: MessageList,
+        scroller: NodeRef<html::Section>,
+        more: bool,
+    ) -> Self {
         Self {
             thread_id: StoredValue::new(thread_id),
             list,
@@ -240,7 +245,9 @@ fn copy_code(ev: leptos::ev::MouseEvent) {
                         std::time::Duration::from_secs(2),
                     );
                 }
-                Err(_) => toast("Copying was refused by the browser; select the code and copy it by hand."),
+                Err(_) => toast(
+                    "Copying was refused by the browser; select the code and copy it by hand.",
+                ),
             }
         });
     }

@@ -5,21 +5,28 @@
 
 mod support;
 
+mod bots;
 mod concurrent_replies;
 mod crash_recovery;
 mod granularity_view;
+mod history;
 mod limits;
 mod load_smoke;
 mod no_mention_no_request;
 mod operations;
+mod presence;
 mod provider_faults;
 mod provider_fixtures;
 mod regenerate_continue;
 mod reply_streams_into_database;
 mod resume_exact;
+mod sanitizer;
+mod security;
 mod slow_viewer;
 mod stop_and_watchdog;
 mod thread_granularity;
+mod thread_isolation;
+mod threads;
 mod usage;
 mod validation;
 mod write_ahead;

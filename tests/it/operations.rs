@@ -21,7 +21,11 @@ async fn metrics_during_a_reply_and_health() {
         assert!(response.status().is_success());
         response.text().await.unwrap()
     };
-    let reply = app.post("lobby", "Ann", "@gpt count").await.replies.remove(0);
+    let reply = app
+        .post("lobby", "Ann", "@gpt count")
+        .await
+        .replies
+        .remove(0);
     app.wait_for_text(reply.id).await;
     let first = scrape().await;
     assert_eq!(metric(&first, "streamchat_replies_live"), 1.0);

@@ -9,7 +9,11 @@ use crate::support::{
 use streamchat::model::{Message, Status};
 
 async fn ask(app: &TestApp) -> Message {
-    let reply = app.post("lobby", "Ann", "@gpt hello?").await.replies.remove(0);
+    let reply = app
+        .post("lobby", "Ann", "@gpt hello?")
+        .await
+        .replies
+        .remove(0);
     app.wait_finished(reply.id).await
 }
 

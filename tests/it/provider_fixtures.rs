@@ -138,7 +138,11 @@ async fn every_recorded_provider_stream_ends_right() {
             (script, read_sse(&bytes))
         };
         let app = spawn_app(FakeProvider::with(script).await).await;
-        let reply = app.post("lobby", "Ann", "@gpt replay").await.replies.remove(0);
+        let reply = app
+            .post("lobby", "Ann", "@gpt replay")
+            .await
+            .replies
+            .remove(0);
         let stored = app.wait_finished(reply.id).await;
         assert_eq!(
             stored.status, expected.status,

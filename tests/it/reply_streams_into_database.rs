@@ -15,7 +15,11 @@ async fn mention_streams_the_completion_into_the_reply() {
     let posted = app.post("lobby", "Ann", "  @gpt what is Rust?  ").await;
     assert_eq!(posted.message.body, "@gpt what is Rust?");
     assert_eq!(posted.message.role, Role::User);
-    let reply = posted.replies.into_iter().next().expect("a placeholder reply");
+    let reply = posted
+        .replies
+        .into_iter()
+        .next()
+        .expect("a placeholder reply");
     assert_eq!(reply.role, Role::Assistant);
     assert_eq!(reply.status, Status::Streaming);
     assert_eq!(reply.body, "");
@@ -91,7 +95,11 @@ async fn a_refused_request_fails_the_reply_with_the_providers_error() {
     fake.base_url = format!("http://127.0.0.1:{port}/v1");
     let app = spawn_app(fake).await;
 
-    let reply = app.post("lobby", "Ann", "@gpt hello?").await.replies.remove(0);
+    let reply = app
+        .post("lobby", "Ann", "@gpt hello?")
+        .await
+        .replies
+        .remove(0);
     let failed = app.wait_finished(reply.id).await;
     assert_eq!(failed.status, Status::Failed);
     let error = failed.error.unwrap_or_default();

@@ -82,7 +82,11 @@ async fn a_stalled_stream_times_out_within_the_limit_plus_one_period() {
         c.limits.watchdog_period_secs = 0.2;
     })
     .await;
-    let reply = app.post("lobby", "Ann", "@gpt stall").await.replies.remove(0);
+    let reply = app
+        .post("lobby", "Ann", "@gpt stall")
+        .await
+        .replies
+        .remove(0);
     let with_text = app.wait_for_text(reply.id).await;
     let last_text_at = Instant::now();
     let timed_out = app.wait_finished(reply.id).await;
@@ -111,7 +115,11 @@ async fn an_overlong_reply_times_out() {
         },
     )
     .await;
-    let reply = app.post("lobby", "Ann", "@gpt go on").await.replies.remove(0);
+    let reply = app
+        .post("lobby", "Ann", "@gpt go on")
+        .await
+        .replies
+        .remove(0);
     let timed_out = app.wait_finished(reply.id).await;
     assert_eq!(timed_out.status, Status::TimedOut);
     assert!(!timed_out.body.is_empty());

@@ -37,7 +37,11 @@ async fn a_thread_set_to_words_publishes_whole_words() {
 
     let (_owner, list) = client_list();
     let mut viewer = SseClient::connect(&app.events_url("lobby"), None).await;
-    let reply = app.post("lobby", "Ann", "@gpt words").await.replies.remove(0);
+    let reply = app
+        .post("lobby", "Ann", "@gpt words")
+        .await
+        .replies
+        .remove(0);
     let deltas = viewer.follow(&list, reply.id).await;
     assert_eq!(list.body(reply.id).unwrap(), script.text());
     assert_eq!(deltas.concat(), script.text());

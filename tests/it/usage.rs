@@ -12,7 +12,11 @@ async fn provider_usage_is_stored_as_is() {
         ..Scripted::new(&["one ", "two ", "three"])
     };
     let app = spawn_app(FakeProvider::with(script).await).await;
-    let reply = app.post("lobby", "Ann", "@gpt count").await.replies.remove(0);
+    let reply = app
+        .post("lobby", "Ann", "@gpt count")
+        .await
+        .replies
+        .remove(0);
     let done = app.wait_finished(reply.id).await;
     assert_eq!(
         (done.prompt_tokens, done.completion_tokens),
