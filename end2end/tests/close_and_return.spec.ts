@@ -17,7 +17,7 @@ test("closing the only page mid-stream does not stop the reply", async ({ browse
   // reply would have finished.
   await expect
     .poll(async () => {
-      const html = await (await request.get("/")).text();
+      const html = await (await request.get("/t/lobby")).text();
       return new RegExp(`data-id="${idAttr}"[^>]*data-status="done"`).test(html);
     }, { timeout: 60_000 })
     .toBe(true);

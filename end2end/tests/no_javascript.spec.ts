@@ -4,7 +4,7 @@ import { uniqueQuestion } from "./helpers";
 test.use({ javaScriptEnabled: false });
 
 test("without JavaScript the thread renders and a message can be posted", async ({ page }) => {
-  await page.goto("/");
+  await page.goto("/t/lobby");
   await expect(page.getByRole("heading", { name: "Lobby" })).toBeVisible();
   await expect(page.getByRole("region", { name: "Conversation" })).toBeVisible();
 
@@ -12,7 +12,7 @@ test("without JavaScript the thread renders and a message can be posted", async 
   await page.getByRole("textbox", { name: "Name" }).fill("NoScript");
   await page.getByRole("textbox", { name: "Message" }).fill(text);
   await page.getByRole("button", { name: "Send" }).click();
-  await page.waitForURL((url) => url.pathname === "/");
+  await page.waitForURL((url) => url.pathname === "/t/lobby");
   const posted = page.locator("article.message").filter({ hasText: text });
   await expect(posted).toBeVisible();
   await expect(posted.locator(".author")).toHaveText("NoScript");

@@ -32,9 +32,10 @@ in the middle of a reply and it continues exactly where it was, because the data
 the reply, not the browser. Close the tab and come back later and the finished reply is \
 there. Several people can ask at once and several replies stream side by side. 🚀 \
 Multi-byte text is handled too: 你好，世界 — 👩‍💻 writes, 🧑‍🤝‍🧑 watch.\n\n\
-To talk to a real model, set OPENAI_API_KEY (and OPENAI_MODEL if you like), or point \
-OPENAI_BASE_URL at any OpenAI-compatible server such as Ollama, vLLM or llama.cpp, and \
-restart. Until then, thanks for trying the demo!";
+To talk to a real model, start the app with your key (and OPENAI_MODEL if you like):\n\n\
+```sh\nOPENAI_API_KEY=sk-... scripts/run\n```\n\n\
+or point OPENAI_BASE_URL at any OpenAI-compatible server such as Ollama, vLLM or llama.cpp. \
+Until then, thanks for trying the demo!";
 
 /// Marks a question whose first answer fails mid-stream, to show what a
 /// failed reply looks like (and Regenerate).
@@ -63,7 +64,7 @@ pub fn tokens(question: &str) -> Vec<String> {
     let opening = match question.trim() {
         "" => "Hello!".to_owned(),
         q => {
-            let short: String = q.chars().take(60).collect();
+            let short: String = q.chars().take(200).collect();
             let ellipsis = if short.len() < q.len() { "…" } else { "" };
             format!("You asked: \"{short}{ellipsis}\".")
         }

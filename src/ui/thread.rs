@@ -99,9 +99,18 @@ fn ThreadView(page: Page) -> impl IntoView {
     let export_href = format!("/t/{}/export.md", thread.id);
     let handles = bots
         .iter()
-        .map(|h| format!("@{h}"))
-        .collect::<Vec<_>>()
-        .join(" or ");
+        .enumerate()
+        .map(|(i, h)| {
+            let sep = if i == 0 {
+                ""
+            } else if i + 1 == bots.len() {
+                " or "
+            } else {
+                ", "
+            };
+            view! { {sep}<code>{format!("@{h}")}</code> }
+        })
+        .collect_view();
     view! {
         <Title text=move || format!("{} · streamchat", title.get())/>
         <main class="thread">
@@ -123,7 +132,7 @@ fn ThreadView(page: Page) -> impl IntoView {
                         })
                     }}
                 </p>
-                <p class="hint">"Mention " <code>{handles}</code> " to ask a bot; everyone here sees the reply as it is written."</p>
+                <p class="hint">"Mention " {handles} " to ask a bot; everyone here sees the reply as it is written."</p>
                 <GranularityPicker thread_id=thread.id.clone() current=granularity default=default_granularity/>
             </header>
             <section

@@ -35,9 +35,9 @@ pub fn toast(message: impl Into<String>) {
 pub fn ToastArea(toasts: Toasts) -> impl IntoView {
     let list = toasts.0;
     view! {
-        <div class="toasts" role="alert" aria-live="assertive">
+        <div class="toasts">
             <For each=move || list.get() key=|(id, _)| *id let:toast>
-                <p class="toast">
+                <p class="toast" role="alert">
                     <span>{toast.1}</span>
                     <button type="button" aria-label="Dismiss" on:click=move |_| list.update(|t| t.retain(|(i, _)| *i != toast.0))>"×"</button>
                 </p>

@@ -9,14 +9,11 @@ use streamchat::model::ChatEvent;
 async fn watchers(viewer: &mut SseClient, want: u32) {
     let seen = async {
         loop {
-            match viewer.next().await.expect("open") {
-                (id, ChatEvent::Presence { watchers }) => {
-                    assert_eq!(id, None, "presence carries no event id");
-                    if watchers == want {
-                        return;
-                    }
+            if let (id, ChatEvent::Presence { watchers }) = viewer.next().await.expect("open") {
+                assert_eq!(id, None, "presence carries no event id");
+                if watchers == want {
+                    return;
                 }
-                _ => {}
             }
         }
     };
