@@ -35,6 +35,12 @@ pub struct BotConfig {
     pub system_prompt: String,
     /// An OpenAI-compatible endpoint for this bot alone; otherwise the app's.
     pub base_url: Option<String>,
+    /// The environment variable holding the key for `base_url`. The app's
+    /// `OPENAI_API_KEY` is never sent to a bot's own endpoint.
+    pub api_key_env: Option<String>,
+    /// The key read from `api_key_env`.
+    #[serde(skip)]
+    pub api_key: Option<Secret>,
 }
 
 /// How streamed text is committed and published.
@@ -105,6 +111,8 @@ impl Default for BotConfig {
             handle: crate::model::BOT_HANDLE.into(),
             model: "gpt-4o-mini".into(),
             base_url: None,
+            api_key_env: None,
+            api_key: None,
             context_messages: 20,
             system_prompt: "You are @gpt, a terse assistant in a group chat. Answer the question \
                             you were mentioned in, briefly and plainly."
@@ -224,6 +232,7 @@ impl Config {
         );
         let mut handles = std::collections::HashSet::new();
         for bot in &mut self.bots {
+            bot.api_key = bot.api_key_env.as_deref().and_then(set).map(Secret);
             bot.handle = bot.handle.trim_start_matches('@').to_lowercase();
             anyhow::ensure!(
                 !bot.handle.is_empty()

@@ -126,13 +126,12 @@ impl Provider {
     /// compatible `OPENAI_BASE_URL`, or (with no key and no URL anywhere)
     /// the demo model this server itself serves at `self_base_url`.
     pub fn for_bot(config: &Config, bot: &BotConfig, self_base_url: &str) -> Self {
-        let key = config
-            .openai_api_key
-            .as_ref()
-            .map(|k| k.0.clone())
-            .unwrap_or_else(|| "none".into());
+        let key = |secret: Option<&super::config::Secret>| {
+            secret.map_or_else(|| "none".to_owned(), |k| k.0.clone())
+        };
         let (base_url, key, model) = match &bot.base_url {
-            Some(url) => (url.clone(), key, bot.model.clone()),
+            // A bot's own endpoint gets only its own key.
+            Some(url) => (url.clone(), key(bot.api_key.as_ref()), bot.model.clone()),
             None if config.uses_demo() => (
                 self_base_url.to_owned(),
                 "demo".to_owned(),
@@ -143,7 +142,7 @@ impl Provider {
                     .openai_base_url
                     .clone()
                     .unwrap_or_else(|| OPENAI_BASE_URL.into()),
-                key,
+                key(config.openai_api_key.as_ref()),
                 bot.model.clone(),
             ),
         };

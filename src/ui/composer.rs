@@ -1,8 +1,8 @@
-use leptos::{html, prelude::*};
+use leptos::{html, prelude::*, server_fn::ServerFn};
 use leptos_router::{hooks::use_query_map, params::ParamsMap};
 
 use crate::{
-    api::SendMessage,
+    api::{send_message, SendMessage},
     error::AppError,
     live::MessageList,
     model::{MAX_AUTHOR_CHARS, MAX_BODY_BYTES},
@@ -21,26 +21,38 @@ pub fn Composer(
     list: MessageList,
     on_sent: impl Fn() + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
-    let send = ServerAction::<SendMessage>::new();
     let viewer = expect_context::<Viewer>().0;
     let body_ref = NodeRef::<html::Textarea>::new();
     let query = use_query_map();
-
-    Effect::new(move |_| {
-        if let Some(Ok(posted)) = send.value().get() {
-            list.upsert(posted.message);
-            for reply in posted.replies {
-                list.upsert(reply);
+    let pending = RwSignal::new(false);
+    // None until this page posts; then the last post's error, if any.
+    let posted_error = RwSignal::new(None::<Option<String>>);
+    let thread = StoredValue::new(thread_id.clone());
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(textarea) = body_ref.get_untracked() else {
+            return;
+        };
+        let (author, body) = (viewer.get_untracked(), textarea.value());
+        pending.set(true);
+        leptos::task::spawn_local(async move {
+            match send_message(thread.get_value(), author, body).await {
+                Ok(posted) => {
+                    list.upsert(posted.message);
+                    for reply in posted.replies {
+                        list.upsert(reply);
+                    }
+                    textarea.set_value("");
+                    posted_error.set(Some(None));
+                    on_sent();
+                }
+                Err(e) => posted_error.set(Some(Some(e.to_string()))),
             }
-            if let Some(textarea) = body_ref.get_untracked() {
-                textarea.set_value("");
-            }
-            on_sent();
-        }
-    });
-    let error = move || match send.value().get() {
-        Some(Err(e)) => Some(e.to_string()),
-        Some(Ok(_)) => None,
+            pending.set(false);
+        });
+    };
+    let error = move || match posted_error.get() {
+        Some(error) => error,
         None => query.with(form_post_error),
     };
     // `@` suggestions: the handles starting with what follows the `@`
@@ -133,7 +145,7 @@ pub fn Composer(
     };
 
     view! {
-        <ActionForm action=send attr:class="composer">
+        <form method="post" action=SendMessage::url() class="composer" on:submit=submit>
             <input type="hidden" name="thread" value=thread_id/>
             <label class="author-field">
                 "Name"
@@ -173,9 +185,9 @@ pub fn Composer(
                     }
                 }).collect_view()}
             </ul>
-            <button type="submit" disabled=move || send.pending().get()>"Send"</button>
+            <button type="submit" disabled=move || pending.get()>"Send"</button>
             <p class="form-error" role="alert">{error}</p>
-        </ActionForm>
+        </form>
     }
 }
 

@@ -1,8 +1,8 @@
-use leptos::prelude::*;
+use leptos::{html, prelude::*, server_fn::ServerFn};
 use leptos_router::components::A;
 
 use crate::{
-    api::{list_threads, CreateThread, MAX_TITLE_CHARS},
+    api::{create_thread, list_threads, CreateThread, MAX_TITLE_CHARS},
     model::{format_datetime_utc, ThreadSummary},
 };
 
@@ -29,25 +29,40 @@ pub fn HomePage() -> impl IntoView {
     }
 }
 
+/// A plain form posting to `create_thread` (which redirects to the new
+/// thread); hydrated, it calls the function and navigates in place.
 #[component]
 fn NewThreadForm() -> impl IntoView {
-    let create = ServerAction::<CreateThread>::new();
-    let error = move || {
-        create
-            .value()
-            .get()
-            .and_then(Result::err)
-            .map(|e| e.to_string())
+    let input = NodeRef::<html::Input>::new();
+    let error = RwSignal::new(None::<String>);
+    let pending = RwSignal::new(false);
+    let navigate = leptos_router::hooks::use_navigate();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(title) = input.get_untracked().map(|i| i.value()) else {
+            return;
+        };
+        pending.set(true);
+        let navigate = navigate.clone();
+        leptos::task::spawn_local(async move {
+            match create_thread(title).await {
+                Ok(thread) => {
+                    navigate(&format!("/t/{}", thread.id), Default::default());
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+            pending.set(false);
+        });
     };
     view! {
-        <ActionForm action=create attr:class="new-thread">
+        <form method="post" action=CreateThread::url() class="new-thread" on:submit=submit>
             <label>
                 "New thread"
-                <input name="title" required maxlength=MAX_TITLE_CHARS placeholder="What is it about?" autocomplete="off"/>
+                <input name="title" node_ref=input required maxlength=MAX_TITLE_CHARS placeholder="What is it about?" autocomplete="off"/>
             </label>
-            <button type="submit" disabled=move || create.pending().get()>"Create"</button>
-            <p class="form-error" role="alert">{error}</p>
-        </ActionForm>
+            <button type="submit" disabled=move || pending.get()>"Create"</button>
+            <p class="form-error" role="alert">{move || error.get()}</p>
+        </form>
     }
 }
 
@@ -63,17 +78,17 @@ fn ThreadList(threads: Vec<ThreadSummary>) -> impl IntoView {
                 <p class="empty">"No threads yet. Start one above."</p>
             </Show>
             <ul>
-                <For each=move || threads.get() key=|t| (t.id.clone(), t.title.clone(), t.live, t.last_activity_at) let:thread>
+                {move || threads.get().into_iter().map(|thread| view! {
                     <li>
                         <A href=format!("/t/{}", thread.id)>
-                            <span class="title">{thread.title.clone()}</span>
+                            <span class="title">{thread.title}</span>
                             {(thread.live > 0).then(|| view! {
                                 <span class="live" title="A reply is being written">"live"</span>
                             })}
                             <time class="activity">{format_datetime_utc(thread.last_activity_at)}" UTC"</time>
                         </A>
                     </li>
-                </For>
+                }).collect_view()}
             </ul>
         </nav>
     }

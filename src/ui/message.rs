@@ -1,10 +1,13 @@
-use leptos::prelude::*;
+use leptos::{prelude::*, server_fn::ServerFn};
 
 use crate::{
-    api::{ContinueReply, RegenerateReply, StopReply},
+    api::{
+        continue_reply, regenerate_reply, stop_reply, ContinueReply, RegenerateReply, StopReply,
+    },
+    error::AppError,
     live::{LiveMessage, MessageList},
     markdown,
-    model::{format_datetime_utc, format_time, ReplyStats, Role, Status, DEMO_MODEL},
+    model::{format_datetime_utc, format_time, Message, ReplyStats, Role, Status, DEMO_MODEL},
 };
 
 /// One of twelve colours per author name (stable across pages and people).
@@ -113,54 +116,83 @@ fn describe_stats(stats: &ReplyStats) -> String {
     parts.join(" · ")
 }
 
+/// What the buttons under a reply do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReplyAction {
+    Stop,
+    Regenerate,
+    Continue,
+}
+
+impl ReplyAction {
+    fn url(self) -> &'static str {
+        match self {
+            ReplyAction::Stop => StopReply::url(),
+            ReplyAction::Regenerate => RegenerateReply::url(),
+            ReplyAction::Continue => ContinueReply::url(),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ReplyAction::Stop => "Stop",
+            ReplyAction::Regenerate => "Regenerate",
+            ReplyAction::Continue => "Continue",
+        }
+    }
+
+    /// Calls the server; Regenerate and Continue return the reply row now streaming.
+    async fn run(self, id: i64, by: String) -> Result<Option<Message>, AppError> {
+        match self {
+            ReplyAction::Stop => stop_reply(id, by).await.map(|()| None),
+            ReplyAction::Regenerate => regenerate_reply(id, by).await.map(Some),
+            ReplyAction::Continue => continue_reply(id, by).await.map(Some),
+        }
+    }
+}
+
 /// Stop while streaming; Regenerate and Continue once it ended short. Each
-/// is a small form, so it works without JavaScript too.
+/// is a plain form posting to its server function, so it works without
+/// JavaScript; hydrated, it calls the function in place. (Plain forms, not
+/// one `ActionForm` per function: each of those costs ~10 KB of WebAssembly.)
 #[component]
 fn ReplyActions(id: i64, status: Signal<Status>) -> impl IntoView {
     let viewer = expect_context::<Viewer>().0;
     let list = expect_context::<MessageList>();
-    let stop = ServerAction::<StopReply>::new();
-    let regenerate = ServerAction::<RegenerateReply>::new();
-    let resume = ServerAction::<ContinueReply>::new();
-    Effect::new(move |_| {
-        let results = [regenerate.value().get(), resume.value().get()];
-        for message in results.into_iter().flatten().flatten() {
-            list.upsert(message);
-        }
-    });
-    let error = move || {
-        let stop_err = stop.value().get().and_then(Result::err);
-        let regen_err = regenerate.value().get().and_then(|r| r.err());
-        let resume_err = resume.value().get().and_then(|r| r.err());
-        stop_err.or(regen_err).or(resume_err).map(|e| e.to_string())
-    };
-    let hidden = move || {
+    let error = RwSignal::new(None::<String>);
+    let form = move |action: ReplyAction| {
+        let submit = move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            error.set(None);
+            let by = viewer.get_untracked();
+            leptos::task::spawn_local(async move {
+                match action.run(id, by).await {
+                    Ok(Some(message)) => list.upsert(message),
+                    Ok(None) => {}
+                    Err(e) => error.set(Some(e.to_string())),
+                }
+            });
+        };
         view! {
-            <input type="hidden" name="id" value=id/>
-            <input type="hidden" name="by" prop:value=move || viewer.get() value=viewer.get_untracked()/>
+            <form method="post" action=action.url() class="inline" on:submit=submit>
+                <input type="hidden" name="id" value=id/>
+                <input type="hidden" name="by" prop:value=move || viewer.get() value=viewer.get_untracked()/>
+                <button type="submit" class:stop=action == ReplyAction::Stop>{action.label()}</button>
+            </form>
         }
     };
     view! {
         <span class="actions">
             <Show when=move || status.get() == Status::Streaming>
-                <ActionForm action=stop attr:class="inline">
-                    {hidden()}
-                    <button type="submit" class="stop">"Stop"</button>
-                </ActionForm>
+                {form(ReplyAction::Stop)}
             </Show>
             <Show when=move || !matches!(status.get(), Status::Streaming | Status::Done)>
-                <ActionForm action=regenerate attr:class="inline">
-                    {hidden()}
-                    <button type="submit">"Regenerate"</button>
-                </ActionForm>
+                {form(ReplyAction::Regenerate)}
             </Show>
             <Show when=move || matches!(status.get(), Status::Interrupted | Status::TimedOut | Status::Cancelled)>
-                <ActionForm action=resume attr:class="inline">
-                    {hidden()}
-                    <button type="submit">"Continue"</button>
-                </ActionForm>
+                {form(ReplyAction::Continue)}
             </Show>
-            <span class="action-error" role="alert">{error}</span>
+            <span class="action-error" role="alert">{move || error.get()}</span>
         </span>
     }
 }

@@ -1,4 +1,4 @@
-use leptos::{html, prelude::*};
+use leptos::{html, prelude::*, server_fn::ServerFn};
 use leptos_meta::Title;
 use leptos_router::{components::A, hooks::use_params_map};
 
@@ -9,8 +9,8 @@ use super::{
 };
 use crate::{
     api::{
-        list_messages, older_messages, RenameThread as RenameThreadAction, SetGranularity,
-        MAX_TITLE_CHARS,
+        list_messages, older_messages, rename_thread, set_granularity,
+        RenameThread as RenameThreadFn, SetGranularity, MAX_TITLE_CHARS,
     },
     live::MessageList,
     model::{Granularity, ThreadPage as Page, DEFAULT_THREAD},
@@ -96,6 +96,12 @@ fn ThreadView(page: Page) -> impl IntoView {
 
     let initial_title = thread.title.clone();
     let title = Signal::derive(move || list.title.get().unwrap_or_else(|| initial_title.clone()));
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        if let Some(renamed) = list.title.get() {
+            document().set_title(&format!("{renamed} · streamchat"));
+        }
+    });
     let export_href = format!("/t/{}/export.md", thread.id);
     let handles = bots
         .iter()
@@ -112,7 +118,7 @@ fn ThreadView(page: Page) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <Title text=move || format!("{} · streamchat", title.get())/>
+        <Title text=format!("{} · streamchat", thread.title)/>
         <main class="thread">
             <header class="thread-header">
                 <nav class="crumbs"><A href="/">"← All threads"</A></nav>
@@ -264,17 +270,26 @@ fn copy_code(ev: leptos::ev::MouseEvent) {
     let _ = ev;
 }
 
-/// The title with a Rename button that turns it into a small form.
+/// The title with a Rename button that turns it into a small form (a plain
+/// form posting to `rename_thread`, called in place once hydrated).
 #[component]
 fn RenameThread(thread_id: String, title: Signal<String>) -> impl IntoView {
-    let rename = ServerAction::<RenameThreadAction>::new();
     let editing = RwSignal::new(false);
     let thread_id = StoredValue::new(thread_id);
-    Effect::new(move |_| match rename.value().get() {
-        Some(Ok(_)) => editing.set(false),
-        Some(Err(e)) => toast(e.to_string()),
-        None => {}
-    });
+    let input = NodeRef::<html::Input>::new();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(input) = input.get_untracked() else {
+            return;
+        };
+        let (thread, title) = (thread_id.get_value(), input.value());
+        leptos::task::spawn_local(async move {
+            match rename_thread(thread, title).await {
+                Ok(_) => editing.set(false),
+                Err(e) => toast(e.to_string()),
+            }
+        });
+    };
     view! {
         <Show
             when=move || editing.get()
@@ -282,15 +297,15 @@ fn RenameThread(thread_id: String, title: Signal<String>) -> impl IntoView {
                 <button type="button" class="rename" on:click=move |_| editing.set(true)>"Rename"</button>
             }
         >
-            <ActionForm action=rename attr:class="rename-form">
+            <form method="post" action=RenameThreadFn::url() class="rename-form" on:submit=submit>
                 <input type="hidden" name="thread" value=thread_id.get_value()/>
                 <label>
                     "Thread title"
-                    <input name="title" value=title.get_untracked() required maxlength=MAX_TITLE_CHARS autofocus/>
+                    <input name="title" node_ref=input value=title.get_untracked() required maxlength=MAX_TITLE_CHARS autofocus/>
                 </label>
                 <button type="submit">"Save"</button>
                 <button type="button" on:click=move |_| editing.set(false)>"Cancel"</button>
-            </ActionForm>
+            </form>
         </Show>
     }
 }
@@ -302,17 +317,29 @@ fn GranularityPicker(
     current: Option<Granularity>,
     default: Granularity,
 ) -> impl IntoView {
-    let set = ServerAction::<SetGranularity>::new();
+    let saved = RwSignal::new(None::<Result<(), String>>);
+    let select = NodeRef::<html::Select>::new();
+    let thread = StoredValue::new(thread_id.clone());
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(choice) = select.get_untracked().map(|s| s.value()) else {
+            return;
+        };
+        leptos::task::spawn_local(async move {
+            let result = set_granularity(thread.get_value(), choice).await;
+            saved.set(Some(result.map_err(|e| e.to_string())));
+        });
+    };
     let selected = current.map_or("default", Granularity::as_str);
     let option = move |value: &'static str, label: String| {
         view! { <option value=value selected=selected == value>{label}</option> }
     };
     view! {
-        <ActionForm action=set attr:class="granularity">
+        <form method="post" action=SetGranularity::url() class="granularity" on:submit=submit>
             <input type="hidden" name="thread" value=thread_id/>
             <label>
                 "Replies appear by "
-                <select name="granularity">
+                <select name="granularity" node_ref=select>
                     {option("default", format!("default ({})", default.as_str()))}
                     {option("token", "token".into())}
                     {option("word", "word".into())}
@@ -320,11 +347,11 @@ fn GranularityPicker(
                 </select>
             </label>
             <button type="submit">"Apply"</button>
-            {move || match set.value().get() {
+            {move || match saved.get() {
                 Some(Ok(())) => Some(view! { <span class="saved">"Saved."</span> }.into_any()),
-                Some(Err(e)) => Some(view! { <span class="action-error" role="alert">{e.to_string()}</span> }.into_any()),
+                Some(Err(e)) => Some(view! { <span class="action-error" role="alert">{e}</span> }.into_any()),
                 None => None,
             }}
-        </ActionForm>
+        </form>
     }
 }

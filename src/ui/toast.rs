@@ -36,12 +36,12 @@ pub fn ToastArea(toasts: Toasts) -> impl IntoView {
     let list = toasts.0;
     view! {
         <div class="toasts">
-            <For each=move || list.get() key=|(id, _)| *id let:toast>
+            {move || list.get().into_iter().map(|(id, text)| view! {
                 <p class="toast" role="alert">
-                    <span>{toast.1}</span>
-                    <button type="button" aria-label="Dismiss" on:click=move |_| list.update(|t| t.retain(|(i, _)| *i != toast.0))>"×"</button>
+                    <span>{text}</span>
+                    <button type="button" aria-label="Dismiss" on:click=move |_| list.update(|t| t.retain(|(i, _)| *i != id))>"×"</button>
                 </p>
-            </For>
+            }).collect_view()}
         </div>
     }
 }

@@ -23,6 +23,7 @@ mod resume_exact;
 mod sanitizer;
 mod security;
 mod slow_viewer;
+mod sse_paths;
 mod stop_and_watchdog;
 mod thread_granularity;
 mod thread_isolation;

@@ -27,6 +27,13 @@ impl SseClient {
             request = request.header("last-event-id", id);
         }
         let response = request.send().await.expect("subscribe");
+        let mut client = Self::from_response(response);
+        client.last_id = last_event_id.map(str::to_owned);
+        client
+    }
+
+    /// Reads the events of a subscription response already received.
+    pub fn from_response(response: reqwest::Response) -> Self {
         assert!(
             response.status().is_success(),
             "subscribe: {}",
@@ -39,7 +46,7 @@ impl SseClient {
                     .map(|r| r.map_err(|e| e.to_string())),
             ),
             buffer: Vec::new(),
-            last_id: last_event_id.map(str::to_owned),
+            last_id: None,
             bytes: 0,
         }
     }

@@ -1,0 +1,66 @@
+//! A subscription is served the same whether it arrives on a fresh
+//! connection (the lean path in `sse_listener.rs`) or on a kept-alive one
+//! after another request (axum's route).
+
+use std::time::Duration;
+
+use crate::support::{client_list, spawn_app, FakeProvider, Scripted, SseClient};
+use streamchat::model::ChatEvent;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_and_kept_alive_connections_get_the_same_stream() {
+    let script = Scripted::words(40, Duration::from_millis(2));
+    let app = spawn_app(FakeProvider::with(script.clone()).await).await;
+
+    // Fresh connection: the lean path answers, closing when done.
+    let lean = reqwest::Client::new()
+        .get(app.events_url("lobby"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lean.headers()["connection"], "close");
+    // The same client's second request reuses its connection: axum's route.
+    let pooled = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    assert!(pooled
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let routed = pooled.get(app.events_url("lobby")).send().await.unwrap();
+    assert_eq!(routed.headers()["transfer-encoding"], "chunked");
+    for response in [&lean, &routed] {
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    }
+
+    let reply = app
+        .post("lobby", "Ann", "@gpt both ways")
+        .await
+        .replies
+        .remove(0);
+    let mut texts = Vec::new();
+    for response in [lean, routed] {
+        let mut viewer = SseClient::from_response(response);
+        let (_owner, list) = client_list();
+        // Skip to the new rows, then follow the reply to its end.
+        loop {
+            let (rev, event) = viewer.next().await.expect("open");
+            let is_reply_row =
+                matches!(&event, ChatEvent::Message { message } if message.id == reply.id);
+            assert_eq!(list.apply(event, rev), None);
+            if is_reply_row {
+                break;
+            }
+        }
+        viewer.follow(&list, reply.id).await;
+        texts.push(list.body(reply.id).unwrap());
+    }
+    assert_eq!(texts[0], script.text());
+    assert_eq!(texts[1], script.text());
+}
