@@ -642,11 +642,13 @@ fn emphasis(text: &str, at: usize) -> Option<(usize, &'static str, &str)> {
         let close = from + found;
         let inner = &rest[width..close];
         let after = rest[close + width..].chars().next();
-        let closes = !inner.is_empty()
-            && !inner.ends_with(char::is_whitespace)
-            && !(c == '_' && after.is_some_and(char::is_alphanumeric))
-            // A single `*` does not close on part of a `**`.
-            && !(width == 1 && (rest[close + 1..].starts_with(c) || rest[..close].ends_with(c)));
+        let empty = inner.is_empty() || inner.ends_with(char::is_whitespace);
+        // `_` does not close inside a word.
+        let intraword = c == '_' && after.is_some_and(char::is_alphanumeric);
+        // A single `*` does not close on part of a `**`.
+        let part_of_pair =
+            width == 1 && (rest[close + 1..].starts_with(c) || rest[..close].ends_with(c));
+        let closes = !(empty || intraword || part_of_pair);
         if closes {
             return Some((close + width, tag, inner));
         }
