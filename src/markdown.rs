@@ -48,16 +48,25 @@ pub fn is_safe_url(url: &str) -> bool {
     }
 }
 
-/// Escapes text for use in element content and double-quoted attributes.
+/// Escapes text for element content.
 fn escape(text: &str, out: &mut String) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Escapes text for a double-quoted attribute value.
+fn escape_attr(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+            c => escape(c.encode_utf8(&mut [0; 4]), out),
         }
     }
 }
@@ -505,7 +514,7 @@ fn inline_with(text: &str, out: &mut String, links: bool) {
 fn anchor(url: &str, label: &str, out: &mut String) {
     if is_safe_url(url) {
         out.push_str(r#"<a href=""#);
-        escape(url, out);
+        escape_attr(url, out);
         out.push_str(r#"" rel="noopener noreferrer nofollow" target="_blank">"#);
         inline_with(label, out, false);
         out.push_str("</a>");
@@ -700,7 +709,7 @@ mod tests {
     #[test]
     fn code_blocks_get_a_copy_button_and_escaped_text() {
         let html = to_html("```rust\nfn main() { println!(\"<hi>\"); }\n```\nafter");
-        assert!(html.starts_with(r#"<div class="code"><button type="button" class="copy" aria-label="Copy code">Copy</button><pre><code class="language-rust">fn main() { println!(&quot;&lt;hi&gt;&quot;); }"#), "{html}");
+        assert!(html.starts_with(r#"<div class="code"><button type="button" class="copy" aria-label="Copy code">Copy</button><pre><code class="language-rust">fn main() { println!("&lt;hi&gt;"); }"#), "{html}");
         assert!(
             html.ends_with("</code></pre></div>\n<p>after</p>\n"),
             "{html}"
