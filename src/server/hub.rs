@@ -11,10 +11,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -77,9 +74,8 @@ struct Inner {
 
 struct Topic {
     sender: broadcast::Sender<Arc<Envelope>>,
-    /// Open subscriptions (see [`Hub::join`]); shared with each [`Presence`]
-    /// so a subscription reads its audience's size without the hub's lock.
-    watchers: Arc<AtomicU32>,
+    /// Open subscriptions (see [`Hub::join`]).
+    watchers: u32,
     /// A presence event is already due to go out.
     presence_due: bool,
 }
@@ -107,7 +103,7 @@ impl Hub {
             .entry(thread_id.to_owned())
             .or_insert_with(|| Topic {
                 sender: broadcast::channel(capacity).0,
-                watchers: Arc::default(),
+                watchers: 0,
                 presence_due: false,
             })
             .sender
@@ -136,10 +132,7 @@ impl Hub {
             let mut topics = self.topics();
             match topics.get(thread_id) {
                 None => return,
-                Some(topic)
-                    if topic.sender.receiver_count() == 0
-                        && topic.watchers.load(Ordering::Relaxed) == 0 =>
-                {
+                Some(topic) if topic.sender.receiver_count() == 0 && topic.watchers == 0 => {
                     topics.remove(thread_id);
                     return;
                 }
@@ -152,30 +145,21 @@ impl Hub {
     /// Counts a viewer of the thread until the guard drops; the thread's
     /// subscribers hear the new count shortly after.
     pub fn join(&self, thread_id: &str) -> Presence {
-        let watchers = self.watchers_changed(thread_id, 1).unwrap_or_default();
+        self.watchers_changed(thread_id, 1);
         Presence {
             hub: self.clone(),
             thread_id: thread_id.to_owned(),
-            watchers,
         }
     }
 
-    /// Adjusts a thread's count and schedules its presence event; returns
-    /// the shared count.
-    fn watchers_changed(&self, thread_id: &str, delta: i32) -> Option<Arc<AtomicU32>> {
-        let (watchers, schedule) = {
+    fn watchers_changed(&self, thread_id: &str, delta: i32) {
+        let schedule = {
             let mut topics = self.topics();
-            // join comes after subscribe, which creates the topic
-            let topic = topics.get_mut(thread_id)?;
-            if delta > 0 {
-                topic.watchers.fetch_add(1, Ordering::Relaxed);
-            } else {
-                topic.watchers.fetch_sub(1, Ordering::Relaxed);
-            }
-            (
-                topic.watchers.clone(),
-                !std::mem::replace(&mut topic.presence_due, true),
-            )
+            let Some(topic) = topics.get_mut(thread_id) else {
+                return; // join comes after subscribe, which creates the topic
+            };
+            topic.watchers = topic.watchers.saturating_add_signed(delta);
+            !std::mem::replace(&mut topic.presence_due, true)
         };
         if schedule {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -187,7 +171,6 @@ impl Hub {
                 });
             }
         }
-        Some(watchers)
     }
 
     fn send_presence(&self, thread_id: &str) {
@@ -197,7 +180,7 @@ impl Hub {
                 return;
             };
             topic.presence_due = false;
-            topic.watchers.load(Ordering::Relaxed)
+            topic.watchers
         };
         self.publish_ephemeral(thread_id, ChatEvent::Presence { watchers });
     }
@@ -253,14 +236,6 @@ impl Hub {
 pub struct Presence {
     hub: Hub,
     thread_id: String,
-    watchers: Arc<AtomicU32>,
-}
-
-impl Presence {
-    /// The thread's viewers now, this one included.
-    pub fn watchers(&self) -> u32 {
-        self.watchers.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for Presence {

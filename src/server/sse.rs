@@ -53,13 +53,6 @@ const ID_EVERY: Duration = Duration::from_millis(250);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Most ready events written together.
 const MAX_WRITE: usize = 256;
-/// From this many viewers of one thread, each viewer is written to at most
-/// every [`LARGE_AUDIENCE_FLUSH`]: a token then costs one socket write per
-/// viewer per interval instead of one per event, which keeps thousands of
-/// viewers within two cores (see docs/BENCHMARKS.md, S4). Smaller audiences
-/// get every event at once.
-const LARGE_AUDIENCE: u32 = 1_000;
-const LARGE_AUDIENCE_FLUSH: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {
@@ -107,9 +100,7 @@ pub async fn open(
     let presence = state.hub.join(&thread_id);
 
     let stream = async_stream::stream! {
-        let _viewer = ViewerGuard::new(metrics);
-        let presence = presence;
-        let mut last_write = Instant::now();
+        let _viewer = (ViewerGuard::new(metrics), presence);
         let mut out = Output::new(granularity, max_delay);
         out.rev = first.rev;
         out.snapshot(first);
@@ -135,9 +126,7 @@ pub async fn open(
             };
             let mut received = Some(received);
             let mut written = 0;
-            let mut waited = false;
             // This event and every one already waiting go out in one write.
-            loop {
             while let Some(result) = received.take() {
                 match result {
                     Ok(envelope) => out.live(&envelope, Instant::now()),
@@ -163,26 +152,6 @@ pub async fn open(
                     };
                 }
             }
-            // A large audience is written to at most every LARGE_AUDIENCE_FLUSH:
-            // the events of that time go out in one write per viewer.
-            let due = last_write + LARGE_AUDIENCE_FLUSH;
-            if !waited && presence.watchers() >= LARGE_AUDIENCE && Instant::now() < due {
-                waited = true;
-                tokio::select! {
-                    _ = state.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep_until(due) => {}
-                }
-                written = 0;
-                received = match live.try_recv() {
-                    Ok(envelope) => Some(Ok(envelope)),
-                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                    Err(_) => None,
-                };
-                continue;
-            }
-            break;
-            }
-            last_write = Instant::now();
             let ready = out.take();
             if !ready.is_empty() {
                 keep_alive.reset();
