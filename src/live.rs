@@ -76,6 +76,8 @@ pub struct MessageList {
     /// What the polite live region says: a reply that just ended (once
     /// per reply, never per token).
     pub announcement: RwSignal<String>,
+    /// Whether the live subscription is connected (it reconnects by itself).
+    pub connected: RwSignal<bool>,
 }
 
 impl MessageList {
@@ -85,6 +87,7 @@ impl MessageList {
             watchers: RwSignal::new(None),
             title: RwSignal::new(None),
             announcement: RwSignal::new(String::new()),
+            connected: RwSignal::new(true),
         }
     }
 
@@ -271,7 +274,11 @@ pub fn subscribe(thread_id: &str, since: i64, list: MessageList, on_change: impl
         on_change();
     });
     source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    let guard = SendWrapper::new((source, on_message));
+    let on_open = Closure::<dyn Fn(web_sys::Event)>::new(move |_| list.connected.set(true));
+    let on_error = Closure::<dyn Fn(web_sys::Event)>::new(move |_| list.connected.set(false));
+    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    let guard = SendWrapper::new((source, on_message, on_open, on_error));
     on_cleanup(move || guard.0.close());
 }
 

@@ -127,6 +127,9 @@ fn ThreadView(page: Page) -> impl IntoView {
                     <RenameThread thread_id=thread.id.clone() title/>
                     <a class="export" href=export_href download>"Export (Markdown)"</a>
                 </div>
+                <Show when=move || !list.connected.get()>
+                    <p class="offline" role="status">"Connection lost. Reconnecting by itself; new text will appear when it is back."</p>
+                </Show>
                 <p class="presence">
                     {move || list.watchers.get().map(|n| {
                         if n == 1 { "1 watching".to_owned() } else { format!("{n} watching") }

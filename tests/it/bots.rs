@@ -8,7 +8,7 @@ use crate::support::{
 };
 use streamchat::{
     model::{ChatEvent, Status},
-    server::config::BotConfig,
+    server::config::{BotConfig, Secret},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,6 +38,7 @@ async fn two_bots_answer_one_message_concurrently() {
             model: "critic-model".into(),
             system_prompt: "You are the critic.".into(),
             base_url: Some(critic_url),
+            api_key: Some(Secret("sk-critic-own".into())),
             ..BotConfig::default()
         });
     })

@@ -222,6 +222,8 @@ struct FakeState {
 struct Log {
     requests: AtomicUsize,
     bodies: Mutex<Vec<Value>>,
+    /// Each request's model and `Authorization` header.
+    auth: Mutex<Vec<(String, String)>>,
     received_at: Mutex<Vec<Instant>>,
     closed_at: Mutex<Vec<Instant>>,
 }
@@ -293,6 +295,11 @@ impl FakeProvider {
         self.log.bodies.lock().unwrap().clone()
     }
 
+    /// Each request's model and `Authorization` header, in arrival order.
+    pub fn authorizations(&self) -> Vec<(String, String)> {
+        self.log.auth.lock().unwrap().clone()
+    }
+
     /// When each request arrived.
     pub fn received_at(&self) -> Vec<Instant> {
         self.log.received_at.lock().unwrap().clone()
@@ -325,9 +332,17 @@ impl Drop for DropGuard {
 
 async fn completions(
     State(state): State<FakeState>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<Value>,
 ) -> axum::response::Response {
     let n = state.log.requests.fetch_add(1, Ordering::SeqCst);
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let model = request["model"].as_str().unwrap_or_default().to_owned();
+    state.log.auth.lock().unwrap().push((model, authorization));
     state.log.received_at.lock().unwrap().push(Instant::now());
     let script = (state.respond)(n, &request);
     state.log.bodies.lock().unwrap().push(request);
