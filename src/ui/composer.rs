@@ -61,15 +61,9 @@ pub fn Composer(
     let highlighted = RwSignal::new(0usize);
     let bots = StoredValue::new(bots);
     let update_suggestions = move || {
-        let Some(textarea) = body_ref.get_untracked() else {
+        let Some((_, value, caret)) = text_and_caret(body_ref) else {
             return;
         };
-        let value = textarea.value();
-        let caret = textarea
-            .selection_start()
-            .ok()
-            .flatten()
-            .map_or(value.len(), |c| utf16_to_byte(&value, c as usize));
         let found = mention_prefix(&value[..caret])
             .map(|prefix| {
                 bots.with_value(|bots| {
@@ -84,15 +78,9 @@ pub fn Composer(
         suggestions.set(found);
     };
     let accept = move |handle: String| {
-        let Some(textarea) = body_ref.get_untracked() else {
+        let Some((textarea, value, caret)) = text_and_caret(body_ref) else {
             return;
         };
-        let value = textarea.value();
-        let caret = textarea
-            .selection_start()
-            .ok()
-            .flatten()
-            .map_or(value.len(), |c| utf16_to_byte(&value, c as usize));
         let Some(prefix) = mention_prefix(&value[..caret]) else {
             return;
         };
@@ -205,6 +193,20 @@ fn mention_prefix(before: &str) -> Option<&str> {
             .chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '-'))
     .then_some(prefix)
+}
+
+/// The textarea, its text, and the caret as a byte index into the text.
+fn text_and_caret(
+    body_ref: NodeRef<html::Textarea>,
+) -> Option<(leptos::web_sys::HtmlTextAreaElement, String, usize)> {
+    let textarea = body_ref.get_untracked()?;
+    let value = textarea.value();
+    let caret = textarea
+        .selection_start()
+        .ok()
+        .flatten()
+        .map_or(value.len(), |c| utf16_to_byte(&value, c as usize));
+    Some((textarea, value, caret))
 }
 
 /// A textarea's caret (UTF-16 units) as a byte index into its value.
