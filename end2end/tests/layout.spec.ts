@@ -25,6 +25,7 @@ test("screenshots of the thread page: desktop and mobile, light and dark", async
   await setup.getByRole("textbox", { name: "Name" }).fill("Ada");
   await setup.getByRole("textbox", { name: "Message" }).fill("Morning! Freeze is **Thursday**; the list is in the wiki.");
   await setup.getByRole("textbox", { name: "Message" }).press("Enter");
+  await expect(setup.getByText("the list is in the wiki.")).toBeVisible();
   const question = uniqueQuestion("What should we check before the release?");
   await ask(setup, "Grace", question);
   await expect(replyTo(setup, question)).toHaveAttribute("data-status", "done", { timeout: 60_000 });

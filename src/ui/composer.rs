@@ -33,16 +33,22 @@ pub fn Composer(
         let Some(textarea) = body_ref.get_untracked() else {
             return;
         };
+        if pending.get_untracked() {
+            return; // one post at a time: a second Enter must not send it twice
+        }
         let (author, body) = (viewer.get_untracked(), textarea.value());
         pending.set(true);
         leptos::task::spawn_local(async move {
-            match send_message(thread.get_value(), author, body).await {
+            match send_message(thread.get_value(), author, body.clone()).await {
                 Ok(posted) => {
                     list.upsert(posted.message);
                     for reply in posted.replies {
                         list.upsert(reply);
                     }
-                    textarea.set_value("");
+                    // Keep whatever was typed while this one was on its way.
+                    if textarea.value() == body {
+                        textarea.set_value("");
+                    }
                     posted_error.set(Some(None));
                     on_sent();
                 }
