@@ -26,6 +26,13 @@ pub enum AppError {
     Network(String),
 }
 
+impl AppError {
+    /// The answer to any request naming a thread that does not exist.
+    pub fn no_thread(id: &str) -> Self {
+        AppError::NotFound(format!("There is no thread \"{id}\"."))
+    }
+}
+
 impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 

@@ -108,12 +108,6 @@ impl MessageList {
         })
     }
 
-    /// Every id held, in order (tests check history for gaps and duplicates).
-    pub fn ids(&self) -> Vec<i64> {
-        self.items
-            .with_untracked(|items| items.iter().map(|m| m.id).collect())
-    }
-
     pub fn items(&self) -> Vec<LiveMessage> {
         self.items.get()
     }

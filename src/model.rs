@@ -5,14 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 
-/// The thread the home page shows; created by the first migration.
-pub const DEFAULT_THREAD: &str = "lobby";
 /// The model name the embedded demo provider answers with; the UI labels it.
 pub const DEMO_MODEL: &str = "demo";
-/// The handle that makes the bot answer.
+/// The default bot's handle (`@gpt`).
 pub const BOT_HANDLE: &str = "gpt";
-/// The bot's author name on its replies.
-pub const BOT_AUTHOR: &str = "gpt";
 /// Largest accepted message body, in bytes, after trimming.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
 /// Longest accepted author name, in characters, after trimming.

@@ -34,11 +34,7 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
 
     let state = respond::state();
     let result = async {
-        let thread = state
-            .store
-            .thread(&thread)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("There is no thread \"{thread}\".")))?;
+        let thread = state.store.existing_thread(&thread).await?;
         let granularity = state.store.thread_granularity(&thread.id).await?;
         // One more than a page tells whether older messages exist.
         let mut latest = state

@@ -59,9 +59,7 @@ pub async fn set_granularity(thread: String, granularity: String) -> Result<(), 
         if state.store.set_thread_granularity(&thread, choice).await? {
             Ok(())
         } else {
-            Err(AppError::NotFound(format!(
-                "There is no thread \"{thread}\"."
-            )))
+            Err(AppError::no_thread(&thread))
         }
     }
     .await;

@@ -57,9 +57,7 @@ pub async fn rename_thread(
     let result = async {
         let title = validate_title(&title)?;
         if !state.store.rename_thread(&thread, &title).await? {
-            return Err(AppError::NotFound(format!(
-                "There is no thread \"{thread}\"."
-            )));
+            return Err(AppError::no_thread(&thread));
         }
         if let Some(summary) = state.store.thread_summary(&thread).await? {
             state

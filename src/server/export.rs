@@ -16,11 +16,7 @@ pub async fn export(
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
 ) -> Result<Response, AppError> {
-    let thread = state
-        .store
-        .thread(&thread_id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("There is no thread \"{thread_id}\".")))?;
+    let thread = state.store.existing_thread(&thread_id).await?;
     let messages = state.store.all_messages(&thread.id).await?;
     let filename: String = thread
         .title

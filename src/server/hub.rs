@@ -185,18 +185,6 @@ impl Hub {
         self.publish_ephemeral(thread_id, ChatEvent::Presence { watchers });
     }
 
-    /// Viewers of a thread right now (open subscriptions).
-    pub fn viewers(&self, thread_id: &str) -> usize {
-        self.topics()
-            .get(thread_id)
-            .map_or(0, |t| t.sender.receiver_count())
-    }
-
-    /// Events held for a thread's slowest subscriber (at most the capacity).
-    pub fn backlog(&self, thread_id: &str) -> usize {
-        self.topics().get(thread_id).map_or(0, |t| t.sender.len())
-    }
-
     /// The thread list's stream.
     pub fn subscribe_index(&self) -> broadcast::Receiver<Arc<Envelope>> {
         self.inner.index.subscribe()

@@ -88,11 +88,7 @@ pub async fn open(
             AppError::Invalid("granularity must be token, word or sentence.".into())
         })?,
     };
-    if state.store.thread(&thread_id).await?.is_none() {
-        return Err(AppError::NotFound(format!(
-            "There is no thread \"{thread_id}\"."
-        )));
-    }
+    state.store.existing_thread(&thread_id).await?;
     let mut live = state.hub.subscribe(&thread_id);
     let first = state.store.snapshot(&thread_id, since).await?;
     let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);

@@ -99,9 +99,7 @@ async fn accept_loop(
         let handoff = handoff.clone();
         tokio::spawn(async move {
             match subscription_request(&stream).await {
-                Some((uri, last_event_id, head_len)) => {
-                    serve_subscription(stream, state, uri, last_event_id, head_len).await
-                }
+                Some(request) => serve_subscription(stream, state, request).await,
                 None => {
                     let _ = handoff.send((stream, addr)).await;
                 }
@@ -110,9 +108,19 @@ async fn accept_loop(
     }
 }
 
-/// Peeks at the first bytes: the request's URI, `Last-Event-ID` and head
-/// length if it is a subscription this path serves.
-async fn subscription_request(stream: &TcpStream) -> Option<(Uri, Option<String>, usize)> {
+/// A subscription request read from a connection's first bytes.
+struct SubscriptionRequest {
+    thread_id: String,
+    query: EventsQuery,
+    last_event_id: Option<String>,
+    /// Bytes of the request head (peeked, not yet consumed).
+    head_len: usize,
+}
+
+/// Peeks at the first bytes: the request, if it is a subscription this
+/// path serves (anything it cannot parse, a bad query included, goes to
+/// axum, which answers it as usual).
+async fn subscription_request(stream: &TcpStream) -> Option<SubscriptionRequest> {
     let mut buf = vec![0u8; MAX_HEAD];
     let n = tokio::time::timeout(FIRST_BYTES_WITHIN, stream.peek(&mut buf))
         .await
@@ -127,10 +135,13 @@ async fn subscription_request(stream: &TcpStream) -> Option<(Uri, Option<String>
         return None;
     }
     let uri: Uri = request.path?.parse().ok()?;
-    let segments: Vec<&str> = uri.path().split('/').collect();
-    if !matches!(segments.as_slice(), ["", "api", "threads", id, "events"] if !id.is_empty()) {
-        return None;
-    }
+    let thread_id = match uri.path().split('/').collect::<Vec<_>>().as_slice() {
+        ["", "api", "threads", id, "events"] if !id.is_empty() => {
+            percent_decode_str(id).decode_utf8_lossy().into_owned()
+        }
+        _ => return None,
+    };
+    let Query(query) = Query::<EventsQuery>::try_from_uri(&uri).ok()?;
     let mut last_event_id = None;
     for header in request.headers.iter() {
         let name = header.name.to_ascii_lowercase();
@@ -141,32 +152,23 @@ async fn subscription_request(stream: &TcpStream) -> Option<(Uri, Option<String>
             _ => {}
         }
     }
-    Some((uri, last_event_id, head_len))
+    Some(SubscriptionRequest {
+        thread_id,
+        query,
+        last_event_id,
+        head_len,
+    })
 }
 
-async fn serve_subscription(
-    mut stream: TcpStream,
-    state: AppState,
-    uri: Uri,
-    last_event_id: Option<String>,
-    head_len: usize,
-) {
+async fn serve_subscription(mut stream: TcpStream, state: AppState, request: SubscriptionRequest) {
     // Consume the head that was only peeked.
-    let mut head = vec![0u8; head_len];
+    let mut head = vec![0u8; request.head_len];
     if stream.read_exact(&mut head).await.is_err() {
         return;
     }
     drop(head);
-    let thread_id = uri
-        .path()
-        .split('/')
-        .nth(3)
-        .map(|id| percent_decode_str(id).decode_utf8_lossy().into_owned())
-        .unwrap_or_default();
-    let opened = match Query::<EventsQuery>::try_from_uri(&uri) {
-        Ok(Query(query)) => sse::open(state, thread_id, last_event_id.as_deref(), query).await,
-        Err(e) => Err(crate::error::AppError::Invalid(e.body_text())),
-    };
+    let last_event_id = request.last_event_id.as_deref();
+    let opened = sse::open(state, request.thread_id, last_event_id, request.query).await;
     let events = match opened {
         Ok(events) => events,
         Err(e) => {

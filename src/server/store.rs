@@ -103,6 +103,13 @@ impl Store {
             .map(drop)
     }
 
+    /// The thread, or the 404 a request naming a missing one gets.
+    pub async fn existing_thread(&self, id: &str) -> Result<Thread, crate::error::AppError> {
+        self.thread(id)
+            .await?
+            .ok_or_else(|| crate::error::AppError::no_thread(id))
+    }
+
     pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
         sqlx::query_as("SELECT id, title FROM threads WHERE id = ?")
             .bind(id)

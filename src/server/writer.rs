@@ -461,10 +461,7 @@ impl WriterTask {
         now: i64,
     ) -> Result<Result<Posted, AppError>, sqlx::Error> {
         if !store::thread_exists(tx, &post.thread_id).await? {
-            return Ok(Err(AppError::NotFound(format!(
-                "There is no thread \"{}\".",
-                post.thread_id
-            ))));
+            return Ok(Err(AppError::no_thread(&post.thread_id)));
         }
         let thread_id: Arc<str> = post.thread_id.as_str().into();
         let user = NewMessage {

@@ -13,19 +13,14 @@ use crate::{
         RenameThread as RenameThreadFn, SetGranularity, MAX_TITLE_CHARS,
     },
     live::MessageList,
-    model::{Granularity, ThreadPage as Page, DEFAULT_THREAD},
+    model::{Granularity, ThreadPage as Page},
 };
 
 /// `/t/:id`.
 #[component]
 pub fn ThreadPage() -> impl IntoView {
     let params = use_params_map();
-    let thread_id = move || {
-        params
-            .read()
-            .get("id")
-            .unwrap_or_else(|| DEFAULT_THREAD.to_owned())
-    };
+    let thread_id = move || params.read().get("id").unwrap_or_default();
     let page = Resource::new(thread_id, list_messages);
     view! {
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
