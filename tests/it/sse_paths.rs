@@ -24,13 +24,14 @@ async fn fresh_and_kept_alive_connections_get_the_same_stream() {
         .pool_max_idle_per_host(1)
         .build()
         .unwrap();
-    assert!(pooled
+    let health = pooled
         .get(format!("{}/healthz", app.url))
         .send()
         .await
-        .unwrap()
-        .status()
-        .is_success());
+        .unwrap();
+    assert!(health.status().is_success());
+    // Read to the end: only then does the connection go back to the pool.
+    health.text().await.unwrap();
     let routed = pooled.get(app.events_url("lobby")).send().await.unwrap();
     assert_eq!(routed.headers()["transfer-encoding"], "chunked");
     for response in [&lean, &routed] {
