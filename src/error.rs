@@ -18,6 +18,12 @@ pub enum AppError {
     /// The request conflicts with the current state (e.g. the reply already ended).
     #[error("{0}")]
     Conflict(String),
+    /// The request needs a signed-in user (an identity header is configured).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The database refuses writes now (e.g. its disk is full); reads work.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something failed on the server; the cause is in the server's log.
     #[error("Something went wrong on the server. Please try again.")]
     Internal,
@@ -30,6 +36,12 @@ impl AppError {
     /// The answer to any request naming a thread that does not exist.
     pub fn no_thread(id: &str) -> Self {
         AppError::NotFound(format!("There is no thread \"{id}\"."))
+    }
+
+    /// The answer to any request naming a message that is not in the thread
+    /// it names (the same whether the id exists elsewhere or not at all).
+    pub fn no_message(id: i64) -> Self {
+        AppError::NotFound(format!("There is no message {id} in this thread."))
     }
 }
 
@@ -62,6 +74,8 @@ mod server {
                 AppError::NotFound(_) => StatusCode::NOT_FOUND,
                 AppError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
                 AppError::Conflict(_) => StatusCode::CONFLICT,
+                AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 AppError::Network(_) => StatusCode::BAD_GATEWAY,
             }

@@ -9,6 +9,7 @@
 
 use leptos::prelude::*;
 
+use crate::ui::body::RenderedBody;
 use crate::model::{body_hash, ChatEvent, Message, ReplyStats, Role, Status, Usage};
 
 /// One message as the page shows it; the parts that change are signals.
@@ -20,6 +21,8 @@ pub struct LiveMessage {
     pub model: Option<String>,
     pub created_at: i64,
     pub body: ArcRwSignal<String>,
+    /// The body as Markdown, block by block; follows `body`.
+    pub rendered: RenderedBody,
     pub status: ArcRwSignal<Status>,
     pub error: ArcRwSignal<Option<String>>,
     pub stopped_by: ArcRwSignal<Option<String>>,
@@ -38,6 +41,7 @@ impl LiveMessage {
             role: m.role,
             model: m.model,
             created_at: m.created_at,
+            rendered: RenderedBody::new(&m.body),
             body: ArcRwSignal::new(m.body),
             status: ArcRwSignal::new(m.status),
             error: ArcRwSignal::new(m.error),
@@ -68,6 +72,9 @@ fn stats_of(m: &Message) -> ReplyStats {
 /// A thread's messages in id (creation) order.
 #[derive(Clone, Copy)]
 pub struct MessageList {
+    /// The thread these messages belong to (every call naming one of them
+    /// names it too).
+    thread: StoredValue<String>,
     items: RwSignal<Vec<LiveMessage>>,
     /// How many people watch the thread now (from presence events).
     pub watchers: RwSignal<Option<u32>>,
@@ -81,14 +88,20 @@ pub struct MessageList {
 }
 
 impl MessageList {
-    pub fn new(messages: Vec<Message>) -> Self {
+    pub fn new(thread: String, messages: Vec<Message>) -> Self {
         Self {
+            thread: StoredValue::new(thread),
             items: RwSignal::new(messages.into_iter().map(LiveMessage::new).collect()),
             watchers: RwSignal::new(None),
             title: RwSignal::new(None),
             announcement: RwSignal::new(String::new()),
             connected: RwSignal::new(true),
         }
+    }
+
+    /// The thread's id.
+    pub fn thread(&self) -> String {
+        self.thread.get_value()
     }
 
     /// The id of the oldest message held (the cursor for older pages).
@@ -137,6 +150,7 @@ impl MessageList {
             Some(held) if m.rev > held.rev.get_untracked() => {
                 held.stats.set(stats_of(&m));
                 if held.body.with_untracked(|b| *b != m.body) {
+                    held.rendered.replaced(&m.body);
                     held.body.set(m.body);
                 }
                 held.status.set(m.status);
@@ -168,6 +182,7 @@ impl MessageList {
                 let len = held.body.with_untracked(String::len);
                 if offset == len {
                     held.body.update(|b| b.push_str(&text));
+                    held.body.with_untracked(|b| held.rendered.appended(b));
                     if let Some(rev) = rev {
                         held.rev.set(rev);
                     }
@@ -317,7 +332,7 @@ pub fn subscribe_thread_list(threads: RwSignal<Vec<crate::model::ThreadSummary>>
 /// Replaces a message's copy with the stored row.
 pub fn refetch(list: MessageList, id: i64) {
     leptos::task::spawn_local(async move {
-        match crate::api::get_message(id).await {
+        match crate::api::get_message(list.thread(), id).await {
             Ok(message) => list.replace(message),
             Err(e) => leptos::logging::warn!("could not re-fetch message {id}: {e}"),
         }

@@ -1,34 +1,398 @@
 //! Message bodies as Markdown, rendered to HTML that is safe to insert.
 //!
-//! Message text is untrusted (model output above all), so this is also the
-//! sanitizer, and the same function runs on the server (SSR) and in the
-//! browser (while a reply streams): what a reader sees cannot depend on
-//! which side drew it.
+//! Parsing is `pulldown-cmark`'s (CommonMark with GFM tables, task lists and
+//! strikethrough); what reaches the page is decided here, by a policy applied
+//! to its events. Message text is untrusted (model output above all), so the
+//! policy is also the sanitizer:
 //!
-//! The rules: every character of the source is escaped unless it is
-//! Markdown syntax this renderer turns into markup it writes itself, so raw
-//! HTML shows as text and no attribute ever comes from the source except a
-//! link target, which keeps only `http`, `https`, `mailto` and relative
-//! targets and opens in a new tab without access to this page. Images become
-//! links (no remote loads). Code blocks get a copy button.
+//! - raw HTML, block or inline, is shown as text;
+//! - no attribute comes from the source except a link target, which keeps
+//!   only `http`, `https`, `mailto` and relative targets and opens in a new
+//!   tab without access to this page (anything else becomes plain text);
+//! - images become links (no remote loads), code languages become a class
+//!   of `[A-Za-z0-9+#._-]` only, code blocks get a Copy button;
+//! - nesting deeper than [`MAX_DEPTH`] keeps its text but loses its tags, so
+//!   no input builds a DOM deep enough to hurt a browser.
 //!
-//! The dialect is what chat replies use: paragraphs (line breaks kept),
-//! ATX headings, fenced code, block quotes, nested bullet / numbered / task
-//! lists, GFM tables, rules, code spans, emphasis, strikethrough, links,
-//! `<autolinks>` and bare `http(s)://` URLs, backslash escapes. It is a
-//! small hand-written renderer rather than a CommonMark library because it
-//! ships in the page's WebAssembly, where a full parser (entity tables,
-//! Unicode case folding) cost ~75 KB gzipped; partial input renders
-//! sensibly, as a streaming reply is re-rendered as it grows.
+//! Output is in the canonical form an HTML parser serialises back
+//! unchanged (tests check it against `ammonia` with the same allowlist).
+//!
+//! Streaming: a body is rendered as a sequence of top-level blocks, each
+//! from its own slice of the source (see [`Blocks`]). Blocks that can no
+//! longer change are rendered once; only the last, open one is re-rendered
+//! as text arrives, so a delta costs the same at any length of reply. The
+//! server renders a finished body with the same splitting, so what a
+//! reader sees cannot depend on which side drew it.
+//!
+//! Every step is a loop over a flat event stream: no recursion, and the work
+//! is linear in the input (a benchmark line reports it).
 
-use std::fmt::Write;
+use std::ops::Range;
 
-/// Renders `source` to sanitized HTML.
+use pulldown_cmark::{
+    Alignment, CodeBlockKind, Event, HeadingLevel, LinkType, Options, Parser, Tag, TagEnd,
+};
+
+/// Deepest nesting of elements written; deeper structure keeps only its text.
+pub const MAX_DEPTH: usize = 32;
+
+/// The Copy button every code block starts with.
+const COPY_BUTTON: &str =
+    r#"<button type="button" class="copy" aria-label="Copy code">Copy</button>"#;
+/// What every followed link carries.
+const LINK_ATTRS: &str = r#" rel="noopener noreferrer nofollow" target="_blank""#;
+
+fn options() -> Options {
+    Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS
+}
+
+/// Renders `source` to sanitized HTML: the concatenation of its blocks.
 pub fn to_html(source: &str) -> String {
     let mut out = String::with_capacity(source.len() * 5 / 4 + 16);
-    let lines: Vec<&str> = source.lines().collect();
-    blocks(&lines, &mut out);
+    let mut blocks = Blocks::default();
+    blocks.extend(source, |html| out.push_str(&html));
+    out.push_str(&blocks.tail);
     out
+}
+
+/// A body being rendered block by block as it grows.
+///
+/// Finished blocks (ones later text cannot change) are handed out once, by
+/// [`Blocks::extend`]; `tail` is the HTML of the open last block,
+/// re-rendered on every call. A call costs the length of the open block
+/// (plus any newly finished ones), not of the body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blocks {
+    pub tail: String,
+    /// Byte offset in the body where the open block starts.
+    tail_start: usize,
+}
+
+impl Blocks {
+    /// Brings the rendering up to `source`, which must be the previously
+    /// rendered body with text appended (for any other text start from
+    /// `Blocks::default()`). Each newly finished block's HTML goes to
+    /// `finished`, in order.
+    pub fn extend(&mut self, source: &str, mut finished: impl FnMut(String)) {
+        let from = floor_char_boundary(source, self.tail_start.min(source.len()));
+        let (done, tail_start) = split(source, from);
+        for range in done {
+            finished(render(&source[range]));
+        }
+        self.tail_start = tail_start;
+        self.tail = render(&source[tail_start..]);
+    }
+}
+
+fn floor_char_boundary(s: &str, mut at: usize) -> usize {
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Splits `source[from..]` (which starts at a block boundary) into the
+/// slices of finished blocks and the start of the open one.
+///
+/// A top-level block is finished once the line where the next block starts
+/// is complete: whether a line opens a new block or continues the previous
+/// one (`#` is a heading, `#tag` is text) is only known at its end. Each
+/// slice starts at the beginning of its block's first line, so rendered on
+/// its own it parses as it did in the whole.
+fn split(source: &str, from: usize) -> (Vec<Range<usize>>, usize) {
+    let text = &source[from..];
+    let complete = text.rfind('\n').map_or(0, |nl| nl + 1);
+    let mut starts = Vec::new();
+    let mut depth = 0usize;
+    for (event, range) in Parser::new_ext(text, options()).into_offset_iter() {
+        let at_top = depth == 0;
+        match event {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if at_top && !matches!(event, Event::End(_)) {
+            let line_start = text[..range.start].rfind('\n').map_or(0, |nl| nl + 1);
+            if line_start >= complete {
+                break;
+            }
+            if starts.last() != Some(&line_start) {
+                starts.push(line_start);
+            }
+        }
+    }
+    // The first block takes whatever precedes it (blank lines, definitions).
+    if let Some(first) = starts.first_mut() {
+        *first = 0;
+    }
+    let mut finished = Vec::new();
+    if starts.len() < 2 {
+        return (finished, from);
+    }
+    for pair in starts.windows(2) {
+        finished.push(from + pair[0]..from + pair[1]);
+    }
+    (finished, from + starts[starts.len() - 1])
+}
+
+/// Renders one slice of Markdown under the policy.
+fn render(source: &str) -> String {
+    let mut out = String::with_capacity(source.len() * 5 / 4 + 16);
+    Renderer::default().run(source, &mut out);
+    out
+}
+
+/// What an `End` event writes, pushed by its `Start`.
+#[derive(Clone, Copy)]
+enum Close {
+    /// Nothing (a tag dropped by the policy or beyond [`MAX_DEPTH`]).
+    Nothing,
+    Tag(&'static str),
+    /// The end of a link (or an image shown as one): its closing tag, if any.
+    Link(&'static str),
+    Table,
+    TableHead,
+}
+
+#[derive(Default)]
+struct Renderer {
+    /// One entry per open element, innermost last.
+    open: Vec<Close>,
+    /// Links (or images shown as links) open now: a link inside one is text.
+    links: usize,
+    code_block: bool,
+    in_table_head: bool,
+    alignments: Vec<Alignment>,
+    cell: usize,
+}
+
+impl Renderer {
+    fn run(mut self, source: &str, out: &mut String) {
+        for event in Parser::new_ext(source, options()) {
+            match event {
+                Event::Start(tag) => self.start(tag, out),
+                Event::End(tag) => self.end(tag, out),
+                Event::Text(text) => {
+                    if self.code_block || self.links > 0 {
+                        escape(&text, out);
+                    } else {
+                        linkify(&text, out);
+                    }
+                }
+                Event::Code(code) => {
+                    out.push_str("<code>");
+                    escape(&code, out);
+                    out.push_str("</code>");
+                }
+                // Raw HTML is text like any other.
+                Event::Html(html) | Event::InlineHtml(html) => escape(&html, out),
+                Event::InlineMath(text) | Event::DisplayMath(text) => escape(&text, out),
+                Event::FootnoteReference(label) => escape(&label, out),
+                Event::SoftBreak => out.push('\n'),
+                Event::HardBreak => out.push_str("<br>\n"),
+                Event::Rule => out.push_str("<hr>\n"),
+                Event::TaskListMarker(checked) => out.push_str(if checked {
+                    r#"<input type="checkbox" disabled="" checked=""> "#
+                } else {
+                    r#"<input type="checkbox" disabled=""> "#
+                }),
+            }
+        }
+        // A parser always balances its events; this guards the policy's own.
+        while let Some(close) = self.open.pop() {
+            self.close(close, out);
+        }
+    }
+
+    fn start(&mut self, tag: Tag, out: &mut String) {
+        if self.open.len() >= MAX_DEPTH {
+            // Too deep: keep the text, drop the structure.
+            if matches!(tag, Tag::CodeBlock(_)) {
+                self.code_block = true;
+            }
+            self.open.push(Close::Nothing);
+            return;
+        }
+        let close = match tag {
+            Tag::Paragraph => {
+                out.push_str("<p>");
+                Close::Tag("</p>\n")
+            }
+            Tag::Heading { level, .. } => {
+                let (open, close) = match level {
+                    HeadingLevel::H1 => ("<h1>", "</h1>\n"),
+                    HeadingLevel::H2 => ("<h2>", "</h2>\n"),
+                    HeadingLevel::H3 => ("<h3>", "</h3>\n"),
+                    HeadingLevel::H4 => ("<h4>", "</h4>\n"),
+                    HeadingLevel::H5 => ("<h5>", "</h5>\n"),
+                    HeadingLevel::H6 => ("<h6>", "</h6>\n"),
+                };
+                out.push_str(open);
+                Close::Tag(close)
+            }
+            Tag::BlockQuote(_) => {
+                out.push_str("<blockquote>\n");
+                Close::Tag("</blockquote>\n")
+            }
+            Tag::CodeBlock(kind) => {
+                self.code_block = true;
+                out.push_str(r#"<div class="code">"#);
+                out.push_str(COPY_BUTTON);
+                out.push_str("<pre><code");
+                if let CodeBlockKind::Fenced(info) = kind {
+                    if let Some(language) = code_language(&info) {
+                        out.push_str(r#" class="language-"#);
+                        out.push_str(language);
+                        out.push('"');
+                    }
+                }
+                out.push('>');
+                Close::Tag("</code></pre></div>\n")
+            }
+            // Shown as a paragraph of text.
+            Tag::HtmlBlock => {
+                out.push_str("<p>");
+                Close::Tag("</p>\n")
+            }
+            Tag::List(Some(1)) => {
+                out.push_str("<ol>\n");
+                Close::Tag("</ol>\n")
+            }
+            Tag::List(Some(start)) => {
+                out.push_str("<ol start=\"");
+                out.push_str(&start.to_string());
+                out.push_str("\">\n");
+                Close::Tag("</ol>\n")
+            }
+            Tag::List(None) => {
+                out.push_str("<ul>\n");
+                Close::Tag("</ul>\n")
+            }
+            Tag::Item => {
+                out.push_str("<li>");
+                Close::Tag("</li>\n")
+            }
+            Tag::Table(alignments) => {
+                self.alignments = alignments;
+                out.push_str("<table>\n");
+                Close::Table
+            }
+            Tag::TableHead => {
+                self.in_table_head = true;
+                self.cell = 0;
+                out.push_str("<thead>\n<tr>");
+                Close::TableHead
+            }
+            Tag::TableRow => {
+                self.cell = 0;
+                out.push_str("<tr>");
+                Close::Tag("</tr>\n")
+            }
+            Tag::TableCell => {
+                let name = if self.in_table_head { "th" } else { "td" };
+                out.push('<');
+                out.push_str(name);
+                match self.alignments.get(self.cell) {
+                    Some(Alignment::Left) => out.push_str(r#" class="align-left""#),
+                    Some(Alignment::Center) => out.push_str(r#" class="align-center""#),
+                    Some(Alignment::Right) => out.push_str(r#" class="align-right""#),
+                    _ => {}
+                }
+                out.push('>');
+                self.cell += 1;
+                Close::Tag(if self.in_table_head { "</th>" } else { "</td>" })
+            }
+            Tag::Emphasis => {
+                out.push_str("<em>");
+                Close::Tag("</em>")
+            }
+            Tag::Strong => {
+                out.push_str("<strong>");
+                Close::Tag("</strong>")
+            }
+            Tag::Strikethrough => {
+                out.push_str("<del>");
+                Close::Tag("</del>")
+            }
+            Tag::Link {
+                link_type,
+                dest_url,
+                ..
+            } => {
+                let target = if link_type == LinkType::Email && !dest_url.starts_with("mailto:") {
+                    format!("mailto:{dest_url}")
+                } else {
+                    dest_url.to_string()
+                };
+                self.open_link(&target, out)
+            }
+            // Images become links to them: nothing loads from elsewhere.
+            Tag::Image { dest_url, .. } => self.open_link(&dest_url, out),
+            // Not enabled; their text is kept.
+            Tag::FootnoteDefinition(_)
+            | Tag::DefinitionList
+            | Tag::DefinitionListTitle
+            | Tag::DefinitionListDefinition
+            | Tag::Superscript
+            | Tag::Subscript
+            | Tag::MetadataBlock(_) => Close::Nothing,
+        };
+        self.open.push(close);
+    }
+
+    fn open_link(&mut self, target: &str, out: &mut String) -> Close {
+        self.links += 1;
+        if self.links > 1 {
+            // No link inside a link: the inner one is its text.
+            Close::Link("")
+        } else if is_safe_url(target) {
+            out.push_str("<a href=\"");
+            escape_attr(target, out);
+            out.push('"');
+            out.push_str(LINK_ATTRS);
+            out.push('>');
+            Close::Link("</a>")
+        } else {
+            out.push_str(r#"<span class="unsafe-link">"#);
+            Close::Link("</span>")
+        }
+    }
+
+    fn end(&mut self, tag: TagEnd, out: &mut String) {
+        if matches!(tag, TagEnd::CodeBlock) {
+            self.code_block = false;
+        }
+        if matches!(tag, TagEnd::TableHead) {
+            self.in_table_head = false;
+        }
+        if let Some(close) = self.open.pop() {
+            self.close(close, out);
+        }
+    }
+
+    fn close(&mut self, close: Close, out: &mut String) {
+        match close {
+            Close::Nothing => {}
+            Close::Tag(tag) => out.push_str(tag),
+            Close::Link(tag) => {
+                self.links -= 1;
+                out.push_str(tag);
+            }
+            Close::Table => out.push_str("</tbody>\n</table>\n"),
+            Close::TableHead => out.push_str("</tr>\n</thead>\n<tbody>\n"),
+        }
+    }
+}
+
+/// The language class of a fenced code block: its first word, if it is
+/// made only of `[A-Za-z0-9+#._-]` and at most 32 bytes.
+fn code_language(info: &str) -> Option<&str> {
+    info.split_whitespace().next().filter(|l| {
+        l.len() <= 32
+            && l
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-_#.".contains(c))
+    })
 }
 
 /// Whether a link target may be followed: `http`, `https`, `mailto`, or no
@@ -38,632 +402,118 @@ pub fn is_safe_url(url: &str) -> bool {
     let cleaned: String = url
         .chars()
         .filter(|c| !c.is_ascii_whitespace() && !c.is_control())
+        .take_while(|c| !matches!(c, '/' | '?' | '#'))
         .collect::<String>()
         .to_ascii_lowercase();
-    match cleaned.find([':', '/', '?', '#']) {
-        Some(i) if cleaned.as_bytes()[i] == b':' => {
-            matches!(&cleaned[..i], "http" | "https" | "mailto")
-        }
-        _ => true,
+    match cleaned.find(':') {
+        Some(i) => matches!(&cleaned[..i], "http" | "https" | "mailto"),
+        None => true,
     }
 }
 
-/// Escapes text for element content.
+/// Escapes text for element content, in the form HTML serialisers write.
 fn escape(text: &str, out: &mut String) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
+    let mut last = 0;
+    for (i, c) in text.char_indices() {
+        let replacement = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '\u{a0}' => "&nbsp;",
+            // A parser turns CR into LF (Markdown already read it as a line
+            // end) and drops NUL.
+            '\r' | '\0' => "",
+            _ => continue,
+        };
+        out.push_str(&text[last..i]);
+        out.push_str(replacement);
+        last = i + c.len_utf8();
     }
+    out.push_str(&text[last..]);
 }
 
 /// Escapes text for a double-quoted attribute value.
 fn escape_attr(text: &str, out: &mut String) {
     for c in text.chars() {
         match c {
+            '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => escape(c.encode_utf8(&mut [0; 4]), out),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\u{a0}' => out.push_str("&nbsp;"),
+            '\r' | '\0' => {}
+            c => out.push(c),
         }
     }
 }
 
-// ---------------------------------------------------------------- blocks
-
-fn blocks(lines: &[&str], out: &mut String) {
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        if trimmed.is_empty() {
-            i += 1;
-        } else if indent < 4 && fence(trimmed).is_some() {
-            i = code_block(lines, i, out);
-        } else if indent < 4 && heading(trimmed).is_some() {
-            let (level, text) = heading(trimmed).unwrap_or_default();
-            let _ = write!(out, "<h{level}>");
-            inline(text, out);
-            let _ = writeln!(out, "</h{level}>");
-            i += 1;
-        } else if indent < 4 && is_rule(trimmed) {
-            out.push_str("<hr>\n");
-            i += 1;
-        } else if indent < 4 && trimmed.starts_with('>') {
-            let start = i;
-            while i < lines.len() && lines[i].trim_start().starts_with('>') {
-                i += 1;
+/// Text with bare `http(s)://` URLs made into links.
+fn linkify(text: &str, out: &mut String) {
+    let mut rest = text;
+    while let Some(at) = find_url_start(rest) {
+        match bare_url(&rest[at..]) {
+            Some(url) => {
+                escape(&rest[..at], out);
+                out.push_str("<a href=\"");
+                escape_attr(url, out);
+                out.push('"');
+                out.push_str(LINK_ATTRS);
+                out.push('>');
+                escape(url, out);
+                out.push_str("</a>");
+                rest = &rest[at + url.len()..];
             }
-            let inner: Vec<&str> = lines[start..i]
-                .iter()
-                .map(|l| {
-                    let l = &l.trim_start()[1..];
-                    l.strip_prefix(' ').unwrap_or(l)
-                })
-                .collect();
-            out.push_str("<blockquote>\n");
-            blocks(&inner, out);
-            out.push_str("</blockquote>\n");
-        } else if indent < 4 && list_marker(trimmed).is_some() {
-            i = list(lines, i, out);
-        } else if i + 1 < lines.len()
-            && trimmed.contains('|')
-            && table_delimiter(lines[i + 1]).is_some()
-        {
-            i = table(lines, i, out);
-        } else {
-            // A paragraph runs to a blank line or the start of another block.
-            let start = i;
-            i += 1;
-            while i < lines.len() && !interrupts_paragraph(lines[i]) {
-                i += 1;
+            None => {
+                let skip = at + "http".len();
+                escape(&rest[..skip], out);
+                rest = &rest[skip..];
             }
-            let text = lines[start..i]
-                .iter()
-                .map(|l| l.trim())
-                .collect::<Vec<_>>()
-                .join("\n");
-            out.push_str("<p>");
-            inline(&text, out);
-            out.push_str("</p>\n");
         }
     }
+    escape(rest, out);
 }
 
-fn interrupts_paragraph(line: &str) -> bool {
-    let trimmed = line.trim_start();
-    let indent = line.len() - trimmed.len();
-    trimmed.is_empty()
-        || (indent < 4
-            && (fence(trimmed).is_some()
-                || heading(trimmed).is_some()
-                || is_rule(trimmed)
-                || trimmed.starts_with('>')
-                || list_marker(trimmed).is_some_and(|m| m.number.is_none_or(|n| n == 1))))
-}
-
-/// A code fence: its character run and the info string.
-fn fence(line: &str) -> Option<(&str, &str)> {
-    let c = line.chars().next().filter(|c| *c == '`' || *c == '~')?;
-    let run = line.len() - line.trim_start_matches(c).len();
-    let info = line[run..].trim();
-    (run >= 3 && !(c == '`' && info.contains('`'))).then(|| (&line[..run], info))
-}
-
-fn code_block(lines: &[&str], start: usize, out: &mut String) -> usize {
-    let indent = lines[start].len() - lines[start].trim_start().len();
-    let (run, info) = fence(lines[start].trim_start()).unwrap_or(("```", ""));
-    let language = info.split_whitespace().next().filter(|l| {
-        l.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-_#.".contains(c))
-    });
-    out.push_str(r#"<div class="code"><button type="button" class="copy" aria-label="Copy code">Copy</button><pre><code"#);
-    if let Some(language) = language {
-        let _ = write!(out, r#" class="language-{language}""#);
-    }
-    out.push('>');
-    let mut i = start + 1;
-    // An unclosed fence runs to the end (a reply still streaming).
-    while i < lines.len() {
-        let line = lines[i];
-        let trimmed = line.trim_start();
-        if trimmed.starts_with(run)
-            && trimmed
-                .trim_start_matches(run.as_bytes()[0] as char)
-                .trim()
-                .is_empty()
-        {
-            i += 1;
-            break;
+/// Where the next `http://` or `https://` starting a word is.
+fn find_url_start(text: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = text[from..].find("http") {
+        let at = from + at;
+        let after = &text[at..];
+        let starts_word = text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
+        if starts_word && (after.starts_with("http://") || after.starts_with("https://")) {
+            return Some(at);
         }
-        // Drop up to the fence's own indentation.
-        let strip = (line.len() - trimmed.len()).min(indent);
-        escape(&line[strip..], out);
-        out.push('\n');
-        i += 1;
-    }
-    out.push_str("</code></pre></div>\n");
-    i
-}
-
-fn heading(line: &str) -> Option<(usize, &str)> {
-    let level = line.len() - line.trim_start_matches('#').len();
-    let rest = &line[level..];
-    ((1..=6).contains(&level) && (rest.is_empty() || rest.starts_with([' ', '\t']))).then(|| {
-        let text = rest.trim();
-        // A closing run of #s is not part of the text.
-        let closed = text.trim_end_matches('#');
-        (
-            level,
-            if closed.ends_with(' ') || closed.is_empty() {
-                closed.trim_end()
-            } else {
-                text
-            },
-        )
-    })
-}
-
-fn is_rule(line: &str) -> bool {
-    let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
-    compact.len() >= 3
-        && ["-", "*", "_"]
-            .iter()
-            .any(|m| compact.chars().all(|c| c.to_string() == *m))
-}
-
-struct Marker {
-    /// Bytes up to the item's text.
-    width: usize,
-    number: Option<u64>,
-}
-
-fn list_marker(line: &str) -> Option<Marker> {
-    let bytes = line.as_bytes();
-    if matches!(bytes.first(), Some(b'-' | b'*' | b'+')) {
-        return match bytes.get(1) {
-            Some(b' ' | b'\t') => Some(Marker {
-                width: 2,
-                number: None,
-            }),
-            None => Some(Marker {
-                width: 1,
-                number: None,
-            }),
-            _ => None,
-        };
-    }
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if (1..=9).contains(&digits) && matches!(bytes.get(digits), Some(b'.' | b')')) {
-        let number = line[..digits].parse().ok();
-        return match bytes.get(digits + 1) {
-            Some(b' ' | b'\t') => Some(Marker {
-                width: digits + 2,
-                number,
-            }),
-            None => Some(Marker {
-                width: digits + 1,
-                number,
-            }),
-            _ => None,
-        };
+        from = at + "http".len();
     }
     None
 }
 
-/// A list: items at this indentation, each with the lines indented under it.
-fn list(lines: &[&str], start: usize, out: &mut String) -> usize {
-    let first = lines[start].trim_start();
-    let base = lines[start].len() - first.len();
-    let ordered = list_marker(first).and_then(|m| m.number);
-    match ordered {
-        Some(1) => out.push_str("<ol>\n"),
-        Some(n) => {
-            let _ = writeln!(out, r#"<ol start="{n}">"#);
-        }
-        None => out.push_str("<ul>\n"),
-    }
-    let mut i = start;
-    while i < lines.len() {
-        let line = lines[i];
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        let Some(marker) = list_marker(trimmed).filter(|m| {
-            indent <= base + 1 && indent + 4 > base && m.number.is_some() == ordered.is_some()
-        }) else {
-            break;
-        };
-        let content_indent = indent + marker.width;
-        let mut item: Vec<&str> = vec![trimmed.get(marker.width..).unwrap_or("")];
-        i += 1;
-        // The item continues with indented lines, and blank lines between them.
-        while i < lines.len() {
-            let next = lines[i];
-            let next_trimmed = next.trim_start();
-            let next_indent = next.len() - next_trimmed.len();
-            if next_trimmed.is_empty() {
-                let continues = lines[i + 1..]
-                    .iter()
-                    .find(|l| !l.trim().is_empty())
-                    .is_some_and(|l| {
-                        l.len() - l.trim_start().len() >= content_indent.min(base + 2)
-                    });
-                if !continues {
-                    break;
-                }
-                item.push("");
-            } else if next_indent >= content_indent.min(base + 2) {
-                item.push(&next[content_indent.min(next_indent)..]);
-            } else if list_marker(next_trimmed).is_none() && !interrupts_paragraph(next) {
-                item.push(next_trimmed); // a lazy continuation of the text
-            } else {
-                break;
-            }
-            i += 1;
-        }
-        out.push_str("<li>");
-        let (task, first_line) = match item[0].get(..4) {
-            Some("[ ] ") => (Some(false), &item[0][4..]),
-            Some("[x] " | "[X] ") => (Some(true), &item[0][4..]),
-            _ => (None, item[0]),
-        };
-        match task {
-            Some(true) => out.push_str(r#"<input type="checkbox" disabled checked> "#),
-            Some(false) => out.push_str(r#"<input type="checkbox" disabled> "#),
-            None => {}
-        }
-        item[0] = first_line;
-        let tight = !item.iter().any(|l| l.trim().is_empty())
-            && item[1..].iter().all(|l| {
-                let l = l.trim_start();
-                list_marker(l).is_none() && fence(l).is_none() && !l.starts_with('>')
-            });
-        if tight {
-            // A tight item: its text without a paragraph.
-            inline(
-                &item.iter().map(|l| l.trim()).collect::<Vec<_>>().join("\n"),
-                out,
-            );
-        } else {
-            out.push('\n');
-            blocks(&item, out);
-        }
-        out.push_str("</li>\n");
-        while i < lines.len() && lines[i].trim().is_empty() {
-            // Blank lines between items of one list.
-            if lines[i + 1..]
-                .iter()
-                .find(|l| !l.trim().is_empty())
-                .is_some_and(|l| list_marker(l.trim_start()).is_some())
-            {
-                i += 1;
-            } else {
-                break;
-            }
-        }
-    }
-    out.push_str(if ordered.is_some() {
-        "</ol>\n"
-    } else {
-        "</ul>\n"
-    });
-    i.max(start + 1)
-}
-
-/// The alignments of a table's delimiter row (`| --- | :-: |`).
-fn table_delimiter(line: &str) -> Option<Vec<&'static str>> {
-    let cells = split_row(line);
-    let aligns: Option<Vec<&'static str>> = cells
-        .iter()
-        .map(|cell| {
-            let c = cell.trim();
-            let dashes = c.trim_start_matches(':').trim_end_matches(':');
-            (!dashes.is_empty() && dashes.chars().all(|ch| ch == '-')).then(|| {
-                match (c.starts_with(':'), c.ends_with(':')) {
-                    (true, true) => "center",
-                    (false, true) => "right",
-                    _ => "",
-                }
-            })
-        })
-        .collect();
-    aligns.filter(|a| !a.is_empty() && line.contains(['|', '-']))
-}
-
-fn split_row(line: &str) -> Vec<&str> {
-    let row = line.trim();
-    let row = row.strip_prefix('|').unwrap_or(row);
-    let row = row
-        .strip_suffix('|')
-        .filter(|r| !r.ends_with('\\'))
-        .unwrap_or(row);
-    let mut cells = Vec::new();
-    let mut start = 0;
-    let bytes = row.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'|' && (i == 0 || bytes[i - 1] != b'\\') {
-            cells.push(&row[start..i]);
-            start = i + 1;
-        }
-    }
-    cells.push(&row[start..]);
-    cells
-}
-
-fn table(lines: &[&str], start: usize, out: &mut String) -> usize {
-    let aligns = table_delimiter(lines[start + 1]).unwrap_or_default();
-    let row = |line: &str, tag: &str, out: &mut String| {
-        out.push_str("<tr>");
-        let cells = split_row(line);
-        for (n, align) in aligns.iter().enumerate() {
-            if align.is_empty() {
-                let _ = write!(out, "<{tag}>");
-            } else {
-                let _ = write!(out, r#"<{tag} class="align-{align}">"#);
-            }
-            inline(cells.get(n).map_or("", |c| c.trim()), out);
-            let _ = write!(out, "</{tag}>");
-        }
-        out.push_str("</tr>\n");
-    };
-    out.push_str("<table>\n<thead>\n");
-    row(lines[start], "th", out);
-    out.push_str("</thead>\n<tbody>\n");
-    let mut i = start + 2;
-    while i < lines.len() && !lines[i].trim().is_empty() && lines[i].contains('|') {
-        row(lines[i], "td", out);
-        i += 1;
-    }
-    out.push_str("</tbody>\n</table>\n");
-    i
-}
-
-// ---------------------------------------------------------------- inline
-
-fn inline(text: &str, out: &mut String) {
-    inline_with(text, out, true);
-}
-
-/// Inline Markdown; `links: false` inside a link's label (no nested links).
-fn inline_with(text: &str, out: &mut String, links: bool) {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    // Plain text is copied (escaped) in runs between syntax characters.
-    let mut plain = 0;
-    while i < bytes.len() {
-        let rest = &text[i..];
-        let handled = match bytes[i] {
-            b'\\' => rest[1..]
-                .chars()
-                .next()
-                .filter(char::is_ascii_punctuation)
-                .map(|c| {
-                    escape(&text[plain..i], out);
-                    escape(&c.to_string(), out);
-                    1 + c.len_utf8()
-                }),
-            b'`' => match code_span(rest) {
-                Some((len, code)) => {
-                    escape(&text[plain..i], out);
-                    out.push_str("<code>");
-                    escape(code, out);
-                    out.push_str("</code>");
-                    Some(len)
-                }
-                None => {
-                    // An unmatched run of backticks is text, all of it.
-                    i += rest.len() - rest.trim_start_matches('`').len();
-                    continue;
-                }
-            },
-            b'[' if links => link(rest).map(|(len, label, url)| {
-                escape(&text[plain..i], out);
-                anchor(url, label, out);
-                len
-            }),
-            b'!' if links && rest[1..].starts_with('[') => {
-                link(&rest[1..]).map(|(len, label, url)| {
-                    escape(&text[plain..i], out);
-                    anchor(url, label, out);
-                    len + 1
-                })
-            }
-            b'<' if links => autolink(rest).map(|(len, url)| {
-                escape(&text[plain..i], out);
-                anchor(url, url, out);
-                len
-            }),
-            b'h' if links
-                && (rest.starts_with("http://") || rest.starts_with("https://"))
-                && !text[..i]
-                    .chars()
-                    .next_back()
-                    .is_some_and(|c| c.is_alphanumeric()) =>
-            {
-                bare_url(rest).map(|url| {
-                    escape(&text[plain..i], out);
-                    anchor(url, url, out);
-                    url.len()
-                })
-            }
-            b'*' | b'_' | b'~' => emphasis(text, i).map(|(len, tag, inner)| {
-                escape(&text[plain..i], out);
-                let _ = write!(out, "<{tag}>");
-                inline_with(inner, out, links);
-                let _ = write!(out, "</{tag}>");
-                len
-            }),
-            _ => None,
-        };
-        match handled {
-            Some(len) => {
-                i += len;
-                plain = i;
-            }
-            None => i += rest.chars().next().map_or(1, char::len_utf8),
-        }
-    }
-    escape(&text[plain..], out);
-}
-
-/// A link to `url` labelled with `label` (inline Markdown), or the label
-/// alone, marked, when the target is not safe to follow.
-fn anchor(url: &str, label: &str, out: &mut String) {
-    if is_safe_url(url) {
-        out.push_str(r#"<a href=""#);
-        escape_attr(url, out);
-        out.push_str(r#"" rel="noopener noreferrer nofollow" target="_blank">"#);
-        inline_with(label, out, false);
-        out.push_str("</a>");
-    } else {
-        out.push_str(r#"<span class="unsafe-link">"#);
-        inline_with(label, out, false);
-        out.push_str("</span>");
-    }
-}
-
-/// `` `code` ``: the span's length and its text.
-fn code_span(rest: &str) -> Option<(usize, &str)> {
-    let run = rest.len() - rest.trim_start_matches('`').len();
-    let mut from = run;
-    while let Some(at) = rest[from..].find('`') {
-        let start = from + at;
-        let len = rest[start..].len() - rest[start..].trim_start_matches('`').len();
-        if len == run {
-            let code = &rest[run..start];
-            let code = if code.len() > 2 && code.starts_with(' ') && code.ends_with(' ') {
-                &code[1..code.len() - 1]
-            } else {
-                code
-            };
-            return Some((start + len, code));
-        }
-        from = start + len;
-    }
-    None
-}
-
-/// `[label](url "title")`: the length, the label and the url.
-fn link(rest: &str) -> Option<(usize, &str, &str)> {
-    let bytes = rest.as_bytes();
-    let mut depth = 0;
-    let mut close = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b'`' => {
-                if let Some((len, _)) = code_span(&rest[i..]) {
-                    i += len;
-                    continue;
-                }
-            }
-            b'[' => depth += 1,
-            b']' => {
-                depth -= 1;
-                if depth == 0 {
-                    close = Some(i);
-                    break;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    let close = close?;
-    let after = rest[close + 1..].strip_prefix('(')?;
-    // The destination ends at the `)` that balances its parentheses.
-    let mut depth = 0i32;
-    let mut escaped = false;
-    let end = after.char_indices().find_map(|(at, ch)| {
-        match ch {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '(' => depth += 1,
-            ')' if depth == 0 => return Some(at),
-            ')' => depth -= 1,
-            _ => {}
-        }
-        None
-    })?;
-    let inside = after[..end].trim();
-    let url = match inside.strip_prefix('<') {
-        Some(bracketed) => bracketed.split('>').next().unwrap_or(""),
-        None => inside.split_whitespace().next().unwrap_or(""),
-    };
-    Some((close + 2 + end + 1, &rest[1..close], url))
-}
-
-/// `<scheme:...>` or `<user@host>`: the length and the target.
-fn autolink(rest: &str) -> Option<(usize, &str)> {
-    let end = rest.find('>')?;
-    let inner = &rest[1..end];
-    let scheme_like = inner.split_once(':').is_some_and(|(s, _)| {
-        s.len() >= 2
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
-    });
-    (!inner.is_empty() && !inner.contains([' ', '<', '\n']) && scheme_like)
-        .then_some((end + 1, inner))
-}
-
-/// A bare `http(s)://` URL, without the punctuation that usually ends a sentence.
+/// A bare URL at the start of `rest`, without trailing punctuation and
+/// unbalanced closing parentheses.
 fn bare_url(rest: &str) -> Option<&str> {
     let end = rest
         .find(|c: char| c.is_whitespace() || c == '<')
         .unwrap_or(rest.len());
     let mut url = &rest[..end];
+    let mut open = url.matches('(').count();
+    let mut closed = url.matches(')').count();
     while let Some(last) = url.chars().next_back() {
-        let unbalanced = last == ')' && url.matches('(').count() < url.matches(')').count();
+        let unbalanced = last == ')' && open < closed;
         if ".,:;!?'\"*_~".contains(last) || unbalanced {
-            url = &url[..url.len() - 1];
+            url = &url[..url.len() - last.len_utf8()];
+            match last {
+                ')' => closed -= 1,
+                '(' => open -= 1,
+                _ => {}
+            }
         } else {
             break;
         }
     }
     (url.len() > "https://".len()).then_some(url)
-}
-
-/// `*em*`, `**strong**`, `_em_`, `__strong__`, `~~del~~` starting at `at`:
-/// the length, the tag and the inner text.
-fn emphasis(text: &str, at: usize) -> Option<(usize, &'static str, &str)> {
-    let rest = &text[at..];
-    let c = rest.as_bytes()[0] as char;
-    let run = (rest.len() - rest.trim_start_matches(c).len()).min(3);
-    let (width, tag) = match (c, run) {
-        ('~', 2..) => (2, "del"),
-        ('~', _) => return None,
-        (_, 1) => (1, "em"),
-        _ => (2, "strong"),
-    };
-    let before = text[..at].chars().next_back();
-    let open_next = rest[width..].chars().next()?;
-    // Opens: not followed by whitespace; `_` not inside a word.
-    if open_next.is_whitespace() || (c == '_' && before.is_some_and(char::is_alphanumeric)) {
-        return None;
-    }
-    let delimiter = &rest[..width];
-    let mut from = width;
-    while let Some(found) = rest[from..].find(delimiter) {
-        let close = from + found;
-        let inner = &rest[width..close];
-        let after = rest[close + width..].chars().next();
-        let empty = inner.is_empty() || inner.ends_with(char::is_whitespace);
-        // `_` does not close inside a word.
-        let intraword = c == '_' && after.is_some_and(char::is_alphanumeric);
-        // A single `*` does not close on part of a `**`.
-        let part_of_pair =
-            width == 1 && (rest[close + 1..].starts_with(c) || rest[..close].ends_with(c));
-        let closes = !(empty || intraword || part_of_pair);
-        if closes {
-            return Some((close + width, tag, inner));
-        }
-        from = close + rest[close..].chars().next().map_or(1, char::len_utf8);
-    }
-    None
 }
 
 #[cfg(test)]
@@ -698,11 +548,11 @@ mod tests {
         );
         assert_eq!(
             to_html("- outer\n  - inner\n- next"),
-            "<ul>\n<li>\n<p>outer</p>\n<ul>\n<li>inner</li>\n</ul>\n</li>\n<li>next</li>\n</ul>\n"
+            "<ul>\n<li>outer<ul>\n<li>inner</li>\n</ul>\n</li>\n<li>next</li>\n</ul>\n"
         );
         assert_eq!(
             to_html("- [x] done\n- [ ] todo"),
-            "<ul>\n<li><input type=\"checkbox\" disabled checked> done</li>\n<li><input type=\"checkbox\" disabled> todo</li>\n</ul>\n"
+            "<ul>\n<li><input type=\"checkbox\" disabled=\"\" checked=\"\"> done</li>\n<li><input type=\"checkbox\" disabled=\"\"> todo</li>\n</ul>\n"
         );
     }
 
@@ -715,7 +565,9 @@ mod tests {
             "{html}"
         );
         // Still streaming: the open fence runs to the end.
-        assert!(to_html("```\nlet x = 1;").contains("<code>let x = 1;\n</code>"));
+        assert!(to_html("```\nlet x = 1;").contains("<code>let x = 1;"));
+        // Only a plain word becomes the language class.
+        assert!(!to_html("```\"><script>\nx\n```").contains("class=\"language"));
     }
 
     #[test]
@@ -732,10 +584,16 @@ mod tests {
             "<p><span class=\"unsafe-link\">x</span></p>\n"
         );
         assert!(to_html("![cat](https://example.com/cat.png)").contains(">cat</a>"));
-        // A URL as a label is not linked twice.
+        // A URL as a label is not linked twice, nor an image in a link.
         assert_eq!(to_html("<https://e.com>").matches("<a ").count(), 1);
         assert_eq!(
             to_html("[https://e.com](https://e.com)")
+                .matches("<a ")
+                .count(),
+            1
+        );
+        assert_eq!(
+            to_html("[![i](https://e.com/i.png)](https://e.com)")
                 .matches("<a ")
                 .count(),
             1
@@ -758,6 +616,17 @@ mod tests {
             to_html("你好 **世界** 👩‍💻"),
             "<p>你好 <strong>世界</strong> 👩‍💻</p>\n"
         );
+        assert_eq!(
+            to_html("<b onclick=x>hi</b>"),
+            "<p>&lt;b onclick=x&gt;hi&lt;/b&gt;</p>\n"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_keeps_text_and_drops_tags_past_the_limit() {
+        let html = to_html(&format!("{}deep", ">".repeat(8000)));
+        assert_eq!(html.matches("<blockquote>").count(), MAX_DEPTH);
+        assert!(html.contains("deep"));
     }
 
     #[test]
@@ -783,6 +652,34 @@ mod tests {
             "\u{1}javascript:x",
         ] {
             assert!(!is_safe_url(unsafe_url), "{unsafe_url:?}");
+        }
+    }
+
+    /// Rendering a body as it streams, delta by delta, ends with exactly
+    /// the HTML of rendering it whole.
+    #[test]
+    fn streamed_rendering_equals_whole_rendering() {
+        let samples = [
+            "para\n#hashtag\n\n# heading\ntext\n\n- a\n- b\n\n  more\n\nafter\n",
+            "```rust\nlet x = 1;\n```\n\n> quote\nlazy\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nend",
+            "[ref]\n\n[ref]: https://e.com\n\npara\n===\n\n***\n1. x\n2. y\n",
+            "para\n```a`b\nstill para\n\n<div>\n\nhtml\n</div>\n\n    code\n",
+        ];
+        for sample in samples {
+            for step in [1, 2, 3, 7] {
+                let mut blocks = Blocks::default();
+                let mut html = String::new();
+                let mut end = 0;
+                while end < sample.len() {
+                    end = (end + step).min(sample.len());
+                    while !sample.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    blocks.extend(&sample[..end], |b| html.push_str(&b));
+                }
+                html.push_str(&blocks.tail);
+                assert_eq!(html, to_html(sample), "{sample:?} in steps of {step}");
+            }
         }
     }
 }

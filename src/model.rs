@@ -70,6 +70,9 @@ impl Status {
 pub struct Thread {
     pub id: String,
     pub title: String,
+    /// On the home page for everyone; an unlisted thread is reached only
+    /// through its URL.
+    pub listed: bool,
 }
 
 /// A thread as the thread list shows it.
@@ -213,6 +216,11 @@ pub struct ThreadPage {
     pub more: bool,
     /// The handles the bots answer to (for the composer's suggestions).
     pub bots: Vec<String>,
+    /// The signed-in user's name, when an authenticating proxy sets it: the
+    /// author of every post from this page.
+    pub signed_in: Option<String>,
+    /// A fresh id for the composer's next post (a resent form repeats it).
+    pub request_id: String,
 }
 
 /// What `send_message` committed: the user's message and, when the bot was
@@ -222,6 +230,9 @@ pub struct Posted {
     pub message: Message,
     /// One streaming reply per bot the message mentions.
     pub replies: Vec<Message>,
+    /// True when this answers a repeated post: nothing new was stored.
+    #[serde(default)]
+    pub repeated: bool,
 }
 
 /// The one wire type of a thread's live subscription (SSE `data:`; the SSE

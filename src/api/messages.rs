@@ -6,17 +6,31 @@ use crate::{
 };
 
 /// Posts a message; when it mentions `@gpt` the bot's reply starts streaming.
+/// A post repeating an earlier `request_id` in the thread stores nothing and
+/// answers with what the first one stored.
 #[server(endpoint = "send_message")]
 pub async fn send_message(
     thread: String,
     #[server(default)] author: String,
     #[server(default)] body: String,
+    #[server(default)] request_id: String,
 ) -> Result<Posted, AppError> {
     use super::respond;
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
     let state = respond::state();
-    let result = crate::server::outbox::send(&state, thread, &author, &body).await;
+    let result = match respond::requester(&state) {
+        Ok(who) => {
+            let post = crate::server::outbox::Post {
+                thread_id: thread,
+                author: who.name_or(&author),
+                body: &body,
+                request_id: &request_id,
+            };
+            crate::server::outbox::send(&state, &who, post).await
+        }
+        Err(e) => Err(e),
+    };
     if let Ok(posted) = &result {
         respond::set_cookie(
             super::AUTHOR_COOKIE,
@@ -48,7 +62,10 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
         let author = respond::cookie(super::AUTHOR_COOKIE)
             .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
             .and_then(|v| String::from_utf8(v).ok());
+        let who = respond::requester(&state).ok();
         Ok(ThreadPage {
+            signed_in: who.and_then(|w| w.identity),
+            request_id: crate::server::outbox::new_request_id(),
             thread,
             messages: latest.messages,
             rev: latest.rev,
@@ -79,17 +96,18 @@ pub async fn older_messages(thread: String, before: i64) -> Result<HistoryPage, 
     respond::finish(result)
 }
 
-/// One message as stored now (a client re-fetches after a gap or a hash mismatch).
+/// One message of a thread as stored now (a client re-fetches after a gap
+/// or a hash mismatch). A message is only ever read through its thread.
 #[server(endpoint = "get_message")]
-pub async fn get_message(id: i64) -> Result<Message, AppError> {
+pub async fn get_message(thread: String, id: i64) -> Result<Message, AppError> {
     use super::respond;
 
     let state = respond::state();
     let result = state
         .store
-        .message(id)
+        .message(&thread, id)
         .await
         .map_err(AppError::from)
-        .and_then(|m| m.ok_or_else(|| AppError::NotFound(format!("There is no message {id}."))));
+        .and_then(|m| m.ok_or_else(|| AppError::no_message(id)));
     respond::finish(result)
 }

@@ -25,6 +25,13 @@ pub(crate) mod respond {
         expect_context::<AppState>()
     }
 
+    /// Who sent this request (the proxy identity or the client's address).
+    pub fn requester(state: &AppState) -> Result<crate::server::access::Requester, AppError> {
+        let parts = use_context::<Parts>()
+            .ok_or_else(|| AppError::internal("a server function ran without its request"))?;
+        crate::server::access::requester(&state.config.access, &parts)
+    }
+
     /// Sets the error's HTTP status, except for plain (no-JavaScript) form
     /// posts: those are redirected back with the error in the URL instead.
     pub fn finish<T>(result: Result<T, AppError>) -> Result<T, AppError> {

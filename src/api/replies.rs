@@ -2,30 +2,61 @@ use leptos::prelude::*;
 
 use crate::{error::AppError, model::Message};
 
-/// Stops a streaming reply; its text so far is kept and `by` is recorded.
+/// Stops a streaming reply of `thread`; its text so far is kept and who
+/// stopped it is recorded.
 #[server(endpoint = "stop_reply")]
-pub async fn stop_reply(id: i64, #[server(default)] by: String) -> Result<(), AppError> {
+pub async fn stop_reply(
+    thread: String,
+    id: i64,
+    #[server(default)] by: String,
+) -> Result<(), AppError> {
     use super::respond;
     let state = respond::state();
-    respond::finish(crate::server::outbox::stop(&state, id, &by).await)
+    let result = match respond::requester(&state) {
+        Ok(who) => crate::server::outbox::stop(&state, &thread, id, who.name_or(&by)).await,
+        Err(e) => Err(e),
+    };
+    respond::finish(result)
 }
 
 /// A new reply to the same prompt as an ended one (which stays in history).
 #[server(endpoint = "regenerate_reply")]
-pub async fn regenerate_reply(id: i64, #[server(default)] by: String) -> Result<Message, AppError> {
-    use super::respond;
-    use crate::server::{outbox, writer::Restart};
-    let state = respond::state();
-    respond::finish(outbox::restart(&state, id, Restart::Regenerate, &by).await)
+pub async fn regenerate_reply(
+    thread: String,
+    id: i64,
+    #[server(default)] by: String,
+) -> Result<Message, AppError> {
+    use crate::server::writer::Restart;
+    restart(thread, id, Restart::Regenerate, by).await
 }
 
 /// Picks a cut-short reply up where it stopped, appending to the same message.
 #[server(endpoint = "continue_reply")]
-pub async fn continue_reply(id: i64, #[server(default)] by: String) -> Result<Message, AppError> {
+pub async fn continue_reply(
+    thread: String,
+    id: i64,
+    #[server(default)] by: String,
+) -> Result<Message, AppError> {
+    use crate::server::writer::Restart;
+    restart(thread, id, Restart::Continue, by).await
+}
+
+#[cfg(feature = "ssr")]
+async fn restart(
+    thread: String,
+    id: i64,
+    kind: crate::server::writer::Restart,
+    by: String,
+) -> Result<Message, AppError> {
     use super::respond;
-    use crate::server::{outbox, writer::Restart};
     let state = respond::state();
-    respond::finish(outbox::restart(&state, id, Restart::Continue, &by).await)
+    let result = match respond::requester(&state) {
+        Ok(who) => {
+            crate::server::outbox::restart(&state, &who, &thread, id, kind, who.name_or(&by)).await
+        }
+        Err(e) => Err(e),
+    };
+    respond::finish(result)
 }
 
 /// Tokens used by a thread's replies, in total and per asking author.

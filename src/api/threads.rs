@@ -10,7 +10,7 @@ pub const THREAD_LIST_SIZE: i64 = 100;
 /// Longest thread title, in characters.
 pub const MAX_TITLE_CHARS: usize = 80;
 
-/// Threads by last activity, newest first.
+/// Listed threads by last activity, newest first.
 #[server(endpoint = "list_threads")]
 pub async fn list_threads() -> Result<Vec<ThreadSummary>, AppError> {
     use super::respond;
@@ -23,19 +23,24 @@ pub async fn list_threads() -> Result<Vec<ThreadSummary>, AppError> {
     respond::finish(result)
 }
 
-/// Creates a thread with an unguessable id and opens it.
+/// Creates a thread with an unguessable id and opens it. A listed thread is
+/// on the home page for everyone; an unlisted one only through its URL.
 #[server(endpoint = "create_thread")]
-pub async fn create_thread(#[server(default)] title: String) -> Result<Thread, AppError> {
+pub async fn create_thread(
+    #[server(default)] title: String,
+    #[server(default)] unlisted: bool,
+) -> Result<Thread, AppError> {
     use super::respond;
     let state = respond::state();
     let result = async {
         let title = validate_title(&title)?;
-        // 64 random bits: a thread's URL is its capability to read it.
+        // 64 random bits: an unlisted thread's URL is what lets one read it.
         let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-        state.store.create_thread(&id, &title).await?;
+        let listed = !unlisted;
+        state.store.create_thread(&id, &title, listed).await?;
         state.hub.thread_changed(&id);
-        tracing::info!(thread_id = %id, "thread created");
-        Ok(Thread { id, title })
+        tracing::info!(thread_id = %id, listed, "thread created");
+        Ok(Thread { id, title, listed })
     }
     .await;
     if let Ok(thread) = &result {
@@ -59,13 +64,18 @@ pub async fn rename_thread(
         if !state.store.rename_thread(&thread, &title).await? {
             return Err(AppError::no_thread(&thread));
         }
+        let listed = state.store.existing_thread(&thread).await?.listed;
         if let Some(summary) = state.store.thread_summary(&thread).await? {
             state
                 .hub
                 .publish_ephemeral(&thread, ChatEvent::Thread { thread: summary });
         }
         state.hub.thread_changed(&thread);
-        Ok(Thread { id: thread, title })
+        Ok(Thread {
+            id: thread,
+            title,
+            listed,
+        })
     }
     .await;
     respond::finish(result)

@@ -1,6 +1,6 @@
 //! Wiring: state, routes, and the serve loop tests call on port 0.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -11,7 +11,7 @@ use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
+use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, trace::TraceLayer};
 
 use super::{
     bots::Bots,
@@ -45,10 +45,17 @@ impl AppState {
         let last_rev = outbox::recover(&store).await?;
         let hub = Hub::new(config.stream.viewer_buffer);
         let metrics = Arc::new(Metrics::default());
-        let writer = Writer::start(store.clone(), hub.clone(), metrics.clone(), last_rev);
-        let bots = Bots::from_config(&config, self_base_url);
-        let shutdown = CancellationToken::new();
         let generations = Generations::new(&config.limits);
+        let writer = Writer::start(
+            store.clone(),
+            hub.clone(),
+            metrics.clone(),
+            generations.clone(),
+            last_rev,
+        );
+        let bots = Bots::from_config(&config, self_base_url);
+        super::tokens::warm_up();
+        let shutdown = CancellationToken::new();
         generations.spawn_watchdog(&config.limits, shutdown.clone());
         thread_list::spawn(store.clone(), hub.clone(), shutdown.clone());
         for bot in bots.iter() {
@@ -102,12 +109,25 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BYTES))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(TraceLayer::new_for_http())
+        // A panic in a handler is a 500 with a plain message, never a hang.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(security::same_origin))
         .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)
 }
 
-/// Serves the app on `listener` until `shutdown` resolves.
+/// The answer to a request whose handler panicked (the panic is logged).
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(panic = detail, "a request handler panicked");
+    axum::response::IntoResponse::into_response(crate::error::AppError::Internal)
+}
+
+/// Builds the state and serves the app on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     leptos_options: LeptosOptions,
@@ -115,14 +135,31 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    let self_base_url = format!("http://127.0.0.1:{}/v1", addr.port());
-    let state = AppState::build(leptos_options, config, &self_base_url).await?;
+    let state = AppState::build(leptos_options, config, &self_base_url(addr)).await?;
+    serve(listener, state, shutdown).await
+}
+
+/// Where a server on `addr` serves its own demo endpoint.
+pub fn self_base_url(addr: SocketAddr) -> String {
+    format!("http://127.0.0.1:{}/v1", addr.port())
+}
+
+/// Serves the app with `state` on `listener` until `shutdown` resolves
+/// (tests build the state themselves, to reach its parts).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
     let stop = state.shutdown.clone();
     let generations = state.generations.clone();
     let ending = generations.clone();
     tracing::info!("listening on http://{addr}");
     let listener = SseListener::new(listener, state.clone())?;
-    axum::serve(listener, router(state))
+    // Connection addresses reach handlers: the `@gpt` limit counts by them.
+    let app = router(state).into_make_service_with_connect_info::<super::access::ClientAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: ending replies and subscriptions");

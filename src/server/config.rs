@@ -18,6 +18,7 @@ pub struct Config {
     pub stream: StreamConfig,
     pub limits: LimitsConfig,
     pub demo: DemoConfig,
+    pub access: AccessConfig,
     /// Provider endpoint; `None` with no API key means the embedded demo.
     #[serde(skip)]
     pub openai_base_url: Option<String>,
@@ -75,6 +76,22 @@ pub struct LimitsConfig {
     pub watchdog_period_secs: f64,
 }
 
+/// Who a request comes from, for deployments behind a reverse proxy.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// A header set by a trusted authenticating proxy (oauth2-proxy,
+    /// Authelia, ...), e.g. `X-Forwarded-User`. When set, its value is every
+    /// post's author and who pressed Stop / Regenerate / Continue, whatever
+    /// the form says, and a request without it is refused. Only set this
+    /// when every request passes through that proxy.
+    pub identity_header: Option<String>,
+    /// A header carrying the client's address set by a trusted proxy (e.g.
+    /// `X-Forwarded-For`; its last entry is used). Otherwise the address of
+    /// the connection is the client's.
+    pub client_ip_header: Option<String>,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
@@ -99,6 +116,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             limits: LimitsConfig::default(),
             demo: DemoConfig::default(),
+            access: AccessConfig::default(),
             openai_base_url: None,
             openai_api_key: None,
         }
@@ -223,6 +241,21 @@ impl Config {
         }
         if let Some(v) = set("STREAMCHAT_TOTAL_TIMEOUT_SECS") {
             self.limits.total_timeout_secs = v.parse().context("STREAMCHAT_TOTAL_TIMEOUT_SECS")?;
+        }
+        if let Some(v) = set("STREAMCHAT_IDENTITY_HEADER") {
+            self.access.identity_header = Some(v);
+        }
+        if let Some(v) = set("STREAMCHAT_CLIENT_IP_HEADER") {
+            self.access.client_ip_header = Some(v);
+        }
+        for header in [&self.access.identity_header, &self.access.client_ip_header]
+            .into_iter()
+            .flatten()
+        {
+            anyhow::ensure!(
+                axum::http::HeaderName::from_bytes(header.as_bytes()).is_ok(),
+                "access: {header:?} is not a header name"
+            );
         }
         self.openai_base_url = set("OPENAI_BASE_URL");
         self.openai_api_key = set("OPENAI_API_KEY").map(Secret);

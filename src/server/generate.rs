@@ -93,7 +93,7 @@ impl Generation<'_> {
             }
             Err(e) => Ending::Failed(e),
         };
-        self.outcome(ending, progress, started)
+        self.outcome(ending, progress, started).await
     }
 
     async fn prompt(&self) -> Result<Vec<PromptMessage>, String> {
@@ -127,7 +127,7 @@ impl Generation<'_> {
             let stored = self
                 .state
                 .store
-                .message(self.reply.id)
+                .message(self.thread_id, self.reply.id)
                 .await
                 .map_err(|e| format!("Could not read the reply: {e}"))?
                 .map(|m| m.body)
@@ -186,10 +186,17 @@ impl Generation<'_> {
             progress.retries += 1;
             let backoff =
                 Duration::from_millis(limits.retry_base_ms) * 2u32.pow(progress.retries as u32 - 1);
-            let wait = error
-                .retry_after
-                .unwrap_or(backoff)
-                .min(Duration::from_secs(60));
+            let wait = error.retry_after.unwrap_or(backoff);
+            if wait >= limits.idle_timeout() {
+                // Waiting would only end in a timeout that blames the provider's silence.
+                return Err(Ending::Failed(format!(
+                    "{} The provider asked to wait {:.0} s before retrying, longer than this \
+                     app waits for a reply ({:.0} s). Try again later.",
+                    error.message,
+                    wait.as_secs_f64().ceil(),
+                    limits.idle_timeout_secs
+                )));
+            }
             let notice = format!(
                 "{} Retrying in {:.0} s (retry {} of {}).",
                 error.message,
@@ -328,22 +335,29 @@ impl Generation<'_> {
         Ending::Ended(self.handle.end_request().unwrap_or(EndRequest::Shutdown))
     }
 
-    fn outcome(&self, ending: Ending, progress: Progress, started: Instant) -> Outcome {
-        let usage = progress.usage.or_else(|| {
-            let prompt_tokens = super::tokens::count(&progress.prompt_text);
-            let completion_tokens = super::tokens::count(&progress.text);
-            Some(Usage {
-                prompt_tokens,
-                completion_tokens,
-                estimated: true,
-            })
-        });
+    async fn outcome(&self, ending: Ending, mut progress: Progress, started: Instant) -> Outcome {
+        let ended = Instant::now();
+        let usage = match progress.usage {
+            Some(usage) => Some(usage),
+            None => {
+                let texts = vec![
+                    std::mem::take(&mut progress.prompt_text),
+                    std::mem::take(&mut progress.text),
+                ];
+                let counts = super::tokens::count_blocking(texts).await;
+                Some(Usage {
+                    prompt_tokens: counts.first().copied().unwrap_or_default(),
+                    completion_tokens: counts.get(1).copied().unwrap_or_default(),
+                    estimated: true,
+                })
+            }
+        };
         let ttft_ms = progress
             .first_text_at
             .map(|t| t.duration_since(started).as_millis() as i64);
         let tokens_per_second = match (progress.first_text_at, usage) {
             (Some(first), Some(u)) if u.completion_tokens > 0 => {
-                let secs = first.elapsed().as_secs_f64();
+                let secs = ended.duration_since(first).as_secs_f64();
                 (secs > 0.0).then(|| u.completion_tokens as f64 / secs)
             }
             _ => None,
@@ -376,6 +390,15 @@ impl Generation<'_> {
                     "The reply took longer than {} s; gave up.",
                     after.as_secs_f64()
                 )),
+                None,
+            ),
+            Ending::Ended(EndRequest::Storage) => (
+                Status::Failed,
+                Some(
+                    "The reply could not be stored (the server's database refused the write); \
+                     the text above is what was saved."
+                        .into(),
+                ),
                 None,
             ),
             Ending::Ended(EndRequest::Shutdown) => (

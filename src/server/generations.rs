@@ -3,7 +3,7 @@
 //! how many replies may run and how often an author may ask.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -26,6 +26,8 @@ pub enum EndRequest {
     Stop { by: String },
     IdleTimeout(Duration),
     TotalTimeout(Duration),
+    /// The writer could not store the reply's text.
+    Storage,
     Shutdown,
 }
 
@@ -54,8 +56,9 @@ pub struct Generations {
     /// One permit per reply allowed to generate at once.
     slots: Arc<Semaphore>,
     max_replies: usize,
-    /// Recent `@gpt` requests per author (lowercased), pruned as they age.
-    asks: Arc<Mutex<HashMap<String, VecDeque<Instant>>>>,
+    /// `@gpt` requests per client: a token bucket each (burst and refill of
+    /// `mentions_per_minute` a minute), pruned once many clients are held.
+    asks: Arc<governor::DefaultKeyedRateLimiter<String>>,
     asks_per_minute: u32,
 }
 
@@ -79,7 +82,9 @@ impl Generations {
             running: Arc::default(),
             slots: Arc::new(Semaphore::new(limits.max_concurrent_replies)),
             max_replies: limits.max_concurrent_replies,
-            asks: Arc::default(),
+            asks: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
+                std::num::NonZeroU32::new(limits.mentions_per_minute.max(1)).unwrap_or(std::num::NonZeroU32::MIN),
+            ))),
             asks_per_minute: limits.mentions_per_minute,
         }
     }
@@ -99,35 +104,25 @@ impl Generations {
             })
     }
 
-    /// Counts one `@gpt` request by `author`, or refuses it when the author
-    /// asked too often in the last minute.
-    pub fn check_rate(&self, author: &str) -> Result<(), AppError> {
-        let now = Instant::now();
-        let window = Duration::from_secs(60);
-        let mut asks = self.asks.lock().expect("asks lock");
-        asks.retain(|_, times| {
-            while times
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= window)
-            {
-                times.pop_front();
-            }
-            !times.is_empty()
-        });
-        let times = asks.entry(author.to_lowercase()).or_default();
-        if times.len() >= self.asks_per_minute as usize {
-            let wait = window
-                .saturating_sub(now.duration_since(times[0]))
+    /// Counts one `@gpt` request by the client `key` (its address or proxy
+    /// identity, never a name the client picks), or refuses it when that
+    /// client asked too often in the last minute.
+    pub fn check_rate(&self, key: &str) -> Result<(), AppError> {
+        // Forget clients that have not asked for a while (bounded memory).
+        if self.asks.len() > 10_000 {
+            self.asks.retain_recent();
+        }
+        self.asks.check_key(&key.to_owned()).map_err(|not_until| {
+            let wait = not_until
+                .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
                 .as_secs()
                 .max(1);
-            return Err(AppError::Limited(format!(
+            AppError::Limited(format!(
                 "You asked @gpt {} times in the last minute, the limit. Your message was not sent; \
                  try again in {wait} s.",
                 self.asks_per_minute
-            )));
-        }
-        times.push_back(now);
-        Ok(())
+            ))
+        })
     }
 
     /// Registers the reply `id` as generating, in the reserved slot.
@@ -267,12 +262,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn authors_are_rate_limited_each() {
+    async fn clients_are_rate_limited_each() {
         let g = Generations::new(&limits(10, 2));
-        assert!(g.check_rate("Ann").is_ok());
-        assert!(g.check_rate("ann").is_ok());
-        assert!(matches!(g.check_rate("ANN"), Err(AppError::Limited(_))));
-        assert!(g.check_rate("Bob").is_ok());
+        assert!(g.check_rate("10.0.0.1").is_ok());
+        assert!(g.check_rate("10.0.0.1").is_ok());
+        assert!(matches!(g.check_rate("10.0.0.1"), Err(AppError::Limited(_))));
+        assert!(g.check_rate("10.0.0.2").is_ok());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Everything that runs only on the server, one step of the data path per
 //! file (see docs/ARCHITECTURE.md).
 
+pub mod access;
 pub mod bots;
 pub mod chunker;
 pub mod config;
@@ -23,7 +24,7 @@ pub mod tokens;
 pub mod writer;
 
 mod app_server;
-pub use app_server::{router, run};
+pub use app_server::{router, run, self_base_url, serve};
 
 /// Wall-clock time as Unix epoch milliseconds.
 pub fn now_ms() -> i64 {

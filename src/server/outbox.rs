@@ -4,6 +4,7 @@
 //! leaves `streaming` is found again at start-up ([`recover`]).
 
 use super::{
+    access::Requester,
     generate,
     generations::EndRequest,
     state::AppState,
@@ -15,13 +16,34 @@ use crate::{
     model::{validate_post, Message, Posted, MAX_AUTHOR_CHARS},
 };
 
-pub async fn send(
-    state: &AppState,
-    thread_id: String,
-    author: &str,
-    body: &str,
-) -> Result<Posted, AppError> {
-    let (author, body) = validate_post(author, body)?;
+/// A post as the composer sent it.
+pub struct Post<'a> {
+    pub thread_id: String,
+    pub author: &'a str,
+    pub body: &'a str,
+    /// The composer's id for this post; empty when it sent none.
+    pub request_id: &'a str,
+}
+
+/// An id for a composer's next post: 128 random bits.
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Longest request id accepted.
+const MAX_REQUEST_ID: usize = 64;
+
+pub async fn send(state: &AppState, who: &Requester, post: Post<'_>) -> Result<Posted, AppError> {
+    let (author, body) = validate_post(post.author, post.body)?;
+    let request_id = validate_request_id(post.request_id)?;
+    // A repeated post answers with what the first one stored, before any
+    // limit counts it again.
+    if let Some(id) = &request_id {
+        if let Some(mut posted) = state.store.posted_by_request(&post.thread_id, id).await? {
+            posted.repeated = true;
+            return Ok(posted);
+        }
+    }
     // Limits are checked before anything is written: a refused request
     // changes nothing and the author still holds their text.
     let bots = state.bots.mentioned(&body);
@@ -30,7 +52,7 @@ pub async fn send(
         slots.push(state.generations.reserve()?);
     }
     if !bots.is_empty() {
-        state.generations.check_rate(&author)?;
+        state.generations.check_rate(&who.client)?;
     }
     let replies = bots
         .iter()
@@ -42,12 +64,17 @@ pub async fn send(
     let posted = state
         .writer
         .post(NewPost {
-            thread_id,
+            thread_id: post.thread_id,
             author,
             body,
+            request_id,
             replies,
         })
         .await?;
+    if posted.repeated {
+        // The same post raced in twice; the first one started the replies.
+        return Ok(posted);
+    }
     for (reply, slot) in posted.replies.iter().zip(slots) {
         tracing::info!(message_id = reply.id, thread_id = %reply.thread_id, bot = %reply.author, "reply started");
         let handle = state.generations.register(reply.id, slot);
@@ -56,24 +83,46 @@ pub async fn send(
     Ok(posted)
 }
 
+fn validate_request_id(id: &str) -> Result<Option<String>, AppError> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Ok(None);
+    }
+    if id.len() > MAX_REQUEST_ID
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(AppError::Invalid(format!(
+            "A request id has 1 to {MAX_REQUEST_ID} letters, digits, - or _."
+        )));
+    }
+    Ok(Some(id.to_owned()))
+}
+
 /// Regenerate (a new reply to the same prompt) or Continue (the same reply,
-/// picked up where it stopped).
+/// picked up where it stopped), of reply `id` in `thread_id`.
 pub async fn restart(
     state: &AppState,
+    who: &Requester,
+    thread_id: &str,
     id: i64,
     kind: Restart,
     by: &str,
 ) -> Result<Message, AppError> {
     let by = requester(by);
-    let slot = state.generations.reserve()?;
-    state.generations.check_rate(&by)?;
     let original = state
         .store
-        .message(id)
+        .message(thread_id, id)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("There is no message {id}.")))?;
+        .ok_or_else(|| AppError::no_message(id))?;
+    let slot = state.generations.reserve()?;
+    state.generations.check_rate(&who.client)?;
     let model = state.bots.get(&original.author).provider.model().to_owned();
-    let reply = state.writer.restart(id, kind, by, model).await?;
+    let reply = state
+        .writer
+        .restart(thread_id, id, kind, by, model)
+        .await?;
     tracing::info!(message_id = reply.id, ?kind, "reply restarted");
     let handle = state.generations.register(reply.id, slot);
     generate::spawn(
@@ -85,19 +134,20 @@ pub async fn restart(
     Ok(reply)
 }
 
-/// Stop: ends a streaming reply, keeping its text, recording who stopped it.
-pub async fn stop(state: &AppState, id: i64, by: &str) -> Result<(), AppError> {
+/// Stop: ends a streaming reply of `thread_id`, keeping its text, recording
+/// who stopped it.
+pub async fn stop(state: &AppState, thread_id: &str, id: i64, by: &str) -> Result<(), AppError> {
     let by = requester(by);
+    let Some(message) = state.store.message(thread_id, id).await? else {
+        return Err(AppError::no_message(id));
+    };
     if state.generations.end(id, EndRequest::Stop { by }) {
         return Ok(());
     }
-    match state.store.message(id).await? {
-        None => Err(AppError::NotFound(format!("There is no message {id}."))),
-        Some(m) => Err(AppError::Conflict(format!(
-            "This reply has already ended ({}).",
-            m.status.label()
-        ))),
-    }
+    Err(AppError::Conflict(format!(
+        "This reply has already ended ({}).",
+        message.status.label()
+    )))
 }
 
 /// A name for who asked, from what the browser sent.

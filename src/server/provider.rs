@@ -206,7 +206,8 @@ impl Provider {
             OpenAIError::ApiError(api) => StartError {
                 message: format!(
                     "The provider refused the request ({}): {}",
-                    api.status_code, api.api_error.message
+                    api.status_code,
+                    readable_error(&api.api_error.message)
                 ),
                 status: Some(api.status_code.as_u16()),
                 retry_after,
@@ -222,6 +223,27 @@ impl Provider {
                 retry_after: None,
             },
         })
+    }
+}
+
+/// The words of a provider's error. Some answers (5xx above all) reach us
+/// as their raw body: an OpenAI error envelope (`{"error": {"message":
+/// ...}}`), a bare `{"message": ...}`, or text; the message is taken out of
+/// the envelope, and anything else is cut to a readable length.
+pub fn readable_error(raw: &str) -> String {
+    const MAX_CHARS: usize = 300;
+    let parsed: Option<serde_json::Value> = serde_json::from_str(raw.trim()).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("error").filter(|e| e.is_string()))
+            .and_then(|m| m.as_str())
+    });
+    let text = message.unwrap_or(raw).trim();
+    if text.chars().count() > MAX_CHARS {
+        text.chars().take(MAX_CHARS).chain(['…']).collect()
+    } else {
+        text.to_owned()
     }
 }
 
@@ -254,7 +276,10 @@ pub fn stream_error(e: &OpenAIError) -> String {
         OpenAIError::StreamError(err) => format!("The provider's stream broke: {err}"),
         OpenAIError::Reqwest(e) => format!("The provider's stream broke: {}", without_url(e)),
         OpenAIError::ApiError(api) => {
-            format!("The provider reported an error: {}", api.api_error.message)
+            format!(
+                "The provider reported an error: {}",
+                readable_error(&api.api_error.message)
+            )
         }
         other => format!("The provider's stream failed: {other}"),
     }
@@ -274,4 +299,21 @@ pub fn prompt_name(author: &str) -> Option<String> {
         .take(64)
         .collect();
     (!name.trim_matches('_').is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod readable_error_tests {
+    use super::readable_error;
+
+    #[test]
+    fn envelopes_give_their_message() {
+        assert_eq!(
+            readable_error(r#"{"error":{"message":"The engine is overloaded","type":"server_error"}}"#),
+            "The engine is overloaded"
+        );
+        assert_eq!(readable_error(r#"{"message":"busy"}"#), "busy");
+        assert_eq!(readable_error(r#"{"error":"busy"}"#), "busy");
+        assert_eq!(readable_error("Bad Gateway"), "Bad Gateway");
+        assert_eq!(readable_error(&"x".repeat(1000)).chars().count(), 301);
+    }
 }

@@ -14,7 +14,7 @@ use sqlx::{
 };
 
 use crate::model::{
-    AuthorUsage, Granularity, Message, ReplyStats, Role, Status, Thread, ThreadSummary, UsageTotals,
+    AuthorUsage, Granularity, Message, Posted, ReplyStats, Role, Status, Thread, ThreadSummary, UsageTotals,
 };
 
 const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error, finish_reason, \
@@ -25,10 +25,14 @@ const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error,
 /// The thread list (public so a test can `EXPLAIN QUERY PLAN` it).
 pub const LIST_THREADS: &str = "SELECT t.id, t.title, t.last_activity_at, \
      (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
-     FROM threads t ORDER BY t.last_activity_at DESC, t.id LIMIT ?";
+     FROM threads t WHERE t.listed = 1 ORDER BY t.last_activity_at DESC, t.id LIMIT ?";
 const THREAD_SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
      (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
      FROM threads t WHERE t.id = ?";
+/// A thread's entry for the thread list: listed threads only.
+const LISTED_THREAD_SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
+     (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
+     FROM threads t WHERE t.id = ? AND t.listed = 1";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -53,6 +57,10 @@ pub struct NewMessage<'a> {
     pub model: Option<&'a str>,
     pub requested_by: Option<&'a str>,
     pub context_before: Option<i64>,
+    /// The composer's id for a post (user messages).
+    pub request_id: Option<&'a str>,
+    /// The user message a first answer replies to.
+    pub reply_to: Option<i64>,
 }
 
 /// How a reply ended, as the writer stores it.
@@ -111,19 +119,26 @@ impl Store {
     }
 
     pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
-        sqlx::query_as("SELECT id, title FROM threads WHERE id = ?")
+        sqlx::query_as("SELECT id, title, listed FROM threads WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
     }
 
-    pub async fn create_thread(&self, id: &str, title: &str) -> Result<(), sqlx::Error> {
+    pub async fn create_thread(
+        &self,
+        id: &str,
+        title: &str,
+        listed: bool,
+    ) -> Result<(), sqlx::Error> {
         let now = super::now_ms();
         sqlx::query(
-            "INSERT INTO threads (id, title, created_at, last_activity_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO threads (id, title, listed, created_at, last_activity_at) \
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(title)
+        .bind(listed)
         .bind(now)
         .bind(now)
         .execute(&self.pool)
@@ -152,6 +167,14 @@ impl Store {
 
     pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
         sqlx::query_as(THREAD_SUMMARY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// A thread's entry for the thread list; `None` for an unlisted thread.
+    pub async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(LISTED_THREAD_SUMMARY)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -190,13 +213,27 @@ impl Store {
         .await
     }
 
-    pub async fn message(&self, id: i64) -> Result<Option<Message>, sqlx::Error> {
+    /// Message `id` of thread `thread_id`; `None` when there is no such
+    /// message in that thread (a message is only ever read through its thread).
+    pub async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
         sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ?"
         ))
         .bind(id)
+        .bind(thread_id)
         .fetch_optional(&self.pool)
         .await
+    }
+
+    /// The user message a post with `request_id` stored in the thread, and
+    /// the replies it started (a retried post answers with these).
+    pub async fn posted_by_request(
+        &self,
+        thread_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Posted>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        posted_by_request(&mut conn, thread_id, request_id).await
     }
 
     /// The latest `limit` messages of a thread, oldest first, read in one
@@ -341,16 +378,56 @@ async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64,
 
 // Statements for the writer, run inside its group-commit transaction.
 
+/// Writes a few pages' worth into `write_probe` (the caller rolls back):
+/// fails when the database cannot grow (disk full, `max_page_count`).
+pub async fn probe_growth(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO write_probe (data) VALUES (zeroblob(16384))")
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 pub async fn message_in(
     conn: &mut SqliteConnection,
+    thread_id: &str,
     id: i64,
 ) -> Result<Option<Message>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ?"
     ))
     .bind(id)
+    .bind(thread_id)
     .fetch_optional(conn)
     .await
+}
+
+/// See [`Store::posted_by_request`].
+pub async fn posted_by_request(
+    conn: &mut SqliteConnection,
+    thread_id: &str,
+    request_id: &str,
+) -> Result<Option<Posted>, sqlx::Error> {
+    let message: Option<Message> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND request_id = ?"
+    ))
+    .bind(thread_id)
+    .bind(request_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(message) = message else {
+        return Ok(None);
+    };
+    let replies = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE reply_to = ? ORDER BY id"
+    ))
+    .bind(message.id)
+    .fetch_all(conn)
+    .await?;
+    Ok(Some(Posted {
+        message,
+        replies,
+        repeated: true,
+    }))
 }
 
 pub async fn thread_exists(conn: &mut SqliteConnection, id: &str) -> Result<bool, sqlx::Error> {
@@ -369,8 +446,8 @@ pub async fn insert_message(
 ) -> Result<Message, sqlx::Error> {
     let message = sqlx::query_as(&format!(
         "INSERT INTO messages (thread_id, author, role, body, status, model, created_at, updated_at, \
-         rev, requested_by, context_before) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}"
+         rev, requested_by, context_before, request_id, reply_to) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}"
     ))
     .bind(new.thread_id)
     .bind(new.author)
@@ -383,6 +460,8 @@ pub async fn insert_message(
     .bind(rev)
     .bind(new.requested_by)
     .bind(new.context_before)
+    .bind(new.request_id)
+    .bind(new.reply_to)
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query("UPDATE threads SET last_activity_at = ? WHERE id = ?")

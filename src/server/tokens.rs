@@ -10,6 +10,22 @@ fn tokenizer() -> &'static CoreBPE {
     BPE.get_or_init(|| tiktoken_rs::o200k_base().expect("the o200k tokenizer loads"))
 }
 
+/// Loads the tokenizer (about a second) on a blocking thread, so the first
+/// reply needing an estimate does not stall a runtime thread.
+pub fn warm_up() {
+    tokio::task::spawn_blocking(|| {
+        tokenizer();
+    });
+}
+
+/// [`count`] for several texts, off the runtime's threads (the tokenizer may
+/// still be loading, and long texts take a while).
+pub async fn count_blocking(texts: Vec<String>) -> Vec<i64> {
+    tokio::task::spawn_blocking(move || texts.iter().map(|t| count(t)).collect())
+        .await
+        .unwrap_or_default()
+}
+
 /// Tokens in `text` by the o200k tokenizer.
 pub fn count(text: &str) -> i64 {
     if text.is_empty() {

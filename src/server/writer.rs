@@ -8,7 +8,10 @@
 //! writer makes revisions strictly increasing in commit order and lets it
 //! keep each streaming body's length in memory for the delta offsets.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use tokio::{
     sync::{mpsc, oneshot},
@@ -16,6 +19,7 @@ use tokio::{
 };
 
 use super::{
+    generations::{EndRequest, Generations},
     hub::Hub,
     metrics::Metrics,
     now_ms,
@@ -36,6 +40,9 @@ pub struct NewPost {
     pub thread_id: String,
     pub author: String,
     pub body: String,
+    /// A post with a request id already stored in the thread stores nothing
+    /// and is answered with the first one (`Posted::repeated`).
+    pub request_id: Option<String>,
     /// The replies to start: one per bot mentioned.
     pub replies: Vec<NewReply>,
 }
@@ -64,6 +71,7 @@ pub enum Restart {
 enum Command {
     Post(NewPost, PostReply),
     Restart {
+        thread_id: String,
         id: i64,
         kind: Restart,
         requested_by: String,
@@ -99,14 +107,24 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task; revisions continue after `last_rev`.
-    pub fn start(store: Store, hub: Hub, metrics: Arc<Metrics>, last_rev: i64) -> Self {
+    pub fn start(
+        store: Store,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        generations: Generations,
+        last_rev: i64,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = WriterTask {
             store,
             hub,
             metrics,
+            generations,
             next_rev: last_rev + 1,
             lengths: HashMap::new(),
+            broken: HashSet::new(),
+            deferred: Vec::new(),
+            writes_failing: false,
         };
         tokio::spawn(task.run(rx));
         Self { tx }
@@ -124,6 +142,7 @@ impl Writer {
     /// Starts a new attempt at an ended reply; returns the row now streaming.
     pub async fn restart(
         &self,
+        thread_id: &str,
         id: i64,
         kind: Restart,
         requested_by: String,
@@ -131,6 +150,7 @@ impl Writer {
     ) -> Result<Message, AppError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Restart {
+            thread_id: thread_id.to_owned(),
             id,
             kind,
             requested_by,
@@ -215,19 +235,37 @@ struct WriterTask {
     store: Store,
     hub: Hub,
     metrics: Arc<Metrics>,
+    /// Told when a reply's text cannot be stored, so its task ends it.
+    generations: Generations,
     next_rev: i64,
     /// Body length in bytes of each reply streaming now (committed state).
     lengths: HashMap<i64, usize>,
+    /// Replies an append of which could not be stored: later appends are
+    /// dropped (a reply never continues past a hole) and their end is
+    /// recorded as `failed`.
+    broken: HashSet<i64>,
+    /// Ends of replies that could not be stored yet, retried every
+    /// [`RETRY_PERIOD`] and with every batch until they are.
+    deferred: Vec<Command>,
+    /// Set when a write was refused; cleared only when a probe shows the
+    /// database can grow again (a ping answers only then: `/healthz` is 503).
+    writes_failing: bool,
 }
 
-/// What a batch will do once committed.
+/// How often refused ends of replies are tried again while nothing else comes.
+const RETRY_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a batch will do once committed. Replies to callers are by position
+/// in the batch's commands.
 #[derive(Default)]
 struct Effects {
     events: Vec<(Arc<str>, i64, ChatEvent)>,
-    replies: Vec<(PostReply, Result<Posted, AppError>)>,
-    restarts: Vec<(RestartReply, Result<Message, AppError>)>,
-    pings: Vec<oneshot::Sender<()>>,
+    replies: Vec<(usize, Result<Posted, AppError>)>,
+    restarts: Vec<(usize, Result<Message, AppError>)>,
+    pings: Vec<usize>,
     lengths: HashMap<i64, Option<usize>>,
+    /// Replies whose end this batch recorded.
+    finished: Vec<i64>,
     /// When the provider sent each published delta's oldest text.
     received: Vec<Instant>,
 }
@@ -243,7 +281,17 @@ struct PendingAppend {
 impl WriterTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        loop {
+            let received = if self.deferred.is_empty() {
+                rx.recv_many(&mut batch, MAX_BATCH).await
+            } else {
+                tokio::time::timeout(RETRY_PERIOD, rx.recv_many(&mut batch, MAX_BATCH))
+                    .await
+                    .unwrap_or(usize::MAX)
+            };
+            if received == 0 {
+                break;
+            }
             // With several replies streaming, tokens tend to arrive together:
             // one scheduler turn lets those already on their way join this
             // commit (microseconds, against a commit's few hundred). A lone
@@ -263,25 +311,97 @@ impl WriterTask {
                     }
                 }
             }
-            let commands = std::mem::take(&mut batch);
-            let size = commands.len();
-            match self.apply(commands).await {
-                Ok(effects) => {
-                    self.metrics.commit(size);
-                    self.publish(effects);
+            let mut commands = std::mem::take(&mut self.deferred);
+            commands.append(&mut batch);
+            self.commit(commands).await;
+        }
+        tracing::info!("writer stopped");
+    }
+
+    /// Commits `commands` in one transaction, then publishes. When that
+    /// fails, each command is tried alone: one that still fails is refused
+    /// ([`WriterTask::refuse`]) and the others commit and publish as usual.
+    async fn commit(&mut self, commands: Vec<Command>) {
+        let size = commands.len();
+        match self.apply(&commands).await {
+            Ok(effects) => self.committed(effects, commands).await,
+            Err(e) if size == 1 => {
+                tracing::error!(error = %e, "commit failed; nothing of it was published");
+                for command in commands {
+                    self.refuse(command);
                 }
-                Err((e, effects)) => {
-                    tracing::error!(error = %e, size, "group commit failed; its changes were not published");
-                    for (reply, _) in effects.replies {
-                        let _ = reply.send(Err(AppError::Internal));
-                    }
-                    for (reply, _) in effects.restarts {
-                        let _ = reply.send(Err(AppError::Internal));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size, "group commit failed; retrying its commands one by one");
+                for command in commands {
+                    match self.apply(std::slice::from_ref(&command)).await {
+                        Ok(effects) => self.committed(effects, vec![command]).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "commit failed; nothing of it was published");
+                            self.refuse(command);
+                        }
                     }
                 }
             }
         }
-        tracing::info!("writer stopped");
+    }
+
+    async fn committed(&mut self, effects: Effects, commands: Vec<Command>) {
+        self.metrics.commit(commands.len());
+        if self.writes_failing && !effects.pings.is_empty() {
+            self.writes_failing = !self.probe().await;
+            if !self.writes_failing {
+                tracing::info!("the database takes writes again");
+            }
+        }
+        self.publish(effects, commands);
+    }
+
+    /// Whether the database can grow now: a transaction writing a few pages,
+    /// rolled back.
+    async fn probe(&self) -> bool {
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = self.store.pool().begin().await?;
+            store::probe_growth(&mut tx).await?;
+            tx.rollback().await
+        }
+        .await;
+        result.is_ok()
+    }
+
+    /// A command that cannot be stored: its caller gets a clear error, a
+    /// reply whose text it carried is ended as `failed` (keeping what was
+    /// stored), and the end of a reply is kept to retry. Nothing of it is
+    /// published.
+    fn refuse(&mut self, command: Command) {
+        self.writes_failing = true;
+        let unavailable = || {
+            AppError::Unavailable(
+                "The server's database refuses writes right now, so nothing was saved. \
+                 Please try again shortly."
+                    .into(),
+            )
+        };
+        match command {
+            Command::Post(_, reply) => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            Command::Restart { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            // Dropped unanswered: the health check reports the writer failing.
+            Command::Ping(_) => {}
+            Command::Notice { id, .. } => {
+                tracing::warn!(message_id = id, "a reply's notice could not be stored");
+            }
+            Command::Append { id, .. } => {
+                if self.broken.insert(id) {
+                    tracing::error!(message_id = id, "a reply's text could not be stored; ending it");
+                    self.generations.end(id, EndRequest::Storage);
+                }
+            }
+            Command::Finish { .. } => self.deferred.push(command),
+        }
     }
 
     fn rev(&mut self) -> i64 {
@@ -289,105 +409,119 @@ impl WriterTask {
         self.next_rev - 1
     }
 
-    async fn apply(&mut self, commands: Vec<Command>) -> Result<Effects, (sqlx::Error, Effects)> {
+    async fn apply(&mut self, commands: &[Command]) -> Result<Effects, sqlx::Error> {
         let mut effects = Effects::default();
         // Appends are merged per message until something else touches it.
         let mut pending: Vec<PendingAppend> = Vec::new();
-        let result: Result<(), sqlx::Error> = async {
-            let mut tx = self.store.pool().begin().await?;
-            let now = now_ms();
-            for command in commands {
-                match command {
-                    Command::Append {
-                        thread_id,
-                        id,
-                        text,
-                        received,
-                    } => match pending.iter_mut().find(|p| p.id == id) {
-                        Some(p) => p.text.push_str(&text),
+        let mut tx = self.store.pool().begin().await?;
+        let now = now_ms();
+        for (at, command) in commands.iter().enumerate() {
+            match command {
+                Command::Append {
+                    thread_id,
+                    id,
+                    text,
+                    received,
+                } => {
+                    if self.broken.contains(id) {
+                        continue;
+                    }
+                    match pending.iter_mut().find(|p| p.id == *id) {
+                        Some(p) => p.text.push_str(text),
                         None => pending.push(PendingAppend {
-                            thread_id,
-                            id,
-                            text,
-                            received,
+                            thread_id: thread_id.clone(),
+                            id: *id,
+                            text: text.clone(),
+                            received: *received,
                         }),
-                    },
-                    Command::Ping(reply) => effects.pings.push(reply),
-                    Command::Finish {
-                        thread_id,
-                        id,
-                        outcome,
-                    } => {
-                        if let Some(at) = pending.iter().position(|p| p.id == id) {
-                            let append = pending.remove(at);
-                            self.flush_all(&mut tx, &mut effects, vec![append], now)
-                                .await?;
-                        }
-                        let rev = self.rev();
-                        if let Some(body) = store::finish(&mut tx, id, &outcome, now, rev).await? {
-                            effects.lengths.insert(id, None);
-                            let event = ChatEvent::Finished {
-                                id,
-                                status: outcome.status,
-                                len: body.len(),
-                                hash: body_hash(&body),
-                                error: outcome.error,
-                                finish_reason: outcome.finish_reason,
-                                stopped_by: outcome.stopped_by,
-                                stats: outcome.stats,
-                                finished_at: now,
-                            };
-                            effects.events.push((thread_id, rev, event));
-                        }
                     }
-                    Command::Post(post, reply) => {
-                        let result = self.insert_post(&mut tx, &mut effects, post, now).await?;
-                        effects.replies.push((reply, result));
-                    }
-                    Command::Restart {
-                        id,
-                        kind,
-                        requested_by,
-                        model,
-                        reply,
-                    } => {
-                        let result = self
-                            .restart(&mut tx, &mut effects, id, kind, &requested_by, &model, now)
+                }
+                Command::Ping(_) => effects.pings.push(at),
+                Command::Finish {
+                    thread_id,
+                    id,
+                    outcome,
+                } => {
+                    let id = *id;
+                    if let Some(at) = pending.iter().position(|p| p.id == id) {
+                        let append = pending.remove(at);
+                        self.flush_all(&mut tx, &mut effects, vec![append], now)
                             .await?;
-                        effects.restarts.push((reply, result));
                     }
-                    Command::Notice {
-                        thread_id,
-                        id,
-                        notice,
-                        retries,
-                    } => {
-                        let rev = self.rev();
-                        if store::set_notice(&mut tx, id, notice.as_deref(), retries, now, rev)
-                            .await?
-                        {
-                            effects.events.push((
-                                thread_id,
-                                rev,
-                                ChatEvent::Notice {
-                                    id,
-                                    notice,
-                                    retries,
-                                },
-                            ));
-                        }
+                    let outcome = if self.broken.contains(&id) {
+                        stored_in_part(outcome)
+                    } else {
+                        outcome.clone()
+                    };
+                    let rev = self.rev();
+                    if let Some(body) = store::finish(&mut tx, id, &outcome, now, rev).await? {
+                        effects.lengths.insert(id, None);
+                        let event = ChatEvent::Finished {
+                            id,
+                            status: outcome.status,
+                            len: body.len(),
+                            hash: body_hash(&body),
+                            error: outcome.error,
+                            finish_reason: outcome.finish_reason,
+                            stopped_by: outcome.stopped_by,
+                            stats: outcome.stats,
+                            finished_at: now,
+                        };
+                        effects.events.push((thread_id.clone(), rev, event));
+                    }
+                    effects.finished.push(id);
+                }
+                Command::Post(post, _) => {
+                    let result = self.insert_post(&mut tx, &mut effects, post, now).await?;
+                    effects.replies.push((at, result));
+                }
+                Command::Restart {
+                    thread_id,
+                    id,
+                    kind,
+                    requested_by,
+                    model,
+                    ..
+                } => {
+                    let result = self
+                        .restart(
+                            &mut tx,
+                            &mut effects,
+                            (thread_id, *id),
+                            *kind,
+                            requested_by,
+                            model,
+                            now,
+                        )
+                        .await?;
+                    effects.restarts.push((at, result));
+                }
+                Command::Notice {
+                    thread_id,
+                    id,
+                    notice,
+                    retries,
+                } => {
+                    let rev = self.rev();
+                    if store::set_notice(&mut tx, *id, notice.as_deref(), *retries, now, rev)
+                        .await?
+                    {
+                        effects.events.push((
+                            thread_id.clone(),
+                            rev,
+                            ChatEvent::Notice {
+                                id: *id,
+                                notice: notice.clone(),
+                                retries: *retries,
+                            },
+                        ));
                     }
                 }
             }
-            self.flush_all(&mut tx, &mut effects, std::mem::take(&mut pending), now)
-                .await?;
-            tx.commit().await
         }
-        .await;
-        match result {
-            Ok(()) => Ok(effects),
-            Err(e) => Err((e, effects)),
-        }
+        self.flush_all(&mut tx, &mut effects, pending, now).await?;
+        tx.commit().await?;
+        Ok(effects)
     }
 
     /// Body length now (this batch's view) of a streaming reply, or None if
@@ -457,11 +591,19 @@ impl WriterTask {
         &mut self,
         tx: &mut sqlx::SqliteConnection,
         effects: &mut Effects,
-        post: NewPost,
+        post: &NewPost,
         now: i64,
     ) -> Result<Result<Posted, AppError>, sqlx::Error> {
         if !store::thread_exists(tx, &post.thread_id).await? {
             return Ok(Err(AppError::no_thread(&post.thread_id)));
+        }
+        if let Some(request_id) = &post.request_id {
+            if let Some(mut posted) =
+                store::posted_by_request(tx, &post.thread_id, request_id).await?
+            {
+                posted.repeated = true;
+                return Ok(Ok(posted));
+            }
         }
         let thread_id: Arc<str> = post.thread_id.as_str().into();
         let user = NewMessage {
@@ -473,6 +615,8 @@ impl WriterTask {
             model: None,
             requested_by: None,
             context_before: None,
+            request_id: post.request_id.as_deref(),
+            reply_to: None,
         };
         let rev = self.rev();
         let message = store::insert_message(tx, &user, now, rev).await?;
@@ -494,6 +638,8 @@ impl WriterTask {
                 model: Some(&new_reply.model),
                 requested_by: Some(&post.author),
                 context_before: None,
+                request_id: None,
+                reply_to: Some(message.id),
             };
             let rev = self.rev();
             let row = store::insert_message(tx, &placeholder, now, rev).await?;
@@ -507,7 +653,11 @@ impl WriterTask {
             ));
             replies.push(row);
         }
-        Ok(Ok(Posted { message, replies }))
+        Ok(Ok(Posted {
+            message,
+            replies,
+            repeated: false,
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -515,16 +665,14 @@ impl WriterTask {
         &mut self,
         tx: &mut sqlx::SqliteConnection,
         effects: &mut Effects,
-        id: i64,
+        (thread_id, id): (&str, i64),
         kind: Restart,
         requested_by: &str,
         model: &str,
         now: i64,
     ) -> Result<Result<Message, AppError>, sqlx::Error> {
-        let Some(original) = store::message_in(tx, id).await? else {
-            return Ok(Err(AppError::NotFound(format!(
-                "There is no message {id}."
-            ))));
+        let Some(original) = store::message_in(tx, thread_id, id).await? else {
+            return Ok(Err(AppError::no_message(id)));
         };
         let allowed = match kind {
             Restart::Regenerate => original.can_regenerate(),
@@ -553,6 +701,8 @@ impl WriterTask {
                     model: Some(model),
                     requested_by: Some(requested_by),
                     context_before: Some(original.context_before.unwrap_or(original.id)),
+                    request_id: None,
+                    reply_to: None,
                 };
                 let row = store::insert_message(tx, &placeholder, now, rev).await?;
                 effects.lengths.insert(row.id, Some(0));
@@ -579,12 +729,15 @@ impl WriterTask {
         Ok(Ok(row))
     }
 
-    fn publish(&mut self, effects: Effects) {
+    fn publish(&mut self, effects: Effects, commands: Vec<Command>) {
         for (id, len) in effects.lengths {
             match len {
                 Some(len) => self.lengths.insert(id, len),
                 None => self.lengths.remove(&id),
             };
+        }
+        for id in effects.finished {
+            self.broken.remove(&id);
         }
         for (thread_id, rev, event) in effects.events {
             self.hub.publish(&thread_id, rev, event);
@@ -597,14 +750,40 @@ impl WriterTask {
         for received in effects.received {
             self.metrics.published(published.duration_since(received));
         }
-        for ping in effects.pings {
-            let _ = ping.send(());
+        // Answer the callers, by position in the batch.
+        let mut commands: Vec<Option<Command>> = commands.into_iter().map(Some).collect();
+        for at in effects.pings {
+            if let Some(Command::Ping(reply)) = commands[at].take() {
+                if !self.writes_failing {
+                    let _ = reply.send(());
+                }
+            }
         }
-        for (reply, result) in effects.replies {
-            let _ = reply.send(result);
+        for (at, result) in effects.replies {
+            if let Some(Command::Post(_, reply)) = commands[at].take() {
+                let _ = reply.send(result);
+            }
         }
-        for (reply, result) in effects.restarts {
-            let _ = reply.send(result);
+        for (at, result) in effects.restarts {
+            if let Some(Command::Restart { reply, .. }) = commands[at].take() {
+                let _ = reply.send(result);
+            }
         }
+    }
+}
+
+/// The end of a reply part of whose text could not be stored: `failed`,
+/// whatever the generation reported, with its usage kept.
+fn stored_in_part(outcome: &Outcome) -> Outcome {
+    Outcome {
+        status: Status::Failed,
+        error: Some(
+            "The reply could not be stored completely (the server's database refused the \
+             write); the text above is what was saved."
+                .into(),
+        ),
+        finish_reason: outcome.finish_reason.clone(),
+        stopped_by: None,
+        stats: outcome.stats.clone(),
     }
 }

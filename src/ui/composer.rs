@@ -16,6 +16,11 @@ use crate::{
 pub fn Composer(
     thread_id: String,
     author: Option<String>,
+    /// The name comes from the sign-in service and cannot be changed here.
+    signed_in: bool,
+    /// The id of the next post; a resent form repeats it, so the server
+    /// stores the post once.
+    request_id: String,
     /// Bot handles, suggested as one types `@`.
     bots: Vec<String>,
     list: MessageList,
@@ -28,6 +33,11 @@ pub fn Composer(
     // None until this page posts; then the last post's error, if any.
     let posted_error = RwSignal::new(None::<Option<String>>);
     let thread = StoredValue::new(thread_id.clone());
+    // Kept until a post succeeds (a retry after a failure repeats it), then
+    // replaced: `<page's id>-<n>` stays unique without a random source.
+    let base_request_id = StoredValue::new(request_id.clone());
+    let request_id = RwSignal::new(request_id);
+    let sent = StoredValue::new(0u32);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Some(textarea) = body_ref.get_untracked() else {
@@ -37,10 +47,17 @@ pub fn Composer(
             return; // one post at a time: a second Enter must not send it twice
         }
         let (author, body) = (viewer.get_untracked(), textarea.value());
+        let id = request_id.get_untracked();
         pending.set(true);
         leptos::task::spawn_local(async move {
-            match send_message(thread.get_value(), author, body.clone()).await {
+            match send_message(thread.get_value(), author, body.clone(), id).await {
                 Ok(posted) => {
+                    sent.update_value(|n| *n += 1);
+                    request_id.set(format!(
+                        "{}-{}",
+                        base_request_id.get_value(),
+                        sent.get_value()
+                    ));
                     list.upsert(posted.message);
                     for reply in posted.replies {
                         list.upsert(reply);
@@ -141,11 +158,13 @@ pub fn Composer(
     view! {
         <form method="post" action=SendMessage::url() class="composer" on:submit=submit>
             <input type="hidden" name="thread" value=thread_id/>
+            <input type="hidden" name="request_id" prop:value=move || request_id.get() value=request_id.get_untracked()/>
             <label class="author-field">
                 "Name"
                 <input
                     name="author"
                     value=author
+                    readonly=signed_in
                     on:input:target=move |ev| viewer.set(ev.target().value())
                     maxlength=MAX_AUTHOR_CHARS
                     autocomplete="nickname"

@@ -34,6 +34,7 @@ pub fn HomePage() -> impl IntoView {
 #[component]
 fn NewThreadForm() -> impl IntoView {
     let input = NodeRef::<html::Input>::new();
+    let unlisted = NodeRef::<html::Input>::new();
     let error = RwSignal::new(None::<String>);
     let pending = RwSignal::new(false);
     let navigate = leptos_router::hooks::use_navigate();
@@ -42,10 +43,11 @@ fn NewThreadForm() -> impl IntoView {
         let Some(title) = input.get_untracked().map(|i| i.value()) else {
             return;
         };
+        let hidden = unlisted.get_untracked().is_some_and(|i| i.checked());
         pending.set(true);
         let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
-            match create_thread(title).await {
+            match create_thread(title, hidden).await {
                 Ok(thread) => {
                     navigate(&format!("/t/{}", thread.id), Default::default());
                 }
@@ -59,6 +61,10 @@ fn NewThreadForm() -> impl IntoView {
             <label>
                 "New thread"
                 <input name="title" node_ref=input required maxlength=MAX_TITLE_CHARS placeholder="What is it about?" autocomplete="off"/>
+            </label>
+            <label class="unlisted">
+                <input type="checkbox" name="unlisted" value="true" node_ref=unlisted/>
+                "Unlisted (only people with its link can find it)"
             </label>
             <button type="submit" disabled=move || pending.get()>"Create"</button>
             <p class="form-error" role="alert">{move || error.get()}</p>

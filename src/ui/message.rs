@@ -1,12 +1,12 @@
 use leptos::{prelude::*, server_fn::ServerFn};
 
+use super::body::MessageBody;
 use crate::{
     api::{
         continue_reply, regenerate_reply, stop_reply, ContinueReply, RegenerateReply, StopReply,
     },
     error::AppError,
     live::{LiveMessage, MessageList},
-    markdown,
     model::{format_datetime_utc, format_time, Message, ReplyStats, Role, Status, DEMO_MODEL},
 };
 
@@ -30,7 +30,7 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
         role,
         model,
         created_at,
-        body,
+        rendered,
         status,
         error,
         stopped_by: _,
@@ -76,7 +76,7 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
                 <time title=format_datetime_utc(created_at) + " UTC">{move || format_time(created_at, local_time.get())}</time>
                 {status_badge}
             </header>
-            <div class="body" inner_html=move || body.with(|b| markdown::to_html(b))></div>
+            <MessageBody rendered/>
             {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}
             {move || {
                 error.get().map(|e| view! { <p class="message-error" data-status=move || status.get().as_str()>{e}</p> })
@@ -142,11 +142,11 @@ impl ReplyAction {
     }
 
     /// Calls the server; Regenerate and Continue return the reply row now streaming.
-    async fn run(self, id: i64, by: String) -> Result<Option<Message>, AppError> {
+    async fn run(self, thread: String, id: i64, by: String) -> Result<Option<Message>, AppError> {
         match self {
-            ReplyAction::Stop => stop_reply(id, by).await.map(|()| None),
-            ReplyAction::Regenerate => regenerate_reply(id, by).await.map(Some),
-            ReplyAction::Continue => continue_reply(id, by).await.map(Some),
+            ReplyAction::Stop => stop_reply(thread, id, by).await.map(|()| None),
+            ReplyAction::Regenerate => regenerate_reply(thread, id, by).await.map(Some),
+            ReplyAction::Continue => continue_reply(thread, id, by).await.map(Some),
         }
     }
 }
@@ -166,7 +166,7 @@ fn ReplyActions(id: i64, status: Signal<Status>) -> impl IntoView {
             error.set(None);
             let by = viewer.get_untracked();
             leptos::task::spawn_local(async move {
-                match action.run(id, by).await {
+                match action.run(list.thread(), id, by).await {
                     Ok(Some(message)) => list.upsert(message),
                     Ok(None) => {}
                     Err(e) => error.set(Some(e.to_string())),
@@ -175,6 +175,7 @@ fn ReplyActions(id: i64, status: Signal<Status>) -> impl IntoView {
         };
         view! {
             <form method="post" action=action.url() class="inline" on:submit=submit>
+                <input type="hidden" name="thread" value=list.thread()/>
                 <input type="hidden" name="id" value=id/>
                 <input type="hidden" name="by" prop:value=move || viewer.get() value=viewer.get_untracked()/>
                 <button type="submit" class:stop=action == ReplyAction::Stop>{action.label()}</button>

@@ -1,5 +1,6 @@
 //! Components only; state lives in `live` and data comes from `api`.
 
+pub mod body;
 pub mod composer;
 pub mod home;
 pub mod message;

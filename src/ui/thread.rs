@@ -50,9 +50,12 @@ fn ThreadView(page: Page) -> impl IntoView {
         default_granularity,
         more,
         bots,
+        signed_in,
+        request_id,
     } = page;
-    let list = MessageList::new(messages);
+    let list = MessageList::new(thread.id.clone(), messages);
     provide_context(list);
+    let author = signed_in.clone().or(author);
     provide_context(Viewer(RwSignal::new(author.clone().unwrap_or_default())));
     // Times render in UTC on the server and switch to local time once hydrated.
     let local_time = RwSignal::new(false);
@@ -159,7 +162,7 @@ fn ThreadView(page: Page) -> impl IntoView {
                 </For>
             </section>
             <p class="sr-only" role="status" aria-live="polite">{move || list.announcement.get()}</p>
-            <Composer thread_id=thread.id author bots list on_sent=scroll_to_end/>
+            <Composer thread_id=thread.id author signed_in=signed_in.is_some() request_id bots list on_sent=scroll_to_end/>
         </main>
     }
     .into_any()

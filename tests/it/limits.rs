@@ -38,7 +38,7 @@ async fn over_the_concurrency_cap_a_mention_is_refused_clearly() {
     // A slot frees when a reply ends.
     app.call(
         "stop_reply",
-        &[("id", &first.id.to_string()), ("by", "Ann")],
+        &[("thread", "lobby"), ("id", &first.id.to_string()), ("by", "Ann")],
     )
     .await;
     app.wait_finished(first.id).await;
@@ -59,22 +59,29 @@ async fn over_the_concurrency_cap_a_mention_is_refused_clearly() {
     }
 }
 
+/// A post from the client at `ip` (a trusted proxy's header says so).
+async fn post_from(app: &crate::support::TestApp, ip: &str, author: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/api/send_message", app.url))
+        .header("accept", "application/json")
+        .header("x-forwarded-for", format!("203.0.113.99, {ip}"))
+        .form(&[("thread", "lobby"), ("author", author), ("body", "@gpt hi")])
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn an_author_over_the_rate_limit_is_refused_clearly() {
+async fn a_client_over_the_rate_limit_is_refused_clearly_whatever_its_name() {
     let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |c| {
         c.limits.mentions_per_minute = 2;
+        c.access.client_ip_header = Some("X-Forwarded-For".into());
     })
     .await;
-    app.post("lobby", "Ann", "@gpt one").await;
-    app.post("lobby", "Ann", "@gpt two").await;
+    assert!(post_from(&app, "10.0.0.1", "Ann").await.status().is_success());
+    assert!(post_from(&app, "10.0.0.1", "Bob").await.status().is_success());
     let before = app.message_count().await;
-    let refused = app
-        .post_raw(&[
-            ("thread", "lobby"),
-            ("author", "ann"),
-            ("body", "@gpt three"),
-        ])
-        .await;
+    let refused = post_from(&app, "10.0.0.1", "Cy").await;
     assert_eq!(refused.status().as_u16(), 429);
     let body: Value = refused.json().await.unwrap();
     assert!(
@@ -82,8 +89,34 @@ async fn an_author_over_the_rate_limit_is_refused_clearly() {
         "{body}"
     );
     assert_eq!(app.message_count().await, before);
-    // Others are not limited by Ann's requests.
-    assert!(app.post("lobby", "Bob", "@gpt mine").await.replies.len() == 1);
+    // Another client is not limited by the first one's requests.
+    assert!(post_from(&app, "10.0.0.2", "Ann").await.status().is_success());
+}
+
+#[tokio::test]
+async fn twenty_five_names_from_one_address_share_one_limit() {
+    // Default settings: 20 a minute, counted by the connection's address;
+    // a forwarded-for header nobody configured as trusted changes nothing.
+    let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |_| {}).await;
+    let mut accepted = 0;
+    let mut refused = 0;
+    for i in 0..25 {
+        let response = app
+            .http
+            .post(format!("{}/api/send_message", app.url))
+            .header("accept", "application/json")
+            .header("x-forwarded-for", format!("10.1.0.{i}"))
+            .form(&[("thread", "lobby"), ("author", &format!("name{i}")), ("body", "@gpt hi")])
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => accepted += 1,
+            429 => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((accepted, refused), (20, 5));
 }
 
 #[tokio::test]

@@ -5,11 +5,14 @@
 
 mod support;
 
+mod access;
 mod bots;
 mod concurrent_replies;
 mod crash_recovery;
 mod granularity_view;
 mod history;
+mod hostile_markdown;
+mod idempotent_send;
 mod limits;
 mod load_smoke;
 mod no_mention_no_request;
@@ -25,6 +28,7 @@ mod security;
 mod slow_viewer;
 mod sse_paths;
 mod stop_and_watchdog;
+mod storage_full;
 mod thread_granularity;
 mod thread_isolation;
 mod threads;

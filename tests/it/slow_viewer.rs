@@ -96,7 +96,7 @@ async fn a_stuck_viewer_is_resynced_and_others_are_unaffected() {
         }
         if let Some(id) = stuck_list.apply(event, rev) {
             // A gap in a copy: re-fetch it, as the browser does.
-            stuck_list.replace(app.get_message(id).await);
+            stuck_list.replace(app.get_message("lobby", id).await);
         }
     }
     assert!(resynced, "the stuck viewer lagged and was resynced");

@@ -48,3 +48,62 @@ async fn every_received_delta_is_already_stored() {
     assert!(checked > 0);
     assert_eq!(app.message(reply.id).await.body, script.text());
 }
+
+/// The claim proved directly: while another connection holds the database's
+/// write lock, the writer cannot commit, and no delta beyond what was
+/// committed before reaches a viewer; once released, the rest arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_delta_reaches_a_viewer_while_the_database_is_locked() {
+    let deltas: Vec<String> = (0..400).map(|i| format!("tok{i} ")).collect();
+    let script = Scripted {
+        deltas,
+        pause: Duration::from_millis(3),
+        ..Scripted::new(&[])
+    };
+    let app = spawn_app(FakeProvider::with(script.clone()).await).await;
+    let mut viewer = SseClient::connect(&app.events_url("lobby"), None).await;
+    let reply = app.post("lobby", "Ann", "@gpt go").await.replies.remove(0);
+    app.wait_for_text(reply.id).await;
+
+    let mut lock = app.db.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *lock).await.unwrap();
+    let committed: i64 = sqlx::query_scalar("SELECT length(CAST(body AS BLOB)) FROM messages WHERE id = ?")
+        .bind(reply.id)
+        .fetch_one(&mut *lock)
+        .await
+        .unwrap();
+    // Held for a second (under the writer's 5 s busy timeout).
+    let held_until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut while_locked = 0;
+    while let Ok(next) = tokio::time::timeout_at(held_until, viewer.next()).await {
+        if let Some((_, ChatEvent::Delta { offset, text, .. })) = next {
+            assert!(
+                (offset + text.len()) as i64 <= committed,
+                "a delta ending at {} reached a viewer while only {committed} bytes were committed",
+                offset + text.len()
+            );
+            while_locked += 1;
+        }
+    }
+    let _ = while_locked;
+    sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
+    drop(lock);
+
+    // Released: the rest arrives, beyond what was committed before.
+    let mut beyond = false;
+    loop {
+        let (_, event) = tokio::time::timeout(Duration::from_secs(20), viewer.next())
+            .await
+            .expect("deltas arrive once released")
+            .expect("open");
+        match event {
+            ChatEvent::Delta { offset, text, .. } if (offset + text.len()) as i64 > committed => {
+                beyond = true;
+            }
+            ChatEvent::Finished { id, .. } if id == reply.id => break,
+            _ => {}
+        }
+    }
+    assert!(beyond);
+    assert_eq!(app.message(reply.id).await.body, script.text());
+}

@@ -307,12 +307,13 @@ pub async fn scenario(
         .map(|(id, r)| {
             let http = http.clone();
             async move {
-                server
+                let reply = server
                     .post(&http, &id, &format!("{id}-a{r}"), "@gpt go")
                     .await
                     .replies
                     .remove(0)
-                    .id
+                    .id;
+                (id, reply)
             }
         });
     reply_ids.extend(join_all(posts).await);
@@ -329,10 +330,10 @@ pub async fn scenario(
         |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
 
     // Every viewer got every reply whole.
-    for id in &reply_ids {
+    for (thread, id) in &reply_ids {
         let id_field = id.to_string();
         let stored: streamchat::model::Message = server
-            .call(&http, "get_message", &[("id", &id_field)])
+            .call(&http, "get_message", &[("thread", thread), ("id", &id_field)])
             .await;
         assert_eq!(stored.status, Status::Done);
         for s in seen.iter().filter(|s| s.texts.contains_key(id)) {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sqlx::{sqlite::SqliteConnectOptions, SqlitePool};
 use streamchat::{
     model::{Message, Posted, Status},
-    server::{config::Config, config::Secret, run},
+    server::{config::Config, config::Secret, self_base_url, serve, state::AppState},
 };
 
 pub use fake_provider::{FakeProvider, Scripted};
@@ -23,6 +23,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub url: String,
     pub db_path: PathBuf,
+    /// The server's own state (its store's connections, for fault injection).
+    pub state: AppState,
     /// A separate pool on the same file, for assertions.
     pub db: SqlitePool,
     pub fake: FakeProvider,
@@ -50,8 +52,12 @@ pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Conf
     let options = LeptosOptions::builder().output_name("streamchat").build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let state = AppState::build(options, config, &self_base_url(addr))
+        .await
+        .expect("state builds");
+    let serving = state.clone();
     tokio::spawn(async move {
-        run(listener, options, config, std::future::pending())
+        serve(listener, serving, std::future::pending())
             .await
             .expect("server runs")
     });
@@ -60,6 +66,7 @@ pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Conf
         addr,
         url: format!("http://{addr}"),
         db_path,
+        state,
         db,
         fake,
         http: reqwest::Client::new(),
@@ -162,9 +169,10 @@ impl TestApp {
         format!("{}/api/threads/{thread}/events", self.url)
     }
 
-    pub async fn get_message(&self, id: i64) -> Message {
+    /// Message `id` of `thread` through the server function a browser calls.
+    pub async fn get_message(&self, thread: &str, id: i64) -> Message {
         let id = id.to_string();
-        self.call("get_message", &[("id", &id)])
+        self.call("get_message", &[("thread", thread), ("id", &id)])
             .await
             .json()
             .await
@@ -186,5 +194,5 @@ pub fn error_text(body: &Value) -> String {
 pub fn client_list() -> (leptos::prelude::Owner, streamchat::live::MessageList) {
     let owner = leptos::prelude::Owner::new();
     owner.set();
-    (owner, streamchat::live::MessageList::new(Vec::new()))
+    (owner, streamchat::live::MessageList::new("lobby".into(), Vec::new()))
 }
