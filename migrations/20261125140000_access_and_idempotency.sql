@@ -24,3 +24,9 @@ CREATE INDEX idx_threads_activity ON threads (listed, last_activity_at DESC, id)
 -- The writer's health probe inserts a few pages here and rolls back: it
 -- tells whether the database can grow again after writes were refused.
 CREATE TABLE write_probe (data BLOB);
+
+-- Room kept for recording how replies end when the database is full: the
+-- writer deletes this 1 MiB row when a reply's end cannot be stored (its
+-- pages become free for that), and puts it back once writes work again.
+CREATE TABLE storage_reserve (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
+INSERT INTO storage_reserve (id, data) VALUES (1, zeroblob(1048576));

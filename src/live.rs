@@ -9,8 +9,8 @@
 
 use leptos::prelude::*;
 
-use crate::ui::body::RenderedBody;
 use crate::model::{body_hash, ChatEvent, Message, ReplyStats, Role, Status, Usage};
+use crate::ui::body::RenderedBody;
 
 /// One message as the page shows it; the parts that change are signals.
 #[derive(Clone)]

@@ -389,8 +389,7 @@ impl Renderer {
 fn code_language(info: &str) -> Option<&str> {
     info.split_whitespace().next().filter(|l| {
         l.len() <= 32
-            && l
-                .chars()
+            && l.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+-_#.".contains(c))
     })
 }

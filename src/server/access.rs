@@ -101,7 +101,11 @@ mod tests {
     #[test]
     fn the_connection_address_by_default_and_names_are_the_clients() {
         let config = AccessConfig::default();
-        let who = requester(&config, &parts(&[("x-forwarded-for", "1.2.3.4")], Some("10.0.0.7:5555"))).unwrap();
+        let who = requester(
+            &config,
+            &parts(&[("x-forwarded-for", "1.2.3.4")], Some("10.0.0.7:5555")),
+        )
+        .unwrap();
         assert_eq!(who.client, "ip:10.0.0.7", "an untrusted header is ignored");
         assert_eq!(who.name_or("Ann"), "Ann");
     }
@@ -112,14 +116,25 @@ mod tests {
             identity_header: None,
             client_ip_header: Some("X-Forwarded-For".into()),
         };
-        let who = requester(&config, &parts(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4")], Some("10.0.0.7:5555"))).unwrap();
+        let who = requester(
+            &config,
+            &parts(
+                &[("x-forwarded-for", "6.6.6.6, 1.2.3.4")],
+                Some("10.0.0.7:5555"),
+            ),
+        )
+        .unwrap();
         assert_eq!(who.client, "ip:1.2.3.4", "the entry the proxy added");
 
         let config = AccessConfig {
             identity_header: Some("X-Forwarded-User".into()),
             client_ip_header: None,
         };
-        let who = requester(&config, &parts(&[("x-forwarded-user", "ann@example.com")], None)).unwrap();
+        let who = requester(
+            &config,
+            &parts(&[("x-forwarded-user", "ann@example.com")], None),
+        )
+        .unwrap();
         assert_eq!(who.name_or("Mallory"), "ann@example.com");
         assert_eq!(who.client, "user:ann@example.com");
         assert!(matches!(

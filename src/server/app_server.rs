@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
             },
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::map_response(error_status))
         // 413 for any larger body, before a handler or server function reads it.
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BYTES))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -114,6 +115,24 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(security::same_origin))
         .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)
+}
+
+/// Server functions answer a request whose fields they cannot read (one
+/// missing, one malformed) with 500; this gives such an answer the status
+/// of the error it carries (400 for those). Other answers pass untouched.
+async fn error_status(response: axum::response::Response) -> axum::response::Response {
+    use axum::{body::Body, http::StatusCode};
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
+        return axum::response::IntoResponse::into_response(crate::error::AppError::Internal);
+    };
+    if let Ok(error) = serde_json::from_slice::<crate::error::AppError>(&bytes) {
+        parts.status = error.status();
+    }
+    axum::response::Response::from_parts(parts, Body::from(bytes))
 }
 
 /// The answer to a request whose handler panicked (the panic is logged).

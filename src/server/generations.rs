@@ -23,7 +23,9 @@ use crate::error::AppError;
 /// Why a reply was told to end early.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EndRequest {
-    Stop { by: String },
+    Stop {
+        by: String,
+    },
     IdleTimeout(Duration),
     TotalTimeout(Duration),
     /// The writer could not store the reply's text.
@@ -83,7 +85,8 @@ impl Generations {
             slots: Arc::new(Semaphore::new(limits.max_concurrent_replies)),
             max_replies: limits.max_concurrent_replies,
             asks: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
-                std::num::NonZeroU32::new(limits.mentions_per_minute.max(1)).unwrap_or(std::num::NonZeroU32::MIN),
+                std::num::NonZeroU32::new(limits.mentions_per_minute.max(1))
+                    .unwrap_or(std::num::NonZeroU32::MIN),
             ))),
             asks_per_minute: limits.mentions_per_minute,
         }
@@ -114,7 +117,9 @@ impl Generations {
         }
         self.asks.check_key(&key.to_owned()).map_err(|not_until| {
             let wait = not_until
-                .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
+                .wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ))
                 .as_secs()
                 .max(1);
             AppError::Limited(format!(
@@ -266,7 +271,10 @@ mod tests {
         let g = Generations::new(&limits(10, 2));
         assert!(g.check_rate("10.0.0.1").is_ok());
         assert!(g.check_rate("10.0.0.1").is_ok());
-        assert!(matches!(g.check_rate("10.0.0.1"), Err(AppError::Limited(_))));
+        assert!(matches!(
+            g.check_rate("10.0.0.1"),
+            Err(AppError::Limited(_))
+        ));
         assert!(g.check_rate("10.0.0.2").is_ok());
     }
 

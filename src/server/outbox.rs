@@ -119,10 +119,7 @@ pub async fn restart(
     let slot = state.generations.reserve()?;
     state.generations.check_rate(&who.client)?;
     let model = state.bots.get(&original.author).provider.model().to_owned();
-    let reply = state
-        .writer
-        .restart(thread_id, id, kind, by, model)
-        .await?;
+    let reply = state.writer.restart(thread_id, id, kind, by, model).await?;
     tracing::info!(message_id = reply.id, ?kind, "reply restarted");
     let handle = state.generations.register(reply.id, slot);
     generate::spawn(

@@ -308,7 +308,9 @@ mod readable_error_tests {
     #[test]
     fn envelopes_give_their_message() {
         assert_eq!(
-            readable_error(r#"{"error":{"message":"The engine is overloaded","type":"server_error"}}"#),
+            readable_error(
+                r#"{"error":{"message":"The engine is overloaded","type":"server_error"}}"#
+            ),
             "The engine is overloaded"
         );
         assert_eq!(readable_error(r#"{"message":"busy"}"#), "busy");

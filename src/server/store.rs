@@ -14,7 +14,8 @@ use sqlx::{
 };
 
 use crate::model::{
-    AuthorUsage, Granularity, Message, Posted, ReplyStats, Role, Status, Thread, ThreadSummary, UsageTotals,
+    AuthorUsage, Granularity, Message, Posted, ReplyStats, Role, Status, Thread, ThreadSummary,
+    UsageTotals,
 };
 
 const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error, finish_reason, \
@@ -378,13 +379,32 @@ async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64,
 
 // Statements for the writer, run inside its group-commit transaction.
 
-/// Writes a few pages' worth into `write_probe` (the caller rolls back):
-/// fails when the database cannot grow (disk full, `max_page_count`).
+/// Whether the database can grow: puts the storage reserve back if it was
+/// used, and writes a few pages into `write_probe`, undone. Fails when the
+/// database cannot grow (disk full, `max_page_count`).
 pub async fn probe_growth(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT OR IGNORE INTO storage_reserve (id, data) VALUES (1, zeroblob({RESERVE_BYTES}))"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SAVEPOINT probe").execute(&mut *conn).await?;
     sqlx::query("INSERT INTO write_probe (data) VALUES (zeroblob(16384))")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("ROLLBACK TO probe").execute(&mut *conn).await?;
+    sqlx::query("RELEASE probe").execute(conn).await.map(drop)
+}
+
+/// Size of the storage reserve (see the migration creating it).
+const RESERVE_BYTES: usize = 1 << 20;
+
+/// Frees the storage reserve's pages for use (deleting needs no new page).
+pub async fn release_reserve(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM storage_reserve")
         .execute(conn)
         .await
-        .map(drop)
+        .map(|done| done.rows_affected() > 0)
 }
 
 pub async fn message_in(

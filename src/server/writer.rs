@@ -328,7 +328,7 @@ impl WriterTask {
             Err(e) if size == 1 => {
                 tracing::error!(error = %e, "commit failed; nothing of it was published");
                 for command in commands {
-                    self.refuse(command);
+                    self.refuse(command).await;
                 }
             }
             Err(e) => {
@@ -338,7 +338,7 @@ impl WriterTask {
                         Ok(effects) => self.committed(effects, vec![command]).await,
                         Err(e) => {
                             tracing::error!(error = %e, "commit failed; nothing of it was published");
-                            self.refuse(command);
+                            self.refuse(command).await;
                         }
                     }
                 }
@@ -363,17 +363,41 @@ impl WriterTask {
         let result: Result<(), sqlx::Error> = async {
             let mut tx = self.store.pool().begin().await?;
             store::probe_growth(&mut tx).await?;
-            tx.rollback().await
+            tx.commit().await
         }
         .await;
         result.is_ok()
+    }
+
+    /// Frees the storage reserve so that ends of replies can be recorded in
+    /// a full database; true if there was one to free.
+    async fn release_reserve(&self) -> bool {
+        let result: Result<bool, sqlx::Error> = async {
+            let mut tx = self.store.pool().begin().await?;
+            let released = store::release_reserve(&mut tx).await?;
+            tx.commit().await?;
+            Ok(released)
+        }
+        .await;
+        match result {
+            Ok(released) => {
+                if released {
+                    tracing::warn!("storage reserve released to record how replies end");
+                }
+                released
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not release the storage reserve");
+                false
+            }
+        }
     }
 
     /// A command that cannot be stored: its caller gets a clear error, a
     /// reply whose text it carried is ended as `failed` (keeping what was
     /// stored), and the end of a reply is kept to retry. Nothing of it is
     /// published.
-    fn refuse(&mut self, command: Command) {
+    async fn refuse(&mut self, command: Command) {
         self.writes_failing = true;
         let unavailable = || {
             AppError::Unavailable(
@@ -396,11 +420,24 @@ impl WriterTask {
             }
             Command::Append { id, .. } => {
                 if self.broken.insert(id) {
-                    tracing::error!(message_id = id, "a reply's text could not be stored; ending it");
+                    tracing::error!(
+                        message_id = id,
+                        "a reply's text could not be stored; ending it"
+                    );
                     self.generations.end(id, EndRequest::Storage);
                 }
             }
-            Command::Finish { .. } => self.deferred.push(command),
+            Command::Finish { .. } => {
+                // The end of a reply must be recorded: with the reserve's
+                // pages freed it fits, even in a full database.
+                if self.release_reserve().await {
+                    if let Ok(effects) = self.apply(std::slice::from_ref(&command)).await {
+                        self.committed(effects, vec![command]).await;
+                        return;
+                    }
+                }
+                self.deferred.push(command);
+            }
         }
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{error_text, spawn_app, spawn_app_with, FakeProvider, Scripted, SseClient, TestApp};
+use crate::support::{
+    error_text, spawn_app, spawn_app_with, FakeProvider, Scripted, SseClient, TestApp,
+};
 use streamchat::model::{ChatEvent, Message, Thread, ThreadSummary};
 
 async fn create(app: &TestApp, title: &str, unlisted: bool) -> Thread {
@@ -27,7 +29,12 @@ async fn list(app: &TestApp) -> Vec<ThreadSummary> {
 }
 
 /// Calls `function` on message `id` naming `thread` (or none): status and body.
-async fn call_on(app: &TestApp, function: &str, thread: Option<&str>, id: i64) -> (StatusCode, String) {
+async fn call_on(
+    app: &TestApp,
+    function: &str,
+    thread: Option<&str>,
+    id: i64,
+) -> (StatusCode, String) {
     let id = id.to_string();
     let mut fields = vec![("id", id.as_str()), ("by", "Mallory")];
     if let Some(thread) = thread {
@@ -51,19 +58,37 @@ async fn a_message_is_only_reached_through_its_own_thread() {
     // The unknown-message answer, for comparison: same status, same words.
     let (missing_status, missing_text) = call_on(&app, "get_message", Some(&a.id), 999_999).await;
     assert_eq!(missing_status, StatusCode::NOT_FOUND);
-    for function in ["get_message", "stop_reply", "regenerate_reply", "continue_reply"] {
+    for function in [
+        "get_message",
+        "stop_reply",
+        "regenerate_reply",
+        "continue_reply",
+    ] {
         for id in [posted.message.id, reply.id] {
             let (status, text) = call_on(&app, function, Some(&a.id), id).await;
-            assert_eq!(status, StatusCode::NOT_FOUND, "{function}({id}) named with thread A");
+            assert_eq!(
+                status,
+                StatusCode::NOT_FOUND,
+                "{function}({id}) named with thread A"
+            );
             assert_eq!(
                 text,
                 missing_text.replace("999999", &id.to_string()),
                 "{function}: refused like an unknown id"
             );
-            assert!(!text.contains(&b.id) && !text.contains(secret), "{function} leaks: {text}");
+            assert!(
+                !text.contains(&b.id) && !text.contains(secret),
+                "{function} leaks: {text}"
+            );
             let (status, text) = call_on(&app, function, None, id).await;
-            assert!(status.is_client_error(), "{function}({id}) without a thread: {status}");
-            assert!(!text.contains(&b.id) && !text.contains(secret), "{function} leaks: {text}");
+            assert!(
+                status.is_client_error(),
+                "{function}({id}) without a thread: {status}"
+            );
+            assert!(
+                !text.contains(&b.id) && !text.contains(secret),
+                "{function} leaks: {text}"
+            );
         }
     }
     // Nothing changed: the reply still streams, nothing was regenerated.
@@ -73,7 +98,10 @@ async fn a_message_is_only_reached_through_its_own_thread() {
 
     // Through its own thread, it is there and Stop works.
     let response = app
-        .call("get_message", &[("thread", b.id.as_str()), ("id", &reply.id.to_string())])
+        .call(
+            "get_message",
+            &[("thread", b.id.as_str()), ("id", &reply.id.to_string())],
+        )
         .await;
     let got: Message = response.json().await.unwrap();
     assert_eq!(got.id, reply.id);
@@ -88,11 +116,16 @@ async fn a_message_is_only_reached_through_its_own_thread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlisted_thread_is_in_no_list_and_read_through_its_url() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
-    let mut list_viewer = SseClient::connect(&format!("{}/api/threads/events", app.url), None).await;
+    let mut list_viewer =
+        SseClient::connect(&format!("{}/api/threads/events", app.url), None).await;
     let hidden = create(&app, "Hidden plans", true).await;
     assert!(!hidden.listed);
     app.post(&hidden.id, "Ann", "psst").await;
-    app.call("rename_thread", &[("thread", hidden.id.as_str()), ("title", "Still hidden")]).await;
+    app.call(
+        "rename_thread",
+        &[("thread", hidden.id.as_str()), ("title", "Still hidden")],
+    )
+    .await;
     let shown = create(&app, "Open plans", false).await;
     assert!(shown.listed);
 
@@ -103,7 +136,10 @@ async fn an_unlisted_thread_is_in_no_list_and_read_through_its_url() {
             .expect("the listed thread is announced")
             .expect("open");
         if let ChatEvent::Thread { thread } = event {
-            assert_ne!(thread.id, hidden.id, "an unlisted thread in a live list event");
+            assert_ne!(
+                thread.id, hidden.id,
+                "an unlisted thread in a live list event"
+            );
             if thread.id == shown.id {
                 break;
             }
@@ -112,15 +148,35 @@ async fn an_unlisted_thread_is_in_no_list_and_read_through_its_url() {
     let listed = list(&app).await;
     assert!(listed.iter().any(|t| t.id == shown.id));
     assert!(listed.iter().all(|t| t.id != hidden.id));
-    let home = app.http.get(&app.url).send().await.unwrap().text().await.unwrap();
-    assert!(home.contains("Open plans") && !home.contains("Still hidden") && !home.contains(&hidden.id));
+    let home = app
+        .http
+        .get(&app.url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        home.contains("Open plans") && !home.contains("Still hidden") && !home.contains(&hidden.id)
+    );
 
     // Its URL opens it.
-    let page = app.http.get(format!("{}/t/{}", app.url, hidden.id)).send().await.unwrap();
+    let page = app
+        .http
+        .get(format!("{}/t/{}", app.url, hidden.id))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let page = page.text().await.unwrap();
     assert!(page.contains("Still hidden") && page.contains("psst"));
-    let export = app.http.get(format!("{}/t/{}/export.md", app.url, hidden.id)).send().await.unwrap();
+    let export = app
+        .http
+        .get(format!("{}/t/{}/export.md", app.url, hidden.id))
+        .send()
+        .await
+        .unwrap();
     assert!(export.text().await.unwrap().contains("psst"));
 }
 
@@ -145,11 +201,18 @@ async fn behind_a_proxy_its_identity_is_the_author() {
     assert!(response.status().is_success());
     let posted: streamchat::model::Posted = response.json().await.unwrap();
     assert_eq!(posted.message.author, "ann@example.com");
-    assert_eq!(app.message(posted.message.id).await.author, "ann@example.com");
+    assert_eq!(
+        app.message(posted.message.id).await.author,
+        "ann@example.com"
+    );
 
     let refused = send(None, "Mallory").await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let body: Value = refused.json().await.unwrap();
     assert!(error_text(&body).contains("Sign in"));
-    assert_eq!(app.message_count().await, 1, "a refused post stores nothing");
+    assert_eq!(
+        app.message_count().await,
+        1,
+        "a refused post stores nothing"
+    );
 }

@@ -145,7 +145,11 @@ async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
     let response = reqwest::Client::new()
         .post(format!("{}/api/continue_reply", server.url))
         .header("accept", "application/json")
-        .form(&[("thread", "lobby"), ("id", id.to_string().as_str()), ("by", "user3")])
+        .form(&[
+            ("thread", "lobby"),
+            ("id", id.to_string().as_str()),
+            ("by", "user3"),
+        ])
         .send()
         .await
         .unwrap();

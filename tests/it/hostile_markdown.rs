@@ -12,18 +12,35 @@ use crate::support::{spawn_app, FakeProvider, Scripted};
 pub fn adversarial() -> Vec<(&'static str, String)> {
     vec![
         ("quotes nested 8,000 deep", ">".repeat(8000)),
-        ("ideographic-space indent under a list", format!("- item\n{}", "\u{3000}x\n".repeat(1500))),
-        ("no-break space before fences", "\u{a0}```\nx\n".repeat(1000)),
+        (
+            "ideographic-space indent under a list",
+            format!("- item\n{}", "\u{3000}x\n".repeat(1500)),
+        ),
+        (
+            "no-break space before fences",
+            "\u{a0}```\nx\n".repeat(1000),
+        ),
         ("open emphasis runs", "*a ".repeat(2700)),
-        ("lists nested 2,000 deep", (0..2000).map(|i| format!("{}- x\n", "  ".repeat(i % 400))).collect()),
+        (
+            "lists nested 2,000 deep",
+            (0..2000)
+                .map(|i| format!("{}- x\n", "  ".repeat(i % 400)))
+                .collect(),
+        ),
         ("bullets on one line", "- ".repeat(4000)),
         ("open brackets", "[".repeat(8000)),
         ("bracket pairs", "[a](".repeat(2000)),
         ("backtick runs", "`a``".repeat(2000)),
         ("underscores", "_a_ __b".repeat(1100)),
         ("angle brackets", "<a <b <".repeat(1100)),
-        ("table cells", format!("{}\n{}\n", "|a".repeat(2700), "|-".repeat(2700))),
-        ("url parentheses", format!("https://e.com/{}", ")".repeat(8000))),
+        (
+            "table cells",
+            format!("{}\n{}\n", "|a".repeat(2700), "|-".repeat(2700)),
+        ),
+        (
+            "url parentheses",
+            format!("https://e.com/{}", ")".repeat(8000)),
+        ),
     ]
 }
 
@@ -31,9 +48,35 @@ pub fn adversarial() -> Vec<(&'static str, String)> {
 fn allowlist() -> ammonia::Builder<'static> {
     let mut b = ammonia::Builder::empty();
     b.add_tags([
-        "p", "strong", "em", "del", "code", "pre", "a", "span", "ul", "ol", "li", "table",
-        "thead", "tbody", "tr", "th", "td", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6",
-        "hr", "br", "div", "button", "input",
+        "p",
+        "strong",
+        "em",
+        "del",
+        "code",
+        "pre",
+        "a",
+        "span",
+        "ul",
+        "ol",
+        "li",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "blockquote",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "br",
+        "div",
+        "button",
+        "input",
     ])
     .add_tag_attributes("a", ["href", "rel", "target"])
     .add_tag_attributes("ol", ["start"])
@@ -49,7 +92,10 @@ fn allowlist() -> ammonia::Builder<'static> {
 /// The allowlist leaves the HTML exactly as it is: nothing in it is outside.
 fn assert_allowed(source: &str, html: &str) {
     let cleaned = allowlist().clean(html).to_string();
-    assert_eq!(cleaned, html, "the allowlist changed the HTML of {source:?}");
+    assert_eq!(
+        cleaned, html,
+        "the allowlist changed the HTML of {source:?}"
+    );
 }
 
 /// Renders `source` in pieces of `step` bytes, as a streaming reply does.
@@ -171,7 +217,11 @@ async fn a_thread_holding_any_of_them_serves_its_page() {
         let response = app
             .post_raw(&[("thread", "lobby"), ("author", "Mallory"), ("body", &body)])
             .await;
-        assert!(response.status().is_success(), "{name}: post {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{name}: post {}",
+            response.status()
+        );
         let page = tokio::time::timeout(
             std::time::Duration::from_secs(20),
             app.http.get(format!("{}/t/lobby", app.url)).send(),

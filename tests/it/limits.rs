@@ -38,7 +38,11 @@ async fn over_the_concurrency_cap_a_mention_is_refused_clearly() {
     // A slot frees when a reply ends.
     app.call(
         "stop_reply",
-        &[("thread", "lobby"), ("id", &first.id.to_string()), ("by", "Ann")],
+        &[
+            ("thread", "lobby"),
+            ("id", &first.id.to_string()),
+            ("by", "Ann"),
+        ],
     )
     .await;
     app.wait_finished(first.id).await;
@@ -78,8 +82,14 @@ async fn a_client_over_the_rate_limit_is_refused_clearly_whatever_its_name() {
         c.access.client_ip_header = Some("X-Forwarded-For".into());
     })
     .await;
-    assert!(post_from(&app, "10.0.0.1", "Ann").await.status().is_success());
-    assert!(post_from(&app, "10.0.0.1", "Bob").await.status().is_success());
+    assert!(post_from(&app, "10.0.0.1", "Ann")
+        .await
+        .status()
+        .is_success());
+    assert!(post_from(&app, "10.0.0.1", "Bob")
+        .await
+        .status()
+        .is_success());
     let before = app.message_count().await;
     let refused = post_from(&app, "10.0.0.1", "Cy").await;
     assert_eq!(refused.status().as_u16(), 429);
@@ -90,7 +100,10 @@ async fn a_client_over_the_rate_limit_is_refused_clearly_whatever_its_name() {
     );
     assert_eq!(app.message_count().await, before);
     // Another client is not limited by the first one's requests.
-    assert!(post_from(&app, "10.0.0.2", "Ann").await.status().is_success());
+    assert!(post_from(&app, "10.0.0.2", "Ann")
+        .await
+        .status()
+        .is_success());
 }
 
 #[tokio::test]
@@ -106,7 +119,11 @@ async fn twenty_five_names_from_one_address_share_one_limit() {
             .post(format!("{}/api/send_message", app.url))
             .header("accept", "application/json")
             .header("x-forwarded-for", format!("10.1.0.{i}"))
-            .form(&[("thread", "lobby"), ("author", &format!("name{i}")), ("body", "@gpt hi")])
+            .form(&[
+                ("thread", "lobby"),
+                ("author", &format!("name{i}")),
+                ("body", "@gpt hi"),
+            ])
             .send()
             .await
             .unwrap();

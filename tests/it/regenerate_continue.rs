@@ -29,7 +29,11 @@ async fn regenerate_answers_the_same_prompt_in_a_new_message() {
     let response = app
         .call(
             "regenerate_reply",
-            &[("thread", "lobby"), ("id", &first.id.to_string()), ("by", "Bob")],
+            &[
+                ("thread", "lobby"),
+                ("id", &first.id.to_string()),
+                ("by", "Bob"),
+            ],
         )
         .await;
     assert!(response.status().is_success(), "{}", response.status());
@@ -52,7 +56,11 @@ async fn regenerate_answers_the_same_prompt_in_a_new_message() {
     let refused = app
         .call(
             "regenerate_reply",
-            &[("thread", "lobby"), ("id", &second.id.to_string()), ("by", "Bob")],
+            &[
+                ("thread", "lobby"),
+                ("id", &second.id.to_string()),
+                ("by", "Bob"),
+            ],
         )
         .await;
     assert_eq!(refused.status().as_u16(), 409);
@@ -73,7 +81,11 @@ async fn continue_appends_to_a_stopped_reply() {
     app.wait_for_text(reply.id).await;
     app.call(
         "stop_reply",
-        &[("thread", "lobby"), ("id", &reply.id.to_string()), ("by", "Ann")],
+        &[
+            ("thread", "lobby"),
+            ("id", &reply.id.to_string()),
+            ("by", "Ann"),
+        ],
     )
     .await;
     let stopped = app.wait_finished(reply.id).await;
@@ -83,7 +95,11 @@ async fn continue_appends_to_a_stopped_reply() {
     let response = app
         .call(
             "continue_reply",
-            &[("thread", "lobby"), ("id", &reply.id.to_string()), ("by", "Ann")],
+            &[
+                ("thread", "lobby"),
+                ("id", &reply.id.to_string()),
+                ("by", "Ann"),
+            ],
         )
         .await;
     assert!(response.status().is_success(), "{}", response.status());

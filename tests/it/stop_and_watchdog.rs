@@ -26,7 +26,11 @@ async fn stop_closes_the_provider_connection_and_keeps_the_text() {
     let response = app
         .call(
             "stop_reply",
-            &[("thread", "lobby"), ("id", &reply.id.to_string()), ("by", "Bob")],
+            &[
+                ("thread", "lobby"),
+                ("id", &reply.id.to_string()),
+                ("by", "Bob"),
+            ],
         )
         .await;
     assert!(response.status().is_success(), "{}", response.status());
@@ -68,7 +72,11 @@ async fn stop_closes_the_provider_connection_and_keeps_the_text() {
     let again = app
         .call(
             "stop_reply",
-            &[("thread", "lobby"), ("id", &reply.id.to_string()), ("by", "Bob")],
+            &[
+                ("thread", "lobby"),
+                ("id", &reply.id.to_string()),
+                ("by", "Bob"),
+            ],
         )
         .await;
     assert_eq!(again.status().as_u16(), 409);

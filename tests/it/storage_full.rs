@@ -44,7 +44,9 @@ async fn health(app: &TestApp) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_database_fails_the_reply_by_name_and_the_app_recovers() {
-    let deltas: Vec<String> = (0..2000).map(|i| format!("{i:04} lorem ipsum dolor sit amet ")).collect();
+    let deltas: Vec<String> = (0..2000)
+        .map(|i| format!("{i:04} lorem ipsum dolor sit amet "))
+        .collect();
     let script = Scripted {
         deltas,
         pause: Duration::from_millis(2),
@@ -58,10 +60,17 @@ async fn a_full_database_fails_the_reply_by_name_and_the_app_recovers() {
     let mut seen = String::new();
     let mut limited = false;
     let (status, error) = loop {
-        let (_, event) = tokio::time::timeout(Duration::from_secs(30), viewer.next())
-            .await
-            .expect("events keep coming")
-            .expect("open");
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(30), viewer.next()).await else {
+            let m = app.message(reply.id).await;
+            panic!(
+                "events stopped; stored: {:?} {:?} {} bytes, seen {}",
+                m.status,
+                m.error,
+                m.body.len(),
+                seen.len()
+            );
+        };
+        let (_, event) = next.expect("open");
         match event {
             ChatEvent::Delta { id, offset, text } if id == reply.id => {
                 assert_eq!(offset, seen.len(), "no gap, no duplicate");
@@ -71,7 +80,13 @@ async fn a_full_database_fails_the_reply_by_name_and_the_app_recovers() {
                     limited = true;
                 }
             }
-            ChatEvent::Finished { id, status, error, len, .. } if id == reply.id => {
+            ChatEvent::Finished {
+                id,
+                status,
+                error,
+                len,
+                ..
+            } if id == reply.id => {
                 assert_eq!(len, seen.len(), "the final length is what was published");
                 break (status, error.unwrap_or_default());
             }
@@ -82,12 +97,20 @@ async fn a_full_database_fails_the_reply_by_name_and_the_app_recovers() {
     assert!(error.contains("could not be stored"), "{error}");
     let stored = app.message(reply.id).await;
     assert_eq!(stored.status, Status::Failed);
-    assert_eq!(stored.body, seen, "every delta a viewer got is stored, nothing else published");
+    assert_eq!(
+        stored.body, seen,
+        "every delta a viewer got is stored, nothing else published"
+    );
     assert!(seen.len() < 2000 * 26, "the fault hit mid-stream");
 
     // Unhealthy, but reads still work.
     assert_eq!(health(&app).await, 503);
-    let page = app.http.get(format!("{}/t/lobby", app.url)).send().await.unwrap();
+    let page = app
+        .http
+        .get(format!("{}/t/lobby", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status().as_u16(), 200);
     assert_eq!(app.get_message("lobby", reply.id).await.body, seen);
 
@@ -95,10 +118,17 @@ async fn a_full_database_fails_the_reply_by_name_and_the_app_recovers() {
     limit_pages(&app, Some(1_073_741_823)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while health(&app).await != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "never healthy again");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never healthy again"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let again = app.post("lobby", "Ann", "@gpt again").await.replies.remove(0);
+    let again = app
+        .post("lobby", "Ann", "@gpt again")
+        .await
+        .replies
+        .remove(0);
     let done = app.wait_finished(again.id).await;
     assert_eq!(done.status, Status::Done);
 }

@@ -66,12 +66,16 @@ async fn no_delta_reaches_a_viewer_while_the_database_is_locked() {
     app.wait_for_text(reply.id).await;
 
     let mut lock = app.db.acquire().await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *lock).await.unwrap();
-    let committed: i64 = sqlx::query_scalar("SELECT length(CAST(body AS BLOB)) FROM messages WHERE id = ?")
-        .bind(reply.id)
-        .fetch_one(&mut *lock)
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
         .await
         .unwrap();
+    let committed: i64 =
+        sqlx::query_scalar("SELECT length(CAST(body AS BLOB)) FROM messages WHERE id = ?")
+            .bind(reply.id)
+            .fetch_one(&mut *lock)
+            .await
+            .unwrap();
     // Held for a second (under the writer's 5 s busy timeout).
     let held_until = tokio::time::Instant::now() + Duration::from_secs(1);
     let mut while_locked = 0;

@@ -333,7 +333,11 @@ pub async fn scenario(
     for (thread, id) in &reply_ids {
         let id_field = id.to_string();
         let stored: streamchat::model::Message = server
-            .call(&http, "get_message", &[("thread", thread), ("id", &id_field)])
+            .call(
+                &http,
+                "get_message",
+                &[("thread", thread), ("id", &id_field)],
+            )
             .await;
         assert_eq!(stored.status, Status::Done);
         for s in seen.iter().filter(|s| s.texts.contains_key(id)) {

@@ -194,5 +194,8 @@ pub fn error_text(body: &Value) -> String {
 pub fn client_list() -> (leptos::prelude::Owner, streamchat::live::MessageList) {
     let owner = leptos::prelude::Owner::new();
     owner.set();
-    (owner, streamchat::live::MessageList::new("lobby".into(), Vec::new()))
+    (
+        owner,
+        streamchat::live::MessageList::new("lobby".into(), Vec::new()),
+    )
 }
