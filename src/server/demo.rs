@@ -40,6 +40,9 @@ Until then, thanks for trying the demo!";
 /// Marks a question whose first answer fails mid-stream, to show what a
 /// failed reply looks like (and Regenerate).
 pub const FAIL_ONCE: &str = "[fail once]";
+/// In a question: the answer is seven times as long (about 2,000 tokens)
+/// and streams ten times as fast, to show a long reply.
+pub const LONG: &str = "[long]";
 
 /// The demo model's memory: which `[fail once]` questions already failed.
 #[derive(Clone, Default)]
@@ -69,7 +72,8 @@ pub fn tokens(question: &str) -> Vec<String> {
             format!("You asked: \"{short}{ellipsis}\".")
         }
     };
-    let text = format!("{opening} {ANSWER}");
+    let repeats = if question.contains(LONG) { 7 } else { 1 };
+    let text = format!("{opening} {}", vec![ANSWER; repeats].join("\n\n"));
     let mut out = Vec::new();
     let mut current = String::new();
     for c in text.chars() {
@@ -120,7 +124,8 @@ pub async fn completions(State(state): State<AppState>, Json(request): Json<Valu
         .sum();
     let fail = state.demo.should_fail(&question);
     let tokens = tokens(&question);
-    let pause = Duration::from_secs_f64(1.0 / state.config.demo.tokens_per_second);
+    let speed = if question.contains(LONG) { 10.0 } else { 1.0 };
+    let pause = Duration::from_secs_f64(1.0 / (state.config.demo.tokens_per_second * speed));
 
     let stream = async_stream::stream! {
         yield Ok::<_, Infallible>(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
