@@ -40,7 +40,7 @@ Until then, thanks for trying the demo!";
 /// Marks a question whose first answer fails mid-stream, to show what a
 /// failed reply looks like (and Regenerate).
 pub const FAIL_ONCE: &str = "[fail once]";
-/// In a question: the answer is seven times as long (about 2,000 tokens)
+/// In a question: the answer is ten times as long (over 2,000 tokens)
 /// and streams ten times as fast, to show a long reply.
 pub const LONG: &str = "[long]";
 
@@ -72,7 +72,7 @@ pub fn tokens(question: &str) -> Vec<String> {
             format!("You asked: \"{short}{ellipsis}\".")
         }
     };
-    let repeats = if question.contains(LONG) { 7 } else { 1 };
+    let repeats = if question.contains(LONG) { 10 } else { 1 };
     let text = format!("{opening} {}", vec![ANSWER; repeats].join("\n\n"));
     let mut out = Vec::new();
     let mut current = String::new();
@@ -163,5 +163,7 @@ mod tests {
         let text: String = tokens.concat();
         assert!(text.starts_with("You asked: \"what is this?\"."));
         assert!(text.ends_with("thanks for trying the demo!"));
+        let long = super::tokens("[long] more");
+        assert!(long.len() >= 2000, "{}", long.len());
     }
 }

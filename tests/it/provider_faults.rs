@@ -54,8 +54,26 @@ async fn server_errors_are_retried_with_backoff_then_fail() {
         error.contains("503") && error.contains("The engine is overloaded"),
         "{error}"
     );
+    assert!(
+        !error.contains('{') && !error.contains("fake_error"),
+        "the message, not the provider's JSON envelope: {error}"
+    );
     assert_eq!(failed.body, "");
     assert_eq!(failed.notice, None);
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_idle_timeout_fails_saying_so() {
+    let fake = FakeProvider::with(Scripted::http_error(429, "Slow down", Some("120"))).await;
+    let app = spawn_app_with(fake, |c| c.limits.idle_timeout_secs = 5.0).await;
+    let failed = ask(&app).await;
+    assert_eq!(failed.status, Status::Failed, "not timed out: the provider did answer");
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("Slow down") && error.contains("wait 120 s"),
+        "{error}"
+    );
+    assert_eq!(app.fake.requests(), 1, "no pointless wait and retry");
 }
 
 #[tokio::test]
