@@ -48,7 +48,10 @@ fn time(f: impl Fn()) -> Duration {
 
 fn main() {
     println!("Markdown render time (fastest run), 8 KiB vs 64 KiB of each input");
-    println!("{:<28} {:>12} {:>12} {:>7}", "input", "8 KiB", "64 KiB", "ratio");
+    println!(
+        "{:<28} {:>12} {:>12} {:>7}",
+        "input", "8 KiB", "64 KiB", "ratio"
+    );
     let mut worst: f64 = 0.0;
     for (name, unit) in INPUTS {
         let small = sized(unit, 8 * 1024);

@@ -67,7 +67,11 @@ async fn a_retry_after_longer_than_the_idle_timeout_fails_saying_so() {
     let fake = FakeProvider::with(Scripted::http_error(429, "Slow down", Some("120"))).await;
     let app = spawn_app_with(fake, |c| c.limits.idle_timeout_secs = 5.0).await;
     let failed = ask(&app).await;
-    assert_eq!(failed.status, Status::Failed, "not timed out: the provider did answer");
+    assert_eq!(
+        failed.status,
+        Status::Failed,
+        "not timed out: the provider did answer"
+    );
     let error = failed.error.unwrap();
     assert!(
         error.contains("Slow down") && error.contains("wait 120 s"),
