@@ -44,7 +44,12 @@ async fn sentence_viewer_and_token_viewer_end_identical() {
     assert_eq!(token_text, &stored);
     assert_eq!(sentence_text, &stored);
     assert!(sentence_deltas.len() < token_deltas.len());
-    assert_eq!(sentence_deltas.len(), 4, "{sentence_deltas:?}");
+    // Four sentences: four deltas, or fewer when the writer committed two
+    // sentence ends together (tokens arriving in one group commit).
+    assert!(
+        (2..=4).contains(&sentence_deltas.len()),
+        "{sentence_deltas:?}"
+    );
     for delta in &sentence_deltas[..sentence_deltas.len() - 1] {
         assert_eq!(
             boundary(delta, Granularity::Sentence),
