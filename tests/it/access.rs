@@ -148,15 +148,7 @@ async fn an_unlisted_thread_is_in_no_list_and_read_through_its_url() {
     let listed = list(&app).await;
     assert!(listed.iter().any(|t| t.id == shown.id));
     assert!(listed.iter().all(|t| t.id != hidden.id));
-    let home = app
-        .http
-        .get(&app.url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = app.page("/").await;
     assert!(
         home.contains("Open plans") && !home.contains("Still hidden") && !home.contains(&hidden.id)
     );

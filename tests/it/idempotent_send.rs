@@ -48,15 +48,7 @@ async fn the_same_request_id_twice_stores_one_message_and_one_reply() {
 async fn the_no_javascript_form_posted_twice_stores_once() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["one answer"])).await).await;
     // The page's form carries a fresh request id.
-    let page = app
-        .http
-        .get(format!("{}/t/lobby", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/t/lobby").await;
     let marker = "name=\"request_id\" value=\"";
     let at = page.find(marker).expect("the composer sends a request id") + marker.len();
     let request_id = &page[at..at + page[at..].find('"').unwrap()];

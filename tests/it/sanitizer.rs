@@ -147,15 +147,7 @@ async fn server_rendered_page_shows_vectors_as_text() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
     let body = "<img src=x onerror=alert(1)> [x](javascript:alert(1)) <script>alert(1)</script>";
     app.post("lobby", "Mallory", body).await;
-    let page = app
-        .http
-        .get(format!("{}/t/lobby", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/t/lobby").await;
     assert!(
         page.contains("&lt;img src=x onerror=alert(1)&gt;"),
         "escaped in the page"

@@ -165,6 +165,18 @@ impl TestApp {
         }
     }
 
+    /// The text of the page at `path` (e.g. `/t/lobby`), as a browser gets it.
+    pub async fn page(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn events_url(&self, thread: &str) -> String {
         format!("{}/api/threads/{thread}/events", self.url)
     }
