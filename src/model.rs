@@ -41,6 +41,10 @@ pub enum Status {
 }
 
 impl Status {
+    /// Ends a reply can be continued from: cut short, not failed or done.
+    pub const CONTINUABLE: &'static [Status] =
+        &[Status::Interrupted, Status::TimedOut, Status::Cancelled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Streaming => "streaming",
@@ -154,11 +158,7 @@ impl Message {
 
     /// Whether the reply was cut short and Continue can finish it.
     pub fn can_continue(&self) -> bool {
-        self.role == Role::Assistant
-            && matches!(
-                self.status,
-                Status::Interrupted | Status::TimedOut | Status::Cancelled
-            )
+        self.role == Role::Assistant && Status::CONTINUABLE.contains(&self.status)
     }
 }
 
@@ -475,4 +475,47 @@ impl Granularity {
             Self::Sentence => "sentence",
         }
     }
+}
+
+// What the server records: a post, a restart, a reply's end. Built by the
+// ingest step (outbox, generation), applied by the writer.
+
+/// A user message to store, with the replies it starts.
+#[derive(Clone, Debug)]
+pub struct NewPost {
+    pub thread_id: String,
+    pub author: String,
+    pub body: String,
+    /// A post with a request id already stored in the thread stores nothing
+    /// and is answered with the first one (`Posted::repeated`).
+    pub request_id: Option<String>,
+    /// The replies to start: one per bot mentioned.
+    pub replies: Vec<NewReply>,
+}
+
+/// A placeholder reply to insert with a post.
+#[derive(Clone, Debug)]
+pub struct NewReply {
+    /// The bot's handle (the reply's author).
+    pub handle: String,
+    pub model: String,
+}
+
+/// A new attempt at an ended reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// A new reply to the same prompt; the old one stays in history.
+    Regenerate,
+    /// The same reply back to `streaming`, to append what comes next.
+    Continue,
+}
+
+/// How a reply ended, as it is recorded.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: Status,
+    pub error: Option<String>,
+    pub finish_reason: Option<String>,
+    pub stopped_by: Option<String>,
+    pub stats: ReplyStats,
 }

@@ -26,7 +26,7 @@ pub async fn regenerate_reply(
     id: i64,
     #[server(default)] by: String,
 ) -> Result<Message, AppError> {
-    use crate::server::writer::Restart;
+    use crate::model::Restart;
     restart(thread, id, Restart::Regenerate, by).await
 }
 
@@ -37,7 +37,7 @@ pub async fn continue_reply(
     id: i64,
     #[server(default)] by: String,
 ) -> Result<Message, AppError> {
-    use crate::server::writer::Restart;
+    use crate::model::Restart;
     restart(thread, id, Restart::Continue, by).await
 }
 
@@ -45,7 +45,7 @@ pub async fn continue_reply(
 async fn restart(
     thread: String,
     id: i64,
-    kind: crate::server::writer::Restart,
+    kind: crate::model::Restart,
     by: String,
 ) -> Result<Message, AppError> {
     use super::respond;

@@ -41,7 +41,7 @@ impl AppState {
         config: Config,
         self_base_url: &str,
     ) -> anyhow::Result<Self> {
-        let store = Store::open(&config.database).await?;
+        let store = Store::open_sqlite(&config.database).await?;
         let last_rev = outbox::recover(&store).await?;
         let hub = Hub::new(config.stream.viewer_buffer);
         let metrics = Arc::new(Metrics::default());

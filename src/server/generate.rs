@@ -19,9 +19,10 @@ use super::{
     provider::{prompt_name, stream_error, PromptMessage},
     sleep_until,
     state::AppState,
-    store::Outcome,
+    
+
 };
-use crate::model::{Message, ReplyStats, Role, Status, Usage};
+use crate::model::{Message, Outcome, ReplyStats, Role, Status, Usage};
 
 /// Starts generating `reply` (a committed `streaming` row). With `resume`,
 /// the stored text is sent as the start of the assistant turn and what

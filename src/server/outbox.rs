@@ -9,11 +9,13 @@ use super::{
     generations::EndRequest,
     state::AppState,
     store::Store,
-    writer::{NewPost, NewReply, Restart},
+    writer::NewAttempt,
 };
 use crate::{
     error::AppError,
-    model::{validate_post, Message, Posted, MAX_AUTHOR_CHARS},
+    model::{
+        validate_post, Message, NewPost, NewReply, Posted, Restart, Status, MAX_AUTHOR_CHARS,
+    },
 };
 
 /// A post as the composer sent it.
@@ -116,10 +118,37 @@ pub async fn restart(
         .message(thread_id, id)
         .await?
         .ok_or_else(|| AppError::no_message(id))?;
+    let allowed = match kind {
+        Restart::Regenerate => original.can_regenerate(),
+        Restart::Continue => original.can_continue(),
+    };
+    if !allowed {
+        return Err(cannot_restart(original.status, kind));
+    }
     let slot = state.generations.reserve()?;
     state.generations.check_rate(&who.client)?;
     let model = state.bots.get(&original.author).provider.model().to_owned();
-    let reply = state.writer.restart(thread_id, id, kind, by, model).await?;
+    let reply = match kind {
+        Restart::Regenerate => {
+            state
+                .writer
+                .attempt(NewAttempt {
+                    thread_id: original.thread_id,
+                    author: original.author,
+                    model,
+                    requested_by: by,
+                    context_before: original.context_before.unwrap_or(original.id),
+                })
+                .await?
+        }
+        // Conditional in the same transaction: a reply that changed since
+        // it was read (continued by someone else meanwhile) is refused.
+        Restart::Continue => state
+            .writer
+            .reopen(thread_id, id, Status::CONTINUABLE, by)
+            .await?
+            .ok_or_else(|| AppError::Conflict("This reply cannot be continued.".into()))?,
+    };
     tracing::info!(message_id = reply.id, ?kind, "reply restarted");
     let handle = state.generations.register(reply.id, slot);
     generate::spawn(
@@ -129,6 +158,17 @@ pub async fn restart(
         kind == Restart::Continue,
     );
     Ok(reply)
+}
+
+fn cannot_restart(status: Status, kind: Restart) -> AppError {
+    AppError::Conflict(format!(
+        "This reply is {}; it cannot be {}.",
+        status.label(),
+        match kind {
+            Restart::Continue => "continued",
+            Restart::Regenerate => "regenerated",
+        }
+    ))
 }
 
 /// Stop: ends a streaming reply of `thread_id`, keeping its text, recording

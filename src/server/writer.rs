@@ -23,11 +23,11 @@ use super::{
     hub::Hub,
     metrics::Metrics,
     now_ms,
-    store::{self, NewMessage, Outcome, Store},
+    store::{LogAppend, LogCursor, NewMessage, Store, Tx},
 };
 use crate::{
     error::AppError,
-    model::{body_hash, ChatEvent, Message, Posted, Role, Status},
+    model::{body_hash, ChatEvent, Message, NewPost, Outcome, Posted, Role, Status},
 };
 
 /// Commands queued before senders wait. Generation tasks await a free slot,
@@ -36,46 +36,31 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// Most commands in one transaction.
 const MAX_BATCH: usize = 1024;
 
-pub struct NewPost {
-    pub thread_id: String,
-    pub author: String,
-    pub body: String,
-    /// A post with a request id already stored in the thread stores nothing
-    /// and is answered with the first one (`Posted::repeated`).
-    pub request_id: Option<String>,
-    /// The replies to start: one per bot mentioned.
-    pub replies: Vec<NewReply>,
-}
-
-/// A placeholder reply to insert with a post.
-pub struct NewReply {
-    /// The bot's handle (the reply's author).
-    pub handle: String,
-    pub model: String,
-}
-
 /// Where the writer answers a post.
 type PostReply = oneshot::Sender<Result<Posted, AppError>>;
 /// Where the writer answers a restart.
 type RestartReply = oneshot::Sender<Result<Message, AppError>>;
 
-/// A new attempt at an ended reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Restart {
-    /// A new reply to the same prompt; the old one stays in history.
-    Regenerate,
-    /// The same reply back to `streaming`, to append what comes next.
-    Continue,
+/// A new placeholder reply answering the prompt before `context_before`
+/// (Regenerate).
+pub struct NewAttempt {
+    pub thread_id: String,
+    pub author: String,
+    pub model: String,
+    pub requested_by: String,
+    pub context_before: i64,
 }
 
 enum Command {
     Post(NewPost, PostReply),
-    Restart {
+    /// Inserts a placeholder reply.
+    Attempt(NewAttempt, RestartReply),
+    /// Puts an ended reply back to `streaming` if its status is one of `from`.
+    Reopen {
         thread_id: String,
         id: i64,
-        kind: Restart,
+        from: &'static [Status],
         requested_by: String,
-        model: String,
         reply: RestartReply,
     },
     Append {
@@ -121,7 +106,7 @@ impl Writer {
             metrics,
             generations,
             next_rev: last_rev + 1,
-            lengths: HashMap::new(),
+            cursors: HashMap::new(),
             broken: HashSet::new(),
             deferred: Vec::new(),
             writes_failing: false,
@@ -139,28 +124,41 @@ impl Writer {
             .map_err(|_| AppError::internal("writer dropped a post"))?
     }
 
-    /// Starts a new attempt at an ended reply; returns the row now streaming.
-    pub async fn restart(
-        &self,
-        thread_id: &str,
-        id: i64,
-        kind: Restart,
-        requested_by: String,
-        model: String,
-    ) -> Result<Message, AppError> {
+    /// Inserts a new placeholder reply; returns the row now streaming.
+    pub async fn attempt(&self, attempt: NewAttempt) -> Result<Message, AppError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Restart {
-            thread_id: thread_id.to_owned(),
-            id,
-            kind,
-            requested_by,
-            model,
-            reply,
-        })
-        .await?;
+        self.send(Command::Attempt(attempt, reply)).await?;
         answer
             .await
             .map_err(|_| AppError::internal("writer dropped a restart"))?
+    }
+
+    /// Puts reply `id` back to `streaming`, keeping its text, if its status
+    /// is one of `from`; returns the row, or `None` if it was not.
+    pub async fn reopen(
+        &self,
+        thread_id: &str,
+        id: i64,
+        from: &'static [Status],
+        requested_by: String,
+    ) -> Result<Option<Message>, AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Reopen {
+            thread_id: thread_id.to_owned(),
+            id,
+            from,
+            requested_by,
+            reply,
+        })
+        .await?;
+        match answer
+            .await
+            .map_err(|_| AppError::internal("writer dropped a restart"))?
+        {
+            Ok(message) => Ok(Some(message)),
+            Err(AppError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets (or clears) the passing note shown on a streaming reply.
@@ -238,8 +236,9 @@ struct WriterTask {
     /// Told when a reply's text cannot be stored, so its task ends it.
     generations: Generations,
     next_rev: i64,
-    /// Body length in bytes of each reply streaming now (committed state).
-    lengths: HashMap<i64, usize>,
+    /// Where the log of each reply streaming now stands (committed state):
+    /// the next delta's offset and log row.
+    cursors: HashMap<i64, LogCursor>,
     /// Replies an append of which could not be stored: later appends are
     /// dropped (a reply never continues past a hole) and their end is
     /// recorded as `failed`.
@@ -263,11 +262,24 @@ struct Effects {
     replies: Vec<(usize, Result<Posted, AppError>)>,
     restarts: Vec<(usize, Result<Message, AppError>)>,
     pings: Vec<usize>,
-    lengths: HashMap<i64, Option<usize>>,
+    cursors: HashMap<i64, Option<LogCursor>>,
     /// Replies whose end this batch recorded.
     finished: Vec<i64>,
     /// When the provider sent each published delta's oldest text.
     received: Vec<Instant>,
+}
+
+impl Effects {
+    /// Publishes a message row as it now stands.
+    fn message(&mut self, rev: i64, message: &Message) {
+        self.events.push((
+            message.thread_id.as_str().into(),
+            rev,
+            ChatEvent::Message {
+                message: message.clone(),
+            },
+        ));
+    }
 }
 
 /// Appends to one message merged within a batch.
@@ -361,8 +373,8 @@ impl WriterTask {
     /// rolled back.
     async fn probe(&self) -> bool {
         let result: Result<(), sqlx::Error> = async {
-            let mut tx = self.store.pool().begin().await?;
-            store::probe_growth(&mut tx).await?;
+            let mut tx = self.store.begin().await?;
+            tx.probe_growth().await?;
             tx.commit().await
         }
         .await;
@@ -373,8 +385,8 @@ impl WriterTask {
     /// a full database; true if there was one to free.
     async fn release_reserve(&self) -> bool {
         let result: Result<bool, sqlx::Error> = async {
-            let mut tx = self.store.pool().begin().await?;
-            let released = store::release_reserve(&mut tx).await?;
+            let mut tx = self.store.begin().await?;
+            let released = tx.release_reserve().await?;
             tx.commit().await?;
             Ok(released)
         }
@@ -410,7 +422,7 @@ impl WriterTask {
             Command::Post(_, reply) => {
                 let _ = reply.send(Err(unavailable()));
             }
-            Command::Restart { reply, .. } => {
+            Command::Attempt(_, reply) | Command::Reopen { reply, .. } => {
                 let _ = reply.send(Err(unavailable()));
             }
             // Dropped unanswered: the health check reports the writer failing.
@@ -450,7 +462,7 @@ impl WriterTask {
         let mut effects = Effects::default();
         // Appends are merged per message until something else touches it.
         let mut pending: Vec<PendingAppend> = Vec::new();
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let now = now_ms();
         for (at, command) in commands.iter().enumerate() {
             match command {
@@ -482,7 +494,7 @@ impl WriterTask {
                     let id = *id;
                     if let Some(at) = pending.iter().position(|p| p.id == id) {
                         let append = pending.remove(at);
-                        self.flush_all(&mut tx, &mut effects, vec![append], now)
+                        self.flush_all(&mut tx, &mut effects, vec![append])
                             .await?;
                     }
                     let outcome = if self.broken.contains(&id) {
@@ -491,8 +503,8 @@ impl WriterTask {
                         outcome.clone()
                     };
                     let rev = self.rev();
-                    if let Some(body) = store::finish(&mut tx, id, &outcome, now, rev).await? {
-                        effects.lengths.insert(id, None);
+                    if let Some(body) = tx.finish(id, &outcome, now, rev).await? {
+                        effects.cursors.insert(id, None);
                         let event = ChatEvent::Finished {
                             id,
                             status: outcome.status,
@@ -512,25 +524,35 @@ impl WriterTask {
                     let result = self.insert_post(&mut tx, &mut effects, post, now).await?;
                     effects.replies.push((at, result));
                 }
-                Command::Restart {
+                Command::Attempt(attempt, _) => {
+                    let row = self.insert_attempt(&mut tx, &mut effects, attempt, now).await?;
+                    effects.restarts.push((at, Ok(row)));
+                }
+                Command::Reopen {
                     thread_id,
                     id,
-                    kind,
+                    from,
                     requested_by,
-                    model,
                     ..
                 } => {
-                    let result = self
-                        .restart(
-                            &mut tx,
-                            &mut effects,
-                            (thread_id, *id),
-                            *kind,
-                            requested_by,
-                            model,
-                            now,
-                        )
-                        .await?;
+                    let rev = self.rev();
+                    let result = match tx
+                        .reopen(thread_id, *id, from, requested_by, now, rev)
+                        .await?
+                    {
+                        Some(row) => {
+                            effects.cursors.insert(
+                                row.id,
+                                Some(LogCursor {
+                                    len: row.body.len(),
+                                    next_seq: 0,
+                                }),
+                            );
+                            effects.message(rev, &row);
+                            Ok(row)
+                        }
+                        None => Err(AppError::Conflict("This reply cannot be continued.".into())),
+                    };
                     effects.restarts.push((at, result));
                 }
                 Command::Notice {
@@ -540,7 +562,8 @@ impl WriterTask {
                     retries,
                 } => {
                     let rev = self.rev();
-                    if store::set_notice(&mut tx, *id, notice.as_deref(), *retries, now, rev)
+                    if tx
+                        .set_notice(*id, notice.as_deref(), *retries, now, rev)
                         .await?
                     {
                         effects.events.push((
@@ -556,66 +579,77 @@ impl WriterTask {
                 }
             }
         }
-        self.flush_all(&mut tx, &mut effects, pending, now).await?;
+        self.flush_all(&mut tx, &mut effects, pending).await?;
         tx.commit().await?;
         Ok(effects)
     }
 
-    /// Body length now (this batch's view) of a streaming reply, or None if
-    /// it ended earlier in this batch.
-    async fn offset(
+    /// Where a streaming reply's log stands now (this batch's view), or
+    /// None if it is not streaming (it ended, or never streamed here).
+    async fn cursor(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut Tx,
         effects: &Effects,
         id: i64,
-    ) -> Result<Option<usize>, sqlx::Error> {
-        Ok(match effects.lengths.get(&id) {
-            Some(len) => *len,
-            None => match self.lengths.get(&id) {
-                Some(len) => Some(*len),
-                None => Some(store::body_len(tx, id).await?),
+    ) -> Result<Option<LogCursor>, sqlx::Error> {
+        Ok(match effects.cursors.get(&id) {
+            Some(cursor) => *cursor,
+            None => match self.cursors.get(&id) {
+                Some(cursor) => Some(*cursor),
+                None => tx.log_cursor(id).await?,
             },
         })
     }
 
-    /// Appends (at most one per message) in one statement.
+    /// Appends (at most one per message) as log rows.
     async fn flush_all(
         &mut self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut Tx,
         effects: &mut Effects,
         pending: Vec<PendingAppend>,
-        now: i64,
     ) -> Result<(), sqlx::Error> {
         let mut rows = Vec::with_capacity(pending.len());
         for append in pending {
-            if let Some(offset) = self.offset(tx, effects, append.id).await? {
-                let rev = self.rev();
-                rows.push((append, offset, rev));
+            match self.cursor(tx, effects, append.id).await? {
+                Some(cursor) => {
+                    let rev = self.rev();
+                    rows.push((append, cursor, rev));
+                }
+                None => tracing::warn!(
+                    message_id = append.id,
+                    "append to a reply that is no longer streaming dropped"
+                ),
             }
         }
         if rows.is_empty() {
             return Ok(());
         }
-        let values: Vec<(i64, &str, i64)> = rows
+        let log: Vec<LogAppend> = rows
             .iter()
-            .map(|(a, _, rev)| (a.id, a.text.as_str(), *rev))
+            .map(|(a, cursor, rev)| LogAppend {
+                id: a.id,
+                seq: cursor.next_seq,
+                offset: cursor.len,
+                rev: *rev,
+                text: &a.text,
+            })
             .collect();
-        let appended = store::append_many(tx, &values, now).await?;
-        for (append, offset, rev) in rows {
+        tx.append_log(&log).await?;
+        for (append, cursor, rev) in rows {
             let PendingAppend {
                 thread_id,
                 id,
                 text,
                 received,
             } = append;
-            if !appended.contains(&id) {
-                tracing::warn!(
-                    message_id = id,
-                    "append to a reply that is no longer streaming dropped"
-                );
-                continue;
-            }
-            effects.lengths.insert(id, Some(offset + text.len()));
+            let offset = cursor.len;
+            effects.cursors.insert(
+                id,
+                Some(LogCursor {
+                    len: offset + text.len(),
+                    next_seq: cursor.next_seq + 1,
+                }),
+            );
             effects.received.push(received);
             effects
                 .events
@@ -626,23 +660,20 @@ impl WriterTask {
 
     async fn insert_post(
         &mut self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut Tx,
         effects: &mut Effects,
         post: &NewPost,
         now: i64,
     ) -> Result<Result<Posted, AppError>, sqlx::Error> {
-        if !store::thread_exists(tx, &post.thread_id).await? {
+        if !tx.thread_exists(&post.thread_id).await? {
             return Ok(Err(AppError::no_thread(&post.thread_id)));
         }
         if let Some(request_id) = &post.request_id {
-            if let Some(mut posted) =
-                store::posted_by_request(tx, &post.thread_id, request_id).await?
-            {
+            if let Some(mut posted) = tx.posted_by_request(&post.thread_id, request_id).await? {
                 posted.repeated = true;
                 return Ok(Ok(posted));
             }
         }
-        let thread_id: Arc<str> = post.thread_id.as_str().into();
         let user = NewMessage {
             thread_id: &post.thread_id,
             author: &post.author,
@@ -656,14 +687,8 @@ impl WriterTask {
             reply_to: None,
         };
         let rev = self.rev();
-        let message = store::insert_message(tx, &user, now, rev).await?;
-        effects.events.push((
-            thread_id.clone(),
-            rev,
-            ChatEvent::Message {
-                message: message.clone(),
-            },
-        ));
+        let message = tx.insert_message(&user, now, rev).await?;
+        effects.message(rev, &message);
         let mut replies = Vec::with_capacity(post.replies.len());
         for new_reply in &post.replies {
             let placeholder = NewMessage {
@@ -678,17 +703,7 @@ impl WriterTask {
                 request_id: None,
                 reply_to: Some(message.id),
             };
-            let rev = self.rev();
-            let row = store::insert_message(tx, &placeholder, now, rev).await?;
-            effects.lengths.insert(row.id, Some(0));
-            effects.events.push((
-                thread_id.clone(),
-                rev,
-                ChatEvent::Message {
-                    message: row.clone(),
-                },
-            ));
-            replies.push(row);
+            replies.push(self.insert_reply(tx, effects, &placeholder, now).await?);
         }
         Ok(Ok(Posted {
             message,
@@ -697,80 +712,48 @@ impl WriterTask {
         }))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn restart(
+    async fn insert_attempt(
         &mut self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut Tx,
         effects: &mut Effects,
-        (thread_id, id): (&str, i64),
-        kind: Restart,
-        requested_by: &str,
-        model: &str,
+        attempt: &NewAttempt,
         now: i64,
-    ) -> Result<Result<Message, AppError>, sqlx::Error> {
-        let Some(original) = store::message_in(tx, thread_id, id).await? else {
-            return Ok(Err(AppError::no_message(id)));
+    ) -> Result<Message, sqlx::Error> {
+        let placeholder = NewMessage {
+            thread_id: &attempt.thread_id,
+            author: &attempt.author,
+            role: Role::Assistant,
+            body: "",
+            status: Status::Streaming,
+            model: Some(&attempt.model),
+            requested_by: Some(&attempt.requested_by),
+            context_before: Some(attempt.context_before),
+            request_id: None,
+            reply_to: None,
         };
-        let allowed = match kind {
-            Restart::Regenerate => original.can_regenerate(),
-            Restart::Continue => original.can_continue(),
-        };
-        if !allowed {
-            return Ok(Err(AppError::Conflict(format!(
-                "This reply is {}; it cannot be {}.",
-                original.status.label(),
-                if kind == Restart::Continue {
-                    "continued"
-                } else {
-                    "regenerated"
-                }
-            ))));
-        }
+        self.insert_reply(tx, effects, &placeholder, now).await
+    }
+
+    /// Inserts an empty streaming reply; its log starts at 0.
+    async fn insert_reply(
+        &mut self,
+        tx: &mut Tx,
+        effects: &mut Effects,
+        placeholder: &NewMessage<'_>,
+        now: i64,
+    ) -> Result<Message, sqlx::Error> {
         let rev = self.rev();
-        let row = match kind {
-            Restart::Regenerate => {
-                let placeholder = NewMessage {
-                    thread_id: &original.thread_id,
-                    author: &original.author,
-                    role: Role::Assistant,
-                    body: "",
-                    status: Status::Streaming,
-                    model: Some(model),
-                    requested_by: Some(requested_by),
-                    context_before: Some(original.context_before.unwrap_or(original.id)),
-                    request_id: None,
-                    reply_to: None,
-                };
-                let row = store::insert_message(tx, &placeholder, now, rev).await?;
-                effects.lengths.insert(row.id, Some(0));
-                row
-            }
-            Restart::Continue => {
-                let Some(row) = store::reopen(tx, id, requested_by, now, rev).await? else {
-                    return Ok(Err(AppError::Conflict(
-                        "This reply cannot be continued.".into(),
-                    )));
-                };
-                effects.lengths.insert(row.id, Some(row.body.len()));
-                row
-            }
-        };
-        let thread_id: Arc<str> = row.thread_id.as_str().into();
-        effects.events.push((
-            thread_id,
-            rev,
-            ChatEvent::Message {
-                message: row.clone(),
-            },
-        ));
-        Ok(Ok(row))
+        let row = tx.insert_message(placeholder, now, rev).await?;
+        effects.cursors.insert(row.id, Some(LogCursor::default()));
+        effects.message(rev, &row);
+        Ok(row)
     }
 
     fn publish(&mut self, effects: Effects, commands: Vec<Command>) {
-        for (id, len) in effects.lengths {
-            match len {
-                Some(len) => self.lengths.insert(id, len),
-                None => self.lengths.remove(&id),
+        for (id, cursor) in effects.cursors {
+            match cursor {
+                Some(cursor) => self.cursors.insert(id, cursor),
+                None => self.cursors.remove(&id),
             };
         }
         for id in effects.finished {
@@ -802,7 +785,9 @@ impl WriterTask {
             }
         }
         for (at, result) in effects.restarts {
-            if let Some(Command::Restart { reply, .. }) = commands[at].take() {
+            if let Some(Command::Attempt(_, reply) | Command::Reopen { reply, .. }) =
+                commands[at].take()
+            {
                 let _ = reply.send(result);
             }
         }

@@ -12,7 +12,7 @@ use streamchat::model::{ChatEvent, Status};
 /// Sets `PRAGMA max_page_count` (a per-connection setting) on every
 /// connection of the app's own pool: `None` lowers it to the current size.
 async fn limit_pages(app: &TestApp, pages: Option<i64>) {
-    let pool = app.state.store.pool();
+    let pool = app.state.store.as_sqlite().expect("a SQLite store").pool();
     let mut held = Vec::new();
     for _ in 0..pool.options().get_max_connections() {
         held.push(pool.acquire().await.unwrap());

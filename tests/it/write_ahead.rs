@@ -70,12 +70,16 @@ async fn no_delta_reaches_a_viewer_while_the_database_is_locked() {
         .execute(&mut *lock)
         .await
         .unwrap();
-    let committed: i64 =
-        sqlx::query_scalar("SELECT length(CAST(body AS BLOB)) FROM messages WHERE id = ?")
-            .bind(reply.id)
-            .fetch_one(&mut *lock)
-            .await
-            .unwrap();
+    // The reply's committed text: its body and its log rows.
+    let committed: i64 = sqlx::query_scalar(
+        "SELECT length(CAST(body AS BLOB)) + COALESCE((SELECT SUM(length(CAST(text AS BLOB))) \
+         FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32)), 0) \
+         FROM messages WHERE id = ?1",
+    )
+    .bind(reply.id)
+    .fetch_one(&mut *lock)
+    .await
+    .unwrap();
     // Held for a second (under the writer's 5 s busy timeout).
     let held_until = tokio::time::Instant::now() + Duration::from_secs(1);
     let mut while_locked = 0;

@@ -134,8 +134,34 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Message `id` as stored, read straight from the database: a streaming
+    /// reply's text is its body followed by its log rows in order (one
+    /// read transaction, so the two agree).
     pub async fn message(&self, id: i64) -> Message {
-        sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+        let mut tx = self.db.begin().await.unwrap();
+        let mut message: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        if message.status == streamchat::model::Status::Streaming {
+            let log: Vec<String> = sqlx::query_scalar(
+                "SELECT text FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32) \
+                 ORDER BY key",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+            message.body.extend(log);
+        }
+        tx.commit().await.unwrap();
+        message
+    }
+
+    /// Log rows still stored for message `id` (a finished reply has none).
+    pub async fn log_rows(&self, id: i64) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32)")
             .bind(id)
             .fetch_one(&self.db)
             .await

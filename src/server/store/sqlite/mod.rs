@@ -1,10 +1,19 @@
-//! All SQL lives here: the pool, migrations, reads, and the statements the
-//! writer runs inside its transactions.
+//! The SQLite backend: the pool, migrations and reads ([`writes`] has the
+//! statements the writer runs inside its transactions).
 //!
 //! SQLite runs in WAL mode: readers never block the single writer and see a
 //! consistent snapshot; `synchronous = NORMAL` keeps every committed
 //! transaction across a process crash (`kill -9`), which is what the
 //! write-ahead invariant needs.
+//!
+//! New databases use 512-byte pages. A commit writes every page it changed
+//! to the WAL; appending one log row changes one leaf page, so the page
+//! size is what one token costs on disk at one token per commit (measured:
+//! ~4.7 KB with 4 KiB pages, ~0.7 KB with 512-byte ones). Long bodies span
+//! more overflow pages, which costs reads little. An existing database
+//! keeps its page size (WAL mode cannot change it).
+
+pub(super) mod writes;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -13,15 +22,74 @@ use sqlx::{
     SqliteConnection, SqlitePool,
 };
 
+use super::Snapshot;
 use crate::model::{
-    AuthorUsage, Granularity, Message, Posted, ReplyStats, Role, Status, Thread, ThreadSummary,
-    UsageTotals,
+    AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals,
 };
 
-const MESSAGE_COLUMNS: &str = "id, thread_id, author, role, body, status, error, finish_reason, \
-     model, created_at, updated_at, finished_at, prompt_tokens, completion_tokens, rev, \
-     requested_by, context_before, stopped_by, notice, retries, usage_estimated, ttft_ms, \
-     tokens_per_second";
+/// One transaction of the writer's.
+pub type SqliteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// Page size for new databases (see the module doc).
+const PAGE_SIZE: u32 = 512;
+
+/// The message columns, with `$body` for the text.
+macro_rules! message_columns {
+    ($body:expr, $rev:expr) => {
+        concat!(
+            "id, thread_id, author, role, ",
+            $body,
+            ", status, error, finish_reason, model, created_at, updated_at, finished_at, \
+             prompt_tokens, completion_tokens, ",
+            $rev,
+            ", requested_by, context_before, stopped_by, \
+             notice, retries, usage_estimated, ttft_ms, tokens_per_second"
+        )
+    };
+}
+
+/// The rows of reply `$id`'s log: its keys are `id << 32 | seq`.
+macro_rules! log_of {
+    ($id:literal) => {
+        concat!(
+            "reply_log WHERE key >= (",
+            $id,
+            " << 32) AND key < ((",
+            $id,
+            " + 1) << 32) AND part = 0"
+        )
+    };
+}
+pub(super) use log_of;
+
+/// The text of reply `messages.id`'s log, in order ('' without rows).
+macro_rules! log_text {
+    () => {
+        "COALESCE((SELECT group_concat(text, '' ORDER BY key) FROM reply_log \
+         WHERE key >= (messages.id << 32) AND key < ((messages.id + 1) << 32) AND part = 0), '')"
+    };
+}
+
+/// Every message read returns its text: the body, and for a streaming
+/// reply its log rows after it; and its revision: for a streaming reply,
+/// its last log row's if newer (a client keeps the newer of two copies).
+pub(super) const MESSAGE_COLUMNS: &str = message_columns!(
+    concat!(
+        "CASE WHEN messages.status = 'streaming' THEN messages.body || ",
+        log_text!(),
+        " ELSE messages.body END AS body"
+    ),
+    "CASE WHEN messages.status = 'streaming' THEN MAX(messages.rev, COALESCE(\
+     (SELECT rev FROM reply_log WHERE key >= (messages.id << 32) \
+      AND key < ((messages.id + 1) << 32) ORDER BY key DESC LIMIT 1), 0)) \
+     ELSE messages.rev END AS rev"
+);
+/// For `RETURNING`, where the log is known to be empty.
+pub(super) const STORED_COLUMNS: &str = message_columns!("body", "rev");
+
+/// The revision of a streaming reply's last log row (NULL without one).
+const LAST_LOG_REV: &str = "(SELECT rev FROM reply_log \
+     WHERE key >= (m.id << 32) AND key < ((m.id + 1) << 32) ORDER BY key DESC LIMIT 1)";
 
 /// The thread list (public so a test can `EXPLAIN QUERY PLAN` it).
 pub const LIST_THREADS: &str = "SELECT t.id, t.title, t.last_activity_at, \
@@ -36,45 +104,12 @@ const LISTED_THREAD_SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
      FROM threads t WHERE t.id = ? AND t.listed = 1";
 
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
     path: std::path::PathBuf,
 }
 
-/// Rows a subscriber must (re)load, and the revision they bring it to.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub messages: Vec<Message>,
-    pub rev: i64,
-}
-
-/// A row for the writer to insert.
-pub struct NewMessage<'a> {
-    pub thread_id: &'a str,
-    pub author: &'a str,
-    pub role: Role,
-    pub body: &'a str,
-    pub status: Status,
-    pub model: Option<&'a str>,
-    pub requested_by: Option<&'a str>,
-    pub context_before: Option<i64>,
-    /// The composer's id for a post (user messages).
-    pub request_id: Option<&'a str>,
-    /// The user message a first answer replies to.
-    pub reply_to: Option<i64>,
-}
-
-/// How a reply ended, as the writer stores it.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    pub status: Status,
-    pub error: Option<String>,
-    pub finish_reason: Option<String>,
-    pub stopped_by: Option<String>,
-    pub stats: ReplyStats,
-}
-
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the embedded migrations.
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -85,7 +120,8 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .page_size(PAGE_SIZE);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -97,8 +133,13 @@ impl Store {
         })
     }
 
+    /// The connection pool (tests inject faults through it).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub async fn begin(&self) -> Result<SqliteTx, sqlx::Error> {
+        self.pool.begin().await
     }
 
     /// Whether the operating system lets this process write the database
@@ -110,13 +151,6 @@ impl Store {
             .append(true)
             .open(&self.path)
             .map(drop)
-    }
-
-    /// The thread, or the 404 a request naming a missing one gets.
-    pub async fn existing_thread(&self, id: &str) -> Result<Thread, crate::error::AppError> {
-        self.thread(id)
-            .await?
-            .ok_or_else(|| crate::error::AppError::no_thread(id))
     }
 
     pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
@@ -132,7 +166,7 @@ impl Store {
         title: &str,
         listed: bool,
     ) -> Result<(), sqlx::Error> {
-        let now = super::now_ms();
+        let now = crate::server::now_ms();
         sqlx::query(
             "INSERT INTO threads (id, title, listed, created_at, last_activity_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -234,7 +268,7 @@ impl Store {
         request_id: &str,
     ) -> Result<Option<Posted>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        posted_by_request(&mut conn, thread_id, request_id).await
+        writes::posted_by_request(&mut conn, thread_id, request_id).await
     }
 
     /// The latest `limit` messages of a thread, oldest first, read in one
@@ -254,8 +288,9 @@ impl Store {
         Ok(Snapshot { messages, rev })
     }
 
-    /// What a subscriber needs on (re)connecting: every row of the thread
-    /// changed after `since`, or without `since` the replies still streaming.
+    /// What a subscriber needs on (re)connecting: every message of the
+    /// thread changed after `since` (a streaming reply whose log moved past
+    /// it included), or without `since` the replies still streaming.
     pub async fn snapshot(
         &self,
         thread_id: &str,
@@ -264,17 +299,22 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let query = match since {
             Some(_) => format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND rev > ? ORDER BY id"
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
+                 SELECT id FROM messages WHERE thread_id = ?1 AND rev > ?2 \
+                 UNION SELECT m.id FROM messages m \
+                 WHERE m.thread_id = ?1 AND m.status = 'streaming' AND {LAST_LOG_REV} > ?2) \
+                 ORDER BY id"
             ),
             None => format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND status = 'streaming' ORDER BY id"
+                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                 WHERE thread_id = ?1 AND status = 'streaming' ORDER BY id"
             ),
         };
-        let messages = sqlx::query_as(&query)
-            .bind(thread_id)
-            .bind(since.unwrap_or_default())
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut select = sqlx::query_as(&query).bind(thread_id);
+        if let Some(since) = since {
+            select = select.bind(since);
+        }
+        let messages = select.fetch_all(&mut *tx).await?;
         let rev = thread_rev(&mut tx, thread_id).await?;
         tx.commit().await?;
         Ok(Snapshot { messages, rev })
@@ -289,8 +329,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Message>, sqlx::Error> {
         let mut messages: Vec<Message> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE thread_id = ? AND id < ? AND body <> '' ORDER BY id DESC LIMIT ?"
+            "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE thread_id = ? AND id < ? ORDER BY id DESC) WHERE body <> '' LIMIT ?"
         ))
         .bind(thread_id)
         .bind(before_id)
@@ -345,257 +385,62 @@ impl Store {
         })
     }
 
-    /// The highest revision stamped so far; the writer continues after it.
+    /// The highest revision stamped so far (on a message or a log row);
+    /// the writer continues after it.
     pub async fn max_rev(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(rev), 0) FROM messages")
-            .fetch_one(&self.pool)
-            .await
+        sqlx::query_scalar(
+            "SELECT MAX((SELECT COALESCE(MAX(rev), 0) FROM messages), \
+             (SELECT COALESCE(MAX(rev), 0) FROM reply_log))",
+        )
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// Start-up recovery: replies a crash left `streaming` become
-    /// `interrupted`, their text kept. Runs before the writer starts.
+    /// `interrupted`, their body written from the log (every committed
+    /// byte) and the log emptied, in one transaction. Runs before the
+    /// writer starts.
     pub async fn interrupt_streaming(&self, rev: i64) -> Result<u64, sqlx::Error> {
-        let now = super::now_ms();
-        sqlx::query(
-            "UPDATE messages SET status = 'interrupted', \
+        let now = crate::server::now_ms();
+        let mut tx = self.pool.begin().await?;
+        let interrupted = sqlx::query(&format!(
+            "UPDATE messages SET status = 'interrupted', body = body || {}, \
              error = 'The server stopped while this reply was being written.', notice = NULL, \
              finished_at = ?, updated_at = ?, rev = ? WHERE status = 'streaming'",
-        )
+            log_text!()
+        ))
         .bind(now)
         .bind(now)
         .bind(rev)
-        .execute(&self.pool)
-        .await
-        .map(|r| r.rows_affected())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Nothing streams now: every row left is a finished reply's.
+        sqlx::query("DELETE FROM reply_log")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(interrupted)
+    }
+
+    pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", log_of!("?1")))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
     }
 }
 
+/// The revision a thread is current to: its messages' and its streaming
+/// replies' log rows'.
 async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(rev), 0) FROM messages WHERE thread_id = ?")
-        .bind(thread_id)
-        .fetch_one(conn)
-        .await
-}
-
-// Statements for the writer, run inside its group-commit transaction.
-
-/// Whether the database can grow: puts the storage reserve back if it was
-/// used, and writes a few pages into `write_probe`, undone. Fails when the
-/// database cannot grow (disk full, `max_page_count`).
-pub async fn probe_growth(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "INSERT OR IGNORE INTO storage_reserve (id, data) VALUES (1, zeroblob({RESERVE_BYTES}))"
-    ))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("SAVEPOINT probe").execute(&mut *conn).await?;
-    sqlx::query("INSERT INTO write_probe (data) VALUES (zeroblob(16384))")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("ROLLBACK TO probe").execute(&mut *conn).await?;
-    sqlx::query("RELEASE probe").execute(conn).await.map(drop)
-}
-
-/// Size of the storage reserve (see the migration creating it).
-const RESERVE_BYTES: usize = 1 << 20;
-
-/// Frees the storage reserve's pages for use (deleting needs no new page).
-pub async fn release_reserve(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query("DELETE FROM storage_reserve")
-        .execute(conn)
-        .await
-        .map(|done| done.rows_affected() > 0)
-}
-
-pub async fn message_in(
-    conn: &mut SqliteConnection,
-    thread_id: &str,
-    id: i64,
-) -> Result<Option<Message>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ?"
-    ))
-    .bind(id)
-    .bind(thread_id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// See [`Store::posted_by_request`].
-pub async fn posted_by_request(
-    conn: &mut SqliteConnection,
-    thread_id: &str,
-    request_id: &str,
-) -> Result<Option<Posted>, sqlx::Error> {
-    let message: Option<Message> = sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND request_id = ?"
+    sqlx::query_scalar(&format!(
+        "SELECT MAX(r) FROM (\
+         SELECT COALESCE(MAX(rev), 0) AS r FROM messages WHERE thread_id = ?1 \
+         UNION ALL SELECT {LAST_LOG_REV} FROM messages m \
+         WHERE m.thread_id = ?1 AND m.status = 'streaming')"
     ))
     .bind(thread_id)
-    .bind(request_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(message) = message else {
-        return Ok(None);
-    };
-    let replies = sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE reply_to = ? ORDER BY id"
-    ))
-    .bind(message.id)
-    .fetch_all(conn)
-    .await?;
-    Ok(Some(Posted {
-        message,
-        replies,
-        repeated: true,
-    }))
-}
-
-pub async fn thread_exists(conn: &mut SqliteConnection, id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("SELECT 1 FROM threads WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map(|row| row.is_some())
-}
-
-pub async fn insert_message(
-    conn: &mut SqliteConnection,
-    new: &NewMessage<'_>,
-    now: i64,
-    rev: i64,
-) -> Result<Message, sqlx::Error> {
-    let message = sqlx::query_as(&format!(
-        "INSERT INTO messages (thread_id, author, role, body, status, model, created_at, updated_at, \
-         rev, requested_by, context_before, request_id, reply_to) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}"
-    ))
-    .bind(new.thread_id)
-    .bind(new.author)
-    .bind(new.role)
-    .bind(new.body)
-    .bind(new.status)
-    .bind(new.model)
-    .bind(now)
-    .bind(now)
-    .bind(rev)
-    .bind(new.requested_by)
-    .bind(new.context_before)
-    .bind(new.request_id)
-    .bind(new.reply_to)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE threads SET last_activity_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(new.thread_id)
-        .execute(conn)
-        .await?;
-    Ok(message)
-}
-
-/// Appends to several streaming replies in one statement: `(id, text, rev)`
-/// each, ids distinct. Returns the ids that were still streaming.
-pub async fn append_many(
-    conn: &mut SqliteConnection,
-    rows: &[(i64, &str, i64)],
-    now: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
-    let values = vec!["(?, ?, ?)"; rows.len()].join(", ");
-    let sql = format!(
-        "UPDATE messages SET body = body || v.column2, rev = v.column3, updated_at = ? \
-         FROM (VALUES {values}) AS v \
-         WHERE messages.id = v.column1 AND messages.status = 'streaming' RETURNING messages.id"
-    );
-    let mut query = sqlx::query_scalar(&sql).bind(now);
-    for (id, text, rev) in rows {
-        query = query.bind(*id).bind(*text).bind(*rev);
-    }
-    query.fetch_all(conn).await
-}
-
-/// The body's length in bytes.
-pub async fn body_len(conn: &mut SqliteConnection, id: i64) -> Result<usize, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("SELECT length(CAST(body AS BLOB)) FROM messages WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map(|len| len.unwrap_or_default() as usize)
-}
-
-/// Ends a streaming reply; returns its final body, or `None` if it had
-/// already ended.
-pub async fn finish(
-    conn: &mut SqliteConnection,
-    id: i64,
-    outcome: &Outcome,
-    now: i64,
-    rev: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    let stats = &outcome.stats;
-    sqlx::query_scalar(
-        "UPDATE messages SET status = ?, error = ?, finish_reason = ?, stopped_by = ?, \
-         prompt_tokens = ?, completion_tokens = ?, usage_estimated = ?, ttft_ms = ?, \
-         tokens_per_second = ?, retries = ?, notice = NULL, finished_at = ?, updated_at = ?, rev = ? \
-         WHERE id = ? AND status = 'streaming' RETURNING body",
-    )
-    .bind(outcome.status)
-    .bind(outcome.error.as_deref())
-    .bind(outcome.finish_reason.as_deref())
-    .bind(outcome.stopped_by.as_deref())
-    .bind(stats.usage.map(|u| u.prompt_tokens))
-    .bind(stats.usage.map(|u| u.completion_tokens))
-    .bind(stats.usage.is_some_and(|u| u.estimated))
-    .bind(stats.ttft_ms)
-    .bind(stats.tokens_per_second)
-    .bind(stats.retries)
-    .bind(now)
-    .bind(now)
-    .bind(rev)
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Sets the passing note of a streaming reply; false if it is not streaming.
-pub async fn set_notice(
-    conn: &mut SqliteConnection,
-    id: i64,
-    notice: Option<&str>,
-    retries: i64,
-    now: i64,
-    rev: i64,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query(
-        "UPDATE messages SET notice = ?, retries = ?, updated_at = ?, rev = ? \
-         WHERE id = ? AND status = 'streaming'",
-    )
-    .bind(notice)
-    .bind(retries)
-    .bind(now)
-    .bind(rev)
-    .bind(id)
-    .execute(conn)
-    .await
-    .map(|r| r.rows_affected() == 1)
-}
-
-/// Puts a reply that was cut short back to `streaming` (Continue), keeping
-/// its text; `None` if it is not in a state that can continue.
-pub async fn reopen(
-    conn: &mut SqliteConnection,
-    id: i64,
-    requested_by: &str,
-    now: i64,
-    rev: i64,
-) -> Result<Option<Message>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE messages SET status = 'streaming', error = NULL, finish_reason = NULL, \
-         stopped_by = NULL, notice = NULL, finished_at = NULL, requested_by = ?, updated_at = ?, rev = ? \
-         WHERE id = ? AND status IN ('interrupted', 'timed_out', 'cancelled') RETURNING {MESSAGE_COLUMNS}"
-    ))
-    .bind(requested_by)
-    .bind(now)
-    .bind(rev)
-    .bind(id)
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await
 }

@@ -1,0 +1,359 @@
+//! The store: the one interface the rest of the server reads and writes
+//! through, whatever database is behind it.
+//!
+//! [`Store`] is an enum over backends (SQLite today; the next backend is a
+//! new variant and a new folder, not a rewrite). It has the reads, the
+//! start-up recovery, and [`Store::begin`], which opens a [`Tx`]: the
+//! statements the writer runs inside one group commit. No type of a
+//! backend's driver appears outside this folder.
+//!
+//! Streamed text is an append-only log (see the `reply_log` migration): a
+//! streaming reply's text is its `body` followed by its log rows; the body
+//! is written once, when the reply ends. Every read returns that composed
+//! text, so callers never see the difference.
+
+pub mod sqlite;
+
+use std::path::Path;
+
+use crate::{
+    error::AppError,
+    model::{
+        Granularity, Message, Outcome, Posted, Role, Status, Thread, ThreadSummary, UsageTotals,
+    },
+};
+
+pub use sqlite::LIST_THREADS;
+
+/// Rows a subscriber must (re)load, and the revision they bring it to.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub messages: Vec<Message>,
+    pub rev: i64,
+}
+
+/// A row for the writer to insert.
+pub struct NewMessage<'a> {
+    pub thread_id: &'a str,
+    pub author: &'a str,
+    pub role: Role,
+    pub body: &'a str,
+    pub status: Status,
+    pub model: Option<&'a str>,
+    pub requested_by: Option<&'a str>,
+    pub context_before: Option<i64>,
+    /// The composer's id for a post (user messages).
+    pub request_id: Option<&'a str>,
+    /// The user message a first answer replies to.
+    pub reply_to: Option<i64>,
+}
+
+/// One log row to append: text for reply `id` at byte `offset`, its place
+/// `seq` in the reply's log, stamped with revision `rev`.
+#[derive(Clone, Copy, Debug)]
+pub struct LogAppend<'a> {
+    pub id: i64,
+    pub seq: u32,
+    pub offset: usize,
+    pub rev: i64,
+    pub text: &'a str,
+}
+
+/// Where a streaming reply's log stands: its text's length in bytes and the
+/// `seq` its next row takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogCursor {
+    pub len: usize,
+    pub next_seq: u32,
+}
+
+/// The store, over one backend. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// One transaction of the writer's. Dropped without [`Tx::commit`], it
+/// rolls back.
+pub enum Tx {
+    Sqlite(sqlite::SqliteTx),
+}
+
+/// Calls the same method on whichever backend `$self` holds.
+macro_rules! on_backend {
+    ($self:expr, $backend:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($backend) => $call,
+        }
+    };
+}
+
+macro_rules! in_tx {
+    ($self:expr, $tx:ident => $call:expr) => {
+        match $self {
+            Tx::Sqlite($tx) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) a SQLite database file and runs the
+    /// embedded migrations.
+    pub async fn open_sqlite(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self::Sqlite(sqlite::SqliteStore::open(path).await?))
+    }
+
+    /// The SQLite backend, if that is this store's (tests inject faults
+    /// through its pool).
+    pub fn as_sqlite(&self) -> Option<&sqlite::SqliteStore> {
+        match self {
+            Store::Sqlite(s) => Some(s),
+        }
+    }
+
+    /// Opens a transaction for the writer.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(on_backend!(self, s => Tx::Sqlite(s.begin().await?)))
+    }
+
+    /// Whether the operating system lets this process write the database
+    /// now (whether commits succeed is the writer's ping).
+    pub fn probe_write(&self) -> std::io::Result<()> {
+        on_backend!(self, s => s.probe_write())
+    }
+
+    /// The thread, or the 404 a request naming a missing one gets.
+    pub async fn existing_thread(&self, id: &str) -> Result<Thread, AppError> {
+        self.thread(id)
+            .await?
+            .ok_or_else(|| AppError::no_thread(id))
+    }
+
+    pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
+        on_backend!(self, s => s.thread(id).await)
+    }
+
+    pub async fn create_thread(
+        &self,
+        id: &str,
+        title: &str,
+        listed: bool,
+    ) -> Result<(), sqlx::Error> {
+        on_backend!(self, s => s.create_thread(id, title, listed).await)
+    }
+
+    /// Renames a thread; false if there is no such thread.
+    pub async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {
+        on_backend!(self, s => s.rename_thread(id, title).await)
+    }
+
+    /// Listed threads by last activity, newest first, with their streaming
+    /// replies counted.
+    pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
+        on_backend!(self, s => s.list_threads(limit).await)
+    }
+
+    pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        on_backend!(self, s => s.thread_summary(id).await)
+    }
+
+    /// A thread's entry for the thread list; `None` for an unlisted thread.
+    pub async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        on_backend!(self, s => s.listed_summary(id).await)
+    }
+
+    /// Up to `limit` messages of a thread older than message `before`,
+    /// oldest first, and whether older ones remain (a cursor on the id, so
+    /// rows added meanwhile never shift a page).
+    pub async fn messages_before(
+        &self,
+        thread_id: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
+        on_backend!(self, s => s.messages_before(thread_id, before, limit).await)
+    }
+
+    /// Every message of a thread, oldest first (export).
+    pub async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
+        on_backend!(self, s => s.all_messages(thread_id).await)
+    }
+
+    /// Message `id` of thread `thread_id`; `None` when there is no such
+    /// message in that thread (a message is only ever read through its thread).
+    pub async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
+        on_backend!(self, s => s.message(thread_id, id).await)
+    }
+
+    /// The user message a post with `request_id` stored in the thread, and
+    /// the replies it started (a retried post answers with these).
+    pub async fn posted_by_request(
+        &self,
+        thread_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Posted>, sqlx::Error> {
+        on_backend!(self, s => s.posted_by_request(thread_id, request_id).await)
+    }
+
+    /// The latest `limit` messages of a thread, oldest first, with the
+    /// revision they are current to (one consistent read).
+    pub async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
+        on_backend!(self, s => s.latest(thread_id, limit).await)
+    }
+
+    /// What a subscriber needs on (re)connecting: every message of the
+    /// thread changed after `since` (its text included), or without `since`
+    /// the replies still streaming; with the revision it is current to.
+    pub async fn snapshot(
+        &self,
+        thread_id: &str,
+        since: Option<i64>,
+    ) -> Result<Snapshot, sqlx::Error> {
+        on_backend!(self, s => s.snapshot(thread_id, since).await)
+    }
+
+    /// The prompt context for a reply: the thread's most recent `limit`
+    /// messages before it, oldest first, without empty ones.
+    pub async fn context(
+        &self,
+        thread_id: &str,
+        before_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        on_backend!(self, s => s.context(thread_id, before_id, limit).await)
+    }
+
+    /// A thread's own granularity, if it overrides the configured one.
+    pub async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, sqlx::Error> {
+        on_backend!(self, s => s.thread_granularity(id).await)
+    }
+
+    /// Sets (or, with `None`, clears) a thread's own granularity; false if
+    /// there is no such thread.
+    pub async fn set_thread_granularity(
+        &self,
+        id: &str,
+        granularity: Option<Granularity>,
+    ) -> Result<bool, sqlx::Error> {
+        on_backend!(self, s => s.set_thread_granularity(id, granularity).await)
+    }
+
+    /// Tokens used by a thread's replies, in total and per asking author.
+    pub async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
+        on_backend!(self, s => s.usage_totals(thread_id).await)
+    }
+
+    /// The highest revision stamped so far; the writer continues after it.
+    pub async fn max_rev(&self) -> Result<i64, sqlx::Error> {
+        on_backend!(self, s => s.max_rev().await)
+    }
+
+    /// Start-up recovery: replies a crash left `streaming` become
+    /// `interrupted`, their body written from the log (every byte that was
+    /// committed) and their log rows removed. Runs before the writer starts.
+    pub async fn interrupt_streaming(&self, rev: i64) -> Result<u64, sqlx::Error> {
+        on_backend!(self, s => s.interrupt_streaming(rev).await)
+    }
+
+    /// Log rows of reply `id` still stored (tests and diagnostics: a
+    /// finished reply has none).
+    pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
+        on_backend!(self, s => s.log_rows(id).await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        in_tx!(self, tx => tx.commit().await)
+    }
+
+    pub async fn thread_exists(&mut self, id: &str) -> Result<bool, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::thread_exists(tx, id).await)
+    }
+
+    pub async fn message(&mut self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::message_in(tx, thread_id, id).await)
+    }
+
+    /// See [`Store::posted_by_request`].
+    pub async fn posted_by_request(
+        &mut self,
+        thread_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Posted>, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::posted_by_request(tx, thread_id, request_id).await)
+    }
+
+    /// Inserts a message and marks its thread active.
+    pub async fn insert_message(
+        &mut self,
+        new: &NewMessage<'_>,
+        now: i64,
+        rev: i64,
+    ) -> Result<Message, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::insert_message(tx, new, now, rev).await)
+    }
+
+    /// Appends log rows (any replies, at most one row per reply). The
+    /// caller (the writer) checked each reply is streaming and owns the
+    /// offsets; this only inserts.
+    pub async fn append_log(&mut self, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::append_log(tx, rows).await)
+    }
+
+    /// Where a streaming reply's log stands, read from the database; `None`
+    /// if it is not streaming.
+    pub async fn log_cursor(&mut self, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::log_cursor(tx, id).await)
+    }
+
+    /// Ends a streaming reply: writes its log into its body (once), removes
+    /// the log rows, records the outcome. Returns the final text, or `None`
+    /// if it had already ended.
+    pub async fn finish(
+        &mut self,
+        id: i64,
+        outcome: &Outcome,
+        now: i64,
+        rev: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::finish(tx, id, outcome, now, rev).await)
+    }
+
+    /// Sets the passing note of a streaming reply; false if it is not streaming.
+    pub async fn set_notice(
+        &mut self,
+        id: i64,
+        notice: Option<&str>,
+        retries: i64,
+        now: i64,
+        rev: i64,
+    ) -> Result<bool, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::set_notice(tx, id, notice, retries, now, rev).await)
+    }
+
+    /// Puts reply `id` of the thread back to `streaming` (Continue), keeping
+    /// its text, if its status is one of `from`; `None` otherwise.
+    pub async fn reopen(
+        &mut self,
+        thread_id: &str,
+        id: i64,
+        from: &[Status],
+        requested_by: &str,
+        now: i64,
+        rev: i64,
+    ) -> Result<Option<Message>, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::reopen(tx, thread_id, id, from, requested_by, now, rev).await)
+    }
+
+    /// Whether the database can grow: puts the storage reserve back if it
+    /// was used and writes a few pages, undone.
+    pub async fn probe_growth(&mut self) -> Result<(), sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::probe_growth(tx).await)
+    }
+
+    /// Frees the storage reserve's room for use; true if there was one.
+    pub async fn release_reserve(&mut self) -> Result<bool, sqlx::Error> {
+        in_tx!(self, tx => sqlite::writes::release_reserve(tx).await)
+    }
+}

@@ -1,0 +1,271 @@
+//! Statements the writer runs inside its group-commit transaction.
+
+use sqlx::SqliteConnection;
+
+use super::{log_of, SqliteTx, MESSAGE_COLUMNS, STORED_COLUMNS};
+use crate::{
+    model::{Message, Outcome, Posted, Status},
+    server::store::{LogAppend, LogCursor, NewMessage},
+};
+
+/// Size of the storage reserve (see the migration creating it).
+const RESERVE_BYTES: usize = 1 << 20;
+
+/// Most rows in one multi-row `INSERT` (SQLite binds at most 32,766
+/// parameters; four per row).
+const LOG_ROWS_PER_INSERT: usize = 256;
+
+/// Whether the database can grow: puts the storage reserve back if it was
+/// used, and writes a few pages into `write_probe`, undone. Fails when the
+/// database cannot grow (disk full, `max_page_count`).
+pub async fn probe_growth(tx: &mut SqliteTx) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT OR IGNORE INTO storage_reserve (id, data) VALUES (1, zeroblob({RESERVE_BYTES}))"
+    ))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SAVEPOINT probe").execute(&mut **tx).await?;
+    sqlx::query("INSERT INTO write_probe (data) VALUES (zeroblob(16384))")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("ROLLBACK TO probe").execute(&mut **tx).await?;
+    sqlx::query("RELEASE probe")
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
+/// Frees the storage reserve's pages for use (deleting needs no new page).
+pub async fn release_reserve(tx: &mut SqliteTx) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM storage_reserve")
+        .execute(&mut **tx)
+        .await
+        .map(|done| done.rows_affected() > 0)
+}
+
+pub async fn message_in(
+    tx: &mut SqliteTx,
+    thread_id: &str,
+    id: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ?"
+    ))
+    .bind(id)
+    .bind(thread_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// The user message a post with `request_id` stored, and its replies.
+pub async fn posted_by_request(
+    conn: &mut SqliteConnection,
+    thread_id: &str,
+    request_id: &str,
+) -> Result<Option<Posted>, sqlx::Error> {
+    let message: Option<Message> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND request_id = ?"
+    ))
+    .bind(thread_id)
+    .bind(request_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(message) = message else {
+        return Ok(None);
+    };
+    let replies = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE reply_to = ? ORDER BY id"
+    ))
+    .bind(message.id)
+    .fetch_all(conn)
+    .await?;
+    Ok(Some(Posted {
+        message,
+        replies,
+        repeated: true,
+    }))
+}
+
+pub async fn thread_exists(tx: &mut SqliteTx, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar::<_, i64>("SELECT 1 FROM threads WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map(|row| row.is_some())
+}
+
+pub async fn insert_message(
+    tx: &mut SqliteTx,
+    new: &NewMessage<'_>,
+    now: i64,
+    rev: i64,
+) -> Result<Message, sqlx::Error> {
+    let message = sqlx::query_as(&format!(
+        "INSERT INTO messages (thread_id, author, role, body, status, model, created_at, updated_at, \
+         rev, requested_by, context_before, request_id, reply_to) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {STORED_COLUMNS}"
+    ))
+    .bind(new.thread_id)
+    .bind(new.author)
+    .bind(new.role)
+    .bind(new.body)
+    .bind(new.status)
+    .bind(new.model)
+    .bind(now)
+    .bind(now)
+    .bind(rev)
+    .bind(new.requested_by)
+    .bind(new.context_before)
+    .bind(new.request_id)
+    .bind(new.reply_to)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE threads SET last_activity_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(new.thread_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(message)
+}
+
+/// The rowid of reply `id`'s log row `seq`.
+fn log_key(id: i64, seq: u32) -> i64 {
+    (id << 32) | i64::from(seq)
+}
+
+/// Inserts log rows, up to [`LOG_ROWS_PER_INSERT`] per statement (a lone
+/// reply's commit is one single-row statement, prepared once).
+pub async fn append_log(tx: &mut SqliteTx, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(LOG_ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO reply_log (key, offset, rev, text) VALUES {}",
+            vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for row in chunk {
+            insert = insert
+                .bind(log_key(row.id, row.seq))
+                .bind(row.offset as i64)
+                .bind(row.rev)
+                .bind(row.text);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+pub async fn log_cursor(tx: &mut SqliteTx, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(concat!(
+        "SELECT length(CAST(body AS BLOB)) + COALESCE((SELECT SUM(length(CAST(text AS BLOB))) FROM ",
+        log_of!("?1"),
+        "), 0), COALESCE((SELECT MAX(key) - (?1 << 32) + 1 FROM ",
+        log_of!("?1"),
+        "), 0) FROM messages WHERE id = ?1 AND status = 'streaming'"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(len, next_seq)| LogCursor {
+        len: len as usize,
+        next_seq: next_seq as u32,
+    }))
+}
+
+/// Ends a streaming reply, writing its log into its body once. The log is
+/// read and deleted before the body grows, so in a full database the freed
+/// pages hold the body.
+pub async fn finish(
+    tx: &mut SqliteTx,
+    id: i64,
+    outcome: &Outcome,
+    now: i64,
+    rev: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let tail: Option<String> = sqlx::query_scalar(concat!(
+        "SELECT group_concat(text, '' ORDER BY key) FROM ",
+        log_of!("?1")
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(concat!("DELETE FROM ", log_of!("?1")))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    let stats = &outcome.stats;
+    sqlx::query_scalar(
+        "UPDATE messages SET body = body || ?, status = ?, error = ?, finish_reason = ?, \
+         stopped_by = ?, prompt_tokens = ?, completion_tokens = ?, usage_estimated = ?, \
+         ttft_ms = ?, tokens_per_second = ?, retries = ?, notice = NULL, finished_at = ?, \
+         updated_at = ?, rev = ? WHERE id = ? AND status = 'streaming' RETURNING body",
+    )
+    .bind(tail.unwrap_or_default())
+    .bind(outcome.status)
+    .bind(outcome.error.as_deref())
+    .bind(outcome.finish_reason.as_deref())
+    .bind(outcome.stopped_by.as_deref())
+    .bind(stats.usage.map(|u| u.prompt_tokens))
+    .bind(stats.usage.map(|u| u.completion_tokens))
+    .bind(stats.usage.is_some_and(|u| u.estimated))
+    .bind(stats.ttft_ms)
+    .bind(stats.tokens_per_second)
+    .bind(stats.retries)
+    .bind(now)
+    .bind(now)
+    .bind(rev)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+pub async fn set_notice(
+    tx: &mut SqliteTx,
+    id: i64,
+    notice: Option<&str>,
+    retries: i64,
+    now: i64,
+    rev: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages SET notice = ?, retries = ?, updated_at = ?, rev = ? \
+         WHERE id = ? AND status = 'streaming'",
+    )
+    .bind(notice)
+    .bind(retries)
+    .bind(now)
+    .bind(rev)
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
+pub async fn reopen(
+    tx: &mut SqliteTx,
+    thread_id: &str,
+    id: i64,
+    from: &[Status],
+    requested_by: &str,
+    now: i64,
+    rev: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    if from.is_empty() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "UPDATE messages SET status = 'streaming', error = NULL, finish_reason = NULL, \
+         stopped_by = NULL, notice = NULL, finished_at = NULL, requested_by = ?, updated_at = ?, rev = ? \
+         WHERE id = ? AND thread_id = ? AND status IN ({}) RETURNING {STORED_COLUMNS}",
+        vec!["?"; from.len()].join(", ")
+    );
+    let mut update = sqlx::query_as(&sql)
+        .bind(requested_by)
+        .bind(now)
+        .bind(rev)
+        .bind(id)
+        .bind(thread_id);
+    for status in from {
+        update = update.bind(*status);
+    }
+    update.fetch_optional(&mut **tx).await
+}
