@@ -19,8 +19,6 @@ use super::{
     provider::{prompt_name, stream_error, PromptMessage},
     sleep_until,
     state::AppState,
-    
-
 };
 use crate::model::{Message, Outcome, ReplyStats, Role, Status, Usage};
 

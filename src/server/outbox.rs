@@ -4,18 +4,12 @@
 //! leaves `streaming` is found again at start-up ([`recover`]).
 
 use super::{
-    access::Requester,
-    generate,
-    generations::EndRequest,
-    state::AppState,
-    store::Store,
+    access::Requester, generate, generations::EndRequest, state::AppState, store::Store,
     writer::NewAttempt,
 };
 use crate::{
     error::AppError,
-    model::{
-        validate_post, Message, NewPost, NewReply, Posted, Restart, Status, MAX_AUTHOR_CHARS,
-    },
+    model::{validate_post, Message, NewPost, NewReply, Posted, Restart, Status, MAX_AUTHOR_CHARS},
 };
 
 /// A post as the composer sent it.

@@ -494,8 +494,7 @@ impl WriterTask {
                     let id = *id;
                     if let Some(at) = pending.iter().position(|p| p.id == id) {
                         let append = pending.remove(at);
-                        self.flush_all(&mut tx, &mut effects, vec![append])
-                            .await?;
+                        self.flush_all(&mut tx, &mut effects, vec![append]).await?;
                     }
                     let outcome = if self.broken.contains(&id) {
                         stored_in_part(outcome)
@@ -525,7 +524,9 @@ impl WriterTask {
                     effects.replies.push((at, result));
                 }
                 Command::Attempt(attempt, _) => {
-                    let row = self.insert_attempt(&mut tx, &mut effects, attempt, now).await?;
+                    let row = self
+                        .insert_attempt(&mut tx, &mut effects, attempt, now)
+                        .await?;
                     effects.restarts.push((at, Ok(row)));
                 }
                 Command::Reopen {

@@ -1,7 +1,8 @@
 //! Crash: the server is a child process, 10 replies stream to SSE clients,
 //! the server is killed with SIGKILL and restarted. Everything any client
-//! saw is still stored, every reply is `interrupted`, and Continue finishes
-//! one of them to the full text.
+//! saw is still stored, every reply is `interrupted` with its body written
+//! from the append-only log (and the log emptied), and Continue finishes one
+//! of them to the full text.
 
 use std::{
     collections::HashMap,
@@ -70,6 +71,25 @@ async fn post(url: &str, author: &str, body: &str) -> Message {
     posted.replies.remove(0)
 }
 
+/// The `body` column itself (without the log).
+async fn raw_body(db: &SqlitePool, id: i64) -> String {
+    sqlx::query_scalar("SELECT body FROM messages WHERE id = ?")
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+async fn log_rows(db: &SqlitePool, id: i64) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32)",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
     let full = Scripted::words(3000, Duration::from_millis(4));
@@ -106,6 +126,15 @@ async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
         }
         assert_eq!(owners_lists[0].1.apply(event, rev), None);
     }
+    // While they stream, their text is log rows: no body was rewritten.
+    let db =
+        SqlitePool::connect_with(SqliteConnectOptions::new().filename(dir.path().join("crash.db")))
+            .await
+            .unwrap();
+    for id in &replies {
+        assert_eq!(raw_body(&db, *id).await, "", "reply {id}: body untouched");
+        assert!(log_rows(&db, *id).await > 0, "reply {id}: text in the log");
+    }
     server.child.kill().expect("SIGKILL");
     server.child.wait().unwrap();
 
@@ -119,10 +148,6 @@ async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
     }
 
     let server = start_server(dir.path(), &fake).await;
-    let db =
-        SqlitePool::connect_with(SqliteConnectOptions::new().filename(dir.path().join("crash.db")))
-            .await
-            .unwrap();
     for id in &replies {
         let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
             .bind(id)
@@ -138,6 +163,8 @@ async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
             );
         }
         assert!(!stored.body.is_empty());
+        // The body was written from the log at start-up, and the log emptied.
+        assert_eq!(log_rows(&db, *id).await, 0, "reply {id}: log rows left");
     }
 
     // Continue finishes one of them to the full text.
@@ -172,6 +199,7 @@ async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
     };
     assert_eq!(done.status, Status::Done);
     assert_eq!(done.body, Scripted::words(3000, Duration::ZERO).text());
+    assert_eq!(log_rows(&db, id).await, 0);
     let mut child = server.child;
     child.kill().unwrap();
     child.wait().unwrap();

@@ -15,6 +15,7 @@ mod hostile_markdown;
 mod idempotent_send;
 mod limits;
 mod load_smoke;
+mod long_reply;
 mod no_mention_no_request;
 mod operations;
 mod presence;

@@ -271,7 +271,11 @@ impl Tx {
         in_tx!(self, tx => sqlite::writes::thread_exists(tx, id).await)
     }
 
-    pub async fn message(&mut self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
+    pub async fn message(
+        &mut self,
+        thread_id: &str,
+        id: i64,
+    ) -> Result<Option<Message>, sqlx::Error> {
         in_tx!(self, tx => sqlite::writes::message_in(tx, thread_id, id).await)
     }
 

@@ -46,7 +46,7 @@ pub struct Scripted {
     pub deltas: Vec<String>,
     /// Write the HTTP body in pieces of this many bytes (None: one piece per event).
     pub piece_bytes: Option<usize>,
-    /// Pause between pieces.
+    /// Pause between pieces (zero: as fast as the connection takes them).
     pub pause: Duration,
     /// Usage chunk counts; None sends no usage chunk.
     pub usage: Option<(i64, i64)>,
@@ -368,7 +368,11 @@ async fn completions(
         let _guard = guard;
         for piece in pieces {
             yield Ok::<_, std::io::Error>(piece);
-            tokio::time::sleep(pause).await;
+            if pause.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(pause).await;
+            }
         }
         match ending {
             Ending::Reset => yield Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")),

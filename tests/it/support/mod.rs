@@ -161,11 +161,13 @@ impl TestApp {
 
     /// Log rows still stored for message `id` (a finished reply has none).
     pub async fn log_rows(&self, id: i64) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32)")
-            .bind(id)
-            .fetch_one(&self.db)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32)",
+        )
+        .bind(id)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
     }
 
     pub async fn message_count(&self) -> i64 {

@@ -23,9 +23,7 @@ use sqlx::{
 };
 
 use super::Snapshot;
-use crate::model::{
-    AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals,
-};
+use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 
 /// One transaction of the writer's.
 pub type SqliteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
