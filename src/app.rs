@@ -42,7 +42,7 @@ fn set_content_security_policy() {
     let nonce = leptos::nonce::use_nonce();
     let response = use_context::<leptos_axum::ResponseOptions>();
     if let (Some(nonce), Some(response)) = (nonce, response) {
-        let policy = crate::server::security::content_security_policy(&nonce);
+        let policy = crate::server::edge::security::content_security_policy(&nonce);
         if let Ok(value) = HeaderValue::from_str(&policy) {
             response.insert_header(header::CONTENT_SECURITY_POLICY, value);
         }

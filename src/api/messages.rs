@@ -21,13 +21,13 @@ pub async fn send_message(
     let state = respond::state();
     let result = match respond::requester(&state) {
         Ok(who) => {
-            let post = crate::server::outbox::Post {
+            let post = crate::server::ingest::outbox::Post {
                 thread_id: thread,
                 author: who.name_or(&author),
                 body: &body,
                 request_id: &request_id,
             };
-            crate::server::outbox::send(&state, &who, post).await
+            crate::server::ingest::outbox::send(&respond::ingest(&state), &who.client, post).await
         }
         Err(e) => Err(e),
     };
@@ -65,7 +65,7 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
         let who = respond::requester(&state).ok();
         Ok(ThreadPage {
             signed_in: who.and_then(|w| w.identity),
-            request_id: crate::server::outbox::new_request_id(),
+            request_id: crate::server::ingest::outbox::new_request_id(),
             thread,
             messages: latest.messages,
             rev: latest.rev,

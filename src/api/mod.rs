@@ -25,11 +25,16 @@ pub(crate) mod respond {
         expect_context::<AppState>()
     }
 
+    /// The part of the state that produces replies.
+    pub fn ingest(state: &AppState) -> crate::server::ingest::Ingest {
+        axum::extract::FromRef::from_ref(state)
+    }
+
     /// Who sent this request (the proxy identity or the client's address).
-    pub fn requester(state: &AppState) -> Result<crate::server::access::Requester, AppError> {
+    pub fn requester(state: &AppState) -> Result<crate::server::edge::access::Requester, AppError> {
         let parts = use_context::<Parts>()
             .ok_or_else(|| AppError::internal("a server function ran without its request"))?;
-        crate::server::access::requester(&state.config.access, &parts)
+        crate::server::edge::access::requester(&state.config.access, &parts)
     }
 
     /// Sets the error's HTTP status, except for plain (no-JavaScript) form

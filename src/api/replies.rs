@@ -13,7 +13,15 @@ pub async fn stop_reply(
     use super::respond;
     let state = respond::state();
     let result = match respond::requester(&state) {
-        Ok(who) => crate::server::outbox::stop(&state, &thread, id, who.name_or(&by)).await,
+        Ok(who) => {
+            crate::server::ingest::outbox::stop(
+                &respond::ingest(&state),
+                &thread,
+                id,
+                who.name_or(&by),
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     respond::finish(result)
@@ -52,7 +60,15 @@ async fn restart(
     let state = respond::state();
     let result = match respond::requester(&state) {
         Ok(who) => {
-            crate::server::outbox::restart(&state, &who, &thread, id, kind, who.name_or(&by)).await
+            crate::server::ingest::outbox::restart(
+                &respond::ingest(&state),
+                &who.client,
+                &thread,
+                id,
+                kind,
+                who.name_or(&by),
+            )
+            .await
         }
         Err(e) => Err(e),
     };

@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, FromRef},
     routing::{get, post},
     Router,
 };
@@ -14,19 +14,18 @@ use tokio_util::sync::CancellationToken;
 use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, trace::TraceLayer};
 
 use super::{
-    bots::Bots,
     config::Config,
-    demo, export,
-    generations::{EndRequest, Generations},
-    health,
-    hub::Hub,
+    edge::{export, health, security, sse, sse_listener::SseListener, thread_list},
+    fanout::hub::Hub,
+    ingest::{
+        bots::Bots,
+        demo,
+        generations::{EndRequest, Generations},
+        outbox, tokens,
+    },
     metrics::Metrics,
-    outbox, security, sse,
-    sse_listener::SseListener,
     state::AppState,
-    store::Store,
-    thread_list,
-    writer::Writer,
+    store::{writer::Writer, Store},
 };
 use crate::app::{shell, App};
 
@@ -50,11 +49,16 @@ impl AppState {
             store.clone(),
             hub.clone(),
             metrics.clone(),
-            generations.clone(),
+            {
+                let generations = generations.clone();
+                move |id| {
+                    generations.end(id, EndRequest::Storage);
+                }
+            },
             last_rev,
         );
         let bots = Bots::from_config(&config, self_base_url);
-        super::tokens::warm_up();
+        tokens::warm_up();
         let shutdown = CancellationToken::new();
         generations.spawn_watchdog(&config.limits, shutdown.clone());
         thread_list::spawn(store.clone(), hub.clone(), shutdown.clone());
@@ -175,9 +179,10 @@ pub async fn serve(
     let generations = state.generations.clone();
     let ending = generations.clone();
     tracing::info!("listening on http://{addr}");
-    let listener = SseListener::new(listener, state.clone())?;
+    let listener = SseListener::new(listener, FromRef::from_ref(&state))?;
     // Connection addresses reach handlers: the `@gpt` limit counts by them.
-    let app = router(state).into_make_service_with_connect_info::<super::access::ClientAddr>();
+    let app =
+        router(state).into_make_service_with_connect_info::<super::edge::access::ClientAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

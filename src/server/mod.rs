@@ -1,27 +1,16 @@
-//! Everything that runs only on the server, one step of the data path per
-//! file (see docs/ARCHITECTURE.md).
+//! Everything that runs only on the server, one folder per step of the data
+//! path (see docs/ARCHITECTURE.md): `ingest` (post -> provider -> deltas),
+//! `store` (the database and its single writer), `fanout` (the in-memory
+//! hub), `edge` (SSE, access, headers, export, health). `state` composes
+//! them; `app_server` wires and serves them.
 
-pub mod access;
-pub mod bots;
-pub mod chunker;
 pub mod config;
-pub mod demo;
-pub mod export;
-pub mod generate;
-pub mod generations;
-pub mod health;
-pub mod hub;
+pub mod edge;
+pub mod fanout;
+pub mod ingest;
 pub mod metrics;
-pub mod outbox;
-pub mod provider;
-pub mod security;
-pub mod sse;
-pub mod sse_listener;
 pub mod state;
 pub mod store;
-pub mod thread_list;
-pub mod tokens;
-pub mod writer;
 
 mod app_server;
 pub use app_server::{router, run, self_base_url, serve};

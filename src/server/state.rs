@@ -8,8 +8,12 @@ use leptos::config::LeptosOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    bots::Bots, config::Config, demo::DemoModel, generations::Generations, hub::Hub,
-    metrics::Metrics, store::Store, writer::Writer,
+    config::Config,
+    edge::sse::Subscriptions,
+    fanout::hub::Hub,
+    ingest::{bots::Bots, demo::DemoModel, generations::Generations, Ingest},
+    metrics::Metrics,
+    store::{writer::Writer, Store},
 };
 
 #[derive(Clone, FromRef)]
@@ -30,4 +34,29 @@ pub struct AppState {
     pub demo: DemoModel,
     /// Cancelled on shutdown: ends live subscriptions so the server can stop.
     pub shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for Ingest {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            config: state.config.clone(),
+            store: state.store.clone(),
+            writer: state.writer.clone(),
+            bots: state.bots.clone(),
+            metrics: state.metrics.clone(),
+            generations: state.generations.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Subscriptions {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            config: state.config.clone(),
+            store: state.store.clone(),
+            hub: state.hub.clone(),
+            metrics: state.metrics.clone(),
+            shutdown: state.shutdown.clone(),
+        }
+    }
 }

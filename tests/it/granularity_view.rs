@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
-use streamchat::{model::Granularity, server::chunker::boundary};
+use streamchat::{model::Granularity, server::ingest::chunker::boundary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentence_viewer_and_token_viewer_end_identical() {

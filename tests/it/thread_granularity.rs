@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use streamchat::{model::Granularity, server::chunker::boundary};
+use streamchat::{model::Granularity, server::ingest::chunker::boundary};
 
 use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
 

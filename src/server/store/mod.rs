@@ -13,6 +13,7 @@
 //! text, so callers never see the difference.
 
 pub mod sqlite;
+pub mod writer;
 
 use std::path::Path;
 

@@ -6,8 +6,8 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{hub::Hub, store::Store};
 use crate::model::ChatEvent;
+use crate::server::{fanout::hub::Hub, store::Store};
 
 pub fn spawn(store: Store, hub: Hub, shutdown: CancellationToken) {
     tokio::spawn(async move {

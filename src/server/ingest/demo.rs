@@ -18,8 +18,8 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::state::AppState;
 use crate::model::DEMO_MODEL;
+use crate::server::config::Config;
 
 const ANSWER: &str = "This is the demo model answering, not a real language model. \
 It streams a fixed text at a steady pace so you can watch the whole loop work: your message \
@@ -101,7 +101,11 @@ fn chunk(choices: Value, usage: Value) -> Bytes {
 }
 
 /// `POST /v1/chat/completions` (streaming only).
-pub async fn completions(State(state): State<AppState>, Json(request): Json<Value>) -> Response {
+pub async fn completions(
+    State(demo): State<DemoModel>,
+    State(config): State<Arc<Config>>,
+    Json(request): Json<Value>,
+) -> Response {
     if request.get("stream").and_then(Value::as_bool) != Some(true) {
         let error = json!({"error": {"message": "the demo model only streams", "type": "invalid_request_error"}});
         return (StatusCode::BAD_REQUEST, Json(error)).into_response();
@@ -122,10 +126,10 @@ pub async fn completions(State(state): State<AppState>, Json(request): Json<Valu
         .filter_map(|m| m["content"].as_str())
         .map(|c| c.split_whitespace().count())
         .sum();
-    let fail = state.demo.should_fail(&question);
+    let fail = demo.should_fail(&question);
     let tokens = tokens(&question);
     let speed = if question.contains(LONG) { 10.0 } else { 1.0 };
-    let pause = Duration::from_secs_f64(1.0 / (state.config.demo.tokens_per_second * speed));
+    let pause = Duration::from_secs_f64(1.0 / (config.demo.tokens_per_second * speed));
 
     let stream = async_stream::stream! {
         yield Ok::<_, Infallible>(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));

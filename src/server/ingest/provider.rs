@@ -15,8 +15,8 @@ use async_openai::{
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use super::config::{BotConfig, Config};
 use crate::model::DEMO_MODEL;
+use crate::server::config::{BotConfig, Config};
 
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -126,7 +126,7 @@ impl Provider {
     /// compatible `OPENAI_BASE_URL`, or (with no key and no URL anywhere)
     /// the demo model this server itself serves at `self_base_url`.
     pub fn for_bot(config: &Config, bot: &BotConfig, self_base_url: &str) -> Self {
-        let key = |secret: Option<&super::config::Secret>| {
+        let key = |secret: Option<&crate::server::config::Secret>| {
             secret.map_or_else(|| "none".to_owned(), |k| k.0.clone())
         };
         let (base_url, key, model) = match &bot.base_url {

@@ -6,18 +6,18 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::state::AppState;
+use crate::server::store::Store;
 use crate::{
     error::AppError,
     model::{format_datetime_utc, Message, Role, Thread},
 };
 
 pub async fn export(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(thread_id): Path<String>,
 ) -> Result<Response, AppError> {
-    let thread = state.store.existing_thread(&thread_id).await?;
-    let messages = state.store.all_messages(&thread.id).await?;
+    let thread = store.existing_thread(&thread_id).await?;
+    let messages = store.all_messages(&thread.id).await?;
     let filename: String = thread
         .title
         .chars()

@@ -31,8 +31,7 @@ use tokio::{
 
 use super::{
     security,
-    sse::{self, EventsQuery},
-    state::AppState,
+    sse::{self, EventsQuery, Subscriptions},
 };
 
 /// Largest request head the lean path reads; longer ones go to hyper.
@@ -54,7 +53,7 @@ pub struct SseListener {
 }
 
 impl SseListener {
-    pub fn new(listener: TcpListener, state: AppState) -> std::io::Result<Self> {
+    pub fn new(listener: TcpListener, state: Subscriptions) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (tx, handoff) = mpsc::channel(HANDOFF_QUEUE);
         tokio::spawn(accept_loop(listener, state, tx));
@@ -84,7 +83,7 @@ impl Listener for SseListener {
 
 async fn accept_loop(
     mut listener: TcpListener,
-    state: AppState,
+    state: Subscriptions,
     handoff: mpsc::Sender<(TcpStream, SocketAddr)>,
 ) {
     loop {
@@ -160,7 +159,11 @@ async fn subscription_request(stream: &TcpStream) -> Option<SubscriptionRequest>
     })
 }
 
-async fn serve_subscription(mut stream: TcpStream, state: AppState, request: SubscriptionRequest) {
+async fn serve_subscription(
+    mut stream: TcpStream,
+    state: Subscriptions,
+    request: SubscriptionRequest,
+) {
     // Consume the head that was only peeked.
     let mut head = vec![0u8; request.head_len];
     if stream.read_exact(&mut head).await.is_err() {

@@ -17,8 +17,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::config::LimitsConfig;
 use crate::error::AppError;
+use crate::server::config::LimitsConfig;
 
 /// Why a reply was told to end early.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,19 +6,27 @@ use std::time::Duration;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
 use serde_json::json;
 
-use super::state::AppState;
+use std::sync::Arc;
+
+use crate::server::{
+    metrics::Metrics,
+    store::{writer::Writer, Store},
+};
 
 /// 200 when the database file can be written and the writer commits; 503
 /// with the failing part otherwise.
-pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = match state.store.probe_write() {
+pub async fn healthz(
+    State(store): State<Store>,
+    State(writer): State<Writer>,
+) -> impl IntoResponse {
+    let database = match store.probe_write() {
         Ok(()) => "ok".to_owned(),
         Err(e) => {
             tracing::error!(error = %e, "health: database not writable");
             format!("not writable: {e}")
         }
     };
-    let appender = match tokio::time::timeout(Duration::from_secs(2), state.writer.ping()).await {
+    let appender = match tokio::time::timeout(Duration::from_secs(2), writer.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
         Ok(Err(_)) => "stopped".to_owned(),
         Err(_) => "not committing (2 s)".to_owned(),
@@ -35,9 +43,9 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        metrics.render(),
     )
 }

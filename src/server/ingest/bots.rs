@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{
-    config::{BotConfig, Config},
-    provider::Provider,
-};
+use super::provider::Provider;
 use crate::model::mentions;
+use crate::server::config::{BotConfig, Config};
 
 pub struct Bot {
     pub config: BotConfig,

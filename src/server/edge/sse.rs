@@ -37,15 +37,31 @@ use axum::{
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
+use tokio_util::sync::CancellationToken;
 
-use super::{
-    chunker::Chunker, hub::Envelope, metrics::Metrics, sleep_until, state::AppState,
-    store::Snapshot,
+use crate::server::{
+    config::Config,
+    fanout::hub::{Envelope, Hub},
+    ingest::chunker::Chunker,
+    metrics::Metrics,
+    sleep_until,
+    store::{Snapshot, Store},
 };
 use crate::{
     error::AppError,
     model::{ChatEvent, Granularity},
 };
+
+/// What serving subscriptions uses (from `AppState`).
+#[derive(Clone)]
+pub struct Subscriptions {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub hub: Hub,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled on shutdown: ends live subscriptions.
+    pub shutdown: CancellationToken,
+}
 
 /// A token delta carries an event id at most this often.
 const ID_EVERY: Duration = Duration::from_millis(250);
@@ -61,7 +77,7 @@ pub struct EventsQuery {
 }
 
 pub async fn events(
-    State(state): State<AppState>,
+    State(state): State<Subscriptions>,
     Path(thread_id): Path<String>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
@@ -74,7 +90,7 @@ pub async fn events(
 /// Opens a subscription: the bytes of the event stream, from the snapshot
 /// on. Shared by the axum route and the lean path in `sse_listener.rs`.
 pub async fn open(
-    state: AppState,
+    state: Subscriptions,
     thread_id: String,
     last_event_id: Option<&str>,
     query: EventsQuery,
@@ -164,7 +180,7 @@ pub async fn open(
 /// `GET /api/threads/events`: the thread list's changes (home pages). No
 /// ids and no replay: a client refetches the list when it (re)connects, and
 /// one that falls behind is disconnected so that it does.
-pub async fn thread_list_events(State(state): State<AppState>) -> Response {
+pub async fn thread_list_events(State(state): State<Subscriptions>) -> Response {
     let mut index = state.hub.subscribe_index();
     let stream = async_stream::stream! {
         yield Bytes::from_static(b":\n\n");

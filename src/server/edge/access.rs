@@ -11,8 +11,8 @@ use axum::{
     serve::IncomingStream,
 };
 
-use super::config::AccessConfig;
 use crate::error::AppError;
+use crate::server::config::AccessConfig;
 
 /// The address a connection comes from, put on every request it carries.
 #[derive(Clone, Copy, Debug)]

@@ -18,13 +18,8 @@ use tokio::{
     time::Instant,
 };
 
-use super::{
-    generations::{EndRequest, Generations},
-    hub::Hub,
-    metrics::Metrics,
-    now_ms,
-    store::{LogAppend, LogCursor, NewMessage, Store, Tx},
-};
+use super::{LogAppend, LogCursor, NewMessage, Store, Tx};
+use crate::server::{fanout::hub::Hub, metrics::Metrics, now_ms};
 use crate::{
     error::AppError,
     model::{body_hash, ChatEvent, Message, NewPost, Outcome, Posted, Role, Status},
@@ -92,11 +87,13 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task; revisions continue after `last_rev`.
+    /// `on_unstorable` is called with a reply whose text could not be
+    /// stored (its producer should end it).
     pub fn start(
         store: Store,
         hub: Hub,
         metrics: Arc<Metrics>,
-        generations: Generations,
+        on_unstorable: impl Fn(i64) + Send + Sync + 'static,
         last_rev: i64,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -104,7 +101,7 @@ impl Writer {
             store,
             hub,
             metrics,
-            generations,
+            on_unstorable: Box::new(on_unstorable),
             next_rev: last_rev + 1,
             cursors: HashMap::new(),
             broken: HashSet::new(),
@@ -233,8 +230,8 @@ struct WriterTask {
     store: Store,
     hub: Hub,
     metrics: Arc<Metrics>,
-    /// Told when a reply's text cannot be stored, so its task ends it.
-    generations: Generations,
+    /// Told when a reply's text cannot be stored, so its producer ends it.
+    on_unstorable: Box<dyn Fn(i64) + Send + Sync>,
     next_rev: i64,
     /// Where the log of each reply streaming now stands (committed state):
     /// the next delta's offset and log row.
@@ -436,7 +433,7 @@ impl WriterTask {
                         message_id = id,
                         "a reply's text could not be stored; ending it"
                     );
-                    self.generations.end(id, EndRequest::Storage);
+                    (self.on_unstorable)(id);
                 }
             }
             Command::Finish { .. } => {

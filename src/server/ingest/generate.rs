@@ -15,17 +15,16 @@ use tracing::Instrument;
 use super::{
     chunker::Chunker,
     generations::{EndRequest, Handle},
-    metrics::ProviderError,
     provider::{prompt_name, stream_error, PromptMessage},
-    sleep_until,
-    state::AppState,
+    Ingest,
 };
 use crate::model::{Message, Outcome, ReplyStats, Role, Status, Usage};
+use crate::server::{metrics::ProviderError, sleep_until};
 
 /// Starts generating `reply` (a committed `streaming` row). With `resume`,
 /// the stored text is sent as the start of the assistant turn and what
 /// comes back is appended to it (Continue).
-pub fn spawn(state: AppState, reply: Message, handle: Handle, resume: bool) {
+pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
     let id = reply.id;
     let span = tracing::info_span!("reply", message_id = id);
     let task = async move {
@@ -57,7 +56,7 @@ pub fn spawn(state: AppState, reply: Message, handle: Handle, resume: bool) {
 }
 
 struct Generation<'a> {
-    state: &'a AppState,
+    state: &'a Ingest,
     thread_id: &'a Arc<str>,
     reply: &'a Message,
     handle: &'a Handle,

@@ -3,10 +3,8 @@
 //! the generation task. A placeholder row is the job record: one a crash
 //! leaves `streaming` is found again at start-up ([`recover`]).
 
-use super::{
-    access::Requester, generate, generations::EndRequest, state::AppState, store::Store,
-    writer::NewAttempt,
-};
+use super::{generate, generations::EndRequest, Ingest};
+use crate::server::store::{writer::NewAttempt, Store};
 use crate::{
     error::AppError,
     model::{validate_post, Message, NewPost, NewReply, Posted, Restart, Status, MAX_AUTHOR_CHARS},
@@ -29,7 +27,9 @@ pub fn new_request_id() -> String {
 /// Longest request id accepted.
 const MAX_REQUEST_ID: usize = 64;
 
-pub async fn send(state: &AppState, who: &Requester, post: Post<'_>) -> Result<Posted, AppError> {
+/// Stores a post (and its placeholder replies) and starts the replies.
+/// `client` keys the rate limit (the requester's address).
+pub async fn send(state: &Ingest, client: &str, post: Post<'_>) -> Result<Posted, AppError> {
     let (author, body) = validate_post(post.author, post.body)?;
     let request_id = validate_request_id(post.request_id)?;
     // A repeated post answers with what the first one stored, before any
@@ -48,7 +48,7 @@ pub async fn send(state: &AppState, who: &Requester, post: Post<'_>) -> Result<P
         slots.push(state.generations.reserve()?);
     }
     if !bots.is_empty() {
-        state.generations.check_rate(&who.client)?;
+        state.generations.check_rate(client)?;
     }
     let replies = bots
         .iter()
@@ -99,8 +99,8 @@ fn validate_request_id(id: &str) -> Result<Option<String>, AppError> {
 /// Regenerate (a new reply to the same prompt) or Continue (the same reply,
 /// picked up where it stopped), of reply `id` in `thread_id`.
 pub async fn restart(
-    state: &AppState,
-    who: &Requester,
+    state: &Ingest,
+    client: &str,
     thread_id: &str,
     id: i64,
     kind: Restart,
@@ -120,7 +120,7 @@ pub async fn restart(
         return Err(cannot_restart(original.status, kind));
     }
     let slot = state.generations.reserve()?;
-    state.generations.check_rate(&who.client)?;
+    state.generations.check_rate(client)?;
     let model = state.bots.get(&original.author).provider.model().to_owned();
     let reply = match kind {
         Restart::Regenerate => {
@@ -167,7 +167,7 @@ fn cannot_restart(status: Status, kind: Restart) -> AppError {
 
 /// Stop: ends a streaming reply of `thread_id`, keeping its text, recording
 /// who stopped it.
-pub async fn stop(state: &AppState, thread_id: &str, id: i64, by: &str) -> Result<(), AppError> {
+pub async fn stop(state: &Ingest, thread_id: &str, id: i64, by: &str) -> Result<(), AppError> {
     let by = requester(by);
     let Some(message) = state.store.message(thread_id, id).await? else {
         return Err(AppError::no_message(id));

@@ -1,0 +1,11 @@
+//! The edge: what faces browsers and operators. The event stream (SSE) and
+//! its listener, the home page's live thread list, access (who is asking),
+//! security headers, export, health and metrics endpoints.
+
+pub mod access;
+pub mod export;
+pub mod health;
+pub mod security;
+pub mod sse;
+pub mod sse_listener;
+pub mod thread_list;
