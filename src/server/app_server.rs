@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
     if state.config.uses_demo() {
         router = router.route("/v1/chat/completions", post(demo::completions));
     }
-    router
+    let router = router
         .leptos_routes_with_context(
             &state,
             routes,
@@ -116,9 +116,8 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         // A panic in a handler is a 500 with a plain message, never a hang.
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(security::same_origin))
-        .layer(axum::middleware::from_fn(security::headers))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(security::same_origin));
+    security::headers(router).with_state(state)
 }
 
 /// Server functions answer a request whose fields they cannot read (one

@@ -7,6 +7,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Sent with every response (the SSE lean path writes them itself).
 pub const HEADERS: [(&str, &str); 3] = [
@@ -26,16 +27,18 @@ pub fn content_security_policy(nonce: &str) -> String {
     )
 }
 
-/// Adds [`HEADERS`] to a response that does not set them itself.
-pub async fn headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    for (name, value) in HEADERS {
-        headers
-            .entry(HeaderName::from_static(name))
-            .or_insert(HeaderValue::from_static(value));
-    }
-    response
+/// Adds [`HEADERS`] to every response that does not set them itself
+/// (tower-http's `SetResponseHeaderLayer`, one per header).
+pub fn headers<S>(router: axum::Router<S>) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    HEADERS.iter().fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ))
+    })
 }
 
 /// Refuses a state-changing request (anything but GET, HEAD, OPTIONS) that

@@ -20,13 +20,7 @@
 //! maximum delay), and events carry an id only while nothing is held back,
 //! so a reconnect never skips held text.
 
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    fmt::Write,
-    sync::{atomic::Ordering::Relaxed, Arc},
-    time::Duration,
-};
+use std::{collections::HashMap, convert::Infallible, fmt::Write, sync::Arc, time::Duration};
 
 use axum::{
     body::{Body, Bytes},
@@ -317,14 +311,14 @@ struct ViewerGuard(Arc<Metrics>);
 
 impl ViewerGuard {
     fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.viewers.fetch_add(1, Relaxed);
+        metrics.viewers.inc();
         Self(metrics)
     }
 }
 
 impl Drop for ViewerGuard {
     fn drop(&mut self) {
-        self.0.viewers.fetch_sub(1, Relaxed);
+        self.0.viewers.dec();
     }
 }
 

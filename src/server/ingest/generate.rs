@@ -6,8 +6,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -28,7 +26,7 @@ pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
     let id = reply.id;
     let span = tracing::info_span!("reply", message_id = id);
     let task = async move {
-        state.metrics.replies_live.fetch_add(1, Relaxed);
+        state.metrics.replies_live.inc();
         let thread_id: Arc<str> = reply.thread_id.as_str().into();
         let outcome = Generation {
             state: &state,
@@ -39,7 +37,7 @@ pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
         }
         .run()
         .await;
-        state.metrics.replies_live.fetch_sub(1, Relaxed);
+        state.metrics.replies_live.dec();
         state.metrics.reply_ended(outcome.status);
         tracing::info!(
             status = outcome.status.as_str(),
@@ -293,7 +291,7 @@ impl Generation<'_> {
                 if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                     let now = Instant::now();
                     self.handle.touch();
-                    self.state.metrics.tokens.fetch_add(1, Relaxed);
+                    self.state.metrics.tokens.inc();
                     progress.first_text_at.get_or_insert(now);
                     progress.text.push_str(&text);
                     let received = chunker.pending_since();

@@ -305,13 +305,7 @@ impl WriterTask {
             // one scheduler turn lets those already on their way join this
             // commit (microseconds, against a commit's few hundred). A lone
             // reply commits at once.
-            if self
-                .metrics
-                .replies_live
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 1
-                && batch.len() < MAX_BATCH
-            {
+            if self.metrics.replies_live.get() > 1 && batch.len() < MAX_BATCH {
                 tokio::task::yield_now().await;
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -761,10 +755,9 @@ impl WriterTask {
             self.hub.publish(&thread_id, rev, event);
         }
         let published = Instant::now();
-        self.metrics.deltas_published.fetch_add(
-            effects.received.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.metrics
+            .deltas_published
+            .inc_by(effects.received.len() as u64);
         for received in effects.received {
             self.metrics.published(published.duration_since(received));
         }
