@@ -5,7 +5,8 @@
 //! token with the time it was emitted. Real SSE viewers over loopback read
 //! every delta; a token's latency is the time from the provider emitting it
 //! to a viewer receiving it. Server CPU and memory come from /proc; commits
-//! and tokens from the server's /metrics. Prints one table (S1-S5).
+//! and tokens from the server's /metrics, disk writes from /proc/<pid>/io.
+//! Prints one table (S1-S6).
 
 #[allow(dead_code)]
 #[path = "../tests/it/support/fake_provider.rs"]
@@ -14,7 +15,11 @@ mod fake_provider;
 #[path = "../tests/it/support/sse.rs"]
 mod sse;
 
-use std::{path::PathBuf, process::Command, time::Instant};
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 #[path = "../tests/it/support/load.rs"]
 mod load;
@@ -77,15 +82,20 @@ async fn main() {
     fake_provider::epoch();
 
     if want("S1") {
-        let (_dir, fake, server) = run_fresh(&binary, 50.0, 200).await;
+        // 1,000 tokens (20 s): enough CPU time to read in 10 ms ticks.
+        let (_dir, fake, server) = run_fresh(&binary, 50.0, 1000).await;
         let idle = server.rss_mb();
-        let o = scenario(&server, &fake, "s1", 1, 1, 1, 200).await;
+        let o = scenario(&server, &fake, "s1", 1, 1, 1, 1000).await;
         rows.push(Row {
             name: "S1 1 reply x 1 viewer, 50 tok/s".into(),
             figures: vec![
                 latency(&o),
                 bytes_per_token(&o),
                 commits_per_token(&o),
+                (
+                    "server CPU per token".into(),
+                    format!("{:.3} ms", o.cpu * 1000.0 / o.tokens_in.max(1.0)),
+                ),
                 (
                     "start-up to serving / idle RSS".into(),
                     format!(
@@ -247,6 +257,86 @@ async fn main() {
                 (
                     "hydrate bundle, gzip -9 (wasm + js)".into(),
                     format!("{:.1} KB ({} + {})", (wasm + js) as f64 / 1024.0, wasm, js),
+                ),
+            ],
+        });
+    }
+    if want("S6") {
+        // One reply of 50,000 tokens at 1,000 tokens/s: a lone reply
+        // commits each token alone, so this is the cost of one token per
+        // commit, measured as the reply grows.
+        let tokens = 50_000;
+        let (_dir, _fake, server) = run_fresh(&binary, 1000.0, tokens).await;
+        let (samples, _) =
+            load::long_replies(&server, 1, 1, tokens, 1000, Duration::from_millis(100)).await;
+        let mut figures = Vec::new();
+        for (from, to) in [(0, 1_000), (9_000, 10_000), (49_000, 50_000)] {
+            let (bytes, cpu, commits) = load::window(&samples, from as f64, to as f64);
+            figures.push((
+                format!("tokens {from}-{to}: disk bytes / server CPU / commits, per token"),
+                format!("{bytes:.0} B / {:.3} ms / {commits:.2}", cpu * 1000.0),
+            ));
+        }
+        let first = samples[0];
+        let at_20k = samples
+            .iter()
+            .find(|s| s.tokens >= 20_000.0)
+            .copied()
+            .unwrap();
+        figures.push((
+            "first 20,000 tokens: disk written / server CPU".into(),
+            format!(
+                "{:.1} MB / {:.2} s",
+                (at_20k.write_bytes - first.write_bytes) / 1e6,
+                at_20k.cpu - first.cpu
+            ),
+        ));
+        rows.push(Row {
+            name: "S6a one reply of 50,000 tokens x 1 viewer, 1,000 tok/s".into(),
+            figures,
+        });
+
+        // 20 replies of 10,000 tokens, 5 viewers each, 500 tokens/s each.
+        let (replies, tokens) = (20, 10_000);
+        let (_dir, _fake, server) = run_fresh(&binary, 500.0, tokens).await;
+        let (samples, split) = load::long_replies(
+            &server,
+            replies,
+            5,
+            tokens,
+            1000,
+            Duration::from_millis(100),
+        )
+        .await;
+        let lat = |l: &[u64]| {
+            format!(
+                "{} / {}",
+                fmt_ms(percentile(l, 0.5)),
+                fmt_ms(percentile(l, 0.99))
+            )
+        };
+        let total = (replies * tokens) as f64;
+        let edge = (replies * 1000) as f64;
+        let (_, cpu_first, commits_first) = load::window(&samples, 0.0, edge);
+        let (_, cpu_last, commits_last) = load::window(&samples, total - edge, total);
+        rows.push(Row {
+            name: "S6b 20 replies x 10,000 tokens x 5 viewers, 500 tok/s each".into(),
+            figures: vec![
+                (
+                    "latency p50 / p99, first 1,000 tokens of each reply".into(),
+                    lat(&split.first),
+                ),
+                (
+                    "latency p50 / p99, last 1,000 tokens of each reply".into(),
+                    lat(&split.last),
+                ),
+                (
+                    "server CPU per token, first / last 1,000 of each".into(),
+                    format!("{:.3} ms / {:.3} ms", cpu_first * 1000.0, cpu_last * 1000.0),
+                ),
+                (
+                    "commits per token, first / last 1,000 of each".into(),
+                    format!("{commits_first:.2} / {commits_last:.2}"),
                 ),
             ],
         });

@@ -410,3 +410,188 @@ fn cpu_seconds_of(pid: &str) -> f64 {
         .collect();
     (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
 }
+
+impl Server {
+    /// Bytes the server has caused to be written to storage
+    /// (`write_bytes` of `/proc/<pid>/io`: page-cache pages it dirtied).
+    pub fn write_bytes(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// The server's counters at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Tokens the server has received from the provider.
+    pub tokens: f64,
+    pub commits: f64,
+    pub write_bytes: f64,
+    pub cpu: f64,
+}
+
+impl Sample {
+    pub async fn take(server: &Server) -> Self {
+        let metrics = server.metrics().await;
+        Self {
+            tokens: metrics
+                .get("streamchat_tokens_total")
+                .copied()
+                .unwrap_or(0.0),
+            commits: metrics
+                .get("streamchat_commits_total")
+                .copied()
+                .unwrap_or(0.0),
+            write_bytes: server.write_bytes(),
+            cpu: server.cpu_seconds(),
+        }
+    }
+}
+
+/// Samples every `period` until `done` is set; the samples, in order.
+pub async fn sample_until(
+    server: &Server,
+    period: Duration,
+    done: &std::sync::atomic::AtomicBool,
+) -> Vec<Sample> {
+    let mut samples = vec![Sample::take(server).await];
+    let mut tick = tokio::time::interval(period);
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        samples.push(Sample::take(server).await);
+    }
+    samples.push(Sample::take(server).await);
+    samples
+}
+
+/// Per-token cost between the first samples at or past `from` and `to`
+/// tokens: (disk bytes, server CPU seconds, commits) per token.
+pub fn window(samples: &[Sample], from: f64, to: f64) -> (f64, f64, f64) {
+    let at = |tokens: f64| {
+        samples
+            .iter()
+            .find(|s| s.tokens >= tokens)
+            .or(samples.last())
+            .copied()
+            .unwrap()
+    };
+    let (a, b) = (at(from), at(to));
+    let n = (b.tokens - a.tokens).max(1.0);
+    (
+        (b.write_bytes - a.write_bytes) / n,
+        (b.cpu - a.cpu) / n,
+        (b.commits - a.commits) / n,
+    )
+}
+
+/// Latencies of one viewer, split by each reply's token index: the first
+/// `edge` tokens, and the last `edge` of `tokens`.
+#[derive(Default)]
+pub struct Split {
+    pub first: Vec<u64>,
+    pub last: Vec<u64>,
+}
+
+/// Reads a thread's events until `replies` replies finished, checking every
+/// copy has no gap; latencies split as [`Split`].
+pub async fn watch_split(
+    mut client: SseClient,
+    replies: usize,
+    tokens: usize,
+    edge: usize,
+) -> Split {
+    let mut split = Split::default();
+    let mut counts: HashMap<i64, usize> = HashMap::new();
+    let mut lengths: HashMap<i64, usize> = HashMap::new();
+    let mut finished = 0;
+    while finished < replies {
+        let Ok(Some((_, data))) =
+            tokio::time::timeout(Duration::from_secs(120), client.next_raw()).await
+        else {
+            panic!("a viewer stopped receiving after {finished} of {replies} replies");
+        };
+        if let Some((id, offset, text)) = quick_delta(&data) {
+            let len = lengths.entry(id).or_default();
+            assert_eq!(*len, offset, "a viewer's copy has a gap");
+            *len += text.len();
+            let count = counts.entry(id).or_default();
+            for stamp in text.split(' ').filter(|s| !s.is_empty()) {
+                if let Some(age) = stamp_age(stamp) {
+                    if *count < edge {
+                        split.first.push(age.as_micros() as u64);
+                    } else if *count >= tokens - edge {
+                        split.last.push(age.as_micros() as u64);
+                    }
+                    *count += 1;
+                }
+            }
+            continue;
+        }
+        match serde_json::from_str::<ChatEvent>(&data).expect("a ChatEvent") {
+            ChatEvent::Message { message } if message.status == Status::Streaming => {
+                lengths.insert(message.id, message.body.len());
+            }
+            ChatEvent::Finished { id, len, .. } => {
+                assert_eq!(lengths.get(&id).copied().unwrap_or(0), len, "whole copy");
+                finished += 1;
+            }
+            _ => {}
+        }
+    }
+    split.first.sort_unstable();
+    split.last.sort_unstable();
+    split
+}
+
+/// Long replies (S6): `threads` threads with one reply of `tokens` tokens
+/// each and `viewers` viewers each, the server sampled every `period`.
+pub async fn long_replies(
+    server: &Server,
+    threads: usize,
+    viewers: usize,
+    tokens: usize,
+    edge: usize,
+    period: Duration,
+) -> (Vec<Sample>, Split) {
+    let ids = server.create_threads(threads).await;
+    let mut clients = Vec::new();
+    for id in &ids {
+        for _ in 0..viewers {
+            let mut c =
+                SseClient::connect(&format!("{}/api/threads/{id}/events", server.url), None).await;
+            let (_, first) = c.next().await.expect("snapshot");
+            assert!(matches!(first, ChatEvent::Sync { .. }));
+            clients.push(c);
+        }
+    }
+    let watchers: Vec<_> = clients
+        .into_iter()
+        .map(|c| tokio::spawn(watch_split(c, 1, tokens, edge)))
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let http = reqwest::Client::new();
+    let run = async {
+        join_all(
+            ids.iter()
+                .map(|id| server.post(&http, id, "bench", "@gpt a long one")),
+        )
+        .await;
+        let splits = join_all(watchers).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        splits
+    };
+    let (samples, splits) = tokio::join!(sample_until(server, period, &done), run);
+    let mut all = Split::default();
+    for s in splits {
+        let s = s.unwrap();
+        all.first.extend(s.first);
+        all.last.extend(s.last);
+    }
+    all.first.sort_unstable();
+    all.last.sort_unstable();
+    (samples, all)
+}
