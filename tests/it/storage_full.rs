@@ -10,23 +10,29 @@ use crate::support::{spawn_app, FakeProvider, Scripted, SseClient, TestApp};
 use streamchat::model::{ChatEvent, Status};
 
 /// Sets `PRAGMA max_page_count` (a per-connection setting) on every
-/// connection of the app's own pool: `None` lowers it to the current size.
+/// connection of the app's own (the readers' pool and the writer's): `None`
+/// lowers it to the current size.
 async fn limit_pages(app: &TestApp, pages: Option<i64>) {
-    let pool = app.state.store.as_sqlite().expect("a SQLite store").pool();
+    let store = app.state.store.as_sqlite().expect("a SQLite store");
+    let pool = store.pool();
     let mut held = Vec::new();
     for _ in 0..pool.options().get_max_connections() {
         held.push(pool.acquire().await.unwrap());
     }
-    for conn in &mut held {
+    let mut writer = store.writer_connection().await;
+    let mut connections: Vec<&mut sqlx::SqliteConnection> =
+        held.iter_mut().map(|c| &mut **c).collect();
+    connections.push(&mut writer.conn);
+    for conn in connections {
         let pages = match pages {
             Some(pages) => pages,
             None => sqlx::query_scalar("PRAGMA page_count")
-                .fetch_one(&mut **conn)
+                .fetch_one(&mut *conn)
                 .await
                 .unwrap(),
         };
         sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
-            .execute(&mut **conn)
+            .execute(&mut *conn)
             .await
             .unwrap();
     }

@@ -256,6 +256,14 @@ impl Store {
         on_backend!(self, s => s.interrupt_streaming(rev).await)
     }
 
+    /// Appends log rows in one atomic statement without a transaction
+    /// around it (the writer's path for a batch of nothing but text);
+    /// `None`, with nothing written, when there are too many rows for one
+    /// statement.
+    pub async fn append_log(&self, rows: &[LogAppend<'_>]) -> Result<Option<()>, sqlx::Error> {
+        on_backend!(self, s => sqlite::writes::append_log_alone(s, rows).await)
+    }
+
     /// Log rows of reply `id` still stored (tests and diagnostics: a
     /// finished reply has none).
     pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {

@@ -267,6 +267,29 @@ struct Effects {
 }
 
 impl Effects {
+    /// Records appended log rows: each reply's new cursor and its delta.
+    fn appended(&mut self, rows: Vec<(PendingAppend, LogCursor, i64)>) {
+        for (append, cursor, rev) in rows {
+            let PendingAppend {
+                thread_id,
+                id,
+                text,
+                received,
+            } = append;
+            let offset = cursor.len;
+            self.cursors.insert(
+                id,
+                Some(LogCursor {
+                    len: offset + text.len(),
+                    next_seq: cursor.next_seq + 1,
+                }),
+            );
+            self.received.push(received);
+            self.events
+                .push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
+        }
+    }
+
     /// Publishes a message row as it now stands.
     fn message(&mut self, rev: i64, message: &Message) {
         self.events.push((
@@ -450,6 +473,9 @@ impl WriterTask {
     }
 
     async fn apply(&mut self, commands: &[Command]) -> Result<Effects, sqlx::Error> {
+        if let Some(effects) = self.apply_text_only(commands).await? {
+            return Ok(effects);
+        }
         let mut effects = Effects::default();
         // Appends are merged per message until something else touches it.
         let mut pending: Vec<PendingAppend> = Vec::new();
@@ -576,6 +602,64 @@ impl WriterTask {
         Ok(effects)
     }
 
+    /// The common batch under streaming: nothing but text for replies whose
+    /// log this writer tracks. Stored as one statement (atomic on its own,
+    /// no BEGIN/COMMIT round trips). `None` when the batch is anything else.
+    async fn apply_text_only(
+        &mut self,
+        commands: &[Command],
+    ) -> Result<Option<Effects>, sqlx::Error> {
+        let mut pending: Vec<PendingAppend> = Vec::new();
+        for command in commands {
+            let Command::Append {
+                thread_id,
+                id,
+                text,
+                received,
+            } = command
+            else {
+                return Ok(None);
+            };
+            if !self.cursors.contains_key(id) || self.broken.contains(id) {
+                return Ok(None);
+            }
+            match pending.iter_mut().find(|p| p.id == *id) {
+                Some(p) => p.text.push_str(text),
+                None => pending.push(PendingAppend {
+                    thread_id: thread_id.clone(),
+                    id: *id,
+                    text: text.clone(),
+                    received: *received,
+                }),
+            }
+        }
+        let rows: Vec<(PendingAppend, LogCursor, i64)> = pending
+            .into_iter()
+            .map(|append| {
+                let cursor = self.cursors[&append.id];
+                (append, cursor, self.rev())
+            })
+            .collect();
+        let log: Vec<LogAppend> = rows
+            .iter()
+            .map(|(a, cursor, rev)| LogAppend {
+                id: a.id,
+                seq: cursor.next_seq,
+                offset: cursor.len,
+                rev: *rev,
+                text: &a.text,
+            })
+            .collect();
+        // (Revisions handed out for a batch that is not stored leave a gap,
+        // as in a failed transaction: revisions only need to increase.)
+        if self.store.append_log(&log).await?.is_none() {
+            return Ok(None);
+        }
+        let mut effects = Effects::default();
+        effects.appended(rows);
+        Ok(Some(effects))
+    }
+
     /// Where a streaming reply's log stands now (this batch's view), or
     /// None if it is not streaming (it ended, or never streamed here).
     async fn cursor(
@@ -627,26 +711,7 @@ impl WriterTask {
             })
             .collect();
         tx.append_log(&log).await?;
-        for (append, cursor, rev) in rows {
-            let PendingAppend {
-                thread_id,
-                id,
-                text,
-                received,
-            } = append;
-            let offset = cursor.len;
-            effects.cursors.insert(
-                id,
-                Some(LogCursor {
-                    len: offset + text.len(),
-                    next_seq: cursor.next_seq + 1,
-                }),
-            );
-            effects.received.push(received);
-            effects
-                .events
-                .push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
-        }
+        effects.appended(rows);
         Ok(())
     }
 

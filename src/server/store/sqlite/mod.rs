@@ -19,14 +19,59 @@ use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    SqliteConnection, SqlitePool,
+    Connection, SqliteConnection, SqlitePool,
 };
 
 use super::Snapshot;
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 
-/// One transaction of the writer's.
-pub type SqliteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
+/// The writer's connection, owned (not pooled): a pooled connection costs
+/// a ping to its worker thread and a spawned task on every release, and
+/// commits rotating over a pool's connections each re-read what the last
+/// one changed. `in_transaction` is set from BEGIN until COMMIT or
+/// ROLLBACK succeeds; a transaction dropped half-way is rolled back before
+/// the next statement.
+#[derive(Debug)]
+pub struct WriterConnection {
+    pub conn: SqliteConnection,
+    in_transaction: bool,
+}
+
+impl WriterConnection {
+    /// Makes sure no abandoned transaction is open.
+    async fn settle(&mut self) {
+        if self.in_transaction {
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            self.in_transaction = false;
+        }
+    }
+}
+
+/// One transaction of the writer's, holding its connection. Dropped
+/// without [`SqliteTx::commit`], it is rolled back (before the writer's
+/// next statement).
+pub struct SqliteTx(tokio::sync::OwnedMutexGuard<WriterConnection>);
+
+impl SqliteTx {
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(&mut self.0.conn).await?;
+        self.0.in_transaction = false;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for SqliteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.0.conn
+    }
+}
+
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.0.conn
+    }
+}
 
 /// Page size for new databases (see the module doc).
 const PAGE_SIZE: u32 = 512;
@@ -103,7 +148,11 @@ const LISTED_THREAD_SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Readers' connections.
     pool: SqlitePool,
+    /// The writer's one connection (see [`WriterConnection`]); only the
+    /// writer task (and start-up recovery, before it) uses it.
+    writer: std::sync::Arc<tokio::sync::Mutex<WriterConnection>>,
     path: std::path::PathBuf,
 }
 
@@ -120,24 +169,47 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
             .page_size(PAGE_SIZE);
+        let mut conn = SqliteConnection::connect_with(&options).await?;
+        sqlx::migrate!("./migrations").run(&mut conn).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file: a ping before each use would only cost a round
+            // trip to the connection's worker thread.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
             pool,
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(WriterConnection {
+                conn,
+                in_transaction: false,
+            })),
             path: path.to_owned(),
         })
     }
 
-    /// The connection pool (tests inject faults through it).
+    /// The readers' pool (tests inject faults through it).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
+    /// The writer's connection, waiting while the writer uses it (tests
+    /// inject faults through it).
+    pub async fn writer_connection(&self) -> tokio::sync::OwnedMutexGuard<WriterConnection> {
+        let mut writer = self.writer.clone().lock_owned().await;
+        writer.settle().await;
+        writer
+    }
+
+    /// Opens a write transaction on the writer's connection (`BEGIN
+    /// IMMEDIATE`: it takes the write lock at once).
     pub async fn begin(&self) -> Result<SqliteTx, sqlx::Error> {
-        self.pool.begin().await
+        let mut writer = self.writer_connection().await;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut writer.conn)
+            .await?;
+        writer.in_transaction = true;
+        Ok(SqliteTx(writer))
     }
 
     /// Whether the operating system lets this process write the database
@@ -400,7 +472,7 @@ impl SqliteStore {
     /// writer starts.
     pub async fn interrupt_streaming(&self, rev: i64) -> Result<u64, sqlx::Error> {
         let now = crate::server::now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let interrupted = sqlx::query(&format!(
             "UPDATE messages SET status = 'interrupted', body = body || {}, \
              error = 'The server stopped while this reply was being written.', notice = NULL, \

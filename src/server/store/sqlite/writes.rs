@@ -137,21 +137,42 @@ fn log_key(id: i64, seq: u32) -> i64 {
 /// reply's commit is one single-row statement, prepared once).
 pub async fn append_log(tx: &mut SqliteTx, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(LOG_ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO reply_log (key, offset, rev, text) VALUES {}",
-            vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
-        );
-        let mut insert = sqlx::query(&sql);
-        for row in chunk {
-            insert = insert
-                .bind(log_key(row.id, row.seq))
-                .bind(row.offset as i64)
-                .bind(row.rev)
-                .bind(row.text);
-        }
-        insert.execute(&mut **tx).await?;
+        insert_log_rows(&mut **tx, chunk).await?;
     }
     Ok(())
+}
+
+/// Appends up to [`LOG_ROWS_PER_INSERT`] rows as one statement, outside
+/// any transaction: one statement is atomic by itself, and it saves the
+/// round trips of BEGIN and COMMIT. `None` (nothing written) for more rows.
+pub async fn append_log_alone(
+    store: &super::SqliteStore,
+    rows: &[LogAppend<'_>],
+) -> Result<Option<()>, sqlx::Error> {
+    if rows.len() > LOG_ROWS_PER_INSERT {
+        return Ok(None);
+    }
+    let mut writer = store.writer_connection().await;
+    insert_log_rows(&mut writer.conn, rows).await.map(Some)
+}
+
+async fn insert_log_rows<'c, E>(executor: E, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let sql = format!(
+        "INSERT INTO reply_log (key, offset, rev, text) VALUES {}",
+        vec!["(?, ?, ?, ?)"; rows.len()].join(", ")
+    );
+    let mut insert = sqlx::query(&sql);
+    for row in rows {
+        insert = insert
+            .bind(log_key(row.id, row.seq))
+            .bind(row.offset as i64)
+            .bind(row.rev)
+            .bind(row.text);
+    }
+    insert.execute(executor).await.map(drop)
 }
 
 pub async fn log_cursor(tx: &mut SqliteTx, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
