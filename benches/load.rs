@@ -270,13 +270,28 @@ async fn main() {
         let (samples, _) =
             load::long_replies(&server, 1, 1, tokens, 1000, Duration::from_millis(100)).await;
         let mut figures = Vec::new();
-        for (from, to) in [(0, 1_000), (9_000, 10_000), (49_000, 50_000)] {
+        // The last window stops short of the end: the end writes the whole
+        // body once (and deletes the log), shown on its own below.
+        for (from, to) in [(0, 1_000), (9_000, 10_000), (48_000, 49_000)] {
             let (bytes, cpu, commits) = load::window(&samples, from as f64, to as f64);
             figures.push((
                 format!("tokens {from}-{to}: disk bytes / server CPU / commits, per token"),
                 format!("{bytes:.0} B / {:.3} ms / {commits:.2}", cpu * 1000.0),
             ));
         }
+        let before_end = samples
+            .iter()
+            .find(|s| s.tokens >= 49_000.0)
+            .copied()
+            .unwrap();
+        let end = *samples.last().unwrap();
+        figures.push((
+            "last 1,000 tokens and the end (body written once, log deleted): disk".into(),
+            format!(
+                "{:.0} KB",
+                (end.write_bytes - before_end.write_bytes) / 1024.0
+            ),
+        ));
         let first = samples[0];
         let at_20k = samples
             .iter()
