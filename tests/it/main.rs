@@ -13,6 +13,7 @@ mod granularity_view;
 mod history;
 mod hostile_markdown;
 mod idempotent_send;
+mod layering;
 mod limits;
 mod load_smoke;
 mod long_reply;

@@ -1,0 +1,142 @@
+//! The server's folders follow the data path and depend on each other one
+//! way (`edge` -> `ingest` -> `store` -> `fanout`; `config` and `metrics`
+//! for all), and no database driver type appears outside `store/`: a
+//! second backend is an addition there, not a change elsewhere.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/server");
+const FOLDERS: [&str; 4] = ["ingest", "store", "fanout", "edge"];
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Source without `//` comments.
+fn code(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The top-level names a path prefix such as `crate::server::` reaches in
+/// `text`: `prefix name::...` and `prefix {a::..., b, ...}`.
+fn reached(text: &str, prefix: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(prefix) {
+        rest = &rest[at + prefix.len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 1;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 1 => {
+                        names.insert(head(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                if depth == 0 {
+                    break;
+                }
+                if depth == 1 {
+                    item.push(c);
+                }
+            }
+            names.insert(head(&item));
+        } else {
+            names.insert(head(rest));
+        }
+    }
+    names.remove("");
+    names
+}
+
+fn head(item: &str) -> String {
+    item.trim()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+fn folder_deps() -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut deps = BTreeMap::new();
+    for folder in FOLDERS {
+        let root = Path::new(SERVER).join(folder);
+        let mut reach = BTreeSet::new();
+        for file in files(&root) {
+            let text = code(&file);
+            reach.extend(reached(&text, "crate::server::"));
+            // In a folder's own mod.rs, `super::` is the server.
+            if file == root.join("mod.rs") {
+                reach.extend(reached(&text, "super::"));
+            }
+        }
+        reach.retain(|name| FOLDERS.contains(&name.as_str()) && name != folder);
+        deps.insert(folder, reach);
+    }
+    deps
+}
+
+#[test]
+fn the_server_folders_depend_one_way() {
+    let deps = folder_deps();
+    let allowed: BTreeMap<&str, &[&str]> = [
+        ("edge", &["ingest", "store", "fanout"][..]),
+        ("ingest", &["store"][..]),
+        ("store", &["fanout"][..]),
+        ("fanout", &[][..]),
+    ]
+    .into_iter()
+    .collect();
+    for (folder, reach) in &deps {
+        for name in reach {
+            assert!(
+                allowed[folder].contains(&name.as_str()),
+                "server/{folder} uses server/{name}: {deps:?}"
+            );
+        }
+    }
+    // The check sees real dependencies (it is not vacuous).
+    assert!(deps["edge"].contains("store") && deps["store"].contains("fanout"));
+}
+
+#[test]
+fn no_database_driver_type_outside_the_store() {
+    let store = Path::new(SERVER).join("store");
+    let src = Path::new(SERVER).parent().unwrap();
+    let mut offenders = Vec::new();
+    for file in files(src) {
+        if file.starts_with(&store) {
+            continue;
+        }
+        let text = code(&file);
+        if ["Sqlite", "PgPool", "PgConnection", "Postgres"]
+            .iter()
+            .any(|t| text.contains(t))
+        {
+            offenders.push(file);
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:?}");
+    assert!(code(&store.join("sqlite/mod.rs")).contains("SqlitePool"));
+}
