@@ -4,9 +4,15 @@
 //! is a [`Command`] on one channel. The writer task takes all pending
 //! commands, applies them in ONE transaction (group commit: an append alone
 //! when idle, hundreds per commit under load), and only after the commit
-//! publishes their events to the hub, in revision order. Being the single
-//! writer makes revisions strictly increasing in commit order and lets it
-//! keep each streaming body's length in memory for the delta offsets.
+//! publishes their events to the hub, in revision order. Streamed text
+//! becomes rows of the append-only reply log (one per reply per batch); a
+//! batch of nothing but text is a single `INSERT`, atomic without a
+//! transaction around it. Being the single writer makes revisions strictly
+//! increasing in commit order and lets it keep each streaming reply's log
+//! cursor (length, next row) in memory for the delta offsets.
+//!
+//! The writer applies; it does not decide. What may be restarted, and with
+//! which row, is the outbox's business (`ingest/outbox.rs`).
 
 use std::{
     collections::{HashMap, HashSet},
