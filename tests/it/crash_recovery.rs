@@ -204,3 +204,63 @@ async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Another process reading the database while the server runs (a backup, an
+/// operator's `sqlite3`) must not make it think it is the last connection:
+/// after `/healthz` (which checks the file is writable) the server still
+/// holds its locks, the WAL stays, and the reply streaming meanwhile ends
+/// whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_reading_after_a_health_check_leaves_the_wal_alone() {
+    // (With the bug, the server's database calls stall: bounded here.)
+    tokio::time::timeout(Duration::from_secs(60), wal_case())
+        .await
+        .expect("the reply ended within a minute");
+}
+
+async fn wal_case() {
+    let script = Scripted::words(400, Duration::from_millis(3));
+    let fake = FakeProvider::with(script.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path(), &fake).await;
+    let id = post(&server.url, "Ann", "@gpt go").await.id;
+    let health = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+
+    let db_path = dir.path().join("crash.db");
+    let other = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db_path))
+        .await
+        .unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    other.close().await;
+    assert!(
+        dir.path().join("crash.db-wal").exists(),
+        "the WAL was removed under the running server"
+    );
+
+    let db = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db_path))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if stored.status != Status::Streaming {
+            break stored;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the reply ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.status, Status::Done, "{:?}", done.error);
+    assert_eq!(done.body, script.text());
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

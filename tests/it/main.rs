@@ -19,6 +19,7 @@ mod load_smoke;
 mod long_reply;
 mod no_mention_no_request;
 mod operations;
+mod page_size;
 mod presence;
 mod provider_faults;
 mod provider_fixtures;

@@ -167,9 +167,17 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true)
-            .page_size(PAGE_SIZE);
-        let mut conn = SqliteConnection::connect_with(&options).await?;
+            .foreign_keys(true);
+        // The page size is chosen once, for a new file; an existing
+        // database keeps its own (WAL mode cannot change it), and is not
+        // asked to change (`page_size.rs` tests both).
+        let new_file = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+        let writer_options = if new_file {
+            options.clone().page_size(PAGE_SIZE)
+        } else {
+            options.clone()
+        };
+        let mut conn = SqliteConnection::connect_with(&writer_options).await?;
         sqlx::migrate!("./migrations").run(&mut conn).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -213,14 +221,24 @@ impl SqliteStore {
     }
 
     /// Whether the operating system lets this process write the database
-    /// file now. (A new SQLite connection would not tell: in one process
-    /// SQLite reuses file handles opened before the change.) Whether
+    /// file now (`access(2)`: permissions and read-only mounts). Whether
     /// commits succeed is the writer's ping.
+    ///
+    /// The file is never opened here: closing any descriptor of a file
+    /// drops every POSIX lock this process holds on it, SQLite's included,
+    /// and another process's SQLite (a backup, an operator's `sqlite3`)
+    /// would then believe it is the last one open, checkpoint and delete
+    /// the WAL under the running server.
     pub fn probe_write(&self) -> std::io::Result<()> {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map(drop)
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.path.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: `path` is a valid NUL-terminated string for the call.
+        if unsafe { libc::access(path.as_ptr(), libc::W_OK) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 
     pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
