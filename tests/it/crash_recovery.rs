@@ -71,6 +71,27 @@ async fn post(url: &str, author: &str, body: &str) -> Message {
     posted.replies.remove(0)
 }
 
+/// Message `id` once it has left `streaming` (read from the database,
+/// waiting up to `within`).
+async fn ended(db: &SqlitePool, id: i64, within: Duration) -> Message {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_one(db)
+            .await
+            .unwrap();
+        if stored.status != Status::Streaming {
+            return stored;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reply {id} did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The `body` column itself (without the log).
 async fn raw_body(db: &SqlitePool, id: i64) -> String {
     sqlx::query_scalar("SELECT body FROM messages WHERE id = ?")
@@ -181,22 +202,7 @@ async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
         .await
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        if stored.status != Status::Streaming {
-            break stored;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "continue did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = ended(&db, id, Duration::from_secs(60)).await;
     assert_eq!(done.status, Status::Done);
     assert_eq!(done.body, Scripted::words(3000, Duration::ZERO).text());
     assert_eq!(log_rows(&db, id).await, 0);
@@ -246,19 +252,7 @@ async fn wal_case() {
     let db = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db_path))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        if stored.status != Status::Streaming {
-            break stored;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the reply ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = ended(&db, id, Duration::from_secs(30)).await;
     assert_eq!(done.status, Status::Done, "{:?}", done.error);
     assert_eq!(done.body, script.text());
     server.child.kill().unwrap();

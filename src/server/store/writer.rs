@@ -498,15 +498,7 @@ impl WriterTask {
                     if self.broken.contains(id) {
                         continue;
                     }
-                    match pending.iter_mut().find(|p| p.id == *id) {
-                        Some(p) => p.text.push_str(text),
-                        None => pending.push(PendingAppend {
-                            thread_id: thread_id.clone(),
-                            id: *id,
-                            text: text.clone(),
-                            received: *received,
-                        }),
-                    }
+                    merge(&mut pending, thread_id, *id, text, *received);
                 }
                 Command::Ping(_) => effects.pings.push(at),
                 Command::Finish {
@@ -629,15 +621,7 @@ impl WriterTask {
             if !self.cursors.contains_key(id) || self.broken.contains(id) {
                 return Ok(None);
             }
-            match pending.iter_mut().find(|p| p.id == *id) {
-                Some(p) => p.text.push_str(text),
-                None => pending.push(PendingAppend {
-                    thread_id: thread_id.clone(),
-                    id: *id,
-                    text: text.clone(),
-                    received: *received,
-                }),
-            }
+            merge(&mut pending, thread_id, *id, text, *received);
         }
         let rows: Vec<(PendingAppend, LogCursor, i64)> = pending
             .into_iter()
@@ -646,16 +630,7 @@ impl WriterTask {
                 (append, cursor, self.rev())
             })
             .collect();
-        let log: Vec<LogAppend> = rows
-            .iter()
-            .map(|(a, cursor, rev)| LogAppend {
-                id: a.id,
-                seq: cursor.next_seq,
-                offset: cursor.len,
-                rev: *rev,
-                text: &a.text,
-            })
-            .collect();
+        let log = log_rows(&rows);
         // (Revisions handed out for a batch that is not stored leave a gap,
         // as in a failed transaction: revisions only need to increase.)
         if self.store.append_log(&log).await?.is_none() {
@@ -706,16 +681,7 @@ impl WriterTask {
         if rows.is_empty() {
             return Ok(());
         }
-        let log: Vec<LogAppend> = rows
-            .iter()
-            .map(|(a, cursor, rev)| LogAppend {
-                id: a.id,
-                seq: cursor.next_seq,
-                offset: cursor.len,
-                rev: *rev,
-                text: &a.text,
-            })
-            .collect();
+        let log = log_rows(&rows);
         tx.append_log(&log).await?;
         effects.appended(rows);
         Ok(())
@@ -854,6 +820,39 @@ impl WriterTask {
             }
         }
     }
+}
+
+/// Adds an append to the batch's pending text, merged with an earlier one
+/// to the same reply.
+fn merge(
+    pending: &mut Vec<PendingAppend>,
+    thread_id: &Arc<str>,
+    id: i64,
+    text: &str,
+    received: Instant,
+) {
+    match pending.iter_mut().find(|p| p.id == id) {
+        Some(p) => p.text.push_str(text),
+        None => pending.push(PendingAppend {
+            thread_id: thread_id.clone(),
+            id,
+            text: text.to_owned(),
+            received,
+        }),
+    }
+}
+
+/// The log rows for appends numbered with their cursor and revision.
+fn log_rows(rows: &[(PendingAppend, LogCursor, i64)]) -> Vec<LogAppend<'_>> {
+    rows.iter()
+        .map(|(a, cursor, rev)| LogAppend {
+            id: a.id,
+            seq: cursor.next_seq,
+            offset: cursor.len,
+            rev: *rev,
+            text: &a.text,
+        })
+        .collect()
 }
 
 /// The end of a reply part of whose text could not be stored: `failed`,
