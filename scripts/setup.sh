@@ -55,6 +55,42 @@ ensure_browser() {
   fi
 }
 
+# A PostgreSQL for the tests of several instances: the one
+# STREAMCHAT_TEST_DATABASE_URL names, else the local one (started, or
+# installed from Debian's packages, when none answers). Exports the URL and
+# drops databases that earlier test runs left behind.
+ensure_postgres() {
+  local url="${STREAMCHAT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+  if ! pg_answers "$url"; then
+    local sudo=""
+    [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+      say "installing Debian's PostgreSQL for the tests"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql
+    fi
+    local version
+    version="$(ls /etc/postgresql | sort -V | tail -1)"
+    say "starting PostgreSQL $version"
+    $sudo pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    if ! pg_answers "$url"; then
+      # A fresh install asks TCP clients for a password: give one.
+      $sudo su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+      url="postgres://postgres:postgres@127.0.0.1:5432/postgres"
+    fi
+    pg_answers "$url" || { echo "PostgreSQL does not answer at $url" >&2; return 1; }
+  fi
+  export STREAMCHAT_TEST_DATABASE_URL="$url"
+  local leftover
+  for leftover in $(psql "$url" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'sc\_test\_%'"); do
+    psql "$url" -qc "DROP DATABASE IF EXISTS $leftover WITH (FORCE)" >/dev/null || true
+  done
+}
+
+pg_answers() {
+  command -v psql >/dev/null && psql "$1" -Atc 'SELECT 1' >/dev/null 2>&1
+}
+
 # Starts the built server in the background on $1 (host:port) with database $2.
 # Sets SERVER_PID. The caller stops it.
 start_server() {

@@ -18,6 +18,7 @@ use super::{
     edge::{export, health, security, sse, sse_listener::SseListener, thread_list},
     fanout::hub::Hub,
     ingest::{
+        adopt,
         bots::Bots,
         demo,
         generations::{EndRequest, Generations},
@@ -25,7 +26,11 @@ use super::{
     },
     metrics::Metrics,
     state::AppState,
-    store::{writer::Writer, Store},
+    store::{
+        wakeups,
+        writer::{Unwritable, Writer},
+        Lease, Store,
+    },
 };
 use crate::app::{shell, App};
 
@@ -40,7 +45,17 @@ impl AppState {
         config: Config,
         self_base_url: &str,
     ) -> anyhow::Result<Self> {
-        let store = Store::open_sqlite(&config.database).await?;
+        let store = match config.postgres_url() {
+            Some(url) => {
+                let lease = Lease {
+                    owner: instance_name(&config).into(),
+                    ttl: config.cluster.lease(),
+                };
+                tracing::info!(instance = %lease.owner, "sharing a PostgreSQL database with other instances");
+                Store::open_postgres(url, lease, config.cluster.max_connections).await?
+            }
+            None => Store::open_sqlite(&config.database).await?,
+        };
         let last_rev = outbox::recover(&store).await?;
         let hub = Hub::new(config.stream.viewer_buffer);
         let metrics = Arc::new(Metrics::default());
@@ -51,8 +66,14 @@ impl AppState {
             metrics.clone(),
             {
                 let generations = generations.clone();
-                move |id| {
-                    generations.end(id, EndRequest::Storage);
+                move |id, why| {
+                    generations.end(
+                        id,
+                        match why {
+                            Unwritable::Storage => EndRequest::Storage,
+                            Unwritable::LeaseLost => EndRequest::LeaseLost,
+                        },
+                    );
                 }
             },
             last_rev,
@@ -62,6 +83,17 @@ impl AppState {
         let shutdown = CancellationToken::new();
         generations.spawn_watchdog(&config.limits, shutdown.clone());
         thread_list::spawn(store.clone(), hub.clone(), shutdown.clone());
+        wakeups::spawn(
+            &store,
+            hub.clone(),
+            {
+                let generations = generations.clone();
+                move |id, by| {
+                    generations.end(id, EndRequest::Stop { by });
+                }
+            },
+            shutdown.clone(),
+        );
         for bot in bots.iter() {
             tracing::info!(
                 handle = %bot.config.handle,
@@ -70,8 +102,11 @@ impl AppState {
                 "bot ready"
             );
         }
-        tracing::info!(database = %config.database.display(), "state ready");
-        Ok(Self {
+        match config.postgres_url() {
+            Some(_) => tracing::info!("state ready (PostgreSQL)"),
+            None => tracing::info!(database = %config.database.display(), "state ready"),
+        }
+        let state = Self {
             leptos_options,
             config: Arc::new(config),
             store,
@@ -82,8 +117,22 @@ impl AppState {
             metrics,
             demo: Default::default(),
             shutdown,
-        })
+        };
+        adopt::spawn(FromRef::from_ref(&state), state.shutdown.clone());
+        Ok(state)
     }
+}
+
+/// This instance's name in leases: configured, or the host's name, the
+/// process id and a random part.
+fn instance_name(config: &Config) -> String {
+    config.cluster.instance.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}", std::process::id(), &random[..8])
+    })
 }
 
 pub fn router(state: AppState) -> Router {

@@ -13,6 +13,10 @@ use crate::model::Granularity;
 pub struct Config {
     /// SQLite file; created with its directory when missing.
     pub database: PathBuf,
+    /// A PostgreSQL URL (`postgres://...`): several instances share it
+    /// instead of each having a SQLite file.
+    pub database_url: Option<String>,
+    pub cluster: ClusterConfig,
     /// The bots, each answering its own `@handle`; the first is the default.
     pub bots: Vec<BotConfig>,
     pub stream: StreamConfig,
@@ -92,6 +96,49 @@ pub struct AccessConfig {
     pub client_ip_header: Option<String>,
 }
 
+/// Several instances on one PostgreSQL database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long an instance's claim on a reply it generates lasts without
+    /// renewal (it renews every third of it). After an instance dies,
+    /// another takes its replies over once this has run out.
+    pub lease_secs: f64,
+    /// What another instance does with a reply whose producer died.
+    pub orphaned_replies: OrphanedReplies,
+    /// This instance's name in leases and logs (default: random, per process).
+    pub instance: Option<String>,
+    /// Connections this instance opens to PostgreSQL (plus one listening).
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanedReplies {
+    /// Continue the reply from its stored text (the Continue path).
+    #[default]
+    Continue,
+    /// End it `interrupted`, its text kept.
+    Interrupt,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            lease_secs: 10.0,
+            orphaned_replies: OrphanedReplies::Continue,
+            instance: None,
+            max_connections: 10,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_secs)
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
@@ -112,6 +159,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             database: PathBuf::from("data/streamchat.db"),
+            database_url: None,
+            cluster: ClusterConfig::default(),
             bots: vec![BotConfig::default()],
             stream: StreamConfig::default(),
             limits: LimitsConfig::default(),
@@ -201,8 +250,41 @@ impl Config {
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         if let Some(v) = set("STREAMCHAT_DATABASE") {
-            self.database = v.into();
+            if is_postgres_url(&v) {
+                self.database_url = Some(v);
+            } else {
+                self.database = v.into();
+            }
         }
+        if let Some(v) = set("DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        if let Some(url) = &self.database_url {
+            anyhow::ensure!(
+                is_postgres_url(url),
+                "database_url must be a postgres:// URL (for SQLite set `database` to a file)"
+            );
+        }
+        if let Some(v) = set("STREAMCHAT_LEASE_SECS") {
+            self.cluster.lease_secs = v.parse().context("STREAMCHAT_LEASE_SECS")?;
+        }
+        if let Some(v) = set("STREAMCHAT_ORPHANED_REPLIES") {
+            self.cluster.orphaned_replies = match v.as_str() {
+                "continue" => OrphanedReplies::Continue,
+                "interrupt" => OrphanedReplies::Interrupt,
+                _ => anyhow::bail!("STREAMCHAT_ORPHANED_REPLIES must be continue or interrupt"),
+            };
+        }
+        if let Some(v) = set("STREAMCHAT_INSTANCE") {
+            self.cluster.instance = Some(v);
+        }
+        if let Some(v) = set("STREAMCHAT_DB_CONNECTIONS") {
+            self.cluster.max_connections = v.parse().context("STREAMCHAT_DB_CONNECTIONS")?;
+        }
+        anyhow::ensure!(
+            self.cluster.lease_secs >= 0.3 && self.cluster.max_connections >= 2,
+            "cluster: lease_secs must be at least 0.3 and max_connections at least 2"
+        );
         anyhow::ensure!(
             !self.bots.is_empty(),
             "at least one [[bots]] entry is needed"
@@ -298,10 +380,19 @@ impl Config {
         Ok(())
     }
 
+    /// The PostgreSQL URL, when several instances share one database.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
     /// Whether replies come from the embedded demo model.
     pub fn uses_demo(&self) -> bool {
         self.openai_base_url.is_none() && self.openai_api_key.is_none()
     }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 #[cfg(test)]

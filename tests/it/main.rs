@@ -7,6 +7,7 @@ mod support;
 
 mod access;
 mod bots;
+mod cluster;
 mod concurrent_replies;
 mod crash_recovery;
 mod granularity_view;

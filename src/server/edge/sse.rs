@@ -134,10 +134,16 @@ pub async fn open(
             let mut written = 0;
             // This event and every one already waiting go out in one write.
             while let Some(result) = received.take() {
-                match result {
-                    Ok(envelope) => out.live(&envelope, Instant::now()),
+                let resync = match &result {
+                    Ok(envelope) if envelope.resync => true,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(thread_id, missed, "subscriber lagged; resyncing from the database");
+                        true
+                    }
+                    _ => false,
+                };
+                match result {
+                    _ if resync => {
                         out.flush_held();
                         match state.store.snapshot(&thread_id, Some(out.rev)).await {
                             Ok(snapshot) => out.snapshot(snapshot),
@@ -147,7 +153,9 @@ pub async fn open(
                             }
                         }
                     }
-                    Err(RecvError::Closed) => return,
+                    Ok(envelope) => out.live(&envelope, Instant::now()),
+                    // Closed (a lag took the resync branch above).
+                    Err(_) => return,
                 }
                 written += 1;
                 if written < MAX_WRITE {

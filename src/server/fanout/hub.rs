@@ -8,6 +8,11 @@
 //!
 //! Ephemeral events (presence, thread titles) are not changes of the
 //! database: they carry revision 0 and no event id.
+//!
+//! With several instances (PostgreSQL) the wake-up listener is the only
+//! publisher of changes; the hub keeps, per thread, the last revision the
+//! listener has read up to (see [`Hub::wake`]), and adds the other
+//! instances' viewers to each presence count.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,7 +21,10 @@ use std::{
 };
 
 use axum::body::Bytes;
-use tokio::sync::{broadcast, Notify};
+use tokio::{
+    sync::{broadcast, Notify},
+    time::Instant,
+};
 
 use crate::model::ChatEvent;
 
@@ -38,6 +46,10 @@ pub struct Envelope {
     pub frame: Bytes,
     /// The event itself, for subscribers that regroup deltas.
     pub event: ChatEvent,
+    /// Not an event: the subscriber must reload what changed after its
+    /// revision from the database (changes may have been missed while the
+    /// wake-up listener was reconnecting).
+    pub resync: bool,
 }
 
 impl Envelope {
@@ -49,6 +61,7 @@ impl Envelope {
             rev,
             frame: Bytes::from(frame),
             event,
+            resync: false,
         })
     }
 }
@@ -70,7 +83,21 @@ struct Inner {
     /// Threads whose list entry changed, for the index task (`index.rs`).
     index_dirty: Mutex<HashSet<String>>,
     index_notify: Notify,
+    /// Several instances: per thread, the revision up to which the wake-up
+    /// listener has read it (kept for threads without viewers too, so a
+    /// new viewer's thread resumes from the right place).
+    read_up_to: Mutex<HashMap<String, i64>>,
+    /// Several instances: other instances' viewers per thread.
+    remote: Mutex<HashMap<String, HashMap<String, (u32, Instant)>>>,
+    /// Where this instance's presence counts go for the other instances.
+    presence_out: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, u32)>>>,
 }
+
+/// How long another instance's viewer count holds without being repeated
+/// (an instance repeats its counts every [`PRESENCE_REPEAT`]).
+const REMOTE_PRESENCE_TTL: Duration = Duration::from_secs(25);
+/// How often an instance repeats its viewer counts to the others.
+pub const PRESENCE_REPEAT: Duration = Duration::from_secs(10);
 
 struct Topic {
     sender: broadcast::Sender<Arc<Envelope>>,
@@ -89,6 +116,9 @@ impl Hub {
                 index: broadcast::channel(INDEX_CAPACITY).0,
                 index_dirty: Mutex::default(),
                 index_notify: Notify::new(),
+                read_up_to: Mutex::default(),
+                remote: Mutex::default(),
+                presence_out: Mutex::default(),
             }),
         }
     }
@@ -174,7 +204,7 @@ impl Hub {
     }
 
     fn send_presence(&self, thread_id: &str) {
-        let watchers = {
+        let local = {
             let mut topics = self.topics();
             let Some(topic) = topics.get_mut(thread_id) else {
                 return;
@@ -182,7 +212,106 @@ impl Hub {
             topic.presence_due = false;
             topic.watchers
         };
+        if let Some(out) = &*self.inner.presence_out.lock().expect("presence lock") {
+            let _ = out.send((thread_id.to_owned(), local));
+        }
+        let watchers = local + self.remote_watchers(thread_id);
         self.publish_ephemeral(thread_id, ChatEvent::Presence { watchers });
+    }
+
+    /// Other instances' viewers of the thread (counts not repeated within
+    /// [`REMOTE_PRESENCE_TTL`] are dropped: their instance is gone).
+    fn remote_watchers(&self, thread_id: &str) -> u32 {
+        let mut remote = self.inner.remote.lock().expect("remote lock");
+        let Some(counts) = remote.get_mut(thread_id) else {
+            return 0;
+        };
+        counts.retain(|_, (_, at)| at.elapsed() < REMOTE_PRESENCE_TTL);
+        counts.values().map(|(n, _)| *n).sum()
+    }
+
+    /// Sends this instance's viewer counts to `out` from now on (several
+    /// instances: the listener forwards them).
+    pub fn send_presence_to(&self, out: tokio::sync::mpsc::UnboundedSender<(String, u32)>) {
+        *self.inner.presence_out.lock().expect("presence lock") = Some(out);
+    }
+
+    /// This instance's viewer count of every thread it has viewers of.
+    pub fn local_watchers(&self) -> Vec<(String, u32)> {
+        self.topics()
+            .iter()
+            .filter(|(_, t)| t.watchers > 0)
+            .map(|(id, t)| (id.clone(), t.watchers))
+            .collect()
+    }
+
+    /// Another instance's viewer count of a thread; this instance's viewers
+    /// of it hear the new total shortly.
+    pub fn remote_presence(&self, thread_id: &str, instance: &str, watchers: u32) {
+        {
+            let mut remote = self.inner.remote.lock().expect("remote lock");
+            let counts = remote.entry(thread_id.to_owned()).or_default();
+            if watchers == 0 {
+                counts.remove(instance);
+            } else {
+                counts.insert(instance.to_owned(), (watchers, Instant::now()));
+            }
+            if counts.is_empty() {
+                remote.remove(thread_id);
+            }
+        }
+        self.watchers_changed(thread_id, 0);
+    }
+
+    /// A wake-up: revisions `first..=last` of the thread were committed.
+    /// Returns the revision to read the thread from when it has viewers
+    /// here; otherwise notes the thread as read up to `last` (atomically
+    /// with respect to a new viewer's subscribing, so that viewer's
+    /// snapshot and the next wake-up meet without a gap).
+    pub fn wake(&self, thread_id: &str, first: i64, last: i64) -> Option<i64> {
+        let topics = self.topics();
+        let mut read = self.inner.read_up_to.lock().expect("read lock");
+        let watched = topics
+            .get(thread_id)
+            .is_some_and(|t| t.sender.receiver_count() > 0);
+        if watched {
+            return Some(read.get(thread_id).copied().unwrap_or(first - 1));
+        }
+        let entry = read.entry(thread_id.to_owned()).or_insert(last);
+        *entry = (*entry).max(last);
+        None
+    }
+
+    /// Notes that the thread's changes up to `rev` were read and published.
+    pub fn read_up_to(&self, thread_id: &str, rev: i64) {
+        let mut read = self.inner.read_up_to.lock().expect("read lock");
+        let entry = read.entry(thread_id.to_owned()).or_insert(rev);
+        *entry = (*entry).max(rev);
+    }
+
+    /// Threads with viewers here, with the revision each was read up to
+    /// (`None`: never read since the listener started).
+    pub fn watched(&self) -> Vec<(String, Option<i64>)> {
+        let topics = self.topics();
+        let read = self.inner.read_up_to.lock().expect("read lock");
+        topics
+            .iter()
+            .filter(|(_, t)| t.sender.receiver_count() > 0)
+            .map(|(id, _)| (id.clone(), read.get(id).copied()))
+            .collect()
+    }
+
+    /// Tells the thread's subscribers to reload from the database what
+    /// changed after their revision.
+    pub fn resync(&self, thread_id: &str) {
+        let sender = self.topics().get(thread_id).map(|t| t.sender.clone());
+        if let Some(sender) = sender {
+            let mut envelope = Envelope::new(0, ChatEvent::Sync { rev: 0 });
+            if let Some(e) = Arc::get_mut(&mut envelope) {
+                e.resync = true;
+            }
+            let _ = sender.send(envelope);
+        }
     }
 
     /// The thread list's stream.

@@ -397,6 +397,11 @@ impl Generation<'_> {
                 ),
                 None,
             ),
+            Ending::Ended(EndRequest::LeaseLost) => (
+                Status::Interrupted,
+                Some("Another server took this reply over.".into()),
+                None,
+            ),
             Ending::Ended(EndRequest::Shutdown) => (
                 Status::Interrupted,
                 Some("The server stopped while this reply was being written.".into()),

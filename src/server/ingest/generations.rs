@@ -18,7 +18,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error::AppError;
-use crate::server::config::LimitsConfig;
+use crate::server::{config::LimitsConfig, store::Store};
 
 /// Why a reply was told to end early.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +30,9 @@ pub enum EndRequest {
     TotalTimeout(Duration),
     /// The writer could not store the reply's text.
     Storage,
+    /// Another instance took the reply over (this one was paused past its
+    /// lease): nothing more of this producer's is stored.
+    LeaseLost,
     Shutdown,
 }
 
@@ -116,18 +119,32 @@ impl Generations {
             self.asks.retain_recent();
         }
         self.asks.check_key(&key.to_owned()).map_err(|not_until| {
-            let wait = not_until
-                .wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ))
-                .as_secs()
-                .max(1);
-            AppError::Limited(format!(
-                "You asked @gpt {} times in the last minute, the limit. Your message was not sent; \
-                 try again in {wait} s.",
-                self.asks_per_minute
-            ))
+            self.too_often(not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            )))
         })
+    }
+
+    /// [`Generations::check_rate`] counted in the database when several
+    /// instances share it, so the limit holds whichever instance a client
+    /// reaches.
+    pub async fn check_rate_in(&self, store: &Store, key: &str) -> Result<(), AppError> {
+        let Some(shared) = store.as_postgres() else {
+            return self.check_rate(key);
+        };
+        shared
+            .take_mention(key, self.asks_per_minute)
+            .await?
+            .map_err(|wait| self.too_often(wait))
+    }
+
+    fn too_often(&self, wait: Duration) -> AppError {
+        AppError::Limited(format!(
+            "You asked @gpt {} times in the last minute, the limit. Your message was not sent; \
+             try again in {} s.",
+            self.asks_per_minute,
+            wait.as_secs().max(1)
+        ))
     }
 
     /// Registers the reply `id` as generating, in the reserved slot.

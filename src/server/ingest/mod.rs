@@ -3,6 +3,7 @@
 //! generation calls the provider (or the embedded demo model), cuts the
 //! stream into deltas (the chunker) and hands them to the writer.
 
+pub mod adopt;
 pub mod bots;
 pub mod chunker;
 pub mod demo;

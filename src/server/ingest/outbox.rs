@@ -48,7 +48,10 @@ pub async fn send(state: &Ingest, client: &str, post: Post<'_>) -> Result<Posted
         slots.push(state.generations.reserve()?);
     }
     if !bots.is_empty() {
-        state.generations.check_rate(client)?;
+        state
+            .generations
+            .check_rate_in(&state.store, client)
+            .await?;
     }
     let replies = bots
         .iter()
@@ -120,7 +123,10 @@ pub async fn restart(
         return Err(cannot_restart(original.status, kind));
     }
     let slot = state.generations.reserve()?;
-    state.generations.check_rate(client)?;
+    state
+        .generations
+        .check_rate_in(&state.store, client)
+        .await?;
     let model = state.bots.get(&original.author).provider.model().to_owned();
     let reply = match kind {
         Restart::Regenerate => {
@@ -172,8 +178,15 @@ pub async fn stop(state: &Ingest, thread_id: &str, id: i64, by: &str) -> Result<
     let Some(message) = state.store.message(thread_id, id).await? else {
         return Err(AppError::no_message(id));
     };
-    if state.generations.end(id, EndRequest::Stop { by }) {
+    if state.generations.end(id, EndRequest::Stop { by: by.clone() }) {
         return Ok(());
+    }
+    // Several instances: the one generating it stops it (or, if none does
+    // now, the one that takes it over ends it stopped).
+    if let Some(shared) = state.store.as_postgres() {
+        if shared.request_stop(thread_id, id, &by).await? {
+            return Ok(());
+        }
     }
     Err(AppError::Conflict(format!(
         "This reply has already ended ({}).",
@@ -198,7 +211,9 @@ fn requester(by: &str) -> String {
 
 /// Start-up recovery, before the writer starts: replies left `streaming` by
 /// a crash become `interrupted` with their text kept. Returns the last
-/// revision used.
+/// revision used. (On a shared PostgreSQL nothing happens here: another
+/// instance may be generating those replies; `adopt.rs` takes over the
+/// ones whose lease expired.)
 pub async fn recover(store: &Store) -> anyhow::Result<i64> {
     let rev = store.max_rev().await? + 1;
     let interrupted = store.interrupt_streaming(rev).await?;

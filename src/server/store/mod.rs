@@ -1,8 +1,8 @@
 //! The store: the one interface the rest of the server reads and writes
 //! through, whatever database is behind it.
 //!
-//! [`Store`] is an enum over backends (SQLite today; the next backend is a
-//! new variant and a new folder, not a rewrite). It has the reads, the
+//! [`Store`] is an enum over backends: SQLite (one instance, the embedded
+//! default) and PostgreSQL (several instances on one database). It has the reads, the
 //! start-up recovery, and [`Store::begin`], which opens a [`Tx`]: the
 //! statements the writer runs inside one group commit. No type of a
 //! backend's driver appears outside this folder.
@@ -12,7 +12,9 @@
 //! is written once, when the reply ends. Every read returns that composed
 //! text, so callers never see the difference.
 
+pub mod postgres;
 pub mod sqlite;
+pub mod wakeups;
 pub mod writer;
 
 use std::path::Path;
@@ -24,7 +26,38 @@ use crate::{
     },
 };
 
+pub use postgres::{Lease, PostgresStore};
 pub use sqlite::LIST_THREADS;
+
+/// The PostgreSQL channel of wake-ups: a commit names the threads whose
+/// revisions moved (JSON `[{t, first, last, m}]`), never their text.
+pub const WAKE_CHANNEL: &str = "streamchat_wake";
+/// The PostgreSQL channel of control messages between instances (Stop,
+/// presence).
+pub const CONTROL_CHANNEL: &str = "streamchat_control";
+
+/// One committed change of a thread, as a wake-up reads it back.
+#[derive(Debug)]
+pub enum Change {
+    /// A message row as it now stands (text composed with its log).
+    Row(Message),
+    /// Text appended to reply `id` at byte `offset`.
+    Text {
+        id: i64,
+        offset: usize,
+        rev: i64,
+        text: String,
+    },
+}
+
+impl Change {
+    pub fn rev(&self) -> i64 {
+        match self {
+            Change::Row(m) => m.rev,
+            Change::Text { rev, .. } => *rev,
+        }
+    }
+}
 
 /// Rows a subscriber must (re)load, and the revision they bring it to.
 #[derive(Debug)]
@@ -53,6 +86,7 @@ pub struct NewMessage<'a> {
 /// `seq` in the reply's log, stamped with revision `rev`.
 #[derive(Clone, Copy, Debug)]
 pub struct LogAppend<'a> {
+    pub thread_id: &'a str,
     pub id: i64,
     pub seq: u32,
     pub offset: usize,
@@ -72,12 +106,14 @@ pub struct LogCursor {
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 /// One transaction of the writer's. Dropped without [`Tx::commit`], it
 /// rolls back.
 pub enum Tx {
     Sqlite(sqlite::SqliteTx),
+    Postgres(postgres::PgTx),
 }
 
 /// Calls the same method on whichever backend `$self` holds.
@@ -85,6 +121,7 @@ macro_rules! on_backend {
     ($self:expr, $backend:ident => $call:expr) => {
         match $self {
             Store::Sqlite($backend) => $call,
+            Store::Postgres($backend) => $call,
         }
     };
 }
@@ -93,6 +130,7 @@ macro_rules! in_tx {
     ($self:expr, $tx:ident => $call:expr) => {
         match $self {
             Tx::Sqlite($tx) => $call,
+            Tx::Postgres($tx) => $call,
         }
     };
 }
@@ -104,23 +142,47 @@ impl Store {
         Ok(Self::Sqlite(sqlite::SqliteStore::open(path).await?))
     }
 
+    /// Connects to PostgreSQL and runs its migrations.
+    pub async fn open_postgres(url: &str, lease: Lease, max_connections: u32) -> anyhow::Result<Self> {
+        Ok(Self::Postgres(
+            postgres::PostgresStore::open(url, lease, max_connections).await?,
+        ))
+    }
+
     /// The SQLite backend, if that is this store's (tests inject faults
     /// through its pool).
     pub fn as_sqlite(&self) -> Option<&sqlite::SqliteStore> {
         match self {
             Store::Sqlite(s) => Some(s),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL backend, if that is this store's: several instances
+    /// may share it (leases, wake-ups, shared limits).
+    pub fn as_postgres(&self) -> Option<&postgres::PostgresStore> {
+        match self {
+            Store::Postgres(s) => Some(s),
+            Store::Sqlite(_) => None,
         }
     }
 
     /// Opens a transaction for the writer.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(on_backend!(self, s => Tx::Sqlite(s.begin().await?)))
+        Ok(match self {
+            Store::Sqlite(s) => Tx::Sqlite(s.begin().await?),
+            Store::Postgres(s) => Tx::Postgres(s.begin().await?),
+        })
     }
 
     /// Whether the operating system lets this process write the database
-    /// now (whether commits succeed is the writer's ping).
+    /// now (whether commits succeed is the writer's ping). A server
+    /// database (PostgreSQL) answers through its commits alone.
     pub fn probe_write(&self) -> std::io::Result<()> {
-        on_backend!(self, s => s.probe_write())
+        match self {
+            Store::Sqlite(s) => s.probe_write(),
+            Store::Postgres(_) => Ok(()),
+        }
     }
 
     /// The thread, or the 404 a request naming a missing one gets.
@@ -246,14 +308,23 @@ impl Store {
 
     /// The highest revision stamped so far; the writer continues after it.
     pub async fn max_rev(&self) -> Result<i64, sqlx::Error> {
-        on_backend!(self, s => s.max_rev().await)
+        match self {
+            Store::Sqlite(s) => s.max_rev().await,
+            // Revisions are per thread, allocated in each transaction.
+            Store::Postgres(_) => Ok(0),
+        }
     }
 
     /// Start-up recovery: replies a crash left `streaming` become
     /// `interrupted`, their body written from the log (every byte that was
     /// committed) and their log rows removed. Runs before the writer starts.
+    /// On PostgreSQL nothing happens here: another instance may be
+    /// producing those replies; expired leases are adopted instead.
     pub async fn interrupt_streaming(&self, rev: i64) -> Result<u64, sqlx::Error> {
-        on_backend!(self, s => s.interrupt_streaming(rev).await)
+        match self {
+            Store::Sqlite(s) => s.interrupt_streaming(rev).await,
+            Store::Postgres(_) => Ok(0),
+        }
     }
 
     /// Appends log rows in one atomic statement without a transaction
@@ -261,7 +332,11 @@ impl Store {
     /// `None`, with nothing written, when there are too many rows for one
     /// statement.
     pub async fn append_log(&self, rows: &[LogAppend<'_>]) -> Result<Option<()>, sqlx::Error> {
-        on_backend!(self, s => sqlite::writes::append_log_alone(s, rows).await)
+        match self {
+            Store::Sqlite(s) => sqlite::writes::append_log_alone(s, rows).await,
+            // Every commit locks its threads and moves their revisions.
+            Store::Postgres(_) => Ok(None),
+        }
     }
 
     /// Log rows of reply `id` still stored (tests and diagnostics: a
@@ -276,8 +351,31 @@ impl Tx {
         in_tx!(self, tx => tx.commit().await)
     }
 
+    /// Locks the threads this transaction will write, in a fixed order
+    /// (PostgreSQL: their revisions are allocated under these locks; SQLite
+    /// holds the whole database's write lock already).
+    pub async fn lock_threads(&mut self, ids: &[&str]) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(_) => Ok(()),
+            Tx::Postgres(tx) => tx.lock_threads(ids).await,
+        }
+    }
+
+    /// The next revision of the thread, when the backend allocates them
+    /// per thread in the transaction (PostgreSQL); `None` when the writer's
+    /// own counter numbers them (SQLite: one writer, one process).
+    pub async fn next_rev(&mut self, thread_id: &str) -> Result<Option<i64>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(_) => Ok(None),
+            Tx::Postgres(tx) => tx.next_rev(thread_id).await.map(Some),
+        }
+    }
+
     pub async fn thread_exists(&mut self, id: &str) -> Result<bool, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::thread_exists(tx, id).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::thread_exists(tx, id).await,
+            Tx::Postgres(tx) => tx.thread_exists(id).await,
+        }
     }
 
     pub async fn message(
@@ -285,7 +383,10 @@ impl Tx {
         thread_id: &str,
         id: i64,
     ) -> Result<Option<Message>, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::message_in(tx, thread_id, id).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::message_in(tx, thread_id, id).await,
+            Tx::Postgres(tx) => tx.message(thread_id, id).await,
+        }
     }
 
     /// See [`Store::posted_by_request`].
@@ -294,30 +395,43 @@ impl Tx {
         thread_id: &str,
         request_id: &str,
     ) -> Result<Option<Posted>, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::posted_by_request(tx, thread_id, request_id).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::posted_by_request(tx, thread_id, request_id).await,
+            Tx::Postgres(tx) => tx.posted_by_request(thread_id, request_id).await,
+        }
     }
 
-    /// Inserts a message and marks its thread active.
+    /// Inserts a message and marks its thread active (a streaming reply is
+    /// leased to this instance).
     pub async fn insert_message(
         &mut self,
         new: &NewMessage<'_>,
         now: i64,
         rev: i64,
     ) -> Result<Message, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::insert_message(tx, new, now, rev).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::insert_message(tx, new, now, rev).await,
+            Tx::Postgres(tx) => tx.insert_message(new, now, rev).await,
+        }
     }
 
     /// Appends log rows (any replies, at most one row per reply). The
     /// caller (the writer) checked each reply is streaming and owns the
     /// offsets; this only inserts.
     pub async fn append_log(&mut self, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::append_log(tx, rows).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::append_log(tx, rows).await,
+            Tx::Postgres(tx) => tx.append_log(rows).await,
+        }
     }
 
     /// Where a streaming reply's log stands, read from the database; `None`
     /// if it is not streaming.
     pub async fn log_cursor(&mut self, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::log_cursor(tx, id).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::log_cursor(tx, id).await,
+            Tx::Postgres(tx) => tx.log_cursor(id).await,
+        }
     }
 
     /// Ends a streaming reply: writes its log into its body (once), removes
@@ -325,24 +439,34 @@ impl Tx {
     /// if it had already ended.
     pub async fn finish(
         &mut self,
+        thread_id: &str,
         id: i64,
         outcome: &Outcome,
         now: i64,
         rev: i64,
     ) -> Result<Option<String>, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::finish(tx, id, outcome, now, rev).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::finish(tx, id, outcome, now, rev).await,
+            Tx::Postgres(tx) => tx.finish(thread_id, id, outcome, now, rev).await,
+        }
     }
 
     /// Sets the passing note of a streaming reply; false if it is not streaming.
     pub async fn set_notice(
         &mut self,
+        thread_id: &str,
         id: i64,
         notice: Option<&str>,
         retries: i64,
         now: i64,
         rev: i64,
     ) -> Result<bool, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::set_notice(tx, id, notice, retries, now, rev).await)
+        match self {
+            Tx::Sqlite(tx) => {
+                sqlite::writes::set_notice(tx, id, notice, retries, now, rev).await
+            }
+            Tx::Postgres(tx) => tx.set_notice(thread_id, id, notice, retries, now, rev).await,
+        }
     }
 
     /// Puts reply `id` of the thread back to `streaming` (Continue), keeping
@@ -356,17 +480,69 @@ impl Tx {
         now: i64,
         rev: i64,
     ) -> Result<Option<Message>, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::reopen(tx, thread_id, id, from, requested_by, now, rev).await)
+        match self {
+            Tx::Sqlite(tx) => {
+                sqlite::writes::reopen(tx, thread_id, id, from, requested_by, now, rev).await
+            }
+            Tx::Postgres(tx) => tx.reopen(thread_id, id, from, requested_by, now, rev).await,
+        }
+    }
+
+    /// The fencing epoch of this instance's lease on streaming reply `id`
+    /// (`Some(0)` on SQLite, where one process is the only producer).
+    pub async fn lease_epoch(&mut self, id: i64) -> Result<Option<i64>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(_) => Ok(Some(0)),
+            Tx::Postgres(tx) => tx.lease_epoch(id).await,
+        }
+    }
+
+    /// Of the replies (id, epoch) this transaction writes, those whose lease
+    /// another instance took over: nothing of theirs may be written.
+    pub async fn lost_leases(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(_) => Ok(Vec::new()),
+            Tx::Postgres(tx) => tx.lost_leases(held).await,
+        }
+    }
+
+    /// Extends the leases (id, epoch); returns those no longer held.
+    pub async fn renew(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(_) => Ok(Vec::new()),
+            Tx::Postgres(tx) => tx.renew(held).await,
+        }
+    }
+
+    /// Takes over a streaming reply whose lease expired: the row (with a
+    /// notice), the new epoch, and who asked to stop it meanwhile.
+    pub async fn adopt(
+        &mut self,
+        thread_id: &str,
+        id: i64,
+        now: i64,
+        rev: i64,
+    ) -> Result<Option<(Message, i64, Option<String>)>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(_) => Ok(None),
+            Tx::Postgres(tx) => tx.adopt(thread_id, id, now, rev).await,
+        }
     }
 
     /// Whether the database can grow: puts the storage reserve back if it
-    /// was used and writes a few pages, undone.
+    /// was used and writes a few pages, undone (SQLite's full-disk path).
     pub async fn probe_growth(&mut self) -> Result<(), sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::probe_growth(tx).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::probe_growth(tx).await,
+            Tx::Postgres(_) => Ok(()),
+        }
     }
 
     /// Frees the storage reserve's room for use; true if there was one.
     pub async fn release_reserve(&mut self) -> Result<bool, sqlx::Error> {
-        in_tx!(self, tx => sqlite::writes::release_reserve(tx).await)
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::release_reserve(tx).await,
+            Tx::Postgres(_) => Ok(false),
+        }
     }
 }

@@ -13,6 +13,17 @@
 //!
 //! The writer applies; it does not decide. What may be restarted, and with
 //! which row, is the outbox's business (`ingest/outbox.rs`).
+//!
+//! On PostgreSQL several instances write one database, each through its
+//! own writer. A transaction then locks the threads it writes (in id
+//! order) and takes their next revisions from them, so a thread's
+//! revisions are in commit order across instances. Each streaming reply
+//! is leased to one instance: the writer remembers the epoch of each
+//! lease it holds, refuses (and ends) a reply whose lease another instance
+//! took over, and renews its leases every third of their term. It does not
+//! publish: every instance's wake-up listener reads the committed rows
+//! back (`fanout/listener.rs`), its own included, so all viewers see one
+//! order.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -84,6 +95,32 @@ enum Command {
         id: i64,
         outcome: Outcome,
     },
+    /// Extends every lease this writer holds (PostgreSQL).
+    Renew,
+    /// Takes over a streaming reply whose producer's lease expired.
+    Adopt {
+        thread_id: String,
+        id: i64,
+        reply: oneshot::Sender<Result<Option<Adopted>, AppError>>,
+    },
+}
+
+/// A reply this instance took over from one that stopped renewing its
+/// lease: the row as stored (its text so far) and whether someone pressed
+/// Stop while no one produced it.
+#[derive(Debug)]
+pub struct Adopted {
+    pub message: Message,
+    pub stop_requested_by: Option<String>,
+}
+
+/// Why a reply's text cannot be written any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unwritable {
+    /// The database refused its text.
+    Storage,
+    /// Another instance took over its lease: this one must stop producing.
+    LeaseLost,
 }
 
 #[derive(Clone)]
@@ -93,16 +130,17 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task; revisions continue after `last_rev`.
-    /// `on_unstorable` is called with a reply whose text could not be
-    /// stored (its producer should end it).
+    /// `on_unstorable` is called with a reply whose text can no longer be
+    /// written, and why (its producer should end it).
     pub fn start(
         store: Store,
         hub: Hub,
         metrics: Arc<Metrics>,
-        on_unstorable: impl Fn(i64) + Send + Sync + 'static,
+        on_unstorable: impl Fn(i64, Unwritable) + Send + Sync + 'static,
         last_rev: i64,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let shared = store.as_postgres().map(|pg| pg.lease().ttl);
         let task = WriterTask {
             store,
             hub,
@@ -110,12 +148,33 @@ impl Writer {
             on_unstorable: Box::new(on_unstorable),
             next_rev: last_rev + 1,
             cursors: HashMap::new(),
+            leases: HashMap::new(),
+            lost: HashSet::new(),
             broken: HashSet::new(),
             deferred: Vec::new(),
             writes_failing: false,
+            publish: shared.is_none(),
         };
         tokio::spawn(task.run(rx));
+        if let Some(ttl) = shared {
+            spawn_renewals(tx.downgrade(), ttl / 3);
+        }
         Self { tx }
+    }
+
+    /// Takes over reply `id` if its producer's lease expired; `None` if it
+    /// did not (renewed meanwhile, ended, or another instance was first).
+    pub async fn adopt(&self, thread_id: &str, id: i64) -> Result<Option<Adopted>, AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Adopt {
+            thread_id: thread_id.to_owned(),
+            id,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| AppError::internal("writer dropped an adoption"))?
     }
 
     /// Commits a user message and, if asked, its placeholder reply, in one transaction.
@@ -237,11 +296,20 @@ struct WriterTask {
     hub: Hub,
     metrics: Arc<Metrics>,
     /// Told when a reply's text cannot be stored, so its producer ends it.
-    on_unstorable: Box<dyn Fn(i64) + Send + Sync>,
+    on_unstorable: Box<dyn Fn(i64, Unwritable) + Send + Sync>,
     next_rev: i64,
     /// Where the log of each reply streaming now stands (committed state):
     /// the next delta's offset and log row.
     cursors: HashMap<i64, LogCursor>,
+    /// The epoch of the lease this instance holds on each reply it
+    /// produces (always 0 on SQLite).
+    leases: HashMap<i64, i64>,
+    /// Replies whose lease another instance took over: nothing more of
+    /// theirs is written (cleared when their producer's end arrives).
+    lost: HashSet<i64>,
+    /// Whether this writer publishes its commits to the hub itself (SQLite:
+    /// the only instance). On PostgreSQL the wake-up listener does.
+    publish: bool,
     /// Replies an append of which could not be stored: later appends are
     /// dropped (a reply never continues past a hole) and their end is
     /// recorded as `failed`.
@@ -266,6 +334,10 @@ struct Effects {
     restarts: Vec<(usize, Result<Message, AppError>)>,
     pings: Vec<usize>,
     cursors: HashMap<i64, Option<LogCursor>>,
+    /// Leases taken (Some(epoch)) or given up (None) by this batch.
+    leases: HashMap<i64, Option<i64>>,
+    /// Adoptions answered, by position in the batch.
+    adoptions: Vec<(usize, Option<Adopted>)>,
     /// Replies whose end this batch recorded.
     finished: Vec<i64>,
     /// When the provider sent each published delta's oldest text.
@@ -445,8 +517,11 @@ impl WriterTask {
             Command::Attempt(_, reply) | Command::Reopen { reply, .. } => {
                 let _ = reply.send(Err(unavailable()));
             }
+            Command::Adopt { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
             // Dropped unanswered: the health check reports the writer failing.
-            Command::Ping(_) => {}
+            Command::Ping(_) | Command::Renew => {}
             Command::Notice { id, .. } => {
                 tracing::warn!(message_id = id, "a reply's notice could not be stored");
             }
@@ -456,7 +531,7 @@ impl WriterTask {
                         message_id = id,
                         "a reply's text could not be stored; ending it"
                     );
-                    (self.on_unstorable)(id);
+                    (self.on_unstorable)(id, Unwritable::Storage);
                 }
             }
             Command::Finish { .. } => {
@@ -473,9 +548,76 @@ impl WriterTask {
         }
     }
 
-    fn rev(&mut self) -> i64 {
+    /// The writer's own counter (SQLite: one writer numbers every change).
+    fn global_rev(&mut self) -> i64 {
         self.next_rev += 1;
         self.next_rev - 1
+    }
+
+    /// The next revision of a thread: from the transaction where the
+    /// backend allocates them per thread, else the writer's counter.
+    async fn rev(&mut self, tx: &mut Tx, thread_id: &str) -> Result<i64, sqlx::Error> {
+        Ok(match tx.next_rev(thread_id).await? {
+            Some(rev) => rev,
+            None => self.global_rev(),
+        })
+    }
+
+    /// Locks the batch's threads and finds the replies it writes whose
+    /// lease this instance lost (PostgreSQL); those are ended, and nothing
+    /// more of theirs is written.
+    async fn fence(&mut self, tx: &mut Tx, commands: &[Command]) -> Result<(), sqlx::Error> {
+        let mut threads: Vec<&str> = Vec::new();
+        let mut writes: Vec<i64> = Vec::new();
+        for command in commands {
+            match command {
+                Command::Post(post, _) => threads.push(&post.thread_id),
+                Command::Attempt(attempt, _) => threads.push(&attempt.thread_id),
+                Command::Reopen { thread_id, .. } | Command::Adopt { thread_id, .. } => {
+                    threads.push(thread_id)
+                }
+                Command::Append { thread_id, id, .. }
+                | Command::Notice { thread_id, id, .. }
+                | Command::Finish { thread_id, id, .. } => {
+                    threads.push(thread_id);
+                    writes.push(*id);
+                }
+                Command::Ping(_) | Command::Renew => {}
+            }
+        }
+        if self.publish {
+            return Ok(()); // one instance: nothing to fence against
+        }
+        tx.lock_threads(&threads).await?;
+        writes.sort_unstable();
+        writes.dedup();
+        let mut held = Vec::with_capacity(writes.len());
+        for id in writes {
+            if self.lost.contains(&id) {
+                continue;
+            }
+            match self.leases.get(&id) {
+                Some(epoch) => held.push((id, *epoch)),
+                None => self.lose(id),
+            }
+        }
+        for id in tx.lost_leases(&held).await? {
+            self.lose(id);
+        }
+        Ok(())
+    }
+
+    /// Gives up reply `id`, whose lease another instance holds now.
+    fn lose(&mut self, id: i64) {
+        self.leases.remove(&id);
+        self.cursors.remove(&id);
+        if self.lost.insert(id) {
+            tracing::warn!(
+                message_id = id,
+                "another instance took over this reply's lease; this one stops producing it"
+            );
+            (self.on_unstorable)(id, Unwritable::LeaseLost);
+        }
     }
 
     async fn apply(&mut self, commands: &[Command]) -> Result<Effects, sqlx::Error> {
@@ -486,6 +628,7 @@ impl WriterTask {
         // Appends are merged per message until something else touches it.
         let mut pending: Vec<PendingAppend> = Vec::new();
         let mut tx = self.store.begin().await?;
+        self.fence(&mut tx, commands).await?;
         let now = now_ms();
         for (at, command) in commands.iter().enumerate() {
             match command {
@@ -495,18 +638,48 @@ impl WriterTask {
                     text,
                     received,
                 } => {
-                    if self.broken.contains(id) {
+                    if self.broken.contains(id) || self.lost.contains(id) {
                         continue;
                     }
                     merge(&mut pending, thread_id, *id, text, *received);
                 }
                 Command::Ping(_) => effects.pings.push(at),
+                Command::Renew => {
+                    let held: Vec<(i64, i64)> =
+                        self.leases.iter().map(|(id, e)| (*id, *e)).collect();
+                    for id in tx.renew(&held).await? {
+                        self.lose(id);
+                    }
+                }
+                Command::Adopt { thread_id, id, .. } => {
+                    let rev = self.rev(&mut tx, thread_id).await?;
+                    let adopted = match tx.adopt(thread_id, *id, now, rev).await? {
+                        Some((message, epoch, stop_requested_by)) => {
+                            let cursor = tx.log_cursor(*id).await?;
+                            effects.cursors.insert(*id, cursor);
+                            effects.leases.insert(*id, Some(epoch));
+                            effects.message(rev, &message);
+                            Some(Adopted {
+                                message,
+                                stop_requested_by,
+                            })
+                        }
+                        None => None,
+                    };
+                    effects.adoptions.push((at, adopted));
+                }
                 Command::Finish {
                     thread_id,
                     id,
                     outcome,
                 } => {
                     let id = *id;
+                    if self.lost.contains(&id) {
+                        // Its end is the new producer's to record.
+                        pending.retain(|p| p.id != id);
+                        effects.finished.push(id);
+                        continue;
+                    }
                     if let Some(at) = pending.iter().position(|p| p.id == id) {
                         let append = pending.remove(at);
                         self.flush_all(&mut tx, &mut effects, vec![append]).await?;
@@ -516,9 +689,10 @@ impl WriterTask {
                     } else {
                         outcome.clone()
                     };
-                    let rev = self.rev();
-                    if let Some(body) = tx.finish(id, &outcome, now, rev).await? {
+                    let rev = self.rev(&mut tx, thread_id).await?;
+                    if let Some(body) = tx.finish(thread_id, id, &outcome, now, rev).await? {
                         effects.cursors.insert(id, None);
+                        effects.leases.insert(id, None);
                         let event = ChatEvent::Finished {
                             id,
                             status: outcome.status,
@@ -551,12 +725,14 @@ impl WriterTask {
                     requested_by,
                     ..
                 } => {
-                    let rev = self.rev();
+                    let rev = self.rev(&mut tx, thread_id).await?;
                     let result = match tx
                         .reopen(thread_id, *id, from, requested_by, now, rev)
                         .await?
                     {
                         Some(row) => {
+                            let epoch = tx.lease_epoch(row.id).await?;
+                            effects.leases.insert(row.id, epoch);
                             effects.cursors.insert(
                                 row.id,
                                 Some(LogCursor {
@@ -577,9 +753,12 @@ impl WriterTask {
                     notice,
                     retries,
                 } => {
-                    let rev = self.rev();
+                    if self.lost.contains(id) {
+                        continue;
+                    }
+                    let rev = self.rev(&mut tx, thread_id).await?;
                     if tx
-                        .set_notice(*id, notice.as_deref(), *retries, now, rev)
+                        .set_notice(thread_id, *id, notice.as_deref(), *retries, now, rev)
                         .await?
                     {
                         effects.events.push((
@@ -607,6 +786,9 @@ impl WriterTask {
         &mut self,
         commands: &[Command],
     ) -> Result<Option<Effects>, sqlx::Error> {
+        if !self.publish {
+            return Ok(None); // shared database: every commit locks its threads
+        }
         let mut pending: Vec<PendingAppend> = Vec::new();
         for command in commands {
             let Command::Append {
@@ -627,7 +809,7 @@ impl WriterTask {
             .into_iter()
             .map(|append| {
                 let cursor = self.cursors[&append.id];
-                (append, cursor, self.rev())
+                (append, cursor, self.global_rev())
             })
             .collect();
         let log = log_rows(&rows);
@@ -669,7 +851,7 @@ impl WriterTask {
         for append in pending {
             match self.cursor(tx, effects, append.id).await? {
                 Some(cursor) => {
-                    let rev = self.rev();
+                    let rev = self.rev(tx, &append.thread_id).await?;
                     rows.push((append, cursor, rev));
                 }
                 None => tracing::warn!(
@@ -715,7 +897,7 @@ impl WriterTask {
             request_id: post.request_id.as_deref(),
             reply_to: None,
         };
-        let rev = self.rev();
+        let rev = self.rev(tx, &post.thread_id).await?;
         let message = tx.insert_message(&user, now, rev).await?;
         effects.message(rev, &message);
         let mut replies = Vec::with_capacity(post.replies.len());
@@ -771,9 +953,11 @@ impl WriterTask {
         placeholder: &NewMessage<'_>,
         now: i64,
     ) -> Result<Message, sqlx::Error> {
-        let rev = self.rev();
+        let rev = self.rev(tx, placeholder.thread_id).await?;
         let row = tx.insert_message(placeholder, now, rev).await?;
         effects.cursors.insert(row.id, Some(LogCursor::default()));
+        let epoch = tx.lease_epoch(row.id).await?;
+        effects.leases.insert(row.id, epoch);
         effects.message(rev, &row);
         Ok(row)
     }
@@ -785,11 +969,23 @@ impl WriterTask {
                 None => self.cursors.remove(&id),
             };
         }
+        for (id, epoch) in effects.leases {
+            match epoch {
+                Some(epoch) => {
+                    self.lost.remove(&id);
+                    self.leases.insert(id, epoch)
+                }
+                None => self.leases.remove(&id),
+            };
+        }
         for id in effects.finished {
             self.broken.remove(&id);
+            self.lost.remove(&id);
         }
-        for (thread_id, rev, event) in effects.events {
-            self.hub.publish(&thread_id, rev, event);
+        if self.publish {
+            for (thread_id, rev, event) in effects.events {
+                self.hub.publish(&thread_id, rev, event);
+            }
         }
         let published = Instant::now();
         self.metrics
@@ -810,6 +1006,11 @@ impl WriterTask {
         for (at, result) in effects.replies {
             if let Some(Command::Post(_, reply)) = commands[at].take() {
                 let _ = reply.send(result);
+            }
+        }
+        for (at, adopted) in effects.adoptions {
+            if let Some(Command::Adopt { reply, .. }) = commands[at].take() {
+                let _ = reply.send(Ok(adopted));
             }
         }
         for (at, result) in effects.restarts {
@@ -846,6 +1047,7 @@ fn merge(
 fn log_rows(rows: &[(PendingAppend, LogCursor, i64)]) -> Vec<LogAppend<'_>> {
     rows.iter()
         .map(|(a, cursor, rev)| LogAppend {
+            thread_id: &a.thread_id,
             id: a.id,
             seq: cursor.next_seq,
             offset: cursor.len,
@@ -869,4 +1071,22 @@ fn stored_in_part(outcome: &Outcome) -> Outcome {
         stopped_by: None,
         stats: outcome.stats.clone(),
     }
+}
+
+/// Sends [`Command::Renew`] every `period` while the writer lives (it holds
+/// only a weak sender, so the writer still stops when its handles drop).
+fn spawn_renewals(writer: mpsc::WeakSender<Command>, period: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period.max(std::time::Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(sender) = writer.upgrade() else {
+                break;
+            };
+            if sender.send(Command::Renew).await.is_err() {
+                break;
+            }
+        }
+    });
 }

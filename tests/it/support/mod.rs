@@ -4,6 +4,7 @@
 
 pub mod fake_provider;
 pub mod load;
+pub mod pg;
 pub mod sse;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

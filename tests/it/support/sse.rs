@@ -107,7 +107,15 @@ impl SseClient {
             if let ChatEvent::Delta { text, .. } = &event {
                 deltas.push(text.clone());
             }
-            let ended = matches!(&event, ChatEvent::Finished { id: done, .. } if *done == id);
+            // Its end: the end event, or (several instances) the finished
+            // row itself when a wake-up read it after its last text.
+            let ended = match &event {
+                ChatEvent::Finished { id: done, .. } => *done == id,
+                ChatEvent::Message { message } => {
+                    message.id == id && message.status != streamchat::model::Status::Streaming
+                }
+                _ => false,
+            };
             assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
             if ended {
                 return deltas;

@@ -1,0 +1,105 @@
+//! Several instances: taking over replies whose producer died.
+//!
+//! An instance generating a reply holds a lease on it and renews it every
+//! third of its term. One task per instance looks for streaming replies
+//! whose lease ran out (their instance was killed, or paused past it) and
+//! takes them over through the writer (a new epoch: anything the old
+//! producer still tries to write is refused). Then, as configured, it
+//! continues the reply from its stored text (the Continue path, with a
+//! notice that it was resumed), or ends it `interrupted`. A reply someone
+//! pressed Stop on meanwhile ends `cancelled`.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{generate, Ingest};
+use crate::model::{Outcome, ReplyStats, Status};
+use crate::server::{config::OrphanedReplies, store::writer::Adopted};
+
+/// Starts the task (on a shared database only). It looks every `period`.
+pub fn spawn(state: Ingest, shutdown: CancellationToken) {
+    if state.store.as_postgres().is_none() {
+        return;
+    }
+    // Often enough that a reply is taken over within its lease plus a
+    // fraction of a second.
+    let period = (state.config.cluster.lease() / 4).clamp(
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Some(shared) = state.store.as_postgres() else {
+                break;
+            };
+            let expired = match shared.expired_leases().await {
+                Ok(expired) => expired,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for orphaned replies");
+                    continue;
+                }
+            };
+            for (thread_id, id) in expired {
+                match state.writer.adopt(&thread_id, id).await {
+                    Ok(Some(adopted)) => take_over(&state, adopted).await,
+                    Ok(None) => {} // renewed, ended, or another instance was first
+                    Err(e) => tracing::warn!(message_id = id, error = %e, "could not adopt a reply"),
+                }
+            }
+        }
+    });
+}
+
+async fn take_over(state: &Ingest, adopted: Adopted) {
+    let Adopted {
+        message,
+        stop_requested_by,
+    } = adopted;
+    let id = message.id;
+    let thread_id: std::sync::Arc<str> = message.thread_id.as_str().into();
+    let end = |status, error: String, stopped_by| Outcome {
+        status,
+        error: Some(error),
+        finish_reason: None,
+        stopped_by,
+        stats: ReplyStats::default(),
+    };
+    let outcome = if let Some(by) = stop_requested_by {
+        Some(end(Status::Cancelled, format!("Stopped by {by}."), Some(by)))
+    } else if state.config.cluster.orphaned_replies == OrphanedReplies::Interrupt {
+        Some(end(
+            Status::Interrupted,
+            "The server writing this reply stopped.".into(),
+            None,
+        ))
+    } else {
+        match state.generations.reserve() {
+            Ok(slot) => {
+                tracing::warn!(message_id = id, "adopted a reply whose server stopped; continuing it");
+                let handle = state.generations.register(id, slot);
+                generate::spawn(state.clone(), message, handle, true);
+                None
+            }
+            Err(_) => Some(end(
+                Status::Interrupted,
+                "The server writing this reply stopped, and the one taking it over is at its \
+                 limit of replies."
+                    .into(),
+                None,
+            )),
+        }
+    };
+    if let Some(outcome) = outcome {
+        tracing::warn!(message_id = id, status = outcome.status.as_str(), "adopted a reply whose server stopped; ending it");
+        if let Err(e) = state.writer.finish(&thread_id, id, outcome).await {
+            tracing::error!(message_id = id, error = %e, "could not end an adopted reply");
+        }
+    }
+}

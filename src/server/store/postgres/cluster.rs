@@ -1,0 +1,134 @@
+//! What several instances on one database need beyond the shared reads:
+//! the rows a wake-up reads, leases to adopt, Stop for a reply produced
+//! elsewhere, the `@gpt` limit every instance counts in, and control
+//! messages between instances.
+
+use std::time::Duration;
+
+use super::{PostgresStore, MESSAGE_COLUMNS};
+use crate::{
+    model::Message,
+    server::store::{Change, CONTROL_CHANNEL},
+};
+
+impl PostgresStore {
+    /// A thread's changes committed after revision `after`, in revision
+    /// order, read in one snapshot: rows of messages (their text composed
+    /// with their log, so a row carries everything up to its revision) and
+    /// log rows of replies whose row did not change.
+    pub async fn changes(&self, thread_id: &str, after: i64) -> Result<Vec<Change>, sqlx::Error> {
+        let mut tx = self.snapshot_tx().await?;
+        let messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND rev > $2"
+        ))
+        .bind(thread_id)
+        .bind(after)
+        .fetch_all(&mut *tx)
+        .await?;
+        let log: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT message_id, \"offset\", rev, text FROM reply_log \
+             WHERE thread_id = $1 AND rev > $2 ORDER BY rev",
+        )
+        .bind(thread_id)
+        .bind(after)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut changes: Vec<Change> = Vec::with_capacity(messages.len() + log.len());
+        for (id, offset, rev, text) in log {
+            // A row read above already holds this text.
+            if messages.iter().any(|m| m.id == id) {
+                continue;
+            }
+            changes.push(Change::Text {
+                id,
+                offset: offset as usize,
+                rev,
+                text,
+            });
+        }
+        changes.extend(messages.into_iter().map(Change::Row));
+        changes.sort_by_key(Change::rev);
+        Ok(changes)
+    }
+
+    /// Streaming replies whose producer's lease ran out (thread, id).
+    pub async fn expired_leases(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT thread_id, id FROM messages WHERE status = 'streaming' \
+             AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp()) \
+             ORDER BY lease_expires_at NULLS FIRST LIMIT 100",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records that `by` pressed Stop on a streaming reply (an adopter then
+    /// ends it `cancelled`) and tells every instance; false if it is not
+    /// streaming.
+    pub async fn request_stop(&self, thread_id: &str, id: i64, by: &str) -> Result<bool, sqlx::Error> {
+        let marked = sqlx::query(
+            "UPDATE messages SET stop_requested_by = $1 WHERE id = $2 AND thread_id = $3 \
+             AND status = 'streaming'",
+        )
+        .bind(by)
+        .bind(id)
+        .bind(thread_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if marked {
+            let payload = serde_json::json!({ "stop": id, "by": by }).to_string();
+            self.notify(&payload).await?;
+        }
+        Ok(marked)
+    }
+
+    /// Sends a control message to every instance (this one included).
+    pub async fn notify(&self, payload: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CONTROL_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    /// Counts one `@gpt` request by `key` against `per_minute`, shared by
+    /// every instance (GCRA: one row per client, one atomic statement);
+    /// `Err(wait)` when the client must wait.
+    pub async fn take_mention(
+        &self,
+        key: &str,
+        per_minute: u32,
+    ) -> Result<Result<(), Duration>, sqlx::Error> {
+        let interval = 60.0 / f64::from(per_minute.max(1));
+        let allowed: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO mention_limits AS l (key, tat) \
+             VALUES ($1, clock_timestamp() + make_interval(secs => $2)) \
+             ON CONFLICT (key) DO UPDATE \
+             SET tat = GREATEST(l.tat, clock_timestamp()) + make_interval(secs => $2) \
+             WHERE GREATEST(l.tat, clock_timestamp()) + make_interval(secs => $2) \
+                   <= clock_timestamp() + interval '60 seconds' \
+             RETURNING 1",
+        )
+        .bind(key)
+        .bind(interval)
+        .fetch_optional(&self.pool)
+        .await?;
+        if allowed.is_some() {
+            return Ok(Ok(()));
+        }
+        let wait: f64 = sqlx::query_scalar(
+            "SELECT GREATEST(EXTRACT(EPOCH FROM (tat + make_interval(secs => $2) \
+             - interval '60 seconds' - clock_timestamp()))::float8, 1.0) FROM mention_limits WHERE key = $1",
+        )
+        .bind(key)
+        .bind(interval)
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or(1.0);
+        Ok(Err(Duration::from_secs_f64(wait)))
+    }
+}

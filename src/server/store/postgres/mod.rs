@@ -1,0 +1,351 @@
+//! The PostgreSQL backend, for several instances on one database: the pool,
+//! migrations (`migrations/postgres/`) and reads; [`writes`] has the
+//! statements the writer runs in its transactions, [`cluster`] what only
+//! several instances need (leases, wake-ups, the shared `@gpt` limit, the
+//! rows a wake-up reads).
+//!
+//! The same append-only log as SQLite: a streaming reply's text is its body
+//! followed by its `reply_log` rows in `seq` order, written into the body
+//! once when it ends. Revisions are per thread (`threads.rev`), allocated
+//! by the committing transaction under the thread row's lock.
+
+pub(super) mod cluster;
+pub(super) mod writes;
+
+use std::time::Duration;
+
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    Connection, PgConnection, PgPool,
+};
+
+use super::Snapshot;
+use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
+
+pub use writes::PgTx;
+
+/// The message columns with `$body` for the text and `$rev` for the revision.
+macro_rules! pg_message_columns {
+    ($body:expr, $rev:expr) => {
+        concat!(
+            "messages.id, messages.thread_id, author, role, ",
+            $body,
+            ", status, error, finish_reason, model, created_at, updated_at, finished_at, \
+             prompt_tokens, completion_tokens, ",
+            $rev,
+            ", requested_by, context_before, stopped_by, \
+             notice, retries, usage_estimated, ttft_ms, tokens_per_second"
+        )
+    };
+}
+
+
+/// Every read of a message returns its text: the body and, for a streaming
+/// reply, its log rows after it; and its revision, its last log row's when
+/// newer (only streaming replies have log rows).
+pub(super) const MESSAGE_COLUMNS: &str = pg_message_columns!(
+    "messages.body || COALESCE((SELECT string_agg(l.text, '' ORDER BY l.seq) FROM reply_log l \
+     WHERE l.message_id = messages.id), '') AS body",
+    "GREATEST(messages.rev, COALESCE((SELECT MAX(l.rev) FROM reply_log l \
+     WHERE l.message_id = messages.id), 0)) AS rev"
+);
+/// For `RETURNING` after a write that leaves the log as it was.
+pub(super) const STORED_COLUMNS: &str = pg_message_columns!("messages.body", "messages.rev");
+
+const SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
+     (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
+     FROM threads t";
+
+/// Who this instance is and how long its leases last.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// This instance's name in `lease_owner` (unique per process).
+    pub owner: std::sync::Arc<str>,
+    pub ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    lease: Lease,
+}
+
+impl PostgresStore {
+    /// Connects and runs the migrations (sqlx holds an advisory lock while
+    /// it migrates, so instances starting together migrate once).
+    pub async fn open(url: &str, lease: Lease, max_connections: u32) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        // A session left idle inside a transaction (its process stopped by
+        // SIGSTOP, say) would hold a thread's lock and block every other
+        // instance's commits to it: PostgreSQL ends such a session after a
+        // fraction of the lease, so another instance can take over.
+        let idle_ms = (lease.ttl.as_millis() / 2).clamp(500, 30_000);
+        let options = options.options([
+            ("idle_in_transaction_session_timeout", idle_ms.to_string()),
+            ("lock_timeout", "10000".to_owned()),
+        ]);
+        let mut conn = PgConnection::connect_with(&options).await?;
+        sqlx::migrate!("./migrations/postgres").run(&mut conn).await?;
+        conn.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, lease })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    pub async fn begin(&self) -> Result<PgTx, sqlx::Error> {
+        PgTx::begin(&self.pool, self.lease.clone()).await
+    }
+
+    pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
+        sqlx::query_as("SELECT id, title, listed FROM threads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn create_thread(
+        &self,
+        id: &str,
+        title: &str,
+        listed: bool,
+    ) -> Result<(), sqlx::Error> {
+        let now = crate::server::now_ms();
+        sqlx::query(
+            "INSERT INTO threads (id, title, listed, created_at, last_activity_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(id)
+        .bind(title)
+        .bind(listed)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    pub async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query("UPDATE threads SET title = $1 WHERE id = $2")
+            .bind(title)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
+    }
+
+    pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "{SUMMARY} WHERE t.listed ORDER BY t.last_activity_at DESC, t.id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(&format!("{SUMMARY} WHERE t.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(&format!("{SUMMARY} WHERE t.id = $1 AND t.listed"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn messages_before(
+        &self,
+        thread_id: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND id < $2 \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(thread_id)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = messages.len() as i64 > limit;
+        messages.truncate(limit as usize);
+        messages.reverse();
+        Ok((messages, more))
+    }
+
+    pub async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 ORDER BY id"
+        ))
+        .bind(thread_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND thread_id = $2"
+        ))
+        .bind(id)
+        .bind(thread_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn posted_by_request(
+        &self,
+        thread_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Posted>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        writes::posted_by_request(&mut conn, thread_id, request_id).await
+    }
+
+    /// A read-only transaction with one snapshot for all its statements.
+    async fn snapshot_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    pub async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
+        let mut tx = self.snapshot_tx().await?;
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(thread_id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        messages.reverse();
+        let rev = thread_rev(&mut tx, thread_id).await?;
+        tx.commit().await?;
+        Ok(Snapshot { messages, rev })
+    }
+
+    pub async fn snapshot(
+        &self,
+        thread_id: &str,
+        since: Option<i64>,
+    ) -> Result<Snapshot, sqlx::Error> {
+        let mut tx = self.snapshot_tx().await?;
+        let messages = match since {
+            Some(since) => {
+                sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
+                     SELECT id FROM messages WHERE thread_id = $1 AND rev > $2 \
+                     UNION SELECT message_id FROM reply_log WHERE thread_id = $1 AND rev > $2) \
+                     ORDER BY id"
+                ))
+                .bind(thread_id)
+                .bind(since)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages \
+                     WHERE thread_id = $1 AND status = 'streaming' ORDER BY id"
+                ))
+                .bind(thread_id)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        let rev = thread_rev(&mut tx, thread_id).await?;
+        tx.commit().await?;
+        Ok(Snapshot { messages, rev })
+    }
+
+    pub async fn context(
+        &self,
+        thread_id: &str,
+        before_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE thread_id = $1 AND id < $2 ORDER BY id DESC) AS recent \
+             WHERE body <> '' LIMIT $3"
+        ))
+        .bind(thread_id)
+        .bind(before_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    pub async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, sqlx::Error> {
+        let value: Option<Option<String>> =
+            sqlx::query_scalar("SELECT granularity FROM threads WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value.flatten().as_deref().and_then(Granularity::parse))
+    }
+
+    pub async fn set_thread_granularity(
+        &self,
+        id: &str,
+        granularity: Option<Granularity>,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query("UPDATE threads SET granularity = $1 WHERE id = $2")
+            .bind(granularity.map(Granularity::as_str))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
+    pub async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
+        let by_author: Vec<AuthorUsage> = sqlx::query_as(
+            "SELECT requested_by AS author, COALESCE(SUM(prompt_tokens), 0)::BIGINT AS prompt_tokens, \
+             COALESCE(SUM(completion_tokens), 0)::BIGINT AS completion_tokens, COUNT(*) AS replies \
+             FROM messages WHERE thread_id = $1 AND role = 'assistant' AND requested_by IS NOT NULL \
+             GROUP BY requested_by ORDER BY requested_by",
+        )
+        .bind(thread_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(UsageTotals {
+            prompt_tokens: by_author.iter().map(|a| a.prompt_tokens).sum(),
+            completion_tokens: by_author.iter().map(|a| a.completion_tokens).sum(),
+            replies: by_author.iter().map(|a| a.replies).sum(),
+            by_author,
+        })
+    }
+
+    pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM reply_log WHERE message_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+    }
+}
+
+/// The revision a thread is current to: every revision up to it is
+/// committed (they are allocated under the thread's lock, in commit order).
+async fn thread_rev(conn: &mut PgConnection, thread_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE((SELECT rev FROM threads WHERE id = $1), 0)")
+        .bind(thread_id)
+        .fetch_one(conn)
+        .await
+}

@@ -1,0 +1,314 @@
+//! PostgreSQL for tests: a database of its own per test on the server
+//! `STREAMCHAT_TEST_DATABASE_URL` names (default: the local one, trust
+//! auth), and instances of the app on it, in this process (`spawn_node`)
+//! or as child processes (`NodeProcess`, for `kill -9` and `SIGSTOP`).
+
+use std::{
+    process::{Child, Command},
+    time::Duration,
+};
+
+use leptos::config::LeptosOptions;
+use sqlx::{postgres::PgPoolOptions, Connection, PgConnection, PgPool};
+use streamchat::{
+    model::{Message, Posted, Status},
+    server::{config::Config, config::Secret, self_base_url, serve, state::AppState},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::FakeProvider;
+
+/// The server tests create their databases on.
+pub fn server_url() -> String {
+    std::env::var("STREAMCHAT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of one test's own, dropped when the test ends well.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+    pub pool: PgPool,
+}
+
+/// `base` with its database name replaced by `name`.
+fn with_database(base: &str, name: &str) -> String {
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (base, None),
+    };
+    let root = match head.rfind('/') {
+        Some(at) if at > head.find("//").map_or(0, |s| s + 1) => &head[..at],
+        _ => head,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+impl PgDb {
+    pub async fn create() -> Self {
+        let server = server_url();
+        let name = format!(
+            "sc_test_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {server} (STREAMCHAT_TEST_DATABASE_URL): {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create a test database");
+        let url = with_database(&server, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy(&url)
+            .unwrap();
+        Self { url, name, pool }
+    }
+
+    /// Drops the database (call at the end of a test).
+    pub async fn drop_db(self) {
+        self.pool.close().await;
+        if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+
+    /// Message `id` as stored: its body and, while it streams, its log.
+    pub async fn message(&self, id: i64) -> Message {
+        sqlx::query_as(
+            "SELECT m.id, m.thread_id, author, role, \
+             body || COALESCE((SELECT string_agg(text, '' ORDER BY seq) FROM reply_log l WHERE l.message_id = m.id), '') AS body, \
+             status, error, finish_reason, model, created_at, updated_at, finished_at, prompt_tokens, \
+             completion_tokens, rev, requested_by, context_before, stopped_by, notice, retries, \
+             usage_estimated, ttft_ms, tokens_per_second FROM messages m WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Waits (up to `within`) until message `id` has left `streaming`.
+    pub async fn wait_finished(&self, id: i64, within: Duration) -> Message {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let message = self.message(id).await;
+            if message.status != Status::Streaming {
+                return message;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} still streaming after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until message `id` has at least `bytes` of text stored.
+    pub async fn wait_for_text(&self, id: i64, bytes: usize) -> Message {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let message = self.message(id).await;
+            if message.body.len() >= bytes {
+                return message;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} got no text"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Replies still `streaming`.
+    pub async fn streaming(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'streaming'")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// The settings of an instance on `db` answering from `fake`.
+pub fn node_config(db: &PgDb, fake: &FakeProvider, instance: &str) -> Config {
+    let mut config = Config {
+        database_url: Some(db.url.clone()),
+        ..Config::default()
+    };
+    config.cluster.instance = Some(instance.to_owned());
+    config.cluster.lease_secs = 1.0;
+    config.cluster.max_connections = 4;
+    config.openai_base_url = Some(fake.base_url.clone());
+    config.openai_api_key = Some(Secret("sk-test-key".into()));
+    config.bots[0].model = "fake-model".into();
+    config.limits.retry_base_ms = 10;
+    config
+}
+
+/// One instance in this process.
+pub struct Node {
+    pub url: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+pub async fn spawn_node(config: Config) -> Node {
+    let options = LeptosOptions::builder().output_name("streamchat").build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::build(options, config, &self_base_url(addr))
+        .await
+        .expect("state builds");
+    let stop = CancellationToken::new();
+    let serving = state.clone();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        serve(listener, serving, async move { stopped.cancelled().await })
+            .await
+            .expect("server runs")
+    });
+    Node {
+        url: format!("http://{addr}"),
+        state,
+        http: reqwest::Client::new(),
+        stop,
+    }
+}
+
+impl Node {
+    pub fn events_url(&self, thread: &str) -> String {
+        format!("{}/api/threads/{thread}/events", self.url)
+    }
+
+    pub async fn call(&self, function: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/{function}", self.url))
+            .header("accept", "application/json")
+            .form(fields)
+            .send()
+            .await
+            .expect("server function call")
+    }
+
+    pub async fn post(&self, thread: &str, author: &str, body: &str) -> Posted {
+        post(&self.http, &self.url, thread, author, body).await
+    }
+
+    /// Stops serving (graceful: its replies end `interrupted`).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    thread: &str,
+    author: &str,
+    body: &str,
+) -> Posted {
+    let response = http
+        .post(format!("{url}/api/send_message"))
+        .header("accept", "application/json")
+        .form(&[("thread", thread), ("author", author), ("body", body)])
+        .send()
+        .await
+        .expect("send_message");
+    assert!(
+        response.status().is_success(),
+        "post failed: {}",
+        response.status()
+    );
+    response.json().await.expect("Posted")
+}
+
+/// An instance as a child process (the built server binary).
+pub struct NodeProcess {
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl NodeProcess {
+    /// Starts an instance on `db` (lease of `lease_secs`), on `port` or a
+    /// free one, and waits until it serves.
+    pub async fn start(
+        db: &PgDb,
+        fake: &FakeProvider,
+        instance: &str,
+        lease_secs: f64,
+        port: Option<u16>,
+    ) -> Self {
+        let dir = std::env::temp_dir();
+        let port = port.unwrap_or_else(free_port);
+        let child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
+            .current_dir(&dir)
+            .env("LEPTOS_OUTPUT_NAME", "streamchat")
+            .env("LEPTOS_SITE_ROOT", dir.join("streamchat-test-site"))
+            .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &db.url)
+            .env("STREAMCHAT_INSTANCE", instance)
+            .env("STREAMCHAT_LEASE_SECS", lease_secs.to_string())
+            .env("STREAMCHAT_DB_CONNECTIONS", "4")
+            .env("OPENAI_BASE_URL", &fake.base_url)
+            .env("OPENAI_API_KEY", "sk-test-key")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("server starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if reqwest::get(format!("{url}/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance {instance} did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, url, port }
+    }
+
+    pub fn events_url(&self, thread: &str) -> String {
+        format!("{}/api/threads/{thread}/events", self.url)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
