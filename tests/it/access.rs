@@ -44,7 +44,7 @@ async fn call_on(
     (response.status(), response.text().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn a_message_is_only_reached_through_its_own_thread() {
     let slow = Scripted::words(400, Duration::from_millis(20));
     let app = spawn_app(FakeProvider::with(slow).await).await;
@@ -112,8 +112,9 @@ async fn a_message_is_only_reached_through_its_own_thread() {
         streamchat::model::Status::Cancelled
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn an_unlisted_thread_is_in_no_list_and_read_through_its_url() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
     let mut list_viewer =
@@ -171,8 +172,9 @@ async fn an_unlisted_thread_is_in_no_list_and_read_through_its_url() {
         .unwrap();
     assert!(export.text().await.unwrap().contains("psst"));
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn behind_a_proxy_its_identity_is_the_author() {
     let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |c| {
         c.access.identity_header = Some("X-Forwarded-User".into());
@@ -207,4 +209,5 @@ async fn behind_a_proxy_its_identity_is_the_author() {
         1,
         "a refused post stores nothing"
     );
+}
 }

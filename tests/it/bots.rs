@@ -11,7 +11,7 @@ use streamchat::{
     server::config::{BotConfig, Secret},
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn two_bots_answer_one_message_concurrently() {
     let fake = FakeProvider::start(|_, request| {
         let system = request["messages"][0]["content"]
@@ -101,4 +101,5 @@ async fn two_bots_answer_one_message_concurrently() {
         models.contains(&"fake-model".to_owned()) && models.contains(&"critic-model".to_owned()),
         "{models:?}"
     );
+}
 }

@@ -71,7 +71,10 @@ async fn a_viewer_on_another_instance_sees_the_reply_grow_and_end_exact() {
     let stored = db.wait_finished(reply.id, Duration::from_secs(20)).await;
     assert_eq!(stored.status, Status::Done);
     assert_eq!(stored.body, script.text());
-    assert!(grew.len() > 1, "B's viewer saw the reply grow delta by delta");
+    assert!(
+        grew.len() > 1,
+        "B's viewer saw the reply grow delta by delta"
+    );
     for list in [&on_b, &moving] {
         let body = list.body(reply.id).unwrap();
         assert_eq!(body.len(), stored.body.len());
@@ -107,7 +110,11 @@ async fn a_lost_listening_connection_loses_nothing_for_any_viewer() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(killed, vec![true], "B's listening connection was terminated");
+    assert_eq!(
+        killed,
+        vec![true],
+        "B's listening connection was terminated"
+    );
 
     for (_owner, list, client) in &mut viewers {
         follow_all(client, list, &ids).await;
@@ -208,12 +215,7 @@ async fn the_mention_limit_holds_when_posts_alternate_between_instances() {
 }
 
 /// The text a viewer holds of reply `id`, reading events for `for_at_least`.
-async fn watch_for(
-    client: &mut SseClient,
-    list: &MessageList,
-    id: i64,
-    bytes: usize,
-) -> String {
+async fn watch_for(client: &mut SseClient, list: &MessageList, id: i64, bytes: usize) -> String {
     loop {
         let (rev, event) = tokio::time::timeout(Duration::from_secs(20), client.next())
             .await
@@ -248,10 +250,11 @@ async fn a_killed_instance_s_reply_is_taken_over_and_ends_done() {
 
     let (_owner, list) = client_list();
     let mut viewer = SseClient::connect(&b.events_url("lobby"), None).await;
-    let reply = crate::support::pg::post(&reqwest::Client::new(), &a.url, "lobby", "Ann", "@gpt go")
-        .await
-        .replies[0]
-        .clone();
+    let reply =
+        crate::support::pg::post(&reqwest::Client::new(), &a.url, "lobby", "Ann", "@gpt go")
+            .await
+            .replies[0]
+            .clone();
     let seen = watch_for(&mut viewer, &list, reply.id, 200).await;
     a.kill9();
     let killed = tokio::time::Instant::now();
@@ -268,10 +271,18 @@ async fn a_killed_instance_s_reply_is_taken_over_and_ends_done() {
     viewer.follow(&list, reply.id).await;
     let stored = db.wait_finished(reply.id, Duration::from_secs(30)).await;
     assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
-    assert!(stored.body.starts_with(&seen), "everything seen before the kill is kept");
-    assert_eq!(stored.body, full.text(), "the stored prefix plus the continuation");
+    assert!(
+        stored.body.starts_with(&seen),
+        "everything seen before the kill is kept"
+    );
+    assert_eq!(
+        stored.body,
+        full.text(),
+        "the stored prefix plus the continuation"
+    );
     assert!(stored.notice.is_some_and(|n| n.contains("Resumed")));
     assert_eq!(list.body(reply.id).unwrap(), stored.body);
+    drop(b);
     db.drop_db().await;
 }
 
@@ -286,15 +297,19 @@ async fn a_paused_producer_whose_lease_was_taken_over_writes_nothing_more() {
 
     let (_owner, list) = client_list();
     let mut viewer = SseClient::connect(&b.events_url("lobby"), None).await;
-    let reply = crate::support::pg::post(&reqwest::Client::new(), &a.url, "lobby", "Ann", "@gpt go")
-        .await
-        .replies[0]
-        .clone();
+    let reply =
+        crate::support::pg::post(&reqwest::Client::new(), &a.url, "lobby", "Ann", "@gpt go")
+            .await
+            .replies[0]
+            .clone();
     watch_for(&mut viewer, &list, reply.id, 100).await;
     a.signal("STOP");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while lease_owner(&db, reply.id).await.as_deref() != Some("proc-b") {
-        assert!(tokio::time::Instant::now() < deadline, "B took the reply over");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B took the reply over"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.signal("CONT");
@@ -304,5 +319,6 @@ async fn a_paused_producer_whose_lease_was_taken_over_writes_nothing_more() {
     // With any of A's later text, the words would repeat.
     assert_eq!(stored.body, full.text());
     assert_eq!(list.body(reply.id).unwrap(), stored.body);
+    drop((a, b));
     db.drop_db().await;
 }

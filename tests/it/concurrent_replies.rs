@@ -20,7 +20,7 @@ fn answer(prompt: &str) -> Scripted {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn twenty_concurrent_replies_across_three_threads() {
     let fake = FakeProvider::start(|_, request| answer(&last_user_message(request))).await;
     let app = spawn_app(fake).await;
@@ -100,4 +100,5 @@ async fn twenty_concurrent_replies_across_three_threads() {
             assert_eq!(list.body(id).unwrap(), answer(prompt).text());
         }
     }
+}
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
 use streamchat::{model::Granularity, server::ingest::chunker::boundary};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn sentence_viewer_and_token_viewer_end_identical() {
     let text = "First sentence here. Second one, with 日本語 and 👩‍💻! Third? Last words";
     let deltas: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
@@ -57,4 +57,5 @@ async fn sentence_viewer_and_token_viewer_end_identical() {
             "{delta:?}"
         );
     }
+}
 }

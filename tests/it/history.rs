@@ -4,7 +4,7 @@
 use crate::support::{spawn_app, FakeProvider, Scripted};
 use streamchat::model::{HistoryPage, ThreadPage, PAGE_SIZE};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn cursor_pages_return_every_message_once() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
     for i in 0..1000 {
@@ -52,11 +52,17 @@ async fn cursor_pages_return_every_message_once() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted, seen, "in order, no duplicates");
-    let bodies: Vec<String> =
-        sqlx::query_scalar("SELECT body FROM messages WHERE author = 'Ann' ORDER BY id")
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
+    let bodies: Vec<String> = app
+        .state
+        .store
+        .all_messages("lobby")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.author == "Ann")
+        .map(|m| m.body)
+        .collect();
     assert_eq!(bodies[0], "message 0");
     assert_eq!(bodies[999], "message 999");
+}
 }

@@ -5,7 +5,7 @@
 use crate::support::{spawn_app, FakeProvider, Scripted};
 use streamchat::model::Posted;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn the_same_request_id_twice_stores_one_message_and_one_reply() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["one answer"])).await).await;
     let fields = [
@@ -43,8 +43,9 @@ async fn the_same_request_id_twice_stores_one_message_and_one_reply() {
     assert_ne!(other.message.id, first.message.id);
     assert!(!other.repeated);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn the_no_javascript_form_posted_twice_stores_once() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["one answer"])).await).await;
     // The page's form carries a fresh request id.
@@ -78,11 +79,16 @@ async fn the_no_javascript_form_posted_twice_stores_once() {
             response.status()
         );
     }
-    let stored: Vec<(String, String)> =
-        sqlx::query_as("SELECT role, body FROM messages ORDER BY id")
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
+    let stored: Vec<(String, String)> = app
+        .state
+        .store
+        .all_messages("lobby")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (format!("{:?}", m.role), m.body))
+        .collect();
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert_eq!(stored[0].1, "@gpt from a form");
+}
 }

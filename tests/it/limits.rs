@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::{error_text, fake_provider::Ending, spawn_app_with, FakeProvider, Scripted};
 use serde_json::Value;
 
-#[tokio::test]
+crate::both_backends! {
 async fn over_the_concurrency_cap_a_mention_is_refused_clearly() {
     let stall = Scripted::new(&["thinking "]).ending(Ending::Stall);
     let app = spawn_app_with(FakeProvider::with(stall).await, |c| {
@@ -62,6 +62,7 @@ async fn over_the_concurrency_cap_a_mention_is_refused_clearly() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+}
 
 /// A post from the client at `ip` (a trusted proxy's header says so).
 async fn post_from(app: &crate::support::TestApp, ip: &str, author: &str) -> reqwest::Response {
@@ -75,7 +76,7 @@ async fn post_from(app: &crate::support::TestApp, ip: &str, author: &str) -> req
         .unwrap()
 }
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_client_over_the_rate_limit_is_refused_clearly_whatever_its_name() {
     let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |c| {
         c.limits.mentions_per_minute = 2;
@@ -105,8 +106,9 @@ async fn a_client_over_the_rate_limit_is_refused_clearly_whatever_its_name() {
         .status()
         .is_success());
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn twenty_five_names_from_one_address_share_one_limit() {
     // Default settings: 20 a minute, counted by the connection's address;
     // a forwarded-for header nobody configured as trusted changes nothing.
@@ -135,8 +137,9 @@ async fn twenty_five_names_from_one_address_share_one_limit() {
     }
     assert_eq!((accepted, refused), (20, 5));
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn oversized_requests_are_refused() {
     let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |_| {}).await;
     let huge = "x".repeat(200 * 1024);
@@ -145,4 +148,5 @@ async fn oversized_requests_are_refused() {
         .await;
     assert_eq!(response.status().as_u16(), 413);
     assert_eq!(app.message_count().await, 0);
+}
 }

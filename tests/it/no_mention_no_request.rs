@@ -2,7 +2,7 @@
 
 use crate::support::{spawn_app, FakeProvider, Scripted};
 
-#[tokio::test]
+crate::both_backends! {
 async fn messages_without_a_mention_start_no_request() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["hi"])).await).await;
     for body in [
@@ -24,4 +24,5 @@ async fn messages_without_a_mention_start_no_request() {
         .remove(0);
     app.wait_finished(reply.id).await;
     assert_eq!(app.fake.requests(), 1);
+}
 }

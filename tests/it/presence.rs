@@ -22,7 +22,7 @@ async fn watchers(viewer: &mut SseClient, want: u32) {
         .unwrap_or_else(|_| panic!("no presence count of {want}"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn watcher_count_follows_viewers() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
     let mut first = SseClient::connect(&app.events_url("lobby"), None).await;
@@ -32,4 +32,5 @@ async fn watcher_count_follows_viewers() {
     watchers(&mut second, 2).await;
     drop(second);
     watchers(&mut first, 1).await;
+}
 }

@@ -17,7 +17,7 @@ async fn ask(app: &TestApp) -> Message {
     app.wait_finished(reply.id).await
 }
 
-#[tokio::test]
+crate::both_backends! {
 async fn rate_limit_is_retried_honouring_retry_after() {
     let ok = Scripted::new(&["after ", "the wait"]);
     let fake = FakeProvider::start(move |n, _| match n {
@@ -39,8 +39,9 @@ async fn rate_limit_is_retried_honouring_retry_after() {
         at[1] - at[0]
     );
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn server_errors_are_retried_with_backoff_then_fail() {
     let fake =
         FakeProvider::with(Scripted::http_error(503, "The engine is overloaded", None)).await;
@@ -61,8 +62,9 @@ async fn server_errors_are_retried_with_backoff_then_fail() {
     assert_eq!(failed.body, "");
     assert_eq!(failed.notice, None);
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_retry_after_longer_than_the_idle_timeout_fails_saying_so() {
     let fake = FakeProvider::with(Scripted::http_error(429, "Slow down", Some("120"))).await;
     let app = spawn_app_with(fake, |c| c.limits.idle_timeout_secs = 5.0).await;
@@ -79,8 +81,9 @@ async fn a_retry_after_longer_than_the_idle_timeout_fails_saying_so() {
     );
     assert_eq!(app.fake.requests(), 1, "no pointless wait and retry");
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_server_error_then_success_is_done() {
     let ok = Scripted::new(&["fine ", "now"]);
     let fake = FakeProvider::start(move |n, _| match n {
@@ -95,8 +98,9 @@ async fn a_server_error_then_success_is_done() {
         (Status::Done, "fine now", 1)
     );
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn unauthorized_fails_at_once_with_the_providers_message() {
     let fake = FakeProvider::with(Scripted::http_error(
         401,
@@ -113,6 +117,7 @@ async fn unauthorized_fails_at_once_with_the_providers_message() {
     assert!(error.contains("Incorrect API key provided"), "{error}");
     assert!(!error.contains("sk-test-key"));
 }
+}
 
 async fn mid_stream(ending: Ending) -> (Message, String) {
     let script = Scripted::new(&["kept ", "partial ", "text"]).ending(ending);
@@ -122,7 +127,7 @@ async fn mid_stream(ending: Ending) -> (Message, String) {
     (failed, script.text())
 }
 
-#[tokio::test]
+crate::both_backends! {
 async fn an_error_event_mid_stream_fails_keeping_the_text() {
     let (failed, text) = mid_stream(Ending::ErrorEvent("Model overloaded mid-answer".into())).await;
     assert_eq!(failed.status, Status::Failed);
@@ -132,24 +137,27 @@ async fn an_error_event_mid_stream_fails_keeping_the_text() {
         .unwrap()
         .contains("Model overloaded mid-answer"));
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_reset_connection_fails_keeping_the_text() {
     let (failed, text) = mid_stream(Ending::Reset).await;
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(failed.body, text);
     assert!(failed.error.unwrap().contains("stream"));
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_malformed_chunk_fails_keeping_the_text() {
     let (failed, text) = mid_stream(Ending::Malformed).await;
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(failed.body, text);
     assert!(failed.error.unwrap().contains("malformed"));
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_stream_without_finish_or_done_is_not_done() {
     let (failed, text) = mid_stream(Ending::Truncated).await;
     assert_eq!(failed.status, Status::Failed);
@@ -159,8 +167,9 @@ async fn a_stream_without_finish_or_done_is_not_done() {
         .unwrap()
         .contains("ended before the reply was finished"));
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn the_ui_sees_retrying_while_it_waits() {
     let ok = Scripted::new(&["ok"]);
     let fake = FakeProvider::start(move |n, _| match n {
@@ -186,4 +195,5 @@ async fn the_ui_sees_retrying_while_it_waits() {
     );
     let done = app.wait_finished(reply.id).await;
     assert_eq!((done.status, done.notice), (Status::Done, None));
+}
 }

@@ -92,7 +92,7 @@ fn fixtures_dir() -> PathBuf {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn every_recorded_provider_stream_ends_right() {
     let dir = fixtures_dir();
     // Required: CI always has them at ../shared/ (or set STREAMCHAT_PROVIDER_FIXTURES).
@@ -180,4 +180,5 @@ async fn every_recorded_provider_stream_ends_right() {
             stored.body.len()
         );
     }
+}
 }

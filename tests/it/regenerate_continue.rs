@@ -7,7 +7,7 @@ use crate::support::{fake_provider::Ending, spawn_app, FakeProvider, Scripted};
 use serde_json::Value;
 use streamchat::model::{Message, Status};
 
-#[tokio::test]
+crate::both_backends! {
 async fn regenerate_answers_the_same_prompt_in_a_new_message() {
     let fake = FakeProvider::start(|n, _| match n {
         0 => Scripted::new(&["half "]).ending(Ending::ErrorEvent("boom".into())),
@@ -67,8 +67,9 @@ async fn regenerate_answers_the_same_prompt_in_a_new_message() {
     let body: Value = refused.json().await.unwrap();
     assert!(crate::support::error_text(&body).contains("cannot be regenerated"));
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn continue_appends_to_a_stopped_reply() {
     let full = Scripted::words(400, Duration::from_millis(3));
     let fake = FakeProvider::continuing(full).await;
@@ -110,4 +111,5 @@ async fn continue_appends_to_a_stopped_reply() {
     assert_eq!(done.status, Status::Done);
     assert_eq!(done.body, Scripted::words(400, Duration::ZERO).text());
     assert_eq!((done.stopped_by, done.error), (None, None));
+}
 }

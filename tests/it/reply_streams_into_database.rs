@@ -4,7 +4,7 @@
 use crate::support::{spawn_app, FakeProvider, Scripted};
 use streamchat::model::{Role, Status};
 
-#[tokio::test]
+crate::both_backends! {
 async fn mention_streams_the_completion_into_the_reply() {
     let script = Scripted {
         usage: Some((42, 7)),
@@ -50,8 +50,9 @@ async fn mention_streams_the_completion_into_the_reply() {
     assert_eq!(messages.last().unwrap()["name"], "Ann");
     assert_eq!(messages.last().unwrap()["content"], "@gpt what is Rust?");
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn context_holds_recent_messages_with_the_bots_as_assistant() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["first answer"])).await).await;
     let first = app.post("lobby", "Ann", "@gpt one").await.replies.remove(0);
@@ -84,8 +85,9 @@ async fn context_holds_recent_messages_with_the_bots_as_assistant() {
     .collect();
     assert_eq!(roles, expected);
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_refused_request_fails_the_reply_with_the_providers_error() {
     // Nothing listens on this port: the connection is refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -105,4 +107,5 @@ async fn a_refused_request_fails_the_reply_with_the_providers_error() {
     let error = failed.error.unwrap_or_default();
     assert!(error.contains("Could not reach the provider"), "{error}");
     assert!(!error.contains("sk-test-key"));
+}
 }

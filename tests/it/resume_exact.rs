@@ -60,7 +60,7 @@ async fn resume_case(script: Scripted) {
     assert_eq!(list.body(reply.id).unwrap(), stored.body);
 }
 
-#[tokio::test]
+crate::both_backends! {
 async fn reconnect_with_last_event_id_ends_exact() {
     let deltas: Vec<String> = (0..60).map(|i| format!("word{i} ")).collect();
     let script = Scripted {
@@ -70,8 +70,9 @@ async fn reconnect_with_last_event_id_ends_exact() {
     };
     resume_case(script).await;
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn reconnect_is_exact_for_multibyte_text_cut_in_transit() {
     let script = Scripted {
         deltas: tricky_deltas(),
@@ -82,4 +83,5 @@ async fn reconnect_is_exact_for_multibyte_text_cut_in_transit() {
     };
     assert!(script.wire_body().len() > 1000);
     resume_case(script).await;
+}
 }

@@ -10,7 +10,7 @@ use streamchat::model::ChatEvent;
 
 use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn a_stuck_viewer_is_resynced_and_others_are_unaffected() {
     let fake = FakeProvider::start(|n, _| {
         // ~7 MB of events in all: more than the socket buffers (Linux lets a
@@ -113,4 +113,5 @@ async fn a_stuck_viewer_is_resynced_and_others_are_unaffected() {
             "reply {id}"
         );
     }
+}
 }

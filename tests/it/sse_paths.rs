@@ -24,15 +24,27 @@ async fn fresh_and_kept_alive_connections_get_the_same_stream() {
         .pool_max_idle_per_host(1)
         .build()
         .unwrap();
-    let health = pooled
-        .get(format!("{}/healthz", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert!(health.status().is_success());
-    // Read to the end: only then does the connection go back to the pool.
-    health.text().await.unwrap();
-    let routed = pooled.get(app.events_url("lobby")).send().await.unwrap();
+    // Read to the end: only then does the connection go back to the pool,
+    // which hyper does on its own task; under load the next request may
+    // still find the pool empty and open a fresh connection (the lean
+    // path), so ask again until it rides the kept-alive one.
+    let mut attempts = 0;
+    let routed = loop {
+        let health = pooled
+            .get(format!("{}/healthz", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(health.status().is_success());
+        health.text().await.unwrap();
+        let routed = pooled.get(app.events_url("lobby")).send().await.unwrap();
+        if routed.headers().get("transfer-encoding").is_some() {
+            break routed;
+        }
+        attempts += 1;
+        assert!(attempts < 50, "a kept-alive connection is never reused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(routed.headers()["transfer-encoding"], "chunked");
     for response in [&lean, &routed] {
         assert_eq!(response.status(), 200);

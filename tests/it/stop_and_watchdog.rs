@@ -9,7 +9,7 @@ use crate::support::{
 };
 use streamchat::model::Status;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn stop_closes_the_provider_connection_and_keeps_the_text() {
     let app =
         spawn_app(FakeProvider::with(Scripted::words(2000, Duration::from_millis(5))).await).await;
@@ -81,8 +81,9 @@ async fn stop_closes_the_provider_connection_and_keeps_the_text() {
         .await;
     assert_eq!(again.status().as_u16(), 409);
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_stalled_stream_times_out_within_the_limit_plus_one_period() {
     let script = Scripted::new(&["some ", "text "]).ending(Ending::Stall);
     let app = spawn_app_with(FakeProvider::with(script).await, |c| {
@@ -112,8 +113,9 @@ async fn a_stalled_stream_times_out_within_the_limit_plus_one_period() {
         "timed out after {took:?}"
     );
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn an_overlong_reply_times_out() {
     let app = spawn_app_with(
         FakeProvider::with(Scripted::words(5000, Duration::from_millis(2))).await,
@@ -132,4 +134,5 @@ async fn an_overlong_reply_times_out() {
     assert_eq!(timed_out.status, Status::TimedOut);
     assert!(!timed_out.body.is_empty());
     assert!(timed_out.error.unwrap().contains("longer than 0.5 s"));
+}
 }

@@ -7,7 +7,7 @@ use streamchat::{model::Granularity, server::ingest::chunker::boundary};
 
 use crate::support::{client_list, spawn_app_with, FakeProvider, Scripted, SseClient};
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_thread_set_to_words_publishes_whole_words() {
     // Tokens that cut words in pieces.
     let script = Scripted {
@@ -53,4 +53,5 @@ async fn a_thread_set_to_words_publishes_whole_words() {
             "{delta:?}"
         );
     }
+}
 }

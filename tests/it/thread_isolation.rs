@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::support::{spawn_app_with, FakeProvider, Scripted, SseClient};
 use streamchat::model::ChatEvent;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::both_backends! {
 async fn a_viewer_of_a_gets_nothing_of_b() {
     let script = Scripted::words(30, Duration::from_millis(3));
     let app = spawn_app_with(FakeProvider::with(script).await, |c| {
@@ -53,4 +53,5 @@ async fn a_viewer_of_a_gets_nothing_of_b() {
             other => panic!("A's viewer got B's event {other:?}"),
         }
     }
+}
 }

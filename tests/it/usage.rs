@@ -5,7 +5,7 @@ use crate::support::{spawn_app, FakeProvider, Scripted};
 use serde_json::Value;
 use streamchat::model::Status;
 
-#[tokio::test]
+crate::both_backends! {
 async fn provider_usage_is_stored_as_is() {
     let script = Scripted {
         usage: Some((120, 3)),
@@ -25,8 +25,9 @@ async fn provider_usage_is_stored_as_is() {
     assert!(!done.usage_estimated);
     assert!(done.tokens_per_second.is_some());
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn without_a_usage_chunk_an_estimate_is_flagged() {
     let script = Scripted {
         usage: None,
@@ -48,8 +49,9 @@ async fn without_a_usage_chunk_an_estimate_is_flagged() {
         "system prompt and question counted"
     );
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn totals_per_thread_and_author() {
     let script = Scripted {
         usage: Some((10, 2)),
@@ -73,4 +75,5 @@ async fn totals_per_thread_and_author() {
     assert_eq!(totals["by_author"][0]["replies"], 2);
     assert_eq!(totals["by_author"][1]["author"], "Bob");
     assert_eq!(totals["by_author"][1]["completion_tokens"], 2);
+}
 }

@@ -3,7 +3,7 @@
 use crate::support::{error_text, spawn_app, FakeProvider, Scripted};
 use serde_json::Value;
 
-#[tokio::test]
+crate::both_backends! {
 async fn bad_posts_are_refused_and_write_nothing() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["x"])).await).await;
     let too_long = "x".repeat(8 * 1024 + 1);
@@ -50,8 +50,9 @@ async fn bad_posts_are_refused_and_write_nothing() {
     assert_eq!(app.message_count().await, 0, "nothing was written");
     assert_eq!(app.fake.requests(), 0, "no reply was started");
 }
+}
 
-#[tokio::test]
+crate::both_backends! {
 async fn a_plain_form_post_redirects_back_with_the_error() {
     let app = spawn_app(FakeProvider::with(Scripted::new(&["x"])).await).await;
     let client = reqwest::Client::builder()
@@ -70,4 +71,5 @@ async fn a_plain_form_post_redirects_back_with_the_error() {
     let location = response.headers()["location"].to_str().unwrap();
     assert!(location.contains("__err="), "{location}");
     assert_eq!(app.message_count().await, 0);
+}
 }

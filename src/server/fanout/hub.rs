@@ -88,10 +88,13 @@ struct Inner {
     /// new viewer's thread resumes from the right place).
     read_up_to: Mutex<HashMap<String, i64>>,
     /// Several instances: other instances' viewers per thread.
-    remote: Mutex<HashMap<String, HashMap<String, (u32, Instant)>>>,
+    remote: Mutex<HashMap<String, RemoteCounts>>,
     /// Where this instance's presence counts go for the other instances.
     presence_out: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, u32)>>>,
 }
+
+/// Per instance: its viewers of one thread and when it said so.
+type RemoteCounts = HashMap<String, (u32, Instant)>;
 
 /// How long another instance's viewer count holds without being repeated
 /// (an instance repeats its counts every [`PRESENCE_REPEAT`]).

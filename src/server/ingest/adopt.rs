@@ -24,10 +24,8 @@ pub fn spawn(state: Ingest, shutdown: CancellationToken) {
     }
     // Often enough that a reply is taken over within its lease plus a
     // fraction of a second.
-    let period = (state.config.cluster.lease() / 4).clamp(
-        Duration::from_millis(100),
-        Duration::from_millis(500),
-    );
+    let period = (state.config.cluster.lease() / 4)
+        .clamp(Duration::from_millis(100), Duration::from_millis(500));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,7 +48,9 @@ pub fn spawn(state: Ingest, shutdown: CancellationToken) {
                 match state.writer.adopt(&thread_id, id).await {
                     Ok(Some(adopted)) => take_over(&state, adopted).await,
                     Ok(None) => {} // renewed, ended, or another instance was first
-                    Err(e) => tracing::warn!(message_id = id, error = %e, "could not adopt a reply"),
+                    Err(e) => {
+                        tracing::warn!(message_id = id, error = %e, "could not adopt a reply")
+                    }
                 }
             }
         }
@@ -72,7 +72,11 @@ async fn take_over(state: &Ingest, adopted: Adopted) {
         stats: ReplyStats::default(),
     };
     let outcome = if let Some(by) = stop_requested_by {
-        Some(end(Status::Cancelled, format!("Stopped by {by}."), Some(by)))
+        Some(end(
+            Status::Cancelled,
+            format!("Stopped by {by}."),
+            Some(by),
+        ))
     } else if state.config.cluster.orphaned_replies == OrphanedReplies::Interrupt {
         Some(end(
             Status::Interrupted,
@@ -82,7 +86,10 @@ async fn take_over(state: &Ingest, adopted: Adopted) {
     } else {
         match state.generations.reserve() {
             Ok(slot) => {
-                tracing::warn!(message_id = id, "adopted a reply whose server stopped; continuing it");
+                tracing::warn!(
+                    message_id = id,
+                    "adopted a reply whose server stopped; continuing it"
+                );
                 let handle = state.generations.register(id, slot);
                 generate::spawn(state.clone(), message, handle, true);
                 None
@@ -97,7 +104,11 @@ async fn take_over(state: &Ingest, adopted: Adopted) {
         }
     };
     if let Some(outcome) = outcome {
-        tracing::warn!(message_id = id, status = outcome.status.as_str(), "adopted a reply whose server stopped; ending it");
+        tracing::warn!(
+            message_id = id,
+            status = outcome.status.as_str(),
+            "adopted a reply whose server stopped; ending it"
+        );
         if let Err(e) = state.writer.finish(&thread_id, id, outcome).await {
             tracing::error!(message_id = id, error = %e, "could not end an adopted reply");
         }

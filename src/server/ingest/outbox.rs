@@ -178,7 +178,10 @@ pub async fn stop(state: &Ingest, thread_id: &str, id: i64, by: &str) -> Result<
     let Some(message) = state.store.message(thread_id, id).await? else {
         return Err(AppError::no_message(id));
     };
-    if state.generations.end(id, EndRequest::Stop { by: by.clone() }) {
+    if state
+        .generations
+        .end(id, EndRequest::Stop { by: by.clone() })
+    {
         return Ok(());
     }
     // Several instances: the one generating it stops it (or, if none does

@@ -40,7 +40,7 @@ pub const CONTROL_CHANNEL: &str = "streamchat_control";
 #[derive(Debug)]
 pub enum Change {
     /// A message row as it now stands (text composed with its log).
-    Row(Message),
+    Row(Box<Message>),
     /// Text appended to reply `id` at byte `offset`.
     Text {
         id: i64,
@@ -143,7 +143,11 @@ impl Store {
     }
 
     /// Connects to PostgreSQL and runs its migrations.
-    pub async fn open_postgres(url: &str, lease: Lease, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn open_postgres(
+        url: &str,
+        lease: Lease,
+        max_connections: u32,
+    ) -> anyhow::Result<Self> {
         Ok(Self::Postgres(
             postgres::PostgresStore::open(url, lease, max_connections).await?,
         ))
@@ -462,10 +466,11 @@ impl Tx {
         rev: i64,
     ) -> Result<bool, sqlx::Error> {
         match self {
-            Tx::Sqlite(tx) => {
-                sqlite::writes::set_notice(tx, id, notice, retries, now, rev).await
+            Tx::Sqlite(tx) => sqlite::writes::set_notice(tx, id, notice, retries, now, rev).await,
+            Tx::Postgres(tx) => {
+                tx.set_notice(thread_id, id, notice, retries, now, rev)
+                    .await
             }
-            Tx::Postgres(tx) => tx.set_notice(thread_id, id, notice, retries, now, rev).await,
         }
     }
 

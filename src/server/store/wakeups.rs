@@ -78,7 +78,9 @@ struct Listener {
 
 impl Listener {
     fn pg(&self) -> &super::postgres::PostgresStore {
-        self.store.as_postgres().expect("the listener runs on PostgreSQL")
+        self.store
+            .as_postgres()
+            .expect("the listener runs on PostgreSQL")
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
@@ -122,6 +124,9 @@ impl Listener {
                     _ = repeat.tick() => {
                         for (thread, watchers) in self.hub.local_watchers() {
                             self.announce(&owner, thread, watchers).await;
+                        }
+                        if let Err(e) = self.pg().prune_log().await {
+                            tracing::warn!(error = %e, "could not prune ended replies' log rows");
                         }
                     }
                 }
@@ -214,7 +219,7 @@ impl Listener {
                     self.lengths.insert(id, offset + text.len());
                     ChatEvent::Delta { id, offset, text }
                 }
-                Change::Row(message) => self.row_event(message),
+                Change::Row(message) => self.row_event(*message),
             };
             self.hub.publish(thread, rev, event);
         }

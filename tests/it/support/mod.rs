@@ -20,14 +20,56 @@ use streamchat::{
 pub use fake_provider::{FakeProvider, Scripted};
 pub use sse::SseClient;
 
+/// The database a [`TestApp`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend `spawn_app` uses inside [`on_backend`] (SQLite otherwise).
+    static BACKEND: Backend;
+}
+
+/// Runs a test body with `spawn_app` on `backend`.
+pub async fn on_backend<F: std::future::Future>(backend: Backend, body: F) -> F::Output {
+    BACKEND.scope(backend, body).await
+}
+
+/// Defines a test that runs on both backends: `name::sqlite` and
+/// `name::postgres`, the same body (it reaches the database only through
+/// the app and `TestApp`'s helpers).
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[doc = $doc:literal])* async fn $name:ident() $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::support::on_backend($crate::support::Backend::Sqlite, async $body).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::support::on_backend($crate::support::Backend::Postgres, async $body).await
+            }
+        }
+    };
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub url: String,
     pub db_path: PathBuf,
     /// The server's own state (its store's connections, for fault injection).
     pub state: AppState,
-    /// A separate pool on the same file, for assertions.
+    /// A separate pool on the same file, for assertions (SQLite only: on
+    /// PostgreSQL it names no file; use the helpers).
     pub db: SqlitePool,
+    /// The test's own PostgreSQL database, when it runs there.
+    pub pg: Option<std::sync::Arc<pg::PgDb>>,
     pub fake: FakeProvider,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -41,8 +83,13 @@ pub async fn spawn_app(fake: FakeProvider) -> TestApp {
 pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("test.db");
+    let pg = match BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite) {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(std::sync::Arc::new(pg::PgDb::create().await)),
+    };
     let mut config = Config {
         database: db_path.clone(),
+        database_url: pg.as_ref().map(|db| db.url.clone()),
         ..Config::default()
     };
     config.openai_base_url = Some(fake.base_url.clone());
@@ -69,6 +116,7 @@ pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Conf
         db_path,
         state,
         db,
+        pg,
         fake,
         http: reqwest::Client::new(),
         _dir: dir,
@@ -127,18 +175,16 @@ impl TestApp {
     }
 
     pub async fn create_thread(&self, id: &str) {
-        sqlx::query("INSERT INTO threads (id, title, created_at) VALUES (?, ?, 0)")
-            .bind(id)
-            .bind(id)
-            .execute(&self.db)
-            .await
-            .unwrap();
+        self.state.store.create_thread(id, id, true).await.unwrap();
     }
 
     /// Message `id` as stored, read straight from the database: a streaming
     /// reply's text is its body followed by its log rows in order (one
     /// read transaction, so the two agree).
     pub async fn message(&self, id: i64) -> Message {
+        if let Some(pg) = &self.pg {
+            return pg.message(id).await;
+        }
         let mut tx = self.db.begin().await.unwrap();
         let mut message: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
             .bind(id)
@@ -162,6 +208,9 @@ impl TestApp {
 
     /// Log rows still stored for message `id` (a finished reply has none).
     pub async fn log_rows(&self, id: i64) -> i64 {
+        if self.pg.is_some() {
+            return self.state.store.log_rows(id).await.unwrap();
+        }
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32)",
         )
@@ -172,10 +221,28 @@ impl TestApp {
     }
 
     pub async fn message_count(&self) -> i64 {
+        if let Some(pg) = &self.pg {
+            return sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+                .fetch_one(&pg.pool)
+                .await
+                .unwrap();
+        }
         sqlx::query_scalar("SELECT COUNT(*) FROM messages")
             .fetch_one(&self.db)
             .await
             .unwrap()
+    }
+
+    /// The ids of a thread's messages, oldest first.
+    pub async fn message_ids(&self, thread: &str) -> Vec<i64> {
+        self.state
+            .store
+            .all_messages(thread)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
     }
 
     /// Waits (up to 20 s) until message `id` has left `streaming`.

@@ -54,9 +54,9 @@ impl PgDb {
             "sc_test_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let mut admin = PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {server} (STREAMCHAT_TEST_DATABASE_URL): {e}"));
+        let mut admin = PgConnection::connect(&server).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {server} (STREAMCHAT_TEST_DATABASE_URL): {e}")
+        });
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
@@ -69,21 +69,19 @@ impl PgDb {
         Self { url, name, pool }
     }
 
-    /// Drops the database (call at the end of a test).
+    /// Drops the database now (it is also dropped when this goes out of
+    /// scope).
     pub async fn drop_db(self) {
         self.pool.close().await;
-        if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&mut admin)
-                .await;
-        }
     }
 
-    /// Message `id` as stored: its body and, while it streams, its log.
+    /// Message `id` as stored: its body and, while it streams, its log
+    /// (an ended reply's log rows, kept a little while, are in its body).
     pub async fn message(&self, id: i64) -> Message {
         sqlx::query_as(
             "SELECT m.id, m.thread_id, author, role, \
-             body || COALESCE((SELECT string_agg(text, '' ORDER BY seq) FROM reply_log l WHERE l.message_id = m.id), '') AS body, \
+             CASE WHEN status = 'streaming' THEN body || COALESCE((SELECT string_agg(text, '' ORDER BY seq) \
+             FROM reply_log l WHERE l.message_id = m.id), '') ELSE body END AS body, \
              status, error, finish_reason, model, created_at, updated_at, finished_at, prompt_tokens, \
              completion_tokens, rev, requested_by, context_before, stopped_by, notice, retries, \
              usage_estimated, ttft_ms, tokens_per_second FROM messages m WHERE id = $1",
@@ -132,6 +130,28 @@ impl PgDb {
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+}
+
+impl Drop for PgDb {
+    /// Drops the test's database (its connections are ended: `FORCE`), on a
+    /// thread of its own, since `drop` cannot wait in the test's runtime.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
 

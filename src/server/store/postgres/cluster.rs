@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{PostgresStore, MESSAGE_COLUMNS};
 use crate::{
-    model::Message,
+    model::{Message, Status},
     server::store::{Change, CONTROL_CHANNEL},
 };
 
@@ -36,8 +36,12 @@ impl PostgresStore {
         tx.commit().await?;
         let mut changes: Vec<Change> = Vec::with_capacity(messages.len() + log.len());
         for (id, offset, rev, text) in log {
-            // A row read above already holds this text.
-            if messages.iter().any(|m| m.id == id) {
+            // A streaming row read above already holds this text (an ended
+            // one holds it too, but its text goes out first as deltas).
+            if messages
+                .iter()
+                .any(|m| m.id == id && m.status == Status::Streaming)
+            {
                 continue;
             }
             changes.push(Change::Text {
@@ -47,7 +51,7 @@ impl PostgresStore {
                 text,
             });
         }
-        changes.extend(messages.into_iter().map(Change::Row));
+        changes.extend(messages.into_iter().map(|m| Change::Row(Box::new(m))));
         changes.sort_by_key(Change::rev);
         Ok(changes)
     }
@@ -66,7 +70,12 @@ impl PostgresStore {
     /// Records that `by` pressed Stop on a streaming reply (an adopter then
     /// ends it `cancelled`) and tells every instance; false if it is not
     /// streaming.
-    pub async fn request_stop(&self, thread_id: &str, id: i64, by: &str) -> Result<bool, sqlx::Error> {
+    pub async fn request_stop(
+        &self,
+        thread_id: &str,
+        id: i64,
+        by: &str,
+    ) -> Result<bool, sqlx::Error> {
         let marked = sqlx::query(
             "UPDATE messages SET stop_requested_by = $1 WHERE id = $2 AND thread_id = $3 \
              AND status = 'streaming'",

@@ -39,16 +39,21 @@ macro_rules! pg_message_columns {
     };
 }
 
-
 /// Every read of a message returns its text: the body and, for a streaming
 /// reply, its log rows after it; and its revision, its last log row's when
-/// newer (only streaming replies have log rows).
+/// newer. (A finished reply's log rows stay a little while after its text
+/// went into its body, so that wake-ups read them; see [`PostgresStore::prune_log`].)
 pub(super) const MESSAGE_COLUMNS: &str = pg_message_columns!(
-    "messages.body || COALESCE((SELECT string_agg(l.text, '' ORDER BY l.seq) FROM reply_log l \
-     WHERE l.message_id = messages.id), '') AS body",
-    "GREATEST(messages.rev, COALESCE((SELECT MAX(l.rev) FROM reply_log l \
-     WHERE l.message_id = messages.id), 0)) AS rev"
+    "CASE WHEN messages.status = 'streaming' THEN messages.body || \
+     COALESCE((SELECT string_agg(l.text, '' ORDER BY l.seq) FROM reply_log l \
+     WHERE l.message_id = messages.id), '') ELSE messages.body END AS body",
+    "CASE WHEN messages.status = 'streaming' THEN GREATEST(messages.rev, \
+     COALESCE((SELECT MAX(l.rev) FROM reply_log l WHERE l.message_id = messages.id), 0)) \
+     ELSE messages.rev END AS rev"
 );
+
+/// How long a finished reply's log rows are kept for wake-ups to read.
+const LOG_KEPT_MS: i64 = 30_000;
 /// For `RETURNING` after a write that leaves the log as it was.
 pub(super) const STORED_COLUMNS: &str = pg_message_columns!("messages.body", "messages.rev");
 
@@ -85,7 +90,9 @@ impl PostgresStore {
             ("lock_timeout", "10000".to_owned()),
         ]);
         let mut conn = PgConnection::connect_with(&options).await?;
-        sqlx::migrate!("./migrations/postgres").run(&mut conn).await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&mut conn)
+            .await?;
         conn.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -331,6 +338,19 @@ impl PostgresStore {
             replies: by_author.iter().map(|a| a.replies).sum(),
             by_author,
         })
+    }
+
+    /// Deletes the log rows of replies that ended more than a little while
+    /// ago (their text is in their body; a wake-up read them long since).
+    pub async fn prune_log(&self) -> Result<u64, sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM reply_log l USING messages m WHERE l.message_id = m.id \
+             AND m.status <> 'streaming' AND m.finished_at < $1",
+        )
+        .bind(crate::server::now_ms() - LOG_KEPT_MS)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
     }
 
     pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {

@@ -73,12 +73,11 @@ impl PgTx {
         }
         ids.sort_unstable();
         ids.dedup();
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT id, rev FROM threads WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind(&ids)
-        .fetch_all(self.conn())
-        .await?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, rev FROM threads WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&ids)
+                .fetch_all(self.conn())
+                .await?;
         for (id, rev) in rows {
             self.threads.insert(
                 id,
@@ -265,7 +264,8 @@ impl PgTx {
         }))
     }
 
-    /// Ends a streaming reply, writing its log into its body once.
+    /// Ends a streaming reply, writing its log into its body once (the log
+    /// rows are removed later: [`super::PostgresStore::prune_log`]).
     pub async fn finish(
         &mut self,
         thread_id: &str,
@@ -280,10 +280,8 @@ impl PgTx {
         .bind(id)
         .fetch_one(self.conn())
         .await?;
-        sqlx::query("DELETE FROM reply_log WHERE message_id = $1")
-            .bind(id)
-            .execute(self.conn())
-            .await?;
+        // The log rows stay a while (wake-ups of other instances read the
+        // last ones); reads of an ended reply take its body alone.
         let stats = &outcome.stats;
         let body = sqlx::query_scalar(
             "UPDATE messages SET body = body || $1, status = $2, error = $3, finish_reason = $4, \
@@ -351,6 +349,16 @@ impl PgTx {
     ) -> Result<Option<Message>, sqlx::Error> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         self.row_changed(thread_id);
+        // A recently ended reply's log rows are in its body already.
+        sqlx::query(
+            "DELETE FROM reply_log WHERE message_id = $1 AND EXISTS (SELECT 1 FROM messages \
+             WHERE id = $1 AND thread_id = $2 AND status = ANY($3))",
+        )
+        .bind(id)
+        .bind(thread_id)
+        .bind(&from)
+        .execute(self.conn())
+        .await?;
         sqlx::query_as(&format!(
             "UPDATE messages SET status = 'streaming', error = NULL, finish_reason = NULL, \
              stopped_by = NULL, stop_requested_by = NULL, notice = NULL, finished_at = NULL, \
