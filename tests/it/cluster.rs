@@ -322,3 +322,32 @@ async fn a_paused_producer_whose_lease_was_taken_over_writes_nothing_more() {
     drop((a, b));
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_stopping_instance_hands_its_replies_over() {
+    let db = PgDb::create().await;
+    let full = Scripted::words(200, Duration::from_millis(10));
+    let fake = FakeProvider::continuing(full.clone()).await;
+    let mut config_a = node_config(&db, &fake, "leaving");
+    // Long leases: only the handover makes B take the reply at once.
+    config_a.cluster.lease_secs = 30.0;
+    let a = spawn_node(config_a).await;
+    let mut config_b = node_config(&db, &fake, "staying");
+    config_b.cluster.lease_secs = 30.0;
+    let _b = spawn_node(config_b).await;
+
+    let reply = a.post("lobby", "Ann", "@gpt go").await.replies[0].clone();
+    db.wait_for_text(reply.id, 50).await;
+    a.shutdown();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while lease_owner(&db, reply.id).await.as_deref() != Some("staying") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B took the reply over well before A's lease would have run out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored = db.wait_finished(reply.id, Duration::from_secs(20)).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    assert_eq!(stored.body, full.text());
+}

@@ -8,6 +8,7 @@ mod support;
 mod access;
 mod bots;
 mod cluster;
+mod cluster_chaos;
 mod concurrent_replies;
 mod crash_recovery;
 mod granularity_view;

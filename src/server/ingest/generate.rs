@@ -45,7 +45,17 @@ pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
             retries = outcome.stats.retries,
             "reply ended"
         );
-        if let Err(e) = state.writer.finish(&thread_id, id, outcome).await {
+        // Several instances: a reply cut short by this instance's shutdown
+        // is handed over (another instance continues it), not ended.
+        let handover = state.store.as_postgres().is_some()
+            && handle.end_request() == Some(EndRequest::Shutdown);
+        let recorded = if handover {
+            tracing::info!(message_id = id, "shutting down: handing the reply over");
+            state.writer.release(&thread_id, id).await
+        } else {
+            state.writer.finish(&thread_id, id, outcome).await
+        };
+        if let Err(e) = recorded {
             tracing::error!(message_id = id, error = %e, "could not record the end of a reply");
         }
         drop(handle);

@@ -519,6 +519,15 @@ impl Tx {
         }
     }
 
+    /// Ends this instance's lease on reply `id` now (it stays streaming, for
+    /// another instance to take over).
+    pub async fn release(&mut self, id: i64, epoch: i64) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(_) => Ok(()),
+            Tx::Postgres(tx) => tx.release(id, epoch).await,
+        }
+    }
+
     /// Takes over a streaming reply whose lease expired: the row (with a
     /// notice), the new epoch, and who asked to stop it meanwhile.
     pub async fn adopt(

@@ -97,6 +97,12 @@ enum Command {
     },
     /// Extends every lease this writer holds (PostgreSQL).
     Renew,
+    /// Gives up this instance's lease on a reply it stops producing without
+    /// ending it (shutdown): another instance takes it over at once.
+    Release {
+        thread_id: Arc<str>,
+        id: i64,
+    },
     /// Takes over a streaming reply whose producer's lease expired.
     Adopt {
         thread_id: String,
@@ -160,6 +166,16 @@ impl Writer {
             spawn_renewals(tx.downgrade(), ttl / 3);
         }
         Self { tx }
+    }
+
+    /// Hands reply `id` over to the other instances: its lease ends now,
+    /// its text so far stays, and another instance continues it.
+    pub async fn release(&self, thread_id: &Arc<str>, id: i64) -> Result<(), AppError> {
+        self.send(Command::Release {
+            thread_id: thread_id.clone(),
+            id,
+        })
+        .await
     }
 
     /// Takes over reply `id` if its producer's lease expired; `None` if it
@@ -521,7 +537,8 @@ impl WriterTask {
                 let _ = reply.send(Err(unavailable()));
             }
             // Dropped unanswered: the health check reports the writer failing.
-            Command::Ping(_) | Command::Renew => {}
+            // (A release not stored: the lease simply runs out.)
+            Command::Ping(_) | Command::Renew | Command::Release { .. } => {}
             Command::Notice { id, .. } => {
                 tracing::warn!(message_id = id, "a reply's notice could not be stored");
             }
@@ -578,7 +595,8 @@ impl WriterTask {
                 }
                 Command::Append { thread_id, id, .. }
                 | Command::Notice { thread_id, id, .. }
-                | Command::Finish { thread_id, id, .. } => {
+                | Command::Finish { thread_id, id, .. }
+                | Command::Release { thread_id, id } => {
                     threads.push(thread_id);
                     writes.push(*id);
                 }
@@ -650,6 +668,21 @@ impl WriterTask {
                     for id in tx.renew(&held).await? {
                         self.lose(id);
                     }
+                }
+                Command::Release { id, .. } => {
+                    let id = *id;
+                    if let Some(at) = pending.iter().position(|p| p.id == id) {
+                        let append = pending.remove(at);
+                        self.flush_all(&mut tx, &mut effects, vec![append]).await?;
+                    }
+                    if let Some(epoch) = self.leases.get(&id).copied() {
+                        if !self.lost.contains(&id) {
+                            tx.release(id, epoch).await?;
+                        }
+                    }
+                    effects.cursors.insert(id, None);
+                    effects.leases.insert(id, None);
+                    effects.finished.push(id);
                 }
                 Command::Adopt { thread_id, id, .. } => {
                     let rev = self.rev(&mut tx, thread_id).await?;

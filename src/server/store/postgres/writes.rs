@@ -433,6 +433,19 @@ impl PgTx {
         Ok(ids.into_iter().filter(|id| !renewed.contains(id)).collect())
     }
 
+    pub async fn release(&mut self, id: i64, epoch: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE messages SET lease_expires_at = clock_timestamp() - interval '1 millisecond' \
+             WHERE id = $1 AND lease_epoch = $2 AND lease_owner = $3 AND status = 'streaming'",
+        )
+        .bind(id)
+        .bind(epoch)
+        .bind(self.lease.owner.to_string())
+        .execute(self.conn())
+        .await
+        .map(drop)
+    }
+
     /// Takes over reply `id` if its lease expired: this instance becomes
     /// its producer under a new epoch, and viewers see a notice.
     pub async fn adopt(
