@@ -357,6 +357,10 @@ async fn main() {
         });
     }
 
+    if want("S7") {
+        rows.extend(cluster_rows(&binary).await);
+    }
+
     println!("\n| scenario | figure | value |\n| --- | --- | --- |");
     for row in &rows {
         for (i, (figure, value)) in row.figures.iter().enumerate() {
@@ -364,4 +368,87 @@ async fn main() {
             println!("| {name} | {figure} | {value} |");
         }
     }
+}
+
+/// S7: 1 and 3 instances on one PostgreSQL (the local one, or
+/// `STREAMCHAT_TEST_DATABASE_URL`'s server), each on a fresh database.
+/// Viewers watch every thread on another instance than the one writing it.
+async fn cluster_rows(binary: &std::path::Path) -> Vec<Row> {
+    use sqlx::Connection;
+    let server = std::env::var("STREAMCHAT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut rows = Vec::new();
+    for instances in [1usize, 3] {
+        let mut figures = Vec::new();
+        // (label, threads, viewers per thread, tokens per reply, tokens/s per reply)
+        for (label, threads, viewers, tokens, rate) in [
+            ("20 replies x 2 viewers, 50 tok/s each", 20, 2, 300, 50.0),
+            (
+                "200 replies x 1 viewer, 200 tok/s each (ceiling)",
+                200,
+                1,
+                400,
+                200.0,
+            ),
+        ] {
+            let name = format!("sc_bench_{instances}_{}", std::process::id());
+            let mut admin = sqlx::PgConnection::connect(&server)
+                .await
+                .expect("PostgreSQL");
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            let url = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+            let dir = tempfile::tempdir().unwrap();
+            let fake = fake_provider::FakeProvider::with(load::script(tokens, rate)).await;
+            let mut servers = Vec::new();
+            for i in 0..instances {
+                let env = [
+                    ("DATABASE_URL", url.clone()),
+                    ("STREAMCHAT_INSTANCE", format!("bench{i}")),
+                    ("STREAMCHAT_DB_CONNECTIONS", "8".to_owned()),
+                ];
+                servers.push(load::Server::start_with(binary, dir.path(), &fake, &env).await);
+            }
+            let o = load::cluster_scenario(&servers, threads, viewers).await;
+            figures.push((
+                format!("{label}: latency p50 / p99 (provider to a viewer on another instance)"),
+                format!("{} / {}", fmt_ms(o.p50), fmt_ms(o.p99)),
+            ));
+            figures.push((
+                format!("{label}: tokens committed/s, commits/s, NOTIFYs/s"),
+                format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    o.ingest, o.commits_per_s, o.notifications_per_s
+                ),
+            ));
+            figures.push((
+                format!("{label}: CPU, instances / PostgreSQL (of 2 cores)"),
+                format!(
+                    "{:.2} / {:.2} cores ({:.1} s)",
+                    o.server_cores,
+                    o.postgres_cores,
+                    o.wall.as_secs_f64()
+                ),
+            ));
+            drop(servers);
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        rows.push(Row {
+            name: format!(
+                "S7 {instances} instance{} on one PostgreSQL",
+                if instances > 1 { "s" } else { "" }
+            ),
+            figures,
+        });
+    }
+    rows
 }

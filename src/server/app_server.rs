@@ -2,6 +2,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use axum::http::HeaderName;
 use axum::{
     extract::{DefaultBodyLimit, FromRef},
     routing::{get, post},
@@ -11,7 +12,10 @@ use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, set_header::SetResponseHeaderLayer,
+    trace::TraceLayer,
+};
 
 use super::{
     config::Config,
@@ -147,6 +151,12 @@ pub fn router(state: AppState) -> Router {
     if state.config.uses_demo() {
         router = router.route("/v1/chat/completions", post(demo::completions));
     }
+    // Several instances: every answer names the one that gave it (for
+    // operators behind a load balancer, and the cluster's browser test).
+    let instance = state
+        .store
+        .as_postgres()
+        .and_then(|shared| axum::http::HeaderValue::from_str(&shared.lease().owner).ok());
     let router = router
         .leptos_routes_with_context(
             &state,
@@ -166,6 +176,13 @@ pub fn router(state: AppState) -> Router {
         // A panic in a handler is a 500 with a plain message, never a hang.
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(security::same_origin));
+    let router = match instance {
+        Some(name) => router.layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-streamchat-instance"),
+            name,
+        )),
+        None => router,
+    };
     security::headers(router).with_state(state)
 }
 

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub tokens: Counter,
     pub deltas_published: Counter,
     commits: Counter,
+    /// Wake-ups (PostgreSQL NOTIFYs) sent to other instances.
+    pub notifications: Counter,
     commit_batch: Histogram,
     token_to_publish: Histogram,
     provider_errors: Family<Labels, Counter>,
@@ -92,6 +94,12 @@ impl Default for Metrics {
         );
         let commits = Counter::default();
         registry.register("commits", "Writer transactions committed", commits.clone());
+        let notifications = Counter::default();
+        registry.register(
+            "notifications",
+            "Wake-ups sent to other instances (PostgreSQL NOTIFY)",
+            notifications.clone(),
+        );
         let commit_batch = Histogram::new([
             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
         ]);
@@ -134,6 +142,7 @@ impl Default for Metrics {
             tokens,
             deltas_published,
             commits,
+            notifications,
             commit_batch,
             token_to_publish,
             provider_errors,

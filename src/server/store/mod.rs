@@ -126,15 +126,6 @@ macro_rules! on_backend {
     };
 }
 
-macro_rules! in_tx {
-    ($self:expr, $tx:ident => $call:expr) => {
-        match $self {
-            Tx::Sqlite($tx) => $call,
-            Tx::Postgres($tx) => $call,
-        }
-    };
-}
-
 impl Store {
     /// Opens (creating if needed) a SQLite database file and runs the
     /// embedded migrations.
@@ -351,8 +342,12 @@ impl Store {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        in_tx!(self, tx => tx.commit().await)
+    /// Commits; returns how many wake-ups it sent to other instances.
+    pub async fn commit(self) -> Result<u64, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await.map(|()| 0),
+            Tx::Postgres(tx) => tx.commit().await,
+        }
     }
 
     /// Locks the threads this transaction will write, in a fixed order

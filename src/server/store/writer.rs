@@ -354,6 +354,8 @@ struct Effects {
     leases: HashMap<i64, Option<i64>>,
     /// Adoptions answered, by position in the batch.
     adoptions: Vec<(usize, Option<Adopted>)>,
+    /// Wake-ups the commit sent to other instances (PostgreSQL).
+    notifications: u64,
     /// Replies whose end this batch recorded.
     finished: Vec<i64>,
     /// When the provider sent each published delta's oldest text.
@@ -468,6 +470,7 @@ impl WriterTask {
 
     async fn committed(&mut self, effects: Effects, commands: Vec<Command>) {
         self.metrics.commit(commands.len());
+        self.metrics.notifications.inc_by(effects.notifications);
         if self.writes_failing && !effects.pings.is_empty() {
             self.writes_failing = !self.probe().await;
             if !self.writes_failing {
@@ -483,7 +486,7 @@ impl WriterTask {
         let result: Result<(), sqlx::Error> = async {
             let mut tx = self.store.begin().await?;
             tx.probe_growth().await?;
-            tx.commit().await
+            tx.commit().await.map(drop)
         }
         .await;
         result.is_ok()
@@ -808,7 +811,7 @@ impl WriterTask {
             }
         }
         self.flush_all(&mut tx, &mut effects, pending).await?;
-        tx.commit().await?;
+        effects.notifications = tx.commit().await?;
         Ok(effects)
     }
 

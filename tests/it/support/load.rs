@@ -27,6 +27,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start(binary: &Path, dir: &Path, fake: &FakeProvider) -> Self {
+        Self::start_with(binary, dir, fake, &[]).await
+    }
+
+    /// [`Server::start`] with more environment (e.g. `DATABASE_URL`).
+    pub async fn start_with(
+        binary: &Path,
+        dir: &Path,
+        fake: &FakeProvider,
+        env: &[(&str, String)],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -51,6 +61,7 @@ impl Server {
                 "RUST_LOG",
                 std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -594,4 +605,111 @@ pub async fn long_replies(
     all.first.sort_unstable();
     all.last.sort_unstable();
     (samples, all)
+}
+
+/// CPU seconds used so far by every PostgreSQL process on this machine
+/// (the server and its backends; a backend that exits takes its share).
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            Some(
+                (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+                    / 100.0,
+            )
+        })
+        .sum()
+}
+
+/// What S7 measured on several instances.
+pub struct ClusterOutcome {
+    pub p50: f64,
+    pub p99: f64,
+    /// Tokens committed per second over the run.
+    pub ingest: f64,
+    pub commits_per_s: f64,
+    pub notifications_per_s: f64,
+    /// CPU of all instances / of PostgreSQL, in cores.
+    pub server_cores: f64,
+    pub postgres_cores: f64,
+    pub wall: Duration,
+}
+
+/// Several instances on one PostgreSQL: `threads` threads with one reply
+/// each, posted round-robin over `servers`; each thread's `viewers` watch
+/// it on the NEXT instance (another one, when there are several), so every
+/// token measured crossed instances through the database.
+pub async fn cluster_scenario(
+    servers: &[Server],
+    threads: usize,
+    viewers: usize,
+) -> ClusterOutcome {
+    let n = servers.len();
+    let ids = servers[0].create_threads(threads).await;
+    let mut clients = Vec::new();
+    for (t, id) in ids.iter().enumerate() {
+        let on = &servers[(t + 1) % n];
+        for _ in 0..viewers {
+            let mut client =
+                SseClient::connect(&format!("{}/api/threads/{id}/events", on.url), None).await;
+            let (_, first) = client.next().await.expect("snapshot");
+            assert!(matches!(first, ChatEvent::Sync { .. }));
+            clients.push(client);
+        }
+    }
+    let sum = |m: &[HashMap<String, f64>], k: &str| -> f64 {
+        m.iter().map(|m| m.get(k).copied().unwrap_or(0.0)).sum()
+    };
+    let before = join_all(servers.iter().map(Server::metrics)).await;
+    let cpu_before: f64 = servers.iter().map(Server::cpu_seconds).sum();
+    let pg_before = postgres_cpu_seconds();
+    let started = Instant::now();
+    let watchers: Vec<_> = clients
+        .into_iter()
+        .map(|c| tokio::spawn(watch(c, 1)))
+        .collect();
+    let http = reqwest::Client::new();
+    let posts = ids.iter().enumerate().map(|(t, id)| {
+        let http = http.clone();
+        let on = &servers[t % n];
+        async move { on.post(&http, id, &format!("{id}-a"), "@gpt go").await }
+    });
+    join_all(posts).await;
+    let seen: Vec<Seen> = join_all(watchers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let wall = started.elapsed();
+    let after = join_all(servers.iter().map(Server::metrics)).await;
+    let cpu = servers.iter().map(Server::cpu_seconds).sum::<f64>() - cpu_before;
+    let pg = postgres_cpu_seconds() - pg_before;
+    let delta = |k: &str| sum(&after, k) - sum(&before, k);
+    let mut latencies: Vec<u64> = seen
+        .iter()
+        .flat_map(|s| s.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let secs = wall.as_secs_f64();
+    ClusterOutcome {
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        ingest: delta("streamchat_tokens_total") / secs,
+        commits_per_s: delta("streamchat_commits_total") / secs,
+        notifications_per_s: delta("streamchat_notifications_total") / secs,
+        server_cores: cpu / secs,
+        postgres_cores: pg / secs,
+        wall,
+    }
 }

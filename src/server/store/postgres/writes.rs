@@ -118,7 +118,9 @@ impl PgTx {
 
     /// Stores each moved thread's last revision, queues the wake-up (sent
     /// by PostgreSQL at commit, in commit order) and commits.
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+    /// Returns how many wake-ups (NOTIFYs) it sent.
+    pub async fn commit(mut self) -> Result<u64, sqlx::Error> {
+        let mut sent = 0;
         let moved: Vec<Moved> = self
             .threads
             .iter()
@@ -147,9 +149,11 @@ impl PgTx {
                     .bind(payload)
                     .execute(self.conn())
                     .await?;
+                sent += 1;
             }
         }
-        self.tx.commit().await
+        self.tx.commit().await?;
+        Ok(sent)
     }
 
     pub async fn thread_exists(&mut self, id: &str) -> Result<bool, sqlx::Error> {
