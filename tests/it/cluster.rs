@@ -351,3 +351,56 @@ async fn a_stopping_instance_hands_its_replies_over() {
     assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
     assert_eq!(stored.body, full.text());
 }
+
+#[tokio::test]
+async fn set_to_interrupt_a_dead_instance_s_reply_ends_interrupted_with_its_text() {
+    let db = PgDb::create().await;
+    let fake = FakeProvider::with(Scripted::words(300, Duration::from_millis(15))).await;
+    let interrupt = [("STREAMCHAT_ORPHANED_REPLIES", "interrupt")];
+    let mut a = NodeProcess::start_with(&db, &fake, "dies", 1.0, None, &interrupt).await;
+    let b = NodeProcess::start_with(&db, &fake, "stays", 1.0, None, &interrupt).await;
+    let reply =
+        crate::support::pg::post(&reqwest::Client::new(), &a.url, "lobby", "Ann", "@gpt go")
+            .await
+            .replies[0]
+            .clone();
+    let before = db.wait_for_text(reply.id, 60).await;
+    a.kill9();
+    let stored = db.wait_finished(reply.id, Duration::from_secs(10)).await;
+    assert_eq!(stored.status, Status::Interrupted);
+    assert!(
+        stored.body.starts_with(&before.body),
+        "the text so far is kept"
+    );
+    assert!(stored.body.len() < Scripted::words(300, Duration::ZERO).text().len());
+    assert_eq!(
+        fake.requests(),
+        1,
+        "nothing was asked of the provider again"
+    );
+    drop(b);
+}
+
+#[tokio::test]
+async fn the_home_page_of_one_instance_marks_a_reply_live_on_another() {
+    let db = PgDb::create().await;
+    let fake = FakeProvider::with(Scripted::words(200, Duration::from_millis(10))).await;
+    let a = spawn_node(node_config(&db, &fake, "a")).await;
+    let b = spawn_node(node_config(&db, &fake, "b")).await;
+    let mut list = SseClient::connect(&format!("{}/api/threads/events", b.url), None).await;
+    let reply = a.post("lobby", "Ann", "@gpt go").await.replies[0].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (_, event) = tokio::time::timeout(left, list.next())
+            .await
+            .expect("B's home page hears the reply is live")
+            .expect("open");
+        if let ChatEvent::Thread { thread } = event {
+            if thread.id == "lobby" && thread.live > 0 {
+                break;
+            }
+        }
+    }
+    db.wait_finished(reply.id, Duration::from_secs(20)).await;
+}

@@ -108,6 +108,10 @@ struct Topic {
     watchers: u32,
     /// A presence event is already due to go out.
     presence_due: bool,
+    /// The count last told to the other instances (only a change of this
+    /// instance's own count is told: another instance's change must not
+    /// echo back and forth).
+    announced: u32,
 }
 
 impl Hub {
@@ -138,6 +142,7 @@ impl Hub {
                 sender: broadcast::channel(capacity).0,
                 watchers: 0,
                 presence_due: false,
+                announced: 0,
             })
             .sender
             .subscribe()
@@ -207,16 +212,19 @@ impl Hub {
     }
 
     fn send_presence(&self, thread_id: &str) {
-        let local = {
+        let (local, changed) = {
             let mut topics = self.topics();
             let Some(topic) = topics.get_mut(thread_id) else {
                 return;
             };
             topic.presence_due = false;
-            topic.watchers
+            let changed = std::mem::replace(&mut topic.announced, topic.watchers) != topic.watchers;
+            (topic.watchers, changed)
         };
-        if let Some(out) = &*self.inner.presence_out.lock().expect("presence lock") {
-            let _ = out.send((thread_id.to_owned(), local));
+        if changed {
+            if let Some(out) = &*self.inner.presence_out.lock().expect("presence lock") {
+                let _ = out.send((thread_id.to_owned(), local));
+            }
         }
         let watchers = local + self.remote_watchers(thread_id);
         self.publish_ephemeral(thread_id, ChatEvent::Presence { watchers });

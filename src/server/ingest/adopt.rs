@@ -45,6 +45,11 @@ pub fn spawn(state: Ingest, shutdown: CancellationToken) {
                 }
             };
             for (thread_id, id) in expired {
+                // This instance's own producer of it, paused past its lease,
+                // is still winding down: let another instance take it.
+                if state.generations.is_running(id) {
+                    continue;
+                }
                 match state.writer.adopt(&thread_id, id).await {
                     Ok(Some(adopted)) => take_over(&state, adopted).await,
                     Ok(None) => {} // renewed, ended, or another instance was first

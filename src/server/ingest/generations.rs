@@ -183,6 +183,11 @@ impl Generations {
         }
     }
 
+    /// Whether reply `id` is generating here (or still winding down).
+    pub fn is_running(&self, id: i64) -> bool {
+        self.running.lock().expect("running lock").contains_key(&id)
+    }
+
     /// Replies generating now.
     pub fn count(&self) -> usize {
         self.running.lock().expect("running lock").len()

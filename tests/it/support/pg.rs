@@ -274,6 +274,18 @@ impl NodeProcess {
         lease_secs: f64,
         port: Option<u16>,
     ) -> Self {
+        Self::start_with(db, fake, instance, lease_secs, port, &[]).await
+    }
+
+    /// [`NodeProcess::start`] with more environment.
+    pub async fn start_with(
+        db: &PgDb,
+        fake: &FakeProvider,
+        instance: &str,
+        lease_secs: f64,
+        port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = std::env::temp_dir();
         let port = port.unwrap_or_else(free_port);
         let child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
@@ -288,6 +300,7 @@ impl NodeProcess {
             .env("OPENAI_BASE_URL", &fake.base_url)
             .env("OPENAI_API_KEY", "sk-test-key")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .spawn()
             .expect("server starts");
         let url = format!("http://127.0.0.1:{port}");
