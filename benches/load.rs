@@ -382,12 +382,18 @@ async fn cluster_rows(binary: &std::path::Path) -> Vec<Row> {
         let mut figures = Vec::new();
         // (label, threads, viewers per thread, tokens per reply, tokens/s per reply)
         for (label, threads, viewers, tokens, rate) in [
-            ("20 replies x 2 viewers, 50 tok/s each", 20, 2, 300, 50.0),
             (
-                "200 replies x 1 viewer, 200 tok/s each (ceiling)",
+                "20 replies x 300 tokens x 2 viewers, 50 tok/s each",
+                20,
+                2,
+                300,
+                50.0,
+            ),
+            (
+                "200 replies x 1,000 tokens x 1 viewer, 200 tok/s each (40,000 tok/s offered)",
                 200,
                 1,
-                400,
+                1000,
                 200.0,
             ),
         ] {
@@ -421,7 +427,7 @@ async fn cluster_rows(binary: &std::path::Path) -> Vec<Row> {
                 format!("{} / {}", fmt_ms(o.p50), fmt_ms(o.p99)),
             ));
             figures.push((
-                format!("{label}: tokens committed/s, commits/s, NOTIFYs/s"),
+                format!("{label}: tokens in/s, commits/s, NOTIFYs/s (all instances)"),
                 format!(
                     "{:.0} / {:.0} / {:.0}",
                     o.ingest, o.commits_per_s, o.notifications_per_s

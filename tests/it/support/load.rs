@@ -636,7 +636,8 @@ pub fn postgres_cpu_seconds() -> f64 {
 pub struct ClusterOutcome {
     pub p50: f64,
     pub p99: f64,
-    /// Tokens committed per second over the run.
+    /// Tokens taken from the provider per second over the run (every one
+    /// committed and delivered: the run checks each viewer's copy).
     pub ingest: f64,
     pub commits_per_s: f64,
     pub notifications_per_s: f64,
@@ -685,13 +686,27 @@ pub async fn cluster_scenario(
         let on = &servers[t % n];
         async move { on.post(&http, id, &format!("{id}-a"), "@gpt go").await }
     });
-    join_all(posts).await;
+    let posted: Vec<Posted> = join_all(posts).await;
     let seen: Vec<Seen> = join_all(watchers)
         .await
         .into_iter()
         .map(|r| r.unwrap())
         .collect();
     let wall = started.elapsed();
+    // Every viewer got every reply whole, as stored.
+    for (t, reply) in posted.iter().map(|p| &p.replies[0]).enumerate() {
+        let id_field = reply.id.to_string();
+        let fields = [("thread", reply.thread_id.as_str()), ("id", &id_field)];
+        let stored: streamchat::model::Message =
+            servers[t % n].call(&http, "get_message", &fields).await;
+        assert_eq!(stored.status, Status::Done);
+        for s in seen.iter().filter(|s| s.texts.contains_key(&reply.id)) {
+            assert_eq!(
+                s.texts[&reply.id], stored.body,
+                "a viewer's copy differs from the stored reply"
+            );
+        }
+    }
     let after = join_all(servers.iter().map(Server::metrics)).await;
     let cpu = servers.iter().map(Server::cpu_seconds).sum::<f64>() - cpu_before;
     let pg = postgres_cpu_seconds() - pg_before;
