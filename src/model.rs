@@ -190,6 +190,18 @@ pub struct UsageTotals {
     pub by_author: Vec<AuthorUsage>,
 }
 
+impl UsageTotals {
+    /// The totals of per-author usage rows.
+    pub fn from_authors(by_author: Vec<AuthorUsage>) -> Self {
+        Self {
+            prompt_tokens: by_author.iter().map(|a| a.prompt_tokens).sum(),
+            completion_tokens: by_author.iter().map(|a| a.completion_tokens).sum(),
+            replies: by_author.iter().map(|a| a.replies).sum(),
+            by_author,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct AuthorUsage {

@@ -230,6 +230,26 @@ async fn watch_for(client: &mut SseClient, list: &MessageList, id: i64, bytes: u
     }
 }
 
+/// Waits until `owner` holds reply `id`'s lease, at most `within`.
+async fn wait_owner(db: &PgDb, id: i64, owner: &str, within: Duration) {
+    let since = tokio::time::Instant::now();
+    while lease_owner(db, id).await.as_deref() != Some(owner) {
+        assert!(
+            since.elapsed() < within,
+            "{owner} did not take reply {id} over within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Posts `@gpt go` to the lobby through the instance at `url`; its reply.
+async fn ask_on(url: &str) -> streamchat::model::Message {
+    crate::support::pg::post(&reqwest::Client::new(), url, "lobby", "Ann", "@gpt go")
+        .await
+        .replies
+        .remove(0)
+}
+
 /// The instance holding reply `id`'s lease.
 async fn lease_owner(db: &PgDb, id: i64) -> Option<String> {
     sqlx::query_scalar("SELECT lease_owner FROM messages WHERE id = $1")
@@ -250,24 +270,17 @@ async fn a_killed_instance_s_reply_is_taken_over_and_ends_done() {
 
     let (_owner, list) = client_list();
     let mut viewer = SseClient::connect(&b.events_url("lobby"), None).await;
-    let reply =
-        crate::support::pg::post(&reqwest::Client::new(), &a.url, "lobby", "Ann", "@gpt go")
-            .await
-            .replies[0]
-            .clone();
+    let reply = ask_on(&a.url).await;
     let seen = watch_for(&mut viewer, &list, reply.id, 200).await;
     a.kill9();
-    let killed = tokio::time::Instant::now();
-    loop {
-        if lease_owner(&db, reply.id).await.as_deref() == Some("proc-b") {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs_f64(lease + 1.0),
-            "not adopted within the lease and a second"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Adopted within the lease and a second.
+    wait_owner(
+        &db,
+        reply.id,
+        "proc-b",
+        Duration::from_secs_f64(lease + 1.0),
+    )
+    .await;
     viewer.follow(&list, reply.id).await;
     let stored = db.wait_finished(reply.id, Duration::from_secs(30)).await;
     assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
@@ -297,21 +310,10 @@ async fn a_paused_producer_whose_lease_was_taken_over_writes_nothing_more() {
 
     let (_owner, list) = client_list();
     let mut viewer = SseClient::connect(&b.events_url("lobby"), None).await;
-    let reply =
-        crate::support::pg::post(&reqwest::Client::new(), &a.url, "lobby", "Ann", "@gpt go")
-            .await
-            .replies[0]
-            .clone();
+    let reply = ask_on(&a.url).await;
     watch_for(&mut viewer, &list, reply.id, 100).await;
     a.signal("STOP");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while lease_owner(&db, reply.id).await.as_deref() != Some("proc-b") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B took the reply over"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_owner(&db, reply.id, "proc-b", Duration::from_secs(10)).await;
     a.signal("CONT");
     viewer.follow(&list, reply.id).await;
     let stored = db.wait_finished(reply.id, Duration::from_secs(30)).await;
@@ -339,14 +341,8 @@ async fn a_stopping_instance_hands_its_replies_over() {
     let reply = a.post("lobby", "Ann", "@gpt go").await.replies[0].clone();
     db.wait_for_text(reply.id, 50).await;
     a.shutdown();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while lease_owner(&db, reply.id).await.as_deref() != Some("staying") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B took the reply over well before A's lease would have run out"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Well before A's lease would have run out.
+    wait_owner(&db, reply.id, "staying", Duration::from_secs(5)).await;
     let stored = db.wait_finished(reply.id, Duration::from_secs(20)).await;
     assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
     assert_eq!(stored.body, full.text());
@@ -359,11 +355,7 @@ async fn set_to_interrupt_a_dead_instance_s_reply_ends_interrupted_with_its_text
     let interrupt = [("STREAMCHAT_ORPHANED_REPLIES", "interrupt")];
     let mut a = NodeProcess::start_with(&db, &fake, "dies", 1.0, None, &interrupt).await;
     let b = NodeProcess::start_with(&db, &fake, "stays", 1.0, None, &interrupt).await;
-    let reply =
-        crate::support::pg::post(&reqwest::Client::new(), &a.url, "lobby", "Ann", "@gpt go")
-            .await
-            .replies[0]
-            .clone();
+    let reply = ask_on(&a.url).await;
     let before = db.wait_for_text(reply.id, 60).await;
     a.kill9();
     let stored = db.wait_finished(reply.id, Duration::from_secs(10)).await;

@@ -66,6 +66,15 @@ pub struct Snapshot {
     pub rev: i64,
 }
 
+/// A history page from up to `limit + 1` rows read newest first: the
+/// `limit` newest of them oldest first, and whether older ones remain.
+fn oldest_first_page(mut messages: Vec<Message>, limit: i64) -> (Vec<Message>, bool) {
+    let more = messages.len() as i64 > limit;
+    messages.truncate(limit.max(0) as usize);
+    messages.reverse();
+    (messages, more)
+}
+
 /// A row for the writer to insert.
 pub struct NewMessage<'a> {
     pub thread_id: &'a str,

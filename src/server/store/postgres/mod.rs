@@ -179,7 +179,7 @@ impl PostgresStore {
         before: i64,
         limit: i64,
     ) -> Result<(Vec<Message>, bool), sqlx::Error> {
-        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+        let messages: Vec<Message> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND id < $2 \
              ORDER BY id DESC LIMIT $3"
         ))
@@ -188,10 +188,7 @@ impl PostgresStore {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let more = messages.len() as i64 > limit;
-        messages.truncate(limit as usize);
-        messages.reverse();
-        Ok((messages, more))
+        Ok(super::oldest_first_page(messages, limit))
     }
 
     pub async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
@@ -332,12 +329,7 @@ impl PostgresStore {
         .bind(thread_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(UsageTotals {
-            prompt_tokens: by_author.iter().map(|a| a.prompt_tokens).sum(),
-            completion_tokens: by_author.iter().map(|a| a.completion_tokens).sum(),
-            replies: by_author.iter().map(|a| a.replies).sum(),
-            by_author,
-        })
+        Ok(UsageTotals::from_authors(by_author))
     }
 
     /// Deletes the log rows of replies that ended more than a little while

@@ -312,7 +312,7 @@ impl SqliteStore {
         before: i64,
         limit: i64,
     ) -> Result<(Vec<Message>, bool), sqlx::Error> {
-        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+        let messages: Vec<Message> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
         ))
         .bind(thread_id)
@@ -320,10 +320,7 @@ impl SqliteStore {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let more = messages.len() as i64 > limit;
-        messages.truncate(limit as usize);
-        messages.reverse();
-        Ok((messages, more))
+        Ok(super::oldest_first_page(messages, limit))
     }
 
     /// Every message of a thread, oldest first (export).
@@ -465,12 +462,7 @@ impl SqliteStore {
         .bind(thread_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(UsageTotals {
-            prompt_tokens: by_author.iter().map(|a| a.prompt_tokens).sum(),
-            completion_tokens: by_author.iter().map(|a| a.completion_tokens).sum(),
-            replies: by_author.iter().map(|a| a.replies).sum(),
-            by_author,
-        })
+        Ok(UsageTotals::from_authors(by_author))
     }
 
     /// The highest revision stamped so far (on a message or a log row);
