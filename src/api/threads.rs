@@ -31,6 +31,7 @@ pub async fn create_thread(
     #[server(default)] unlisted: bool,
 ) -> Result<Thread, AppError> {
     use super::respond;
+    use crate::server::store::wakeups;
     let state = respond::state();
     let result = async {
         let title = validate_title(&title)?;
@@ -39,6 +40,7 @@ pub async fn create_thread(
         let listed = !unlisted;
         state.store.create_thread(&id, &title, listed).await?;
         state.hub.thread_changed(&id);
+        wakeups::thread_changed(&state.store, &id).await;
         tracing::info!(thread_id = %id, listed, "thread created");
         Ok(Thread { id, title, listed })
     }
@@ -58,6 +60,7 @@ pub async fn rename_thread(
 ) -> Result<Thread, AppError> {
     use super::respond;
     use crate::model::ChatEvent;
+    use crate::server::store::wakeups;
     let state = respond::state();
     let result = async {
         let title = validate_title(&title)?;
@@ -71,6 +74,7 @@ pub async fn rename_thread(
                 .publish_ephemeral(&thread, ChatEvent::Thread { thread: summary });
         }
         state.hub.thread_changed(&thread);
+        wakeups::thread_changed(&state.store, &thread).await;
         Ok(Thread {
             id: thread,
             title,

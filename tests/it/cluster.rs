@@ -396,3 +396,31 @@ async fn the_home_page_of_one_instance_marks_a_reply_live_on_another() {
     }
     db.wait_finished(reply.id, Duration::from_secs(20)).await;
 }
+
+#[tokio::test]
+async fn a_rename_on_one_instance_reaches_the_viewers_of_another() {
+    let db = PgDb::create().await;
+    let fake = FakeProvider::with(Scripted::new(&["hi"])).await;
+    let a = spawn_node(node_config(&db, &fake, "a")).await;
+    let b = spawn_node(node_config(&db, &fake, "b")).await;
+    let mut viewer = SseClient::connect(&b.events_url("lobby"), None).await;
+    let response = a
+        .call(
+            "rename_thread",
+            &[("thread", "lobby"), ("title", "Town square")],
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (_, event) = tokio::time::timeout(left, viewer.next())
+            .await
+            .expect("B's viewer hears the new title")
+            .expect("open");
+        if let ChatEvent::Thread { thread } = event {
+            assert_eq!(thread.title, "Town square");
+            break;
+        }
+    }
+}

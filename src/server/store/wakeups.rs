@@ -44,6 +44,27 @@ enum Control {
         instance: String,
         watchers: u32,
     },
+    /// A thread was created or renamed on `instance`.
+    Thread {
+        thread: String,
+        instance: String,
+    },
+}
+
+/// Tells the other instances that a thread was created or renamed (their
+/// home pages and the thread's viewers show it).
+pub async fn thread_changed(store: &Store, thread_id: &str) {
+    let Some(pg) = store.as_postgres() else {
+        return;
+    };
+    let message = Control::Thread {
+        thread: thread_id.to_owned(),
+        instance: pg.lease().owner.to_string(),
+    };
+    let payload = serde_json::to_string(&message).expect("serializes");
+    if let Err(e) = pg.notify(&payload).await {
+        tracing::warn!(error = %e, "could not tell other instances of a thread change");
+    }
 }
 
 /// Starts the listener; `on_stop(id, by)` is called when someone pressed
@@ -106,7 +127,7 @@ impl Listener {
                             if notification.channel() == WAKE_CHANNEL {
                                 self.wake(notification.payload()).await;
                             } else {
-                                self.control(notification.payload(), &owner);
+                                self.control(notification.payload(), &owner).await;
                             }
                         }
                         Ok(None) => {
@@ -266,8 +287,16 @@ impl Listener {
         }
     }
 
-    fn control(&self, payload: &str, owner: &str) {
+    async fn control(&self, payload: &str, owner: &str) {
         match serde_json::from_str(payload) {
+            Ok(Control::Thread { thread, instance }) if instance != owner => {
+                self.hub.thread_changed(&thread);
+                if let Ok(Some(summary)) = self.pg().thread_summary(&thread).await {
+                    self.hub
+                        .publish_ephemeral(&thread, ChatEvent::Thread { thread: summary });
+                }
+            }
+            Ok(Control::Thread { .. }) => {}
             Ok(Control::Stop { stop, by }) => (self.on_stop)(stop, by),
             Ok(Control::Presence {
                 presence,
