@@ -83,9 +83,8 @@ struct Inner {
     /// Threads whose list entry changed, for the index task (`index.rs`).
     index_dirty: Mutex<HashSet<String>>,
     index_notify: Notify,
-    /// Several instances: per thread, the revision up to which the wake-up
-    /// listener has read it (kept for threads without viewers too, so a
-    /// new viewer's thread resumes from the right place).
+    /// Several instances: per watched thread, the revision up to which the
+    /// wake-up listener has read it.
     read_up_to: Mutex<HashMap<String, i64>>,
     /// Several instances: other instances' viewers per thread.
     remote: Mutex<HashMap<String, RemoteCounts>>,
@@ -276,10 +275,13 @@ impl Hub {
 
     /// A wake-up: revisions `first..=last` of the thread were committed.
     /// Returns the revision to read the thread from when it has viewers
-    /// here; otherwise notes the thread as read up to `last` (atomically
-    /// with respect to a new viewer's subscribing, so that viewer's
-    /// snapshot and the next wake-up meet without a gap).
-    pub fn wake(&self, thread_id: &str, first: i64, last: i64) -> Option<i64> {
+    /// here: where it was read up to, or, for a thread not read since it
+    /// gained viewers, `first - 1` (everything before this commit was
+    /// committed before the first viewer subscribed, so its snapshot holds
+    /// it). A thread without viewers is forgotten (bounded memory); the
+    /// check and the forgetting happen under the hub's lock, atomically
+    /// with respect to a viewer subscribing.
+    pub fn wake(&self, thread_id: &str, first: i64) -> Option<i64> {
         let topics = self.topics();
         let mut read = self.inner.read_up_to.lock().expect("read lock");
         let watched = topics
@@ -288,8 +290,7 @@ impl Hub {
         if watched {
             return Some(read.get(thread_id).copied().unwrap_or(first - 1));
         }
-        let entry = read.entry(thread_id.to_owned()).or_insert(last);
-        *entry = (*entry).max(last);
+        read.remove(thread_id);
         None
     }
 

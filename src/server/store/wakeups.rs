@@ -209,7 +209,7 @@ impl Listener {
             if m.m {
                 self.hub.thread_changed(&m.t);
             }
-            if let Some(from) = self.hub.wake(&m.t, m.first, m.last) {
+            if let Some(from) = self.hub.wake(&m.t, m.first) {
                 if from < m.last {
                     self.read(&m.t, from).await;
                 }
