@@ -135,22 +135,21 @@ impl PgTx {
         if !moved.is_empty() {
             let ids: Vec<&str> = moved.iter().map(|m| m.t.as_str()).collect();
             let revs: Vec<i64> = moved.iter().map(|m| m.last).collect();
+            let payloads = payloads(&moved);
+            sent = payloads.len() as u64;
+            // One round trip: the threads' last revisions and the wake-ups
+            // (queued now, sent by PostgreSQL at commit).
             sqlx::query(
-                "UPDATE threads SET rev = v.rev FROM unnest($1::text[], $2::bigint[]) AS v(id, rev) \
-                 WHERE threads.id = v.id",
+                "WITH moved AS (UPDATE threads SET rev = v.rev \
+                 FROM unnest($1::text[], $2::bigint[]) AS v(id, rev) WHERE threads.id = v.id) \
+                 SELECT pg_notify($3, p) FROM unnest($4::text[]) AS p",
             )
             .bind(&ids)
             .bind(&revs)
+            .bind(WAKE_CHANNEL)
+            .bind(&payloads)
             .execute(self.conn())
             .await?;
-            for payload in payloads(&moved) {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(WAKE_CHANNEL)
-                    .bind(payload)
-                    .execute(self.conn())
-                    .await?;
-                sent += 1;
-            }
         }
         self.tx.commit().await?;
         Ok(sent)
