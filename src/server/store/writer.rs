@@ -22,7 +22,7 @@
 //! lease it holds, refuses (and ends) a reply whose lease another instance
 //! took over, and renews its leases every third of their term. It does not
 //! publish: every instance's wake-up listener reads the committed rows
-//! back (`fanout/listener.rs`), its own included, so all viewers see one
+//! back (`store/wakeups.rs`), its own included, so all viewers see one
 //! order.
 
 use std::{
@@ -443,7 +443,14 @@ impl WriterTask {
     /// Commits `commands` in one transaction, then publishes. When that
     /// fails, each command is tried alone: one that still fails is refused
     /// ([`WriterTask::refuse`]) and the others commit and publish as usual.
-    async fn commit(&mut self, commands: Vec<Command>) {
+    async fn commit(&mut self, mut commands: Vec<Command>) {
+        if self.leases.is_empty() {
+            // Nothing to renew: no transaction for the renewal tick.
+            commands.retain(|c| !matches!(c, Command::Renew));
+            if commands.is_empty() {
+                return;
+            }
+        }
         let size = commands.len();
         match self.apply(&commands).await {
             Ok(effects) => self.committed(effects, commands).await,
