@@ -30,3 +30,27 @@ pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// Runs `tick` every `period` until `shutdown` (the server's periodic
+/// tasks: the watchdog, adoption of orphaned replies). A tick that runs
+/// long delays the next one instead of bunching them up.
+pub fn every<F, Fut>(
+    period: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            tick().await;
+        }
+    });
+}

@@ -8,7 +8,7 @@ use std::{collections::HashSet, time::Duration};
 use crate::support::{
     client_list,
     pg::{node_config, spawn_node, NodeProcess, PgDb},
-    FakeProvider, Scripted, SseClient,
+    poll_until, FakeProvider, Scripted, SseClient,
 };
 use streamchat::{
     live::MessageList,
@@ -232,14 +232,14 @@ async fn watch_for(client: &mut SseClient, list: &MessageList, id: i64, bytes: u
 
 /// Waits until `owner` holds reply `id`'s lease, at most `within`.
 async fn wait_owner(db: &PgDb, id: i64, owner: &str, within: Duration) {
-    let since = tokio::time::Instant::now();
-    while lease_owner(db, id).await.as_deref() != Some(owner) {
-        assert!(
-            since.elapsed() < within,
-            "{owner} did not take reply {id} over within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        within,
+        Duration::from_millis(20),
+        &format!("{owner} did not take reply {id} over"),
+        || lease_owner(db, id),
+        |held: &Option<String>| held.as_deref() == Some(owner),
+    )
+    .await;
 }
 
 /// Posts `@gpt go` to the lobby through the instance at `url`; its reply.

@@ -74,22 +74,20 @@ async fn post(url: &str, author: &str, body: &str) -> Message {
 /// Message `id` once it has left `streaming` (read from the database,
 /// waiting up to `within`).
 async fn ended(db: &SqlitePool, id: i64, within: Duration) -> Message {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
-            .bind(id)
-            .fetch_one(db)
-            .await
-            .unwrap();
-        if stored.status != Status::Streaming {
-            return stored;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reply {id} did not end"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::poll_until(
+        within,
+        Duration::from_millis(50),
+        &format!("reply {id} did not end"),
+        || async {
+            sqlx::query_as::<_, Message>("SELECT * FROM messages WHERE id = ?")
+                .bind(id)
+                .fetch_one(db)
+                .await
+                .unwrap()
+        },
+        |m: &Message| m.status != Status::Streaming,
+    )
+    .await
 }
 
 /// The `body` column itself (without the log).

@@ -26,40 +26,36 @@ pub fn spawn(state: Ingest, shutdown: CancellationToken) {
     // fraction of a second.
     let period = (state.config.cluster.lease() / 4)
         .clamp(Duration::from_millis(100), Duration::from_millis(500));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let Some(shared) = state.store.as_postgres() else {
-                break;
-            };
-            let expired = match shared.expired_leases().await {
-                Ok(expired) => expired,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not look for orphaned replies");
-                    continue;
-                }
-            };
-            for (thread_id, id) in expired {
-                // This instance's own producer of it, paused past its lease,
-                // is still winding down: let another instance take it.
-                if state.generations.is_running(id) {
-                    continue;
-                }
-                match state.writer.adopt(&thread_id, id).await {
-                    Ok(Some(adopted)) => take_over(&state, adopted).await,
-                    Ok(None) => {} // renewed, ended, or another instance was first
-                    Err(e) => {
-                        tracing::warn!(message_id = id, error = %e, "could not adopt a reply")
-                    }
-                }
-            }
-        }
+    crate::server::every(period, shutdown, move || {
+        let state = state.clone();
+        async move { adopt_expired(&state).await }
     });
+}
+
+/// Takes over every reply whose lease ran out, one by one.
+async fn adopt_expired(state: &Ingest) {
+    let Some(shared) = state.store.as_postgres() else {
+        return;
+    };
+    let expired = match shared.expired_leases().await {
+        Ok(expired) => expired,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for orphaned replies");
+            return;
+        }
+    };
+    for (thread_id, id) in expired {
+        // This instance's own producer of it, paused past its lease,
+        // is still winding down: let another instance take it.
+        if state.generations.is_running(id) {
+            continue;
+        }
+        match state.writer.adopt(&thread_id, id).await {
+            Ok(Some(adopted)) => take_over(state, adopted).await,
+            Ok(None) => {} // renewed, ended, or another instance was first
+            Err(e) => tracing::warn!(message_id = id, error = %e, "could not adopt a reply"),
+        }
+    }
 }
 
 async fn take_over(state: &Ingest, adopted: Adopted) {

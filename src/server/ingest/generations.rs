@@ -209,27 +209,20 @@ impl Generations {
             limits.total_timeout(),
             limits.watchdog_period(),
         );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let now = Instant::now();
-                for (id, r) in registry.running.lock().expect("running lock").iter() {
-                    let last =
-                        r.started + Duration::from_millis(r.last_activity.load(Ordering::Relaxed));
-                    if now.duration_since(r.started) >= total {
-                        tracing::warn!(message_id = id, "reply over its total time; timing out");
-                        r.end(EndRequest::TotalTimeout(total));
-                    } else if now.duration_since(last) >= idle {
-                        tracing::warn!(message_id = id, "reply idle too long; timing out");
-                        r.end(EndRequest::IdleTimeout(idle));
-                    }
+        crate::server::every(period, shutdown, move || {
+            let now = Instant::now();
+            for (id, r) in registry.running.lock().expect("running lock").iter() {
+                let last =
+                    r.started + Duration::from_millis(r.last_activity.load(Ordering::Relaxed));
+                if now.duration_since(r.started) >= total {
+                    tracing::warn!(message_id = id, "reply over its total time; timing out");
+                    r.end(EndRequest::TotalTimeout(total));
+                } else if now.duration_since(last) >= idle {
+                    tracing::warn!(message_id = id, "reply idle too long; timing out");
+                    r.end(EndRequest::IdleTimeout(idle));
                 }
             }
+            std::future::ready(())
         });
     }
 }

@@ -160,18 +160,14 @@ impl TestApp {
 
     /// Waits (up to 20 s) until message `id` has some text stored.
     pub async fn wait_for_text(&self, id: i64) -> Message {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let message = self.message(id).await;
-            if !message.body.is_empty() {
-                return message;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "message {id} got no text"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        poll_until(
+            Duration::from_secs(20),
+            Duration::from_millis(5),
+            &format!("message {id} got no text"),
+            || self.message(id),
+            |m: &Message| !m.body.is_empty(),
+        )
+        .await
     }
 
     pub async fn create_thread(&self, id: &str) {
@@ -247,18 +243,14 @@ impl TestApp {
 
     /// Waits (up to 20 s) until message `id` has left `streaming`.
     pub async fn wait_finished(&self, id: i64) -> Message {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let message = self.message(id).await;
-            if message.status != Status::Streaming {
-                return message;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "message {id} still streaming"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll_until(
+            Duration::from_secs(20),
+            Duration::from_millis(10),
+            &format!("message {id} still streaming"),
+            || self.message(id),
+            |m: &Message| m.status != Status::Streaming,
+        )
+        .await
     }
 
     /// The text of the page at `path` (e.g. `/t/lobby`), as a browser gets it.
@@ -285,6 +277,32 @@ impl TestApp {
             .json()
             .await
             .unwrap()
+    }
+}
+
+/// Calls `read` until `done` holds for what it returned (every `every`),
+/// failing with `what` after `within`. Returns that value.
+pub async fn poll_until<T, Fut>(
+    within: Duration,
+    every: Duration,
+    what: &str,
+    mut read: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let value = read().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} (waited {within:?})"
+        );
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -16,7 +16,7 @@ use streamchat::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::FakeProvider;
+use super::{poll_until, FakeProvider};
 
 /// The server tests create their databases on.
 pub fn server_url() -> String {
@@ -94,34 +94,26 @@ impl PgDb {
 
     /// Waits (up to `within`) until message `id` has left `streaming`.
     pub async fn wait_finished(&self, id: i64, within: Duration) -> Message {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let message = self.message(id).await;
-            if message.status != Status::Streaming {
-                return message;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "message {id} still streaming after {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(
+            within,
+            Duration::from_millis(20),
+            &format!("message {id} still streaming"),
+            || self.message(id),
+            |m: &Message| m.status != Status::Streaming,
+        )
+        .await
     }
 
     /// Waits until message `id` has at least `bytes` of text stored.
     pub async fn wait_for_text(&self, id: i64, bytes: usize) -> Message {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let message = self.message(id).await;
-            if message.body.len() >= bytes {
-                return message;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "message {id} got no text"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll_until(
+            Duration::from_secs(20),
+            Duration::from_millis(10),
+            &format!("message {id} got no text"),
+            || self.message(id),
+            |m: &Message| m.body.len() >= bytes,
+        )
+        .await
     }
 
     /// Replies still `streaming`.
