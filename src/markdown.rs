@@ -96,15 +96,17 @@ fn floor_char_boundary(s: &str, mut at: usize) -> usize {
 ///
 /// A top-level block is finished once the line where the next block starts
 /// is complete: whether a line opens a new block or continues the previous
-/// one (`#` is a heading, `#tag` is text) is only known at its end. Each
-/// slice starts at the beginning of its block's first line, so rendered on
-/// its own it parses as it did in the whole.
+/// one (`#` is a heading, `#tag` is text) is only known at its end. Only
+/// complete lines are parsed: a block whose start depends on the line
+/// after it (a table needs its delimiter row) is not taken from a line
+/// still being written. Each slice starts at the beginning of its block's
+/// first line, so rendered on its own it parses as it did in the whole.
 fn split(source: &str, from: usize) -> (Vec<Range<usize>>, usize) {
     let text = &source[from..];
-    let complete = text.rfind('\n').map_or(0, |nl| nl + 1);
+    let complete = &text[..text.rfind('\n').map_or(0, |nl| nl + 1)];
     let mut starts = Vec::new();
     let mut depth = 0usize;
-    for (event, range) in Parser::new_ext(text, options()).into_offset_iter() {
+    for (event, range) in Parser::new_ext(complete, options()).into_offset_iter() {
         let at_top = depth == 0;
         match event {
             Event::Start(_) => depth += 1,
@@ -112,10 +114,7 @@ fn split(source: &str, from: usize) -> (Vec<Range<usize>>, usize) {
             _ => {}
         }
         if at_top && !matches!(event, Event::End(_)) {
-            let line_start = text[..range.start].rfind('\n').map_or(0, |nl| nl + 1);
-            if line_start >= complete {
-                break;
-            }
+            let line_start = complete[..range.start].rfind('\n').map_or(0, |nl| nl + 1);
             if starts.last() != Some(&line_start) {
                 starts.push(line_start);
             }
