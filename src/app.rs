@@ -9,6 +9,7 @@ use leptos_router::{
 
 use crate::ui::{
     home::HomePage,
+    search::SearchPage,
     thread::ThreadPage,
     toast::{ToastArea, Toasts},
 };
@@ -62,6 +63,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=path!("/") view=HomePage ssr=SsrMode::Async/>
                 <Route path=path!("/t/:id") view=ThreadPage ssr=SsrMode::Async/>
+                <Route path=path!("/search") view=SearchPage ssr=SsrMode::Async/>
             </Routes>
         </Router>
         <ToastArea toasts/>

@@ -20,6 +20,7 @@ pub mod error;
 pub mod live;
 pub mod markdown;
 pub mod model;
+pub mod search;
 pub mod ui;
 
 #[cfg(feature = "ssr")]

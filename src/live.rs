@@ -9,7 +9,7 @@
 
 use leptos::prelude::*;
 
-use crate::model::{body_hash, ChatEvent, Message, ReplyStats, Role, Status, Usage};
+use crate::model::{body_hash, ChatEvent, Message, Part, ReplyStats, Role, Status, Usage};
 use crate::ui::body::RenderedBody;
 
 /// One message as the page shows it; the parts that change are signals.
@@ -23,6 +23,10 @@ pub struct LiveMessage {
     pub body: ArcRwSignal<String>,
     /// The body as Markdown, block by block; follows `body`.
     pub rendered: RenderedBody,
+    /// A reasoning model's thinking (the reply's second part), and its
+    /// Markdown.
+    pub thinking: ArcRwSignal<String>,
+    pub thinking_rendered: RenderedBody,
     pub status: ArcRwSignal<Status>,
     pub error: ArcRwSignal<Option<String>>,
     pub stopped_by: ArcRwSignal<Option<String>>,
@@ -43,12 +47,22 @@ impl LiveMessage {
             created_at: m.created_at,
             rendered: RenderedBody::new(&m.body),
             body: ArcRwSignal::new(m.body),
+            thinking_rendered: RenderedBody::new(&m.thinking),
+            thinking: ArcRwSignal::new(m.thinking),
             status: ArcRwSignal::new(m.status),
             error: ArcRwSignal::new(m.error),
             stopped_by: ArcRwSignal::new(m.stopped_by),
             notice: ArcRwSignal::new(m.notice),
             requested_by: m.requested_by,
             rev: ArcRwSignal::new(m.rev),
+        }
+    }
+
+    /// One part's text and its rendering.
+    fn part(&self, part: Part) -> (&ArcRwSignal<String>, &RenderedBody) {
+        match part {
+            Part::Answer => (&self.body, &self.rendered),
+            Part::Thinking => (&self.thinking, &self.thinking_rendered),
         }
     }
 }
@@ -62,10 +76,12 @@ fn stats_of(m: &Message) -> ReplyStats {
                 prompt_tokens: p,
                 completion_tokens: c,
                 estimated: m.usage_estimated,
+                reasoning_tokens: m.reasoning_tokens,
             }),
         ttft_ms: m.ttft_ms,
         tokens_per_second: m.tokens_per_second,
         retries: m.retries,
+        thinking_ms: m.thinking_ms,
     }
 }
 
@@ -130,6 +146,11 @@ impl MessageList {
         self.find(id).map(|m| m.body.get_untracked())
     }
 
+    /// The current thinking of message `id`, if held.
+    pub fn thinking(&self, id: i64) -> Option<String> {
+        self.find(id).map(|m| m.thinking.get_untracked())
+    }
+
     /// The current status of message `id`, if held.
     pub fn status(&self, id: i64) -> Option<Status> {
         self.find(id).map(|m| m.status.get_untracked())
@@ -149,9 +170,13 @@ impl MessageList {
         match self.find(m.id) {
             Some(held) if m.rev > held.rev.get_untracked() => {
                 held.stats.set(stats_of(&m));
-                if held.body.with_untracked(|b| *b != m.body) {
-                    held.rendered.replaced(&m.body);
-                    held.body.set(m.body);
+                for part in Part::ALL {
+                    let (text, rendered) = held.part(part);
+                    let new = m.part(part);
+                    if text.with_untracked(|t| t != new) {
+                        rendered.replaced(new);
+                        text.set(new.to_owned());
+                    }
                 }
                 held.status.set(m.status);
                 held.error.set(m.error);
@@ -175,14 +200,20 @@ impl MessageList {
                 self.upsert(message);
                 None
             }
-            ChatEvent::Delta { id, offset, text } => {
+            ChatEvent::Delta {
+                id,
+                part,
+                offset,
+                text,
+            } => {
                 let Some(held) = self.find(id) else {
                     return Some(id); // a message this copy has not seen yet
                 };
-                let len = held.body.with_untracked(String::len);
+                let (copy, rendered) = held.part(part);
+                let len = copy.with_untracked(String::len);
                 if offset == len {
-                    held.body.update(|b| b.push_str(&text));
-                    held.body.with_untracked(|b| held.rendered.appended(b));
+                    copy.update(|b| b.push_str(&text));
+                    copy.with_untracked(|b| rendered.appended(b));
                     if let Some(rev) = rev {
                         held.rev.set(rev);
                     }
@@ -211,6 +242,8 @@ impl MessageList {
                 status,
                 len,
                 hash,
+                thinking_len,
+                thinking_hash,
                 error,
                 stopped_by,
                 stats,
@@ -230,7 +263,10 @@ impl MessageList {
                 }
                 let whole = held
                     .body
-                    .with_untracked(|b| b.len() == len && body_hash(b) == hash);
+                    .with_untracked(|b| b.len() == len && body_hash(b) == hash)
+                    && held.thinking.with_untracked(|t| {
+                        t.len() == thinking_len && body_hash(t) == thinking_hash
+                    });
                 (!whole).then_some(id)
             }
             ChatEvent::Presence { watchers } => {

@@ -148,9 +148,35 @@ pub struct Message {
     pub ttft_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_second: Option<f64>,
+    /// A reasoning model's thinking, streamed before the answer: the reply's
+    /// second part (its own offsets in the log). Never sent back as context.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub thinking: String,
+    /// Milliseconds from the first thinking to the answer's start (or the
+    /// end, for a reply that only thought), recorded when the reply ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_ms: Option<i64>,
+    /// Of the completion tokens, those the provider counted as reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<i64>,
 }
 
 impl Message {
+    /// The text of one part of the message.
+    pub fn part(&self, part: Part) -> &str {
+        match part {
+            Part::Answer => &self.body,
+            Part::Thinking => &self.thinking,
+        }
+    }
+
+    pub fn part_mut(&mut self, part: Part) -> &mut String {
+        match part {
+            Part::Answer => &mut self.body,
+            Part::Thinking => &mut self.thinking,
+        }
+    }
+
     /// Whether the reply ended in a way Regenerate can retry.
     pub fn can_regenerate(&self) -> bool {
         self.role == Role::Assistant && !matches!(self.status, Status::Streaming | Status::Done)
@@ -162,13 +188,57 @@ impl Message {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     /// Counted by our tokenizer because the provider sent no usage.
     #[serde(default)]
     pub estimated: bool,
+    /// Of the completion tokens, those spent thinking (when the provider
+    /// reports them: `completion_tokens_details.reasoning_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<i64>,
+}
+
+/// The two streams of one reply: the answer (the message body) and a
+/// reasoning model's thinking before it. Each has its own byte offsets.
+/// On the wire a number (0, 1), left out of a delta for the answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum Part {
+    #[default]
+    Answer,
+    Thinking,
+}
+
+impl Part {
+    pub const ALL: [Part; 2] = [Part::Answer, Part::Thinking];
+
+    pub fn is_answer(&self) -> bool {
+        *self == Part::Answer
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<Part> for u8 {
+    fn from(part: Part) -> u8 {
+        part as u8
+    }
+}
+
+impl TryFrom<u8> for Part {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, String> {
+        match n {
+            0 => Ok(Part::Answer),
+            1 => Ok(Part::Thinking),
+            _ => Err(format!("no reply part {n}")),
+        }
+    }
 }
 
 /// How a finished reply went, beyond its status.
@@ -178,6 +248,9 @@ pub struct ReplyStats {
     pub ttft_ms: Option<i64>,
     pub tokens_per_second: Option<f64>,
     pub retries: i64,
+    /// See [`Message::thinking_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_ms: Option<i64>,
 }
 
 /// Tokens used, summed over a thread's replies, in total and per author
@@ -233,6 +306,8 @@ pub struct ThreadPage {
     pub signed_in: Option<String>,
     /// A fresh id for the composer's next post (a resent form repeats it).
     pub request_id: String,
+    /// Whether the server offers search (the page shows the box).
+    pub search: bool,
 }
 
 /// What `send_message` committed: the user's message and, when the bot was
@@ -259,24 +334,32 @@ pub enum ChatEvent {
     /// A whole row: a new message, or a snapshot of one after (re)connecting.
     #[serde(rename = "m")]
     Message { message: Message },
-    /// `text` was appended to message `id` at byte `offset` of its body.
+    /// `text` was appended to message `id` at byte `offset` of its body
+    /// (or of its thinking: `part`).
     #[serde(rename = "d")]
     Delta {
         #[serde(rename = "i")]
         id: i64,
+        #[serde(rename = "p", default, skip_serializing_if = "Part::is_answer")]
+        part: Part,
         #[serde(rename = "o")]
         offset: usize,
         #[serde(rename = "x")]
         text: String,
     },
     /// Message `id` reached a terminal status; `len` (bytes) and `hash`
-    /// ([`body_hash`]) describe the final body so a client can prove its copy.
+    /// ([`body_hash`]) describe the final body so a client can prove its
+    /// copy; `thinking_len` and `thinking_hash` the same of its thinking.
     #[serde(rename = "f")]
     Finished {
         id: i64,
         status: Status,
         len: usize,
         hash: String,
+        #[serde(default)]
+        thinking_len: usize,
+        #[serde(default = "empty_hash")]
+        thinking_hash: String,
         error: Option<String>,
         finish_reason: Option<String>,
         stopped_by: Option<String>,
@@ -309,6 +392,10 @@ impl ChatEvent {
     pub fn is_ephemeral(&self) -> bool {
         matches!(self, ChatEvent::Presence { .. } | ChatEvent::Thread { .. })
     }
+}
+
+fn empty_hash() -> String {
+    body_hash("")
 }
 
 /// FNV-1a (64 bit) of the body's bytes as 16 hex digits: cheap on both sides,
@@ -437,12 +524,23 @@ mod tests {
     fn a_delta_is_compact_on_the_wire() {
         let delta = ChatEvent::Delta {
             id: 1234,
+            part: Part::Answer,
             offset: 56789,
             text: " word".into(),
         };
         let json = serde_json::to_string(&delta).unwrap();
         assert_eq!(json, r#"{"t":"d","i":1234,"o":56789,"x":" word"}"#);
         assert_eq!(serde_json::from_str::<ChatEvent>(&json).unwrap(), delta);
+        let thinking = ChatEvent::Delta {
+            id: 1,
+            part: Part::Thinking,
+            offset: 0,
+            text: "hm".into(),
+        };
+        let json = serde_json::to_string(&thinking).unwrap();
+        assert_eq!(json, r#"{"t":"d","i":1,"p":1,"o":0,"x":"hm"}"#);
+        assert_eq!(serde_json::from_str::<ChatEvent>(&json).unwrap(), thinking);
+        assert!(serde_json::from_str::<ChatEvent>(r#"{"t":"d","i":1,"p":7,"o":0,"x":""}"#).is_err());
     }
 
     #[test]

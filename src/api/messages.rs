@@ -74,6 +74,7 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             default_granularity: state.config.stream.granularity,
             more,
             bots: state.bots.handles(),
+            search: state.config.search.enabled,
         })
     }
     .await;

@@ -3,10 +3,12 @@
 
 mod messages;
 mod replies;
+mod search;
 mod threads;
 
 pub use messages::*;
 pub use replies::*;
+pub use search::*;
 pub use threads::*;
 
 /// The cookie that remembers the author name a browser last posted with.

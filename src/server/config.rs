@@ -23,6 +23,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub demo: DemoConfig,
     pub access: AccessConfig,
+    pub search: SearchConfig,
     /// Provider endpoint; `None` with no API key means the embedded demo.
     #[serde(skip)]
     pub openai_base_url: Option<String>,
@@ -43,6 +44,9 @@ pub struct BotConfig {
     /// The environment variable holding the key for `base_url`. The app's
     /// `OPENAI_API_KEY` is never sent to a bot's own endpoint.
     pub api_key_env: Option<String>,
+    /// For reasoning models: how hard to think (`low`, `medium`, `high`),
+    /// sent as `reasoning_effort`. The demo model thinks aloud when it is set.
+    pub reasoning_effort: Option<String>,
     /// The key read from `api_key_env`.
     #[serde(skip)]
     pub api_key: Option<Secret>,
@@ -94,6 +98,20 @@ pub struct AccessConfig {
     /// `X-Forwarded-For`; its last entry is used). Otherwise the address of
     /// the connection is the client's.
     pub client_ip_header: Option<String>,
+}
+
+/// Full-text search over message bodies.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Off: no search box on any page, and `/api/search` answers 404.
+    pub enabled: bool,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// Several instances on one PostgreSQL database.
@@ -166,6 +184,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             demo: DemoConfig::default(),
             access: AccessConfig::default(),
+            search: SearchConfig::default(),
             openai_base_url: None,
             openai_api_key: None,
         }
@@ -180,6 +199,7 @@ impl Default for BotConfig {
             base_url: None,
             api_key_env: None,
             api_key: None,
+            reasoning_effort: None,
             context_messages: 20,
             system_prompt: "You are @gpt, a terse assistant in a group chat. Answer the question \
                             you were mentioned in, briefly and plainly."
@@ -323,6 +343,13 @@ impl Config {
         }
         if let Some(v) = set("STREAMCHAT_TOTAL_TIMEOUT_SECS") {
             self.limits.total_timeout_secs = v.parse().context("STREAMCHAT_TOTAL_TIMEOUT_SECS")?;
+        }
+        if let Some(v) = set("STREAMCHAT_SEARCH") {
+            self.search.enabled = match v.trim() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => anyhow::bail!("STREAMCHAT_SEARCH must be true or false"),
+            };
         }
         if let Some(v) = set("STREAMCHAT_IDENTITY_HEADER") {
             self.access.identity_header = Some(v);

@@ -1,8 +1,9 @@
 use leptos::{html, prelude::*, server_fn::ServerFn};
 use leptos_router::components::A;
 
+use super::search::SearchBox;
 use crate::{
-    api::{create_thread, list_threads, CreateThread, MAX_TITLE_CHARS},
+    api::{create_thread, list_threads, search_enabled, CreateThread, MAX_TITLE_CHARS},
     model::{format_datetime_utc, ThreadSummary},
 };
 
@@ -10,12 +11,18 @@ use crate::{
 #[component]
 pub fn HomePage() -> impl IntoView {
     let threads = Resource::new(|| (), |_| list_threads());
+    let searchable = Resource::new(|| (), |_| search_enabled());
     view! {
         <main class="home">
             <header class="home-header">
                 <h1>"streamchat"</h1>
                 <p class="hint">"Group chat where " <code>"@gpt"</code> " answers, and everyone sees the reply as it is written."</p>
             </header>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    matches!(searchable.await, Ok(true)).then(|| view! { <SearchBox thread=None/> })
+                })}
+            </Suspense>
             <NewThreadForm/>
             <Suspense fallback=|| view! { <p class="loading">"Loading threads…"</p> }>
                 {move || Suspend::new(async move {

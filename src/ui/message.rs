@@ -17,6 +17,11 @@ fn author_hue(author: &str) -> u32 {
     }) % 12
 }
 
+/// The message a link pointed at (`?m=` from a search hit), shown
+/// highlighted once it is on the page.
+#[derive(Clone, Copy)]
+pub struct Highlighted(pub RwSignal<Option<i64>>);
+
 /// The name of whoever uses this page (shared by the composer and the
 /// reply buttons, so Stop records who pressed it).
 #[derive(Clone, Copy)]
@@ -30,7 +35,10 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
         role,
         model,
         created_at,
+        body,
         rendered,
+        thinking,
+        thinking_rendered,
         status,
         error,
         stopped_by: _,
@@ -60,11 +68,17 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
             </span>
         }
     });
+    let highlighted = use_context::<Highlighted>().map(|h| h.0);
+    let is_highlighted = move || highlighted.is_some_and(|h| h.get() == Some(id));
+    let thinking_stats = stats.clone();
     let stats_line = move || stats.with(describe_stats);
     view! {
         <article
+            id=format!("m-{id}")
             class="message"
             class:assistant=is_bot
+            class:highlighted=is_highlighted
+            aria-current=move || is_highlighted().then_some("true")
             class:streaming=streaming
             data-id=id
             data-status=move || status.get().as_str()
@@ -76,6 +90,9 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
                 <time title=format_datetime_utc(created_at) + " UTC">{move || format_time(created_at, local_time.get())}</time>
                 {status_badge}
             </header>
+            {is_bot.then(|| view! {
+                <Thinking thinking rendered=thinking_rendered body streaming stats=thinking_stats/>
+            })}
             <MessageBody rendered/>
             {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}
             {move || {
@@ -92,6 +109,42 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
     .into_any()
 }
 
+/// A reasoning model's thinking, above its answer: open while only thinking
+/// streams, folded once the answer starts (the viewer may open it; the
+/// reactive `open` changes only at those moments, so a viewer's own toggle
+/// stays), "Thought for N s" once the reply recorded it.
+#[component]
+fn Thinking(
+    thinking: ArcRwSignal<String>,
+    rendered: crate::ui::body::RenderedBody,
+    body: ArcRwSignal<String>,
+    streaming: Signal<bool>,
+    stats: ArcRwSignal<ReplyStats>,
+) -> impl IntoView {
+    let has_thinking = {
+        let thinking = thinking.clone();
+        Memo::new(move |_| thinking.with(|t| !t.is_empty()))
+    };
+    let answering = Memo::new(move |_| body.with(|b| !b.is_empty()));
+    let open = Memo::new(move |_| streaming.get() && !answering.get());
+    let summary = Signal::derive(move || match (open.get(), stats.with(|s| s.thinking_ms)) {
+        (true, _) => "Thinking…".to_owned(),
+        (false, Some(ms)) => format!("Thought for {} s", ((ms + 500) / 1000).max(1)),
+        (false, None) => "Thoughts".to_owned(),
+    });
+    move || {
+        let rendered = rendered.clone();
+        has_thinking.get().then(move || {
+            view! {
+                <details class="thinking" open=move || open.get()>
+                    <summary>{summary}</summary>
+                    <MessageBody rendered/>
+                </details>
+            }
+        })
+    }
+}
+
 /// Tokens, time to first token and speed, in a line.
 fn describe_stats(stats: &ReplyStats) -> String {
     let mut parts = Vec::new();
@@ -103,6 +156,9 @@ fn describe_stats(stats: &ReplyStats) -> String {
             u.completion_tokens,
             if u.estimated { " (estimated)" } else { "" }
         ));
+        if let Some(reasoning) = u.reasoning_tokens {
+            parts.push(format!("{reasoning} of them thinking"));
+        }
     }
     if let Some(ms) = stats.ttft_ms {
         parts.push(format!("first token {ms} ms"));

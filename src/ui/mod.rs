@@ -4,5 +4,6 @@ pub mod body;
 pub mod composer;
 pub mod home;
 pub mod message;
+pub mod search;
 pub mod thread;
 pub mod toast;

@@ -1,10 +1,14 @@
 use leptos::{html, prelude::*, server_fn::ServerFn};
 use leptos_meta::Title;
-use leptos_router::{components::A, hooks::use_params_map};
+use leptos_router::{
+    components::A,
+    hooks::{use_params_map, use_query_map},
+};
 
 use super::{
     composer::Composer,
-    message::{MessageItem, Viewer},
+    message::{Highlighted, MessageItem, Viewer},
+    search::SearchBox,
     toast::toast,
 };
 use crate::{
@@ -52,6 +56,7 @@ fn ThreadView(page: Page) -> impl IntoView {
         bots,
         signed_in,
         request_id,
+        search,
     } = page;
     let list = MessageList::new(thread.id.clone(), messages);
     provide_context(list);
@@ -74,6 +79,18 @@ fn ThreadView(page: Page) -> impl IntoView {
         }
     };
     let history = History::new(thread.id.clone(), list, scroller, more);
+    // `?m=<id>` (a search hit): load older history until that message is
+    // held, then scroll to it and highlight it.
+    let highlighted = RwSignal::new(None::<i64>);
+    provide_context(Highlighted(highlighted));
+    let target = use_query_map()
+        .get_untracked()
+        .get("m")
+        .and_then(|m| m.parse::<i64>().ok());
+    if let Some(target) = target {
+        stick.set_value(false);
+        Effect::new(move |_| history.reveal(target, highlighted));
+    }
     let on_scroll = move |_| {
         if let Some(el) = scroller.get_untracked() {
             stick.set_value(el.scroll_height() - el.scroll_top() - el.client_height() < 48);
@@ -141,6 +158,7 @@ fn ThreadView(page: Page) -> impl IntoView {
                 </p>
                 <p class="hint">"Mention " {handles} " to ask a bot; everyone here sees the reply as it is written."</p>
                 <GranularityPicker thread_id=thread.id.clone() current=granularity default=default_granularity/>
+                {search.then(|| view! { <SearchBox thread=Some(thread.id.clone())/> })}
             </header>
             <section
                 class="messages"
@@ -195,35 +213,66 @@ impl History {
     }
 
     fn load_older(self) {
+        leptos::task::spawn_local(async move {
+            self.fetch_older(true).await;
+        });
+    }
+
+    /// Loads the page before the oldest message held; false when there is
+    /// none (or it failed, or a load is under way). With `keep_place`, what
+    /// the reader was looking at stays in place.
+    async fn fetch_older(self, keep_place: bool) -> bool {
         if !self.more.get_untracked() || self.loading.get_untracked() {
-            return;
+            return false;
         }
         let Some(before) = self.list.oldest_id() else {
-            return;
+            return false;
         };
         self.loading.set(true);
         let thread = self.thread_id.get_value();
-        leptos::task::spawn_local(async move {
-            match older_messages(thread, before).await {
-                Ok(page) => {
-                    let height = self.scroller.get_untracked().map(|el| el.scroll_height());
-                    for message in page.messages {
-                        self.list.upsert(message);
-                    }
-                    self.more.set(page.more);
-                    // Keep what the reader was looking at in place.
-                    if let Some(height) = height {
-                        let scroller = self.scroller;
-                        request_animation_frame(move || {
-                            if let Some(el) = scroller.get_untracked() {
-                                el.set_scroll_top(el.scroll_top() + el.scroll_height() - height);
-                            }
-                        });
-                    }
+        let loaded = match older_messages(thread, before).await {
+            Ok(page) => {
+                let height = self.scroller.get_untracked().map(|el| el.scroll_height());
+                for message in page.messages {
+                    self.list.upsert(message);
                 }
-                Err(e) => toast(format!("Older messages could not be loaded: {e}")),
+                self.more.set(page.more);
+                if let Some(height) = height.filter(|_| keep_place) {
+                    let scroller = self.scroller;
+                    request_animation_frame(move || {
+                        if let Some(el) = scroller.get_untracked() {
+                            el.set_scroll_top(el.scroll_top() + el.scroll_height() - height);
+                        }
+                    });
+                }
+                true
             }
-            self.loading.set(false);
+            Err(e) => {
+                toast(format!("Older messages could not be loaded: {e}"));
+                false
+            }
+        };
+        self.loading.set(false);
+        loaded
+    }
+
+    /// Brings message `id` onto the page (loading older pages as needed),
+    /// scrolls to it and highlights it.
+    fn reveal(self, id: i64, highlighted: RwSignal<Option<i64>>) {
+        leptos::task::spawn_local(async move {
+            while self.list.status(id).is_none() {
+                if !self.fetch_older(false).await {
+                    toast("That message is not in this thread any more.");
+                    return;
+                }
+            }
+            highlighted.set(Some(id));
+            request_animation_frame(move || {
+                #[cfg(feature = "hydrate")]
+                if let Some(el) = document().get_element_by_id(&format!("m-{id}")) {
+                    el.scroll_into_view_with_bool(true);
+                }
+            });
         });
     }
 }

@@ -209,6 +209,67 @@ async fn kill_9_mid_stream_loses_nothing_any_client_saw() {
     child.wait().unwrap();
 }
 
+/// `kill -9` while a reasoning model is still thinking: all the thinking
+/// any viewer saw is stored after the restart, as the reply's thinking (not
+/// its answer), and the log is emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_thinking_keeps_the_thinking_seen() {
+    let fake = FakeProvider::with(Scripted::reasoning(3000, 50, Duration::from_millis(4))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path(), &fake).await;
+    let mut client =
+        SseClient::connect(&format!("{}/api/threads/lobby/events", server.url), None).await;
+    let (_owner, list) = client_list();
+    let id = post(&server.url, "ann", "@gpt think hard").await.id;
+    let mut thoughts = 0;
+    while thoughts < 50 {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("events")
+            .expect("open");
+        if let ChatEvent::Delta {
+            part: streamchat::model::Part::Thinking,
+            ..
+        } = &event
+        {
+            thoughts += 1;
+        }
+        assert_eq!(list.apply(event, rev), None);
+    }
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    while let Ok(Some((rev, event))) =
+        tokio::time::timeout(Duration::from_secs(5), client.next()).await
+    {
+        assert_eq!(list.apply(event, rev), None);
+    }
+    let saw = list.thinking(id).unwrap();
+    assert!(!saw.is_empty());
+    assert_eq!(list.body(id).as_deref(), Some(""), "it was still thinking");
+
+    let mut server = start_server(dir.path(), &fake).await;
+    let db =
+        SqlitePool::connect_with(SqliteConnectOptions::new().filename(dir.path().join("crash.db")))
+            .await
+            .unwrap();
+    let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+        .bind(id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored.status, Status::Interrupted);
+    assert!(
+        stored.thinking.starts_with(&saw),
+        "thinking a viewer saw is stored ({} of {} bytes)",
+        stored.thinking.len(),
+        saw.len()
+    );
+    assert_eq!(stored.body, "", "no thinking leaked into the answer");
+    assert_eq!(log_rows(&db, id).await, 0);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
 /// Another process reading the database while the server runs (a backup, an
 /// operator's `sqlite3`) must not make it think it is the last connection:
 /// after `/healthz` (which checks the file is writable) the server still

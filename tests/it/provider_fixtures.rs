@@ -1,6 +1,7 @@
 //! Every recorded provider stream in `../shared/fixtures/provider-streams/`
 //! (or `$STREAMCHAT_PROVIDER_FIXTURES`), served byte for byte by the fake
-//! provider, ends with the text, usage and state the recording implies.
+//! provider, ends with the text, thinking (a reasoning model's
+//! `reasoning_content` / `reasoning`), usage and state the recording implies.
 //! Table-driven over the folder: a new file is tested without new code. The
 //! recordings are other projects' data, read in place, never copied here.
 
@@ -16,8 +17,10 @@ use crate::support::{spawn_app, FakeProvider, Scripted};
 #[derive(Debug)]
 struct Expected {
     text: String,
+    thinking: String,
     status: Status,
     usage: Option<(i64, i64)>,
+    reasoning_tokens: Option<i64>,
     error: Option<String>,
 }
 
@@ -25,8 +28,10 @@ fn read_sse(bytes: &[u8]) -> Expected {
     let text = String::from_utf8_lossy(bytes).replace("\r\n", "\n");
     let mut expected = Expected {
         text: String::new(),
+        thinking: String::new(),
         status: Status::Failed,
         usage: None,
+        reasoning_tokens: None,
         error: None,
     };
     let mut finished = false;
@@ -57,6 +62,8 @@ fn read_sse(bytes: &[u8]) -> Expected {
                 chunk["usage"]["prompt_tokens"].as_i64().unwrap_or(0),
                 chunk["usage"]["completion_tokens"].as_i64().unwrap_or(0),
             ));
+            expected.reasoning_tokens =
+                chunk["usage"]["completion_tokens_details"]["reasoning_tokens"].as_i64();
         }
         for choice in chunk["choices"].as_array().into_iter().flatten() {
             if choice["index"].as_u64().unwrap_or(0) != 0 {
@@ -64,6 +71,14 @@ fn read_sse(bytes: &[u8]) -> Expected {
             }
             if let Some(content) = choice["delta"]["content"].as_str() {
                 expected.text.push_str(content);
+            }
+            // One delta's thinking, under either name (never both counted).
+            let thinking = [&choice["delta"]["reasoning_content"], &choice["delta"]["reasoning"]]
+                .into_iter()
+                .filter_map(Value::as_str)
+                .find(|t| !t.is_empty());
+            if let Some(thinking) = thinking {
+                expected.thinking.push_str(thinking);
             }
             if !choice["finish_reason"].is_null() {
                 finished = true;
@@ -108,6 +123,7 @@ async fn every_recorded_provider_stream_ends_right() {
         .collect();
     files.sort();
     assert!(!files.is_empty());
+    let mut thinkers = Vec::new();
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(file).unwrap();
@@ -124,8 +140,10 @@ async fn every_recorded_provider_stream_ends_right() {
             };
             let expected = Expected {
                 text: String::new(),
+                thinking: String::new(),
                 status: Status::Failed,
                 usage: None,
+                reasoning_tokens: None,
                 error: Some(message),
             };
             (script, expected)
@@ -150,6 +168,7 @@ async fn every_recorded_provider_stream_ends_right() {
             stored.error
         );
         assert_eq!(stored.body, expected.text, "{name}: text");
+        assert_eq!(stored.thinking, expected.thinking, "{name}: thinking");
         match expected.usage.filter(|_| expected.status == Status::Done) {
             Some((prompt, completion)) => {
                 assert!(!stored.usage_estimated, "{name}: provider usage expected");
@@ -157,6 +176,10 @@ async fn every_recorded_provider_stream_ends_right() {
                     (stored.prompt_tokens, stored.completion_tokens),
                     (Some(prompt), Some(completion)),
                     "{name}: usage"
+                );
+                assert_eq!(
+                    stored.reasoning_tokens, expected.reasoning_tokens,
+                    "{name}: reasoning tokens"
                 );
             }
             None if expected.status == Status::Done => {
@@ -174,10 +197,21 @@ async fn every_recorded_provider_stream_ends_right() {
         if expected.status == Status::Failed && name.ends_with(".http") {
             assert_eq!(app.fake.requests(), 1, "{name}: a 400 is not retried");
         }
+        if !stored.thinking.is_empty() {
+            thinkers.push(name.clone());
+        }
         println!(
-            "{name}: {:?}, {} bytes of text",
+            "{name}: {:?}, {} bytes of text, {} bytes of thinking",
             stored.status,
-            stored.body.len()
+            stored.body.len(),
+            stored.thinking.len()
+        );
+    }
+    // The reasoning models' recordings were read as thinking, not dropped.
+    for reasoner in ["05-openrouter", "06-groq", "09-deepseek-reasoner"] {
+        assert!(
+            thinkers.iter().any(|n| n.starts_with(reasoner)),
+            "{reasoner}: no thinking stored ({thinkers:?})"
         );
     }
 }

@@ -40,7 +40,8 @@ pub async fn export(
 }
 
 /// The document: the title, then each message under its author and time
-/// (UTC), replies marked with their model and how they ended.
+/// (UTC), replies marked with their model and how they ended; a reasoning
+/// model's thinking as a quoted "Thinking" section before its answer.
 pub fn to_markdown(thread: &Thread, messages: &[Message]) -> String {
     let mut out = format!("# {}\n", thread.title);
     for m in messages {
@@ -57,6 +58,20 @@ pub fn to_markdown(thread: &Thread, messages: &[Message]) -> String {
         }
         out.push_str(&heading);
         out.push_str("\n\n");
+        if !m.thinking.is_empty() {
+            // Marked as the model's thinking: a quoted section before the answer.
+            let label = match m.thinking_ms {
+                Some(ms) => format!("Thinking ({} s)", ((ms + 500) / 1000).max(1)),
+                None => "Thinking".to_owned(),
+            };
+            out.push_str(&format!("> **{label}**\n>\n"));
+            for line in m.thinking.trim_end().lines() {
+                out.push_str(if line.is_empty() { ">" } else { "> " });
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
         out.push_str(m.body.trim_end());
         out.push('\n');
     }

@@ -43,7 +43,7 @@ use crate::server::{
 };
 use crate::{
     error::AppError,
-    model::{ChatEvent, Granularity},
+    model::{ChatEvent, Granularity, Part},
 };
 
 /// What serving subscriptions uses (from `AppState`).
@@ -330,12 +330,14 @@ impl Drop for ViewerGuard {
     }
 }
 
-/// Regroups one connection's deltas at word or sentence boundaries.
+/// Regroups one connection's deltas at word or sentence boundaries, each
+/// part of a reply (answer, thinking) on its own.
 struct Batcher {
     granularity: Granularity,
     max_delay: Duration,
-    /// Per message: the offset of the held text, and the chunker holding it.
-    held: HashMap<i64, (usize, Chunker)>,
+    /// Per message part: the offset of the held text, and the chunker
+    /// holding it.
+    held: HashMap<(i64, Part), (usize, Chunker)>,
 }
 
 impl Batcher {
@@ -361,21 +363,33 @@ impl Batcher {
 
     fn push(&mut self, buf: &mut String, event: &ChatEvent, rev: i64, now: Instant) {
         match event {
-            ChatEvent::Delta { id, offset, text } => {
+            ChatEvent::Delta {
+                id,
+                part,
+                offset,
+                text,
+            } => {
+                // The other part's held text goes first: a reply's thinking
+                // is whole before its answer shows.
+                for other in Part::ALL.into_iter().filter(|p| p != part) {
+                    self.flush(buf, *id, other);
+                }
+                let key = (*id, *part);
                 let (start, chunker) = self
                     .held
-                    .entry(*id)
+                    .entry(key)
                     .or_insert_with(|| (*offset, Chunker::new(self.granularity, self.max_delay)));
                 if *start + chunker.pending_len() != *offset {
                     // Not contiguous (cannot happen from one writer): pass through.
-                    self.flush(buf, *id);
-                    self.held.remove(id);
+                    self.flush(buf, *id, *part);
+                    self.held.remove(&key);
                     write_event(buf, None, event);
                     return;
                 }
                 if let Some(piece) = chunker.push(text, now) {
                     let delta = ChatEvent::Delta {
                         id: *id,
+                        part: *part,
                         offset: *start,
                         text: piece,
                     };
@@ -388,8 +402,10 @@ impl Batcher {
             | ChatEvent::Message {
                 message: crate::model::Message { id, .. },
             } => {
-                self.flush(buf, *id);
-                self.held.remove(id);
+                for part in Part::ALL {
+                    self.flush(buf, *id, part);
+                    self.held.remove(&(*id, part));
+                }
                 write_event(buf, self.id(rev), event);
             }
             _ => write_event(buf, self.id(rev), event),
@@ -399,10 +415,11 @@ impl Batcher {
     /// Held text that waited the maximum delay.
     fn due(&mut self, buf: &mut String, now: Instant, rev: i64) {
         let mut out = Vec::new();
-        for (id, (start, chunker)) in self.held.iter_mut() {
+        for (&(id, part), (start, chunker)) in self.held.iter_mut() {
             if let Some(piece) = chunker.poll(now) {
                 let delta = ChatEvent::Delta {
-                    id: *id,
+                    id,
+                    part,
                     offset: *start,
                     text: piece,
                 };
@@ -417,11 +434,12 @@ impl Batcher {
         }
     }
 
-    fn flush(&mut self, buf: &mut String, id: i64) {
-        if let Some((start, chunker)) = self.held.get_mut(&id) {
+    fn flush(&mut self, buf: &mut String, id: i64, part: Part) {
+        if let Some((start, chunker)) = self.held.get_mut(&(id, part)) {
             if let Some(piece) = chunker.flush() {
                 let delta = ChatEvent::Delta {
                     id,
+                    part,
                     offset: *start,
                     text: piece,
                 };
@@ -432,9 +450,9 @@ impl Batcher {
     }
 
     fn flush_all(&mut self, buf: &mut String) {
-        let ids: Vec<i64> = self.held.keys().copied().collect();
-        for id in ids {
-            self.flush(buf, id);
+        let keys: Vec<(i64, Part)> = self.held.keys().copied().collect();
+        for (id, part) in keys {
+            self.flush(buf, id, part);
         }
         self.held.clear();
     }

@@ -37,6 +37,14 @@ To talk to a real model, start the app with your key (and OPENAI_MODEL if you li
 or point OPENAI_BASE_URL at any OpenAI-compatible server such as Ollama, vLLM or llama.cpp. \
 Until then, thanks for trying the demo!";
 
+/// What the demo model "thinks" before answering when asked with a
+/// `reasoning_effort` (a reasoning model), streamed as `reasoning_content`.
+const THINKING: &str = "The question is {q}. This is the demo model, so there is no real \
+reasoning to do, but a reasoning model would work it through here first: what is being asked, \
+what the thread said before, which parts matter. **This part** streams before the answer and is \
+stored as the reply's thinking, apart from the answer: viewers see it grow, then it folds \
+away once the answer starts. It is never sent back to the model as context. Time to answer.";
+
 /// Marks a question whose first answer fails mid-stream, to show what a
 /// failed reply looks like (and Regenerate).
 pub const FAIL_ONCE: &str = "[fail once]";
@@ -62,18 +70,34 @@ impl DemoModel {
     }
 }
 
+/// The question, shortened for quoting.
+fn quoted(question: &str) -> String {
+    let short: String = question.chars().take(200).collect();
+    let ellipsis = if short.len() < question.len() { "…" } else { "" };
+    format!("\"{short}{ellipsis}\"")
+}
+
 /// The demo's tokens: each word with the whitespace before it.
 pub fn tokens(question: &str) -> Vec<String> {
     let opening = match question.trim() {
         "" => "Hello!".to_owned(),
-        q => {
-            let short: String = q.chars().take(200).collect();
-            let ellipsis = if short.len() < q.len() { "…" } else { "" };
-            format!("You asked: \"{short}{ellipsis}\".")
-        }
+        q => format!("You asked: {}.", quoted(q)),
     };
     let repeats = if question.contains(LONG) { 10 } else { 1 };
-    let text = format!("{opening} {}", vec![ANSWER; repeats].join("\n\n"));
+    words(&format!("{opening} {}", vec![ANSWER; repeats].join("\n\n")))
+}
+
+/// The demo's thinking tokens, for a reasoning bot.
+pub fn thinking_tokens(question: &str) -> Vec<String> {
+    let q = match question.trim() {
+        "" => "empty".to_owned(),
+        q => quoted(q),
+    };
+    words(&THINKING.replace("{q}", &q))
+}
+
+/// Text cut into words, each with the whitespace before it.
+fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for c in text.chars() {
@@ -117,8 +141,10 @@ pub async fn completions(
         .find(|m| m["role"] == "user")
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
-        .replace(['@'], "")
-        .replace("gpt", "")
+        .split(' ')
+        .filter(|word| !word.starts_with('@'))
+        .collect::<Vec<_>>()
+        .join(" ")
         .trim()
         .to_owned();
     let prompt_tokens: usize = messages
@@ -128,12 +154,21 @@ pub async fn completions(
         .sum();
     let fail = demo.should_fail(&question);
     let tokens = tokens(&question);
+    let thinking = if request.get("reasoning_effort").is_some_and(|e| !e.is_null()) {
+        thinking_tokens(&question)
+    } else {
+        Vec::new()
+    };
     let speed = if question.contains(LONG) { 10.0 } else { 1.0 };
     let pause = Duration::from_secs_f64(1.0 / (config.demo.tokens_per_second * speed));
 
     let stream = async_stream::stream! {
         yield Ok::<_, Infallible>(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
         let mut tick = tokio::time::interval(pause);
+        for token in &thinking {
+            tick.tick().await;
+            yield Ok(chunk(json!([{"index": 0, "delta": {"content": null, "reasoning_content": token}, "finish_reason": null}]), Value::Null));
+        }
         for (i, token) in tokens.iter().enumerate() {
             tick.tick().await;
             if fail && i == 12 {
@@ -144,7 +179,13 @@ pub async fn completions(
             yield Ok(chunk(json!([{"index": 0, "delta": {"content": token}, "finish_reason": null}]), Value::Null));
         }
         yield Ok(chunk(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), Value::Null));
-        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": tokens.len(), "total_tokens": prompt_tokens + tokens.len()});
+        let completion = tokens.len() + thinking.len();
+        let usage = json!({
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+            "completion_tokens_details": {"reasoning_tokens": thinking.len()},
+        });
         yield Ok(chunk(json!([]), usage));
         yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
     };

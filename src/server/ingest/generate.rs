@@ -16,7 +16,7 @@ use super::{
     provider::{prompt_name, stream_error, PromptMessage},
     Ingest,
 };
-use crate::model::{Message, Outcome, ReplyStats, Role, Status, Usage};
+use crate::model::{Message, Outcome, Part, ReplyStats, Role, Status, Usage};
 use crate::server::{metrics::ProviderError, sleep_until};
 
 /// Starts generating `reply` (a committed `streaming` row). With `resume`,
@@ -74,12 +74,27 @@ struct Generation<'a> {
 /// What one attempt produced so far.
 #[derive(Default)]
 struct Progress {
+    /// Everything the model wrote (thinking and answer), for a token
+    /// estimate when the provider sends no usage.
     text: String,
     prompt_text: String,
     finish_reason: Option<String>,
     usage: Option<Usage>,
+    /// The first text of either part (time to first token).
     first_text_at: Option<Instant>,
+    first_thinking_at: Option<Instant>,
+    first_answer_at: Option<Instant>,
     retries: i64,
+}
+
+/// One chunker per part of the reply (by [`Part::index`]): thinking and
+/// answer are grouped, committed and offset separately.
+struct Chunkers([Chunker; 2]);
+
+impl Chunkers {
+    fn deadline(&self) -> Option<Instant> {
+        self.0.iter().filter_map(Chunker::deadline).min()
+    }
 }
 
 enum Ending {
@@ -245,21 +260,26 @@ impl Generation<'_> {
             Ok(Some(g)) => g,
             _ => stream_config.granularity,
         };
-        let mut chunker = Chunker::new(
-            granularity,
-            Duration::from_millis(stream_config.max_delay_ms),
-        );
+        let max_delay = Duration::from_millis(stream_config.max_delay_ms);
+        let mut chunkers = Chunkers([
+            Chunker::new(granularity, max_delay),
+            Chunker::new(granularity, max_delay),
+        ]);
         let cancel = self.handle.cancel_token();
         let ending = loop {
-            let deadline = chunker.deadline();
+            let deadline = chunkers.deadline();
             let item = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break self.ended(),
                 _ = sleep_until(deadline) => {
-                    let received = chunker.pending_since();
-                    if let Some(piece) = chunker.poll(Instant::now()) {
-                        if !self.append(piece, received).await {
-                            break Ending::Failed("The server is shutting down.".into());
+                    let now = Instant::now();
+                    for part in Part::ALL {
+                        let chunker = &mut chunkers.0[part.index()];
+                        let received = chunker.pending_since();
+                        if let Some(piece) = chunker.poll(now) {
+                            if !self.append(part, piece, received).await {
+                                return Ending::Failed("The server is shutting down.".into());
+                            }
                         }
                     }
                     continue;
@@ -295,20 +315,16 @@ impl Generation<'_> {
                     prompt_tokens: u.prompt_tokens,
                     completion_tokens: u.completion_tokens,
                     estimated: false,
+                    reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
                 });
             }
-            for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                    let now = Instant::now();
-                    self.handle.touch();
-                    self.state.metrics.tokens.inc();
-                    progress.first_text_at.get_or_insert(now);
-                    progress.text.push_str(&text);
-                    let received = chunker.pending_since();
-                    if let Some(piece) = chunker.push(&text, now) {
-                        if !self.append(piece, received).await {
-                            return Ending::Failed("The server is shutting down.".into());
-                        }
+            for mut choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+                let thinking = choice.delta.thinking();
+                let answer = choice.delta.content.take().filter(|t| !t.is_empty());
+                for (part, text) in [(Part::Thinking, thinking), (Part::Answer, answer)] {
+                    let Some(text) = text else { continue };
+                    if !self.push(&mut chunkers, part, &text, progress).await {
+                        return Ending::Failed("The server is shutting down.".into());
                     }
                 }
                 if choice.finish_reason.is_some() {
@@ -319,20 +335,61 @@ impl Generation<'_> {
         // Dropping the stream closes the provider connection; text received
         // so far is kept.
         drop(stream);
-        let received = chunker.pending_since();
-        if let Some(piece) = chunker.flush() {
-            self.append(piece, received).await;
+        for part in Part::ALL {
+            self.flush(&mut chunkers, part).await;
         }
         ending
     }
 
+    /// Takes text of one part from the provider. The other part's pending
+    /// text is committed first, so viewers see the thinking whole before
+    /// the answer starts. False when the writer is gone.
+    async fn push(
+        &self,
+        chunkers: &mut Chunkers,
+        part: Part,
+        text: &str,
+        progress: &mut Progress,
+    ) -> bool {
+        let now = Instant::now();
+        self.handle.touch();
+        self.state.metrics.tokens.inc();
+        progress.first_text_at.get_or_insert(now);
+        match part {
+            Part::Thinking => progress.first_thinking_at.get_or_insert(now),
+            Part::Answer => progress.first_answer_at.get_or_insert(now),
+        };
+        progress.text.push_str(text);
+        for other in Part::ALL.into_iter().filter(|p| *p != part) {
+            if !self.flush(chunkers, other).await {
+                return false;
+            }
+        }
+        let chunker = &mut chunkers.0[part.index()];
+        let received = chunker.pending_since();
+        match chunker.push(text, now) {
+            Some(piece) => self.append(part, piece, received).await,
+            None => true,
+        }
+    }
+
+    /// Commits what a part's chunker holds.
+    async fn flush(&self, chunkers: &mut Chunkers, part: Part) -> bool {
+        let chunker = &mut chunkers.0[part.index()];
+        let received = chunker.pending_since();
+        match chunker.flush() {
+            Some(piece) => self.append(part, piece, received).await,
+            None => true,
+        }
+    }
+
     /// Hands text to the writer; `received` is when its oldest part came
     /// from the provider (now, if nothing was pending).
-    async fn append(&self, text: String, received: Option<Instant>) -> bool {
+    async fn append(&self, part: Part, text: String, received: Option<Instant>) -> bool {
         let received = received.unwrap_or_else(Instant::now);
         self.state
             .writer
-            .append(self.thread_id, self.reply.id, text, received)
+            .append(self.thread_id, self.reply.id, part, text, received)
             .await
             .is_ok()
     }
@@ -355,6 +412,7 @@ impl Generation<'_> {
                     prompt_tokens: counts.first().copied().unwrap_or_default(),
                     completion_tokens: counts.get(1).copied().unwrap_or_default(),
                     estimated: true,
+                    reasoning_tokens: None,
                 })
             }
         };
@@ -368,11 +426,16 @@ impl Generation<'_> {
             }
             _ => None,
         };
+        let thinking_ms = progress.first_thinking_at.map(|first| {
+            let until = progress.first_answer_at.unwrap_or(ended);
+            until.saturating_duration_since(first).as_millis() as i64
+        });
         let stats = ReplyStats {
             usage,
             ttft_ms,
             tokens_per_second,
             retries: progress.retries,
+            thinking_ms,
         };
         let (status, error, stopped_by) = match ending {
             Ending::Finished => (Status::Done, None, None),

@@ -25,6 +25,7 @@ pub struct Provider {
     client: Client<OpenAIConfig>,
     model: String,
     base_url: String,
+    reasoning_effort: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,6 +34,8 @@ pub struct ChatRequest {
     pub messages: Vec<PromptMessage>,
     pub stream: bool,
     pub stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +77,22 @@ pub struct ChoiceDelta {
 pub struct Delta {
     #[serde(default)]
     pub content: Option<String>,
+    /// A reasoning model's thinking: DeepSeek, llama.cpp and vLLM name it
+    /// `reasoning_content`, OpenRouter and Groq `reasoning`.
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub reasoning: Option<String>,
+}
+
+impl Delta {
+    /// The thinking this delta carries, under either name.
+    pub fn thinking(&mut self) -> Option<String> {
+        self.reasoning_content
+            .take()
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.reasoning.take().filter(|t| !t.is_empty()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -82,6 +101,14 @@ pub struct ChunkUsage {
     pub prompt_tokens: i64,
     #[serde(default)]
     pub completion_tokens: i64,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<i64>,
 }
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, OpenAIError>> + Send>>;
@@ -172,6 +199,7 @@ impl Provider {
             client,
             model,
             base_url,
+            reasoning_effort: bot.reasoning_effort.clone(),
         }
     }
 
@@ -193,6 +221,7 @@ impl Provider {
             stream_options: StreamOptions {
                 include_usage: true,
             },
+            reasoning_effort: self.reasoning_effort.clone(),
         };
         let chat = self.client.chat();
         let (result, retry_after) = RETRY_AFTER

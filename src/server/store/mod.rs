@@ -22,7 +22,8 @@ use std::path::Path;
 use crate::{
     error::AppError,
     model::{
-        Granularity, Message, Outcome, Posted, Role, Status, Thread, ThreadSummary, UsageTotals,
+        Granularity, Message, Outcome, Part, Posted, Role, Status, Thread, ThreadSummary,
+        UsageTotals,
     },
 };
 
@@ -44,6 +45,7 @@ pub enum Change {
     /// Text appended to reply `id` at byte `offset`.
     Text {
         id: i64,
+        part: Part,
         offset: usize,
         rev: i64,
         text: String,
@@ -57,6 +59,15 @@ impl Change {
             Change::Text { rev, .. } => *rev,
         }
     }
+}
+
+/// Where a search looks.
+#[derive(Clone, Copy, Debug)]
+pub enum SearchScope<'a> {
+    /// Every listed thread (the home page's search).
+    Listed,
+    /// One thread, listed or not (the search on its own page).
+    Thread(&'a str),
 }
 
 /// Rows a subscriber must (re)load, and the revision they bring it to.
@@ -97,18 +108,33 @@ pub struct NewMessage<'a> {
 pub struct LogAppend<'a> {
     pub thread_id: &'a str,
     pub id: i64,
+    pub part: Part,
     pub seq: u32,
     pub offset: usize,
     pub rev: i64,
     pub text: &'a str,
 }
 
-/// Where a streaming reply's log stands: its text's length in bytes and the
-/// `seq` its next row takes.
+/// Where a streaming reply's log stands: the length in bytes of each part's
+/// text (by [`Part::index`]) and the `seq` its next row takes (one sequence
+/// for both parts: a part's text is its rows in `seq` order).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogCursor {
-    pub len: usize,
+    pub lens: [usize; 2],
     pub next_seq: u32,
+}
+
+impl LogCursor {
+    pub fn len(&self, part: Part) -> usize {
+        self.lens[part.index()]
+    }
+
+    /// The cursor after appending `bytes` to `part` in one row.
+    pub fn after(mut self, part: Part, bytes: usize) -> Self {
+        self.lens[part.index()] += bytes;
+        self.next_seq += 1;
+        self
+    }
 }
 
 /// The store, over one backend. Cheap to clone (a pool handle).
@@ -239,6 +265,24 @@ impl Store {
         limit: i64,
     ) -> Result<(Vec<Message>, bool), sqlx::Error> {
         on_backend!(self, s => s.messages_before(thread_id, before, limit).await)
+    }
+
+    /// Up to `limit` messages whose text is final and holds every one of
+    /// `terms` (whole words, any case), newest first, older than message
+    /// `before` when given. Served by the full-text index (FTS5 on SQLite,
+    /// a GIN index on PostgreSQL).
+    pub async fn search(
+        &self,
+        terms: &[String],
+        scope: SearchScope<'_>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<crate::search::FoundMessage>, sqlx::Error> {
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let before = before.unwrap_or(i64::MAX);
+        on_backend!(self, s => s.search(terms, scope, before, limit).await)
     }
 
     /// Every message of a thread, oldest first (export).
@@ -423,7 +467,7 @@ impl Tx {
         }
     }
 
-    /// Appends log rows (any replies, at most one row per reply). The
+    /// Appends log rows (any replies, at most one row per part of a reply). The
     /// caller (the writer) checked each reply is streaming and owns the
     /// offsets; this only inserts.
     pub async fn append_log(&mut self, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
@@ -442,9 +486,9 @@ impl Tx {
         }
     }
 
-    /// Ends a streaming reply: writes its log into its body (once), removes
-    /// the log rows, records the outcome. Returns the final text, or `None`
-    /// if it had already ended.
+    /// Ends a streaming reply: writes its log into its body and thinking
+    /// (once), removes the log rows, records the outcome. Returns the final
+    /// (body, thinking), or `None` if it had already ended.
     pub async fn finish(
         &mut self,
         thread_id: &str,
@@ -452,7 +496,7 @@ impl Tx {
         outcome: &Outcome,
         now: i64,
         rev: i64,
-    ) -> Result<Option<String>, sqlx::Error> {
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
         match self {
             Tx::Sqlite(tx) => sqlite::writes::finish(tx, id, outcome, now, rev).await,
             Tx::Postgres(tx) => tx.finish(thread_id, id, outcome, now, rev).await,

@@ -91,10 +91,11 @@ struct Listener {
     store: Store,
     hub: Hub,
     on_stop: Arc<dyn Fn(i64, String) + Send + Sync>,
-    /// The length of each streaming reply's text as published here: a
-    /// reply whose end arrives with another length (its last log rows were
-    /// folded into the body before they were read) is sent whole.
-    lengths: HashMap<i64, usize>,
+    /// The length of each streaming reply's text (answer, thinking) as
+    /// published here: a reply whose end arrives with other lengths (its
+    /// last log rows were folded into the row before they were read) is
+    /// sent whole.
+    lengths: HashMap<i64, [usize; 2]>,
 }
 
 impl Listener {
@@ -235,10 +236,19 @@ impl Listener {
             last = last.max(rev);
             let event = match change {
                 Change::Text {
-                    id, offset, text, ..
+                    id,
+                    part,
+                    offset,
+                    text,
+                    ..
                 } => {
-                    self.lengths.insert(id, offset + text.len());
-                    ChatEvent::Delta { id, offset, text }
+                    self.lengths.entry(id).or_default()[part.index()] = offset + text.len();
+                    ChatEvent::Delta {
+                        id,
+                        part,
+                        offset,
+                        text,
+                    }
                 }
                 Change::Row(message) => self.row_event(*message),
             };
@@ -254,11 +264,14 @@ impl Listener {
     /// otherwise the row itself.
     fn row_event(&mut self, message: Message) -> ChatEvent {
         if message.status == Status::Streaming {
-            self.lengths.insert(message.id, message.body.len());
+            self.lengths
+                .insert(message.id, [message.body.len(), message.thinking.len()]);
             return ChatEvent::Message { message };
         }
         let published = self.lengths.remove(&message.id);
-        if message.role != Role::Assistant || published != Some(message.body.len()) {
+        if message.role != Role::Assistant
+            || published != Some([message.body.len(), message.thinking.len()])
+        {
             return ChatEvent::Message { message };
         }
         let usage = match (message.prompt_tokens, message.completion_tokens) {
@@ -266,6 +279,7 @@ impl Listener {
                 prompt_tokens,
                 completion_tokens,
                 estimated: message.usage_estimated,
+                reasoning_tokens: message.reasoning_tokens,
             }),
             _ => None,
         };
@@ -274,6 +288,8 @@ impl Listener {
             status: message.status,
             len: message.body.len(),
             hash: body_hash(&message.body),
+            thinking_len: message.thinking.len(),
+            thinking_hash: body_hash(&message.thinking),
             error: message.error,
             finish_reason: message.finish_reason,
             stopped_by: message.stopped_by,
@@ -282,6 +298,7 @@ impl Listener {
                 ttft_ms: message.ttft_ms,
                 tokens_per_second: message.tokens_per_second,
                 retries: message.retries,
+                thinking_ms: message.thinking_ms,
             },
             finished_at: message.finished_at.unwrap_or(message.updated_at),
         }

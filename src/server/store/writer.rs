@@ -39,7 +39,7 @@ use super::{LogAppend, LogCursor, NewMessage, Store, Tx};
 use crate::server::{fanout::hub::Hub, metrics::Metrics, now_ms};
 use crate::{
     error::AppError,
-    model::{body_hash, ChatEvent, Message, NewPost, Outcome, Posted, Role, Status},
+    model::{body_hash, ChatEvent, Message, NewPost, Outcome, Part, Posted, Role, Status},
 };
 
 /// Commands queued before senders wait. Generation tasks await a free slot,
@@ -78,6 +78,7 @@ enum Command {
     Append {
         thread_id: Arc<str>,
         id: i64,
+        part: Part,
         text: String,
         /// When the provider sent the oldest part of `text` (for metrics).
         received: Instant,
@@ -257,10 +258,12 @@ impl Writer {
         .await
     }
 
+    /// Appends `text` to one part of a streaming reply.
     pub async fn append(
         &self,
         thread_id: &Arc<str>,
         id: i64,
+        part: Part,
         text: String,
         received: Instant,
     ) -> Result<(), AppError> {
@@ -268,6 +271,7 @@ impl Writer {
         self.send(Command::Append {
             thread_id,
             id,
+            part,
             text,
             received,
         })
@@ -363,26 +367,29 @@ struct Effects {
 }
 
 impl Effects {
-    /// Records appended log rows: each reply's new cursor and its delta.
+    /// Records appended log rows (each numbered with its reply's cursor
+    /// before it, already advanced in `cursors`) as deltas.
     fn appended(&mut self, rows: Vec<(PendingAppend, LogCursor, i64)>) {
         for (append, cursor, rev) in rows {
             let PendingAppend {
                 thread_id,
                 id,
+                part,
                 text,
                 received,
             } = append;
-            let offset = cursor.len;
-            self.cursors.insert(
-                id,
-                Some(LogCursor {
-                    len: offset + text.len(),
-                    next_seq: cursor.next_seq + 1,
-                }),
-            );
+            let offset = cursor.len(part);
             self.received.push(received);
-            self.events
-                .push((thread_id, rev, ChatEvent::Delta { id, offset, text }));
+            self.events.push((
+                thread_id,
+                rev,
+                ChatEvent::Delta {
+                    id,
+                    part,
+                    offset,
+                    text,
+                },
+            ));
         }
     }
 
@@ -398,10 +405,11 @@ impl Effects {
     }
 }
 
-/// Appends to one message merged within a batch.
+/// Appends to one part of a message merged within a batch.
 struct PendingAppend {
     thread_id: Arc<str>,
     id: i64,
+    part: Part,
     text: String,
     received: Instant,
 }
@@ -663,13 +671,14 @@ impl WriterTask {
                 Command::Append {
                     thread_id,
                     id,
+                    part,
                     text,
                     received,
                 } => {
                     if self.broken.contains(id) || self.lost.contains(id) {
                         continue;
                     }
-                    merge(&mut pending, thread_id, *id, text, *received);
+                    merge(&mut pending, thread_id, *id, *part, text, *received);
                 }
                 Command::Ping(_) => effects.pings.push(at),
                 Command::Renew => {
@@ -681,10 +690,8 @@ impl WriterTask {
                 }
                 Command::Release { id, .. } => {
                     let id = *id;
-                    if let Some(at) = pending.iter().position(|p| p.id == id) {
-                        let append = pending.remove(at);
-                        self.flush_all(&mut tx, &mut effects, vec![append]).await?;
-                    }
+                    let appends = take_pending(&mut pending, id);
+                    self.flush_all(&mut tx, &mut effects, appends).await?;
                     if let Some(epoch) = self.leases.get(&id).copied() {
                         if !self.lost.contains(&id) {
                             tx.release(id, epoch).await?;
@@ -723,17 +730,17 @@ impl WriterTask {
                         effects.finished.push(id);
                         continue;
                     }
-                    if let Some(at) = pending.iter().position(|p| p.id == id) {
-                        let append = pending.remove(at);
-                        self.flush_all(&mut tx, &mut effects, vec![append]).await?;
-                    }
+                    let appends = take_pending(&mut pending, id);
+                    self.flush_all(&mut tx, &mut effects, appends).await?;
                     let outcome = if self.broken.contains(&id) {
                         stored_in_part(outcome)
                     } else {
                         outcome.clone()
                     };
                     let rev = self.rev(&mut tx, thread_id).await?;
-                    if let Some(body) = tx.finish(thread_id, id, &outcome, now, rev).await? {
+                    if let Some((body, thinking)) =
+                        tx.finish(thread_id, id, &outcome, now, rev).await?
+                    {
                         effects.cursors.insert(id, None);
                         effects.leases.insert(id, None);
                         let event = ChatEvent::Finished {
@@ -741,6 +748,8 @@ impl WriterTask {
                             status: outcome.status,
                             len: body.len(),
                             hash: body_hash(&body),
+                            thinking_len: thinking.len(),
+                            thinking_hash: body_hash(&thinking),
                             error: outcome.error,
                             finish_reason: outcome.finish_reason,
                             stopped_by: outcome.stopped_by,
@@ -779,7 +788,7 @@ impl WriterTask {
                             effects.cursors.insert(
                                 row.id,
                                 Some(LogCursor {
-                                    len: row.body.len(),
+                                    lens: [row.body.len(), row.thinking.len()],
                                     next_seq: 0,
                                 }),
                             );
@@ -837,6 +846,7 @@ impl WriterTask {
             let Command::Append {
                 thread_id,
                 id,
+                part,
                 text,
                 received,
             } = command
@@ -846,22 +856,27 @@ impl WriterTask {
             if !self.cursors.contains_key(id) || self.broken.contains(id) {
                 return Ok(None);
             }
-            merge(&mut pending, thread_id, *id, text, *received);
+            merge(&mut pending, thread_id, *id, *part, text, *received);
         }
-        let rows: Vec<(PendingAppend, LogCursor, i64)> = pending
-            .into_iter()
-            .map(|append| {
-                let cursor = self.cursors[&append.id];
-                (append, cursor, self.global_rev())
-            })
-            .collect();
+        let mut effects = Effects::default();
+        let mut rows = Vec::with_capacity(pending.len());
+        for append in pending {
+            let cursor = match effects.cursors.get(&append.id) {
+                Some(Some(cursor)) => *cursor,
+                _ => self.cursors[&append.id],
+            };
+            effects
+                .cursors
+                .insert(append.id, Some(cursor.after(append.part, append.text.len())));
+            let rev = self.global_rev();
+            rows.push((append, cursor, rev));
+        }
         let log = log_rows(&rows);
         // (Revisions handed out for a batch that is not stored leave a gap,
         // as in a failed transaction: revisions only need to increase.)
         if self.store.append_log(&log).await?.is_none() {
             return Ok(None);
         }
-        let mut effects = Effects::default();
         effects.appended(rows);
         Ok(Some(effects))
     }
@@ -883,7 +898,7 @@ impl WriterTask {
         })
     }
 
-    /// Appends (at most one per message) as log rows.
+    /// Appends (at most one per part of a message) as log rows.
     async fn flush_all(
         &mut self,
         tx: &mut Tx,
@@ -895,6 +910,10 @@ impl WriterTask {
             match self.cursor(tx, effects, append.id).await? {
                 Some(cursor) => {
                     let rev = self.rev(tx, &append.thread_id).await?;
+                    effects.cursors.insert(
+                        append.id,
+                        Some(cursor.after(append.part, append.text.len())),
+                    );
                     rows.push((append, cursor, rev));
                 }
                 None => tracing::warn!(
@@ -1067,23 +1086,34 @@ impl WriterTask {
 }
 
 /// Adds an append to the batch's pending text, merged with an earlier one
-/// to the same reply.
+/// to the same part of the same reply.
 fn merge(
     pending: &mut Vec<PendingAppend>,
     thread_id: &Arc<str>,
     id: i64,
+    part: Part,
     text: &str,
     received: Instant,
 ) {
-    match pending.iter_mut().find(|p| p.id == id) {
+    match pending.iter_mut().find(|p| p.id == id && p.part == part) {
         Some(p) => p.text.push_str(text),
         None => pending.push(PendingAppend {
             thread_id: thread_id.clone(),
             id,
+            part,
             text: text.to_owned(),
             received,
         }),
     }
+}
+
+/// Removes reply `id`'s pending appends (both parts), in batch order.
+fn take_pending(pending: &mut Vec<PendingAppend>, id: i64) -> Vec<PendingAppend> {
+    let (taken, kept) = std::mem::take(pending)
+        .into_iter()
+        .partition(|p| p.id == id);
+    *pending = kept;
+    taken
 }
 
 /// The log rows for appends numbered with their cursor and revision.
@@ -1092,8 +1122,9 @@ fn log_rows(rows: &[(PendingAppend, LogCursor, i64)]) -> Vec<LogAppend<'_>> {
         .map(|(a, cursor, rev)| LogAppend {
             thread_id: &a.thread_id,
             id: a.id,
+            part: a.part,
             seq: cursor.next_seq,
-            offset: cursor.len,
+            offset: cursor.len(a.part),
             rev: *rev,
             text: &a.text,
         })

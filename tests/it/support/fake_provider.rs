@@ -43,6 +43,9 @@ pub enum Ending {
 /// What the fake answers one request with.
 #[derive(Clone, Debug)]
 pub struct Scripted {
+    /// A reasoning model's thinking, sent before `deltas` as
+    /// `reasoning_content` deltas (with `content: null`).
+    pub thinking: Vec<String>,
     pub deltas: Vec<String>,
     /// Write the HTTP body in pieces of this many bytes (None: one piece per event).
     pub piece_bytes: Option<usize>,
@@ -93,6 +96,7 @@ pub fn stamp_age(stamp: &str) -> Option<Duration> {
 impl Scripted {
     pub fn new(deltas: &[&str]) -> Self {
         Self {
+            thinking: Vec::new(),
             deltas: deltas.iter().map(|d| d.to_string()).collect(),
             piece_bytes: None,
             pause: Duration::from_millis(1),
@@ -115,6 +119,20 @@ impl Scripted {
             pause,
             ..Self::new(&[])
         }
+    }
+
+    /// A reasoning model: `thinking` numbered thoughts, then `answer`
+    /// numbered words; usage reports the thoughts as reasoning tokens.
+    pub fn reasoning(thinking: usize, answer: usize, pause: Duration) -> Self {
+        Self {
+            thinking: (0..thinking).map(|i| format!("t{i}. ")).collect(),
+            usage: Some((11, (thinking + answer) as i64)),
+            ..Self::words(answer, pause)
+        }
+    }
+
+    pub fn thinking_text(&self) -> String {
+        self.thinking.concat()
     }
 
     /// An HTTP error answer with an OpenAI-style error body.
@@ -150,6 +168,12 @@ impl Scripted {
             json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
             Value::Null,
         );
+        for thought in &self.thinking {
+            body += &Self::frame(
+                json!([{"index": 0, "delta": {"content": null, "reasoning_content": thought}, "finish_reason": null}]),
+                Value::Null,
+            );
+        }
         for delta in &self.deltas {
             body += &Self::frame(
                 json!([{"index": 0, "delta": {"content": delta}, "finish_reason": null}]),
@@ -171,7 +195,11 @@ impl Scripted {
                 if let Some((prompt, completion)) = self.usage {
                     body += &Self::frame(
                         json!([]),
-                        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}),
+                        json!({
+                            "prompt_tokens": prompt, "completion_tokens": completion,
+                            "total_tokens": prompt + completion,
+                            "completion_tokens_details": {"reasoning_tokens": self.thinking.len()},
+                        }),
                     );
                 }
                 body += "data: [DONE]\n\n";

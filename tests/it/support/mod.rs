@@ -188,15 +188,20 @@ impl TestApp {
             .await
             .unwrap();
         if message.status == streamchat::model::Status::Streaming {
-            let log: Vec<String> = sqlx::query_scalar(
-                "SELECT text FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32) \
+            let log: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT part, text FROM reply_log WHERE key >= (?1 << 32) AND key < ((?1 + 1) << 32) \
                  ORDER BY key",
             )
             .bind(id)
             .fetch_all(&mut *tx)
             .await
             .unwrap();
-            message.body.extend(log);
+            for (part, text) in log {
+                match part {
+                    0 => message.body.push_str(&text),
+                    _ => message.thinking.push_str(&text),
+                }
+            }
         }
         tx.commit().await.unwrap();
         message

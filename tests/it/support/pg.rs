@@ -81,10 +81,13 @@ impl PgDb {
         sqlx::query_as(
             "SELECT m.id, m.thread_id, author, role, \
              CASE WHEN status = 'streaming' THEN body || COALESCE((SELECT string_agg(text, '' ORDER BY seq) \
-             FROM reply_log l WHERE l.message_id = m.id), '') ELSE body END AS body, \
+             FROM reply_log l WHERE l.message_id = m.id AND l.part = 0), '') ELSE body END AS body, \
+             CASE WHEN status = 'streaming' THEN thinking || COALESCE((SELECT string_agg(text, '' ORDER BY seq) \
+             FROM reply_log l WHERE l.message_id = m.id AND l.part = 1), '') ELSE thinking END AS thinking, \
              status, error, finish_reason, model, created_at, updated_at, finished_at, prompt_tokens, \
              completion_tokens, rev, requested_by, context_before, stopped_by, notice, retries, \
-             usage_estimated, ttft_ms, tokens_per_second FROM messages m WHERE id = $1",
+             usage_estimated, ttft_ms, tokens_per_second, thinking_ms, reasoning_tokens \
+             FROM messages m WHERE id = $1",
         )
         .bind(id)
         .fetch_one(&self.pool)

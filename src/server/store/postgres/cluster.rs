@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{PostgresStore, MESSAGE_COLUMNS};
 use crate::{
-    model::{Message, Status},
+    model::{Message, Part, Status},
     server::store::{Change, CONTROL_CHANNEL},
 };
 
@@ -25,8 +25,8 @@ impl PostgresStore {
         .bind(after)
         .fetch_all(&mut *tx)
         .await?;
-        let log: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-            "SELECT message_id, \"offset\", rev, text FROM reply_log \
+        let log: Vec<(i64, i16, i64, i64, String)> = sqlx::query_as(
+            "SELECT message_id, part, \"offset\", rev, text FROM reply_log \
              WHERE thread_id = $1 AND rev > $2 ORDER BY rev",
         )
         .bind(thread_id)
@@ -35,7 +35,7 @@ impl PostgresStore {
         .await?;
         tx.commit().await?;
         let mut changes: Vec<Change> = Vec::with_capacity(messages.len() + log.len());
-        for (id, offset, rev, text) in log {
+        for (id, part, offset, rev, text) in log {
             // A streaming row read above already holds this text (an ended
             // one holds it too, but its text goes out first as deltas).
             if messages
@@ -44,8 +44,12 @@ impl PostgresStore {
             {
                 continue;
             }
+            let Ok(part) = Part::try_from(part as u8) else {
+                continue;
+            };
             changes.push(Change::Text {
                 id,
+                part,
                 offset: offset as usize,
                 rev,
                 text,

@@ -19,14 +19,15 @@ use sqlx::{
     Connection, PgConnection, PgPool,
 };
 
-use super::Snapshot;
+use super::{SearchScope, Snapshot};
+use crate::search::FoundMessage;
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 
 pub use writes::PgTx;
 
 /// The message columns with `$body` for the text and `$rev` for the revision.
 macro_rules! pg_message_columns {
-    ($body:expr, $rev:expr) => {
+    ($body:expr, $thinking:expr, $rev:expr) => {
         concat!(
             "messages.id, messages.thread_id, author, role, ",
             $body,
@@ -34,7 +35,9 @@ macro_rules! pg_message_columns {
              prompt_tokens, completion_tokens, ",
             $rev,
             ", requested_by, context_before, stopped_by, \
-             notice, retries, usage_estimated, ttft_ms, tokens_per_second"
+             notice, retries, usage_estimated, ttft_ms, tokens_per_second, ",
+            $thinking,
+            ", thinking_ms, reasoning_tokens"
         )
     };
 }
@@ -46,7 +49,10 @@ macro_rules! pg_message_columns {
 pub(super) const MESSAGE_COLUMNS: &str = pg_message_columns!(
     "CASE WHEN messages.status = 'streaming' THEN messages.body || \
      COALESCE((SELECT string_agg(l.text, '' ORDER BY l.seq) FROM reply_log l \
-     WHERE l.message_id = messages.id), '') ELSE messages.body END AS body",
+     WHERE l.message_id = messages.id AND l.part = 0), '') ELSE messages.body END AS body",
+    "CASE WHEN messages.status = 'streaming' THEN messages.thinking || \
+     COALESCE((SELECT string_agg(l.text, '' ORDER BY l.seq) FROM reply_log l \
+     WHERE l.message_id = messages.id AND l.part = 1), '') ELSE messages.thinking END AS thinking",
     "CASE WHEN messages.status = 'streaming' THEN GREATEST(messages.rev, \
      COALESCE((SELECT MAX(l.rev) FROM reply_log l WHERE l.message_id = messages.id), 0)) \
      ELSE messages.rev END AS rev"
@@ -55,11 +61,27 @@ pub(super) const MESSAGE_COLUMNS: &str = pg_message_columns!(
 /// How long a finished reply's log rows are kept for wake-ups to read.
 const LOG_KEPT_MS: i64 = 30_000;
 /// For `RETURNING` after a write that leaves the log as it was.
-pub(super) const STORED_COLUMNS: &str = pg_message_columns!("messages.body", "messages.rev");
+pub(super) const STORED_COLUMNS: &str = pg_message_columns!("messages.body", "messages.thinking", "messages.rev");
 
 const SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
      (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
      FROM threads t";
+
+/// Search over listed threads (public so a test can `EXPLAIN` it): the
+/// condition is `idx_messages_search`'s expression and predicate, so the
+/// GIN index finds the rows. The terms are plain words (`plainto_tsquery`:
+/// all of them required, no query syntax).
+pub const SEARCH_LISTED: &str = "SELECT m.id, m.thread_id, t.title AS thread_title, m.author, \
+     m.role, m.created_at, m.body FROM messages m JOIN threads t ON t.id = m.thread_id \
+     WHERE to_tsvector('simple', m.body) @@ plainto_tsquery('simple', $1) \
+     AND m.status <> 'streaming' AND t.listed AND m.id < $2 \
+     ORDER BY m.id DESC LIMIT $3";
+/// Search within one thread, listed or not.
+pub const SEARCH_THREAD: &str = "SELECT m.id, m.thread_id, t.title AS thread_title, m.author, \
+     m.role, m.created_at, m.body FROM messages m JOIN threads t ON t.id = m.thread_id \
+     WHERE to_tsvector('simple', m.body) @@ plainto_tsquery('simple', $1) \
+     AND m.status <> 'streaming' AND m.thread_id = $2 AND m.id < $3 \
+     ORDER BY m.id DESC LIMIT $4";
 
 /// Who this instance is and how long its leases last.
 #[derive(Clone, Debug)]
@@ -148,6 +170,26 @@ impl PostgresStore {
             .execute(&self.pool)
             .await
             .map(|done| done.rows_affected() == 1)
+    }
+
+    pub async fn search(
+        &self,
+        terms: &[String],
+        scope: SearchScope<'_>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<FoundMessage>, sqlx::Error> {
+        let query = terms.join(" ");
+        match scope {
+            SearchScope::Listed => sqlx::query_as::<_, FoundMessage>(SEARCH_LISTED).bind(query),
+            SearchScope::Thread(thread) => {
+                sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD).bind(query).bind(thread)
+            }
+        }
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {

@@ -236,9 +236,10 @@ impl PgTx {
         let offsets: Vec<i64> = rows.iter().map(|r| r.offset as i64).collect();
         let revs: Vec<i64> = rows.iter().map(|r| r.rev).collect();
         let texts: Vec<&str> = rows.iter().map(|r| r.text).collect();
+        let parts: Vec<i16> = rows.iter().map(|r| i16::from(u8::from(r.part))).collect();
         sqlx::query(
-            "INSERT INTO reply_log (message_id, seq, thread_id, \"offset\", rev, text) \
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])",
+            "INSERT INTO reply_log (message_id, seq, thread_id, \"offset\", rev, text, part) \
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::smallint[])",
         )
         .bind(&ids)
         .bind(&seqs)
@@ -246,23 +247,26 @@ impl PgTx {
         .bind(&offsets)
         .bind(&revs)
         .bind(&texts)
+        .bind(&parts)
         .execute(self.conn())
         .await
         .map(drop)
     }
 
     pub async fn log_cursor(&mut self, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(
             "SELECT octet_length(body)::BIGINT + COALESCE((SELECT SUM(octet_length(text)) FROM reply_log \
-             WHERE message_id = $1), 0)::BIGINT, \
+             WHERE message_id = $1 AND part = 0), 0)::BIGINT, \
+             octet_length(thinking)::BIGINT + COALESCE((SELECT SUM(octet_length(text)) FROM reply_log \
+             WHERE message_id = $1 AND part = 1), 0)::BIGINT, \
              COALESCE((SELECT MAX(seq) + 1 FROM reply_log WHERE message_id = $1), 0)::BIGINT \
              FROM messages WHERE id = $1 AND status = 'streaming'",
         )
         .bind(id)
         .fetch_optional(self.conn())
         .await?;
-        Ok(row.map(|(len, next_seq)| LogCursor {
-            len: len as usize,
+        Ok(row.map(|(len, thinking_len, next_seq)| LogCursor {
+            lens: [len as usize, thinking_len as usize],
             next_seq: next_seq as u32,
         }))
     }
@@ -276,9 +280,11 @@ impl PgTx {
         outcome: &Outcome,
         now: i64,
         rev: i64,
-    ) -> Result<Option<String>, sqlx::Error> {
-        let tail: Option<String> = sqlx::query_scalar(
-            "SELECT string_agg(text, '' ORDER BY seq) FROM reply_log WHERE message_id = $1",
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
+        let (tail, thinking_tail): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT string_agg(text, '' ORDER BY seq) FILTER (WHERE part = 0), \
+             string_agg(text, '' ORDER BY seq) FILTER (WHERE part = 1) \
+             FROM reply_log WHERE message_id = $1",
         )
         .bind(id)
         .fetch_one(self.conn())
@@ -286,13 +292,14 @@ impl PgTx {
         // The log rows stay a while (wake-ups of other instances read the
         // last ones); reads of an ended reply take its body alone.
         let stats = &outcome.stats;
-        let body = sqlx::query_scalar(
+        let body = sqlx::query_as(
             "UPDATE messages SET body = body || $1, status = $2, error = $3, finish_reason = $4, \
              stopped_by = $5, prompt_tokens = $6, completion_tokens = $7, usage_estimated = $8, \
              ttft_ms = $9, tokens_per_second = $10, retries = $11, \
              notice = CASE WHEN resumed > 0 THEN 'Resumed by another server after the one writing it stopped.' END, \
-             finished_at = $12, updated_at = $12, rev = $13, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $14 AND status = 'streaming' RETURNING body",
+             finished_at = $12, updated_at = $12, rev = $13, lease_owner = NULL, lease_expires_at = NULL, \
+             thinking = thinking || $15, thinking_ms = COALESCE($16, thinking_ms), reasoning_tokens = $17 \
+             WHERE id = $14 AND status = 'streaming' RETURNING body, thinking",
         )
         .bind(tail.unwrap_or_default())
         .bind(outcome.status)
@@ -308,6 +315,9 @@ impl PgTx {
         .bind(now)
         .bind(rev)
         .bind(id)
+        .bind(thinking_tail.unwrap_or_default())
+        .bind(stats.thinking_ms)
+        .bind(stats.usage.and_then(|u| u.reasoning_tokens))
         .fetch_optional(self.conn())
         .await?;
         self.row_changed(thread_id);

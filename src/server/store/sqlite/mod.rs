@@ -22,7 +22,8 @@ use sqlx::{
     Connection, SqliteConnection, SqlitePool,
 };
 
-use super::Snapshot;
+use super::{SearchScope, Snapshot};
+use crate::search::FoundMessage;
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 
 /// The writer's connection, owned (not pooled): a pooled connection costs
@@ -78,7 +79,7 @@ const PAGE_SIZE: u32 = 512;
 
 /// The message columns, with `$body` for the text.
 macro_rules! message_columns {
-    ($body:expr, $rev:expr) => {
+    ($body:expr, $thinking:expr, $rev:expr) => {
         concat!(
             "id, thread_id, author, role, ",
             $body,
@@ -86,12 +87,14 @@ macro_rules! message_columns {
              prompt_tokens, completion_tokens, ",
             $rev,
             ", requested_by, context_before, stopped_by, \
-             notice, retries, usage_estimated, ttft_ms, tokens_per_second"
+             notice, retries, usage_estimated, ttft_ms, tokens_per_second, ",
+            $thinking,
+            ", thinking_ms, reasoning_tokens"
         )
     };
 }
 
-/// The rows of reply `$id`'s log: its keys are `id << 32 | seq`.
+/// The rows of reply `$id`'s log (both parts): its keys are `id << 32 | seq`.
 macro_rules! log_of {
     ($id:literal) => {
         concat!(
@@ -99,17 +102,22 @@ macro_rules! log_of {
             $id,
             " << 32) AND key < ((",
             $id,
-            " + 1) << 32) AND part = 0"
+            " + 1) << 32)"
         )
     };
 }
 pub(super) use log_of;
 
-/// The text of reply `messages.id`'s log, in order ('' without rows).
+/// The text of one part (0 answer, 1 thinking) of reply `messages.id`'s
+/// log, in order ('' without rows).
 macro_rules! log_text {
-    () => {
-        "COALESCE((SELECT group_concat(text, '' ORDER BY key) FROM reply_log \
-         WHERE key >= (messages.id << 32) AND key < ((messages.id + 1) << 32) AND part = 0), '')"
+    ($part:literal) => {
+        concat!(
+            "COALESCE((SELECT group_concat(text, '' ORDER BY key) FROM reply_log \
+             WHERE key >= (messages.id << 32) AND key < ((messages.id + 1) << 32) AND part = ",
+            $part,
+            "), '')"
+        )
     };
 }
 
@@ -119,8 +127,13 @@ macro_rules! log_text {
 pub(super) const MESSAGE_COLUMNS: &str = message_columns!(
     concat!(
         "CASE WHEN messages.status = 'streaming' THEN messages.body || ",
-        log_text!(),
+        log_text!(0),
         " ELSE messages.body END AS body"
+    ),
+    concat!(
+        "CASE WHEN messages.status = 'streaming' THEN messages.thinking || ",
+        log_text!(1),
+        " ELSE messages.thinking END AS thinking"
     ),
     "CASE WHEN messages.status = 'streaming' THEN MAX(messages.rev, COALESCE(\
      (SELECT rev FROM reply_log WHERE key >= (messages.id << 32) \
@@ -128,7 +141,7 @@ pub(super) const MESSAGE_COLUMNS: &str = message_columns!(
      ELSE messages.rev END AS rev"
 );
 /// For `RETURNING`, where the log is known to be empty.
-pub(super) const STORED_COLUMNS: &str = message_columns!("body", "rev");
+pub(super) const STORED_COLUMNS: &str = message_columns!("body", "thinking", "rev");
 
 /// The revision of a streaming reply's last log row (NULL without one).
 const LAST_LOG_REV: &str = "(SELECT rev FROM reply_log \
@@ -145,6 +158,21 @@ const THREAD_SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
 const LISTED_THREAD_SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
      (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
      FROM threads t WHERE t.id = ? AND t.listed = 1";
+
+/// Search over listed threads (public so a test can `EXPLAIN QUERY PLAN`
+/// it): the FTS5 index finds the rows, newest first by its rowid (the
+/// message id); threads and messages are looked up by primary key.
+pub const SEARCH_LISTED: &str = "SELECT m.id, m.thread_id, t.title AS thread_title, m.author, \
+     m.role, m.created_at, m.body FROM messages_fts f \
+     JOIN messages m ON m.id = f.rowid JOIN threads t ON t.id = m.thread_id \
+     WHERE messages_fts MATCH ?1 AND t.listed = 1 AND f.rowid < ?2 \
+     ORDER BY f.rowid DESC LIMIT ?3";
+/// Search within one thread, listed or not.
+pub const SEARCH_THREAD: &str = "SELECT m.id, m.thread_id, t.title AS thread_title, m.author, \
+     m.role, m.created_at, m.body FROM messages_fts f \
+     JOIN messages m ON m.id = f.rowid JOIN threads t ON t.id = m.thread_id \
+     WHERE messages_fts MATCH ?1 AND m.thread_id = ?2 AND f.rowid < ?3 \
+     ORDER BY f.rowid DESC LIMIT ?4";
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -286,6 +314,26 @@ impl SqliteStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await
+    }
+
+    pub async fn search(
+        &self,
+        terms: &[String],
+        scope: SearchScope<'_>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<FoundMessage>, sqlx::Error> {
+        let query = crate::search::fts5_query(terms);
+        match scope {
+            SearchScope::Listed => sqlx::query_as::<_, FoundMessage>(SEARCH_LISTED).bind(query),
+            SearchScope::Thread(thread) => {
+                sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD).bind(query).bind(thread)
+            }
+        }
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
@@ -484,10 +532,11 @@ impl SqliteStore {
         let now = crate::server::now_ms();
         let mut tx = self.begin().await?;
         let interrupted = sqlx::query(&format!(
-            "UPDATE messages SET status = 'interrupted', body = body || {}, \
+            "UPDATE messages SET status = 'interrupted', body = body || {}, thinking = thinking || {}, \
              error = 'The server stopped while this reply was being written.', notice = NULL, \
              finished_at = ?, updated_at = ?, rev = ? WHERE status = 'streaming'",
-            log_text!()
+            log_text!(0),
+            log_text!(1)
         ))
         .bind(now)
         .bind(now)

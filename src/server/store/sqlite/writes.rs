@@ -161,13 +161,14 @@ where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
     let sql = format!(
-        "INSERT INTO reply_log (key, offset, rev, text) VALUES {}",
-        vec!["(?, ?, ?, ?)"; rows.len()].join(", ")
+        "INSERT INTO reply_log (key, part, offset, rev, text) VALUES {}",
+        vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ")
     );
     let mut insert = sqlx::query(&sql);
     for row in rows {
         insert = insert
             .bind(log_key(row.id, row.seq))
+            .bind(i64::from(u8::from(row.part)))
             .bind(row.offset as i64)
             .bind(row.rev)
             .bind(row.text);
@@ -176,34 +177,37 @@ where
 }
 
 pub async fn log_cursor(tx: &mut SqliteTx, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(concat!(
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(concat!(
         "SELECT length(CAST(body AS BLOB)) + COALESCE((SELECT SUM(length(CAST(text AS BLOB))) FROM ",
         log_of!("?1"),
-        "), 0), COALESCE((SELECT MAX(key) - (?1 << 32) + 1 FROM ",
+        " AND part = 0), 0), length(CAST(thinking AS BLOB)) + COALESCE((SELECT SUM(length(CAST(text AS BLOB))) FROM ",
+        log_of!("?1"),
+        " AND part = 1), 0), COALESCE((SELECT MAX(key) - (?1 << 32) + 1 FROM ",
         log_of!("?1"),
         "), 0) FROM messages WHERE id = ?1 AND status = 'streaming'"
     ))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(row.map(|(len, next_seq)| LogCursor {
-        len: len as usize,
+    Ok(row.map(|(len, thinking_len, next_seq)| LogCursor {
+        lens: [len as usize, thinking_len as usize],
         next_seq: next_seq as u32,
     }))
 }
 
-/// Ends a streaming reply, writing its log into its body once. The log is
-/// read and deleted before the body grows, so in a full database the freed
-/// pages hold the body.
+/// Ends a streaming reply, writing its log into its body and thinking
+/// once. The log is read and deleted before the row grows, so in a full
+/// database the freed pages hold the text. Returns (body, thinking).
 pub async fn finish(
     tx: &mut SqliteTx,
     id: i64,
     outcome: &Outcome,
     now: i64,
     rev: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    let tail: Option<String> = sqlx::query_scalar(concat!(
-        "SELECT group_concat(text, '' ORDER BY key) FROM ",
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let (tail, thinking_tail): (Option<String>, Option<String>) = sqlx::query_as(concat!(
+        "SELECT group_concat(CASE WHEN part = 0 THEN text END, '' ORDER BY key), \
+         group_concat(CASE WHEN part = 1 THEN text END, '' ORDER BY key) FROM ",
         log_of!("?1")
     ))
     .bind(id)
@@ -214,13 +218,16 @@ pub async fn finish(
         .execute(&mut **tx)
         .await?;
     let stats = &outcome.stats;
-    sqlx::query_scalar(
-        "UPDATE messages SET body = body || ?, status = ?, error = ?, finish_reason = ?, \
-         stopped_by = ?, prompt_tokens = ?, completion_tokens = ?, usage_estimated = ?, \
-         ttft_ms = ?, tokens_per_second = ?, retries = ?, notice = NULL, finished_at = ?, \
-         updated_at = ?, rev = ? WHERE id = ? AND status = 'streaming' RETURNING body",
+    sqlx::query_as(
+        "UPDATE messages SET body = body || ?, thinking = thinking || ?, status = ?, error = ?, \
+         finish_reason = ?, stopped_by = ?, prompt_tokens = ?, completion_tokens = ?, \
+         usage_estimated = ?, ttft_ms = ?, tokens_per_second = ?, retries = ?, notice = NULL, \
+         finished_at = ?, updated_at = ?, rev = ?, \
+         thinking_ms = COALESCE(?, thinking_ms), reasoning_tokens = ? \
+         WHERE id = ? AND status = 'streaming' RETURNING body, thinking",
     )
     .bind(tail.unwrap_or_default())
+    .bind(thinking_tail.unwrap_or_default())
     .bind(outcome.status)
     .bind(outcome.error.as_deref())
     .bind(outcome.finish_reason.as_deref())
@@ -234,6 +241,8 @@ pub async fn finish(
     .bind(now)
     .bind(now)
     .bind(rev)
+    .bind(stats.thinking_ms)
+    .bind(stats.usage.and_then(|u| u.reasoning_tokens))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await
