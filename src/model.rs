@@ -204,7 +204,9 @@ pub struct Usage {
 /// The two streams of one reply: the answer (the message body) and a
 /// reasoning model's thinking before it. Each has its own byte offsets.
 /// On the wire a number (0, 1), left out of a delta for the answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(into = "u8", try_from = "u8")]
 pub enum Part {
     #[default]
@@ -540,7 +542,9 @@ mod tests {
         let json = serde_json::to_string(&thinking).unwrap();
         assert_eq!(json, r#"{"t":"d","i":1,"p":1,"o":0,"x":"hm"}"#);
         assert_eq!(serde_json::from_str::<ChatEvent>(&json).unwrap(), thinking);
-        assert!(serde_json::from_str::<ChatEvent>(r#"{"t":"d","i":1,"p":7,"o":0,"x":""}"#).is_err());
+        assert!(
+            serde_json::from_str::<ChatEvent>(r#"{"t":"d","i":1,"p":7,"o":0,"x":""}"#).is_err()
+        );
     }
 
     #[test]

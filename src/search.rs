@@ -118,7 +118,11 @@ pub fn terms(query: &str) -> Vec<String> {
         if out.len() == MAX_TERMS {
             break;
         }
-        let term: String = word.chars().take(MAX_TERM_CHARS).collect::<String>().to_lowercase();
+        let term: String = word
+            .chars()
+            .take(MAX_TERM_CHARS)
+            .collect::<String>()
+            .to_lowercase();
         if !out.contains(&term) {
             out.push(term);
         }
@@ -191,7 +195,10 @@ mod tests {
 
     #[test]
     fn terms_are_words_only() {
-        assert_eq!(terms("  Rust, \"rust\" OR tokio*"), vec!["rust", "or", "tokio"]);
+        assert_eq!(
+            terms("  Rust, \"rust\" OR tokio*"),
+            vec!["rust", "or", "tokio"]
+        );
         assert_eq!(terms("<b>x</b>"), vec!["b", "x"]);
         assert!(terms("\"* - ( ) :").is_empty());
         assert_eq!(terms(&"a ".repeat(100)).len(), 1);
@@ -201,8 +208,15 @@ mod tests {
 
     #[test]
     fn snippet_marks_whole_words_and_keeps_text() {
-        let s = snippet("Say <b>Hello</b> to hello-world, not hellos.", &terms("hello"));
-        let marked: Vec<&str> = s.iter().filter(|f| f.hit).map(|f| f.text.as_str()).collect();
+        let s = snippet(
+            "Say <b>Hello</b> to hello-world, not hellos.",
+            &terms("hello"),
+        );
+        let marked: Vec<&str> = s
+            .iter()
+            .filter(|f| f.hit)
+            .map(|f| f.text.as_str())
+            .collect();
         assert_eq!(marked, vec!["Hello", "hello"]);
         let text: String = s.iter().map(|f| f.text.as_str()).collect();
         assert_eq!(text, "Say <b>Hello</b> to hello-world, not hellos.");

@@ -19,7 +19,9 @@ pub async fn search(
     let state = respond::state();
     let result = async {
         if !state.config.search.enabled {
-            return Err(AppError::NotFound("Search is turned off on this server.".into()));
+            return Err(AppError::NotFound(
+                "Search is turned off on this server.".into(),
+            ));
         }
         let scope = match &thread {
             Some(id) => {

@@ -38,7 +38,12 @@ pub fn SearchPage() -> impl IntoView {
     let query = use_query_map();
     let q = move || query.read().get("q").unwrap_or_default();
     let thread = move || query.read().get("thread").filter(|t| !t.is_empty());
-    let before = move || query.read().get("before").and_then(|b| b.parse::<i64>().ok());
+    let before = move || {
+        query
+            .read()
+            .get("before")
+            .and_then(|b| b.parse::<i64>().ok())
+    };
     let results = Resource::new(
         move || (q(), thread(), before()),
         |(q, thread, before)| search(q, thread, before),

@@ -213,24 +213,24 @@ impl History {
     }
 
     fn load_older(self) {
+        if !self.more.get_untracked() || self.loading.get_untracked() {
+            return;
+        }
+        self.loading.set(true);
         leptos::task::spawn_local(async move {
-            self.fetch_older(true).await;
+            self.fetch_page(true).await;
+            self.loading.set(false);
         });
     }
 
-    /// Loads the page before the oldest message held; false when there is
-    /// none (or it failed, or a load is under way). With `keep_place`, what
-    /// the reader was looking at stays in place.
-    async fn fetch_older(self, keep_place: bool) -> bool {
-        if !self.more.get_untracked() || self.loading.get_untracked() {
-            return false;
-        }
+    /// Loads the page before the oldest message held (the caller has set
+    /// `loading`); false when there was none or it failed. With
+    /// `keep_place`, what the reader was looking at stays in place.
+    async fn fetch_page(self, keep_place: bool) -> bool {
         let Some(before) = self.list.oldest_id() else {
             return false;
         };
-        self.loading.set(true);
-        let thread = self.thread_id.get_value();
-        let loaded = match older_messages(thread, before).await {
+        match older_messages(self.thread_id.get_value(), before).await {
             Ok(page) => {
                 let height = self.scroller.get_untracked().map(|el| el.scroll_height());
                 for message in page.messages {
@@ -251,20 +251,26 @@ impl History {
                 toast(format!("Older messages could not be loaded: {e}"));
                 false
             }
-        };
-        self.loading.set(false);
-        loaded
+        }
     }
 
-    /// Brings message `id` onto the page (loading older pages as needed),
-    /// scrolls to it and highlights it.
+    /// Brings message `id` onto the page (loading older pages as needed;
+    /// scrolling meanwhile loads nothing more), scrolls to it and
+    /// highlights it.
     fn reveal(self, id: i64, highlighted: RwSignal<Option<i64>>) {
         leptos::task::spawn_local(async move {
-            while self.list.status(id).is_none() {
-                if !self.fetch_older(false).await {
-                    toast("That message is not in this thread any more.");
-                    return;
+            self.loading.set(true);
+            let mut found = self.list.status(id).is_some();
+            while !found && self.more.get_untracked() {
+                if !self.fetch_page(false).await {
+                    break;
                 }
+                found = self.list.status(id).is_some();
+            }
+            self.loading.set(false);
+            if !found {
+                toast("That message is not in this thread.");
+                return;
             }
             highlighted.set(Some(id));
             request_animation_frame(move || {

@@ -73,10 +73,13 @@ fn read_sse(bytes: &[u8]) -> Expected {
                 expected.text.push_str(content);
             }
             // One delta's thinking, under either name (never both counted).
-            let thinking = [&choice["delta"]["reasoning_content"], &choice["delta"]["reasoning"]]
-                .into_iter()
-                .filter_map(Value::as_str)
-                .find(|t| !t.is_empty());
+            let thinking = [
+                &choice["delta"]["reasoning_content"],
+                &choice["delta"]["reasoning"],
+            ]
+            .into_iter()
+            .filter_map(Value::as_str)
+            .find(|t| !t.is_empty());
             if let Some(thinking) = thinking {
                 expected.thinking.push_str(thinking);
             }

@@ -23,7 +23,9 @@ async fn read_until(
             .expect("the subscription stays open");
         let ended = match &event {
             ChatEvent::Finished { id: done, .. } => *done == id,
-            ChatEvent::Message { message } => message.id == id && message.status != Status::Streaming,
+            ChatEvent::Message { message } => {
+                message.id == id && message.status != Status::Streaming
+            }
             _ => false,
         };
         let stopping = stop(&event);
@@ -104,10 +106,17 @@ async fn both_parts_exact_across_reconnects() {
 async fn a_sentence_view_regroups_both_parts() {
     let script = Scripted::reasoning(60, 200, Duration::from_millis(2));
     let app = spawn_app(FakeProvider::with(script.clone()).await).await;
-    let mut coarse =
-        SseClient::connect(&format!("{}?granularity=sentence", app.events_url("lobby")), None).await;
+    let mut coarse = SseClient::connect(
+        &format!("{}?granularity=sentence", app.events_url("lobby")),
+        None,
+    )
+    .await;
     let (_owner, list) = client_list();
-    let reply = app.post("lobby", "Ann", "@gpt think").await.replies.remove(0);
+    let reply = app
+        .post("lobby", "Ann", "@gpt think")
+        .await
+        .replies
+        .remove(0);
     let (mut thinking, mut answer) = (Vec::new(), Vec::new());
     read_until(&mut coarse, &list, reply.id, |event| {
         if let ChatEvent::Delta { part, text, .. } = event {

@@ -78,7 +78,9 @@ async fn a_full_database_fails_the_reply_by_name_and_the_app_recovers() {
         };
         let (_, event) = next.expect("open");
         match event {
-            ChatEvent::Delta { id, offset, text, .. } if id == reply.id => {
+            ChatEvent::Delta {
+                id, offset, text, ..
+            } if id == reply.id => {
                 assert_eq!(offset, seen.len(), "no gap, no duplicate");
                 seen.push_str(&text);
                 if !limited && seen.len() > 2000 {

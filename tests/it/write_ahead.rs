@@ -25,7 +25,9 @@ async fn every_received_delta_is_already_stored() {
             .expect("events keep coming")
             .expect("open");
         match event {
-            ChatEvent::Delta { id, offset, text, .. } => {
+            ChatEvent::Delta {
+                id, offset, text, ..
+            } => {
                 assert_eq!(id, reply.id);
                 let stored = app.message(id).await.body;
                 assert!(

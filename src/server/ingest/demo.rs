@@ -40,10 +40,13 @@ Until then, thanks for trying the demo!";
 /// What the demo model "thinks" before answering when asked with a
 /// `reasoning_effort` (a reasoning model), streamed as `reasoning_content`.
 const THINKING: &str = "The question is {q}. This is the demo model, so there is no real \
-reasoning to do, but a reasoning model would work it through here first: what is being asked, \
-what the thread said before, which parts matter. **This part** streams before the answer and is \
-stored as the reply's thinking, apart from the answer: viewers see it grow, then it folds \
-away once the answer starts. It is never sent back to the model as context. Time to answer.";
+reasoning to do here, but a reasoning model would work it through at this point: what exactly \
+is being asked, what the thread said before, which parts of it matter and which do not, what a \
+short and plain answer would look like, and whether anything in it could be wrong. **This part** \
+streams before the answer and is stored as the reply's thinking, apart from the answer itself: \
+everyone watching sees it grow, then it folds away as soon as the answer starts, and it stays \
+folded after a reload (open it to read it again). It is never sent back to the model as \
+context, and an export marks it as thinking. Enough thinking; time to answer.";
 
 /// Marks a question whose first answer fails mid-stream, to show what a
 /// failed reply looks like (and Regenerate).
@@ -73,7 +76,11 @@ impl DemoModel {
 /// The question, shortened for quoting.
 fn quoted(question: &str) -> String {
     let short: String = question.chars().take(200).collect();
-    let ellipsis = if short.len() < question.len() { "…" } else { "" };
+    let ellipsis = if short.len() < question.len() {
+        "…"
+    } else {
+        ""
+    };
     format!("\"{short}{ellipsis}\"")
 }
 
@@ -154,7 +161,10 @@ pub async fn completions(
         .sum();
     let fail = demo.should_fail(&question);
     let tokens = tokens(&question);
-    let thinking = if request.get("reasoning_effort").is_some_and(|e| !e.is_null()) {
+    let thinking = if request
+        .get("reasoning_effort")
+        .is_some_and(|e| !e.is_null())
+    {
         thinking_tokens(&question)
     } else {
         Vec::new()

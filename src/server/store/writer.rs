@@ -865,9 +865,10 @@ impl WriterTask {
                 Some(Some(cursor)) => *cursor,
                 _ => self.cursors[&append.id],
             };
-            effects
-                .cursors
-                .insert(append.id, Some(cursor.after(append.part, append.text.len())));
+            effects.cursors.insert(
+                append.id,
+                Some(cursor.after(append.part, append.text.len())),
+            );
             let rev = self.global_rev();
             rows.push((append, cursor, rev));
         }

@@ -230,7 +230,9 @@ pub async fn watch(mut client: SseClient, replies: usize) -> Seen {
             None => serde_json::from_str::<ChatEvent>(&data).expect("a ChatEvent"),
         };
         match event {
-            ChatEvent::Delta { id, offset, text, .. } => {
+            ChatEvent::Delta {
+                id, offset, text, ..
+            } => {
                 let body = seen.texts.entry(id).or_default();
                 assert_eq!(body.len(), offset, "a viewer's copy has a gap");
                 body.push_str(&text);

@@ -20,8 +20,8 @@ use sqlx::{
 };
 
 use super::{SearchScope, Snapshot};
-use crate::search::FoundMessage;
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
+use crate::search::FoundMessage;
 
 pub use writes::PgTx;
 
@@ -61,7 +61,8 @@ pub(super) const MESSAGE_COLUMNS: &str = pg_message_columns!(
 /// How long a finished reply's log rows are kept for wake-ups to read.
 const LOG_KEPT_MS: i64 = 30_000;
 /// For `RETURNING` after a write that leaves the log as it was.
-pub(super) const STORED_COLUMNS: &str = pg_message_columns!("messages.body", "messages.thinking", "messages.rev");
+pub(super) const STORED_COLUMNS: &str =
+    pg_message_columns!("messages.body", "messages.thinking", "messages.rev");
 
 const SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
      (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
@@ -182,9 +183,9 @@ impl PostgresStore {
         let query = terms.join(" ");
         match scope {
             SearchScope::Listed => sqlx::query_as::<_, FoundMessage>(SEARCH_LISTED).bind(query),
-            SearchScope::Thread(thread) => {
-                sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD).bind(query).bind(thread)
-            }
+            SearchScope::Thread(thread) => sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD)
+                .bind(query)
+                .bind(thread),
         }
         .bind(before)
         .bind(limit)

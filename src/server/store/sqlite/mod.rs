@@ -23,8 +23,8 @@ use sqlx::{
 };
 
 use super::{SearchScope, Snapshot};
-use crate::search::FoundMessage;
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
+use crate::search::FoundMessage;
 
 /// The writer's connection, owned (not pooled): a pooled connection costs
 /// a ping to its worker thread and a spawned task on every release, and
@@ -326,9 +326,9 @@ impl SqliteStore {
         let query = crate::search::fts5_query(terms);
         match scope {
             SearchScope::Listed => sqlx::query_as::<_, FoundMessage>(SEARCH_LISTED).bind(query),
-            SearchScope::Thread(thread) => {
-                sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD).bind(query).bind(thread)
-            }
+            SearchScope::Thread(thread) => sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD)
+                .bind(query)
+                .bind(thread),
         }
         .bind(before)
         .bind(limit)
