@@ -156,7 +156,7 @@ fn describe_stats(stats: &ReplyStats) -> String {
             u.completion_tokens,
             if u.estimated { " (estimated)" } else { "" }
         ));
-        if let Some(reasoning) = u.reasoning_tokens {
+        if let Some(reasoning) = u.reasoning_tokens.filter(|r| *r > 0) {
             parts.push(format!("{reasoning} of them thinking"));
         }
     }

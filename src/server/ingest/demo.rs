@@ -190,12 +190,14 @@ pub async fn completions(
         }
         yield Ok(chunk(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), Value::Null));
         let completion = tokens.len() + thinking.len();
-        let usage = json!({
+        let mut usage = json!({
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion,
             "total_tokens": prompt_tokens + completion,
-            "completion_tokens_details": {"reasoning_tokens": thinking.len()},
         });
+        if !thinking.is_empty() {
+            usage["completion_tokens_details"] = json!({"reasoning_tokens": thinking.len()});
+        }
         yield Ok(chunk(json!([]), usage));
         yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
     };
