@@ -91,6 +91,14 @@ pub struct ThreadSummary {
     pub live: i64,
 }
 
+/// What the home page loads (one resource: the page renders once it is here).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Home {
+    pub threads: Vec<ThreadSummary>,
+    /// Whether the server offers search (the page shows the box).
+    pub search: bool,
+}
+
 /// Older messages of a thread, for scrolling back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPage {

@@ -47,9 +47,3 @@ pub async fn search(
     .await;
     respond::finish(result)
 }
-
-/// Whether this server offers search (the pages show the box only then).
-#[server(endpoint = "search_enabled")]
-pub async fn search_enabled() -> Result<bool, AppError> {
-    Ok(super::respond::state().config.search.enabled)
-}

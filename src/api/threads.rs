@@ -2,7 +2,7 @@ use leptos::prelude::*;
 
 use crate::{
     error::AppError,
-    model::{Thread, ThreadSummary},
+    model::{Home, Thread, ThreadSummary},
 };
 
 /// How many threads the thread list shows.
@@ -19,6 +19,23 @@ pub async fn list_threads() -> Result<Vec<ThreadSummary>, AppError> {
         .store
         .list_threads(THREAD_LIST_SIZE)
         .await
+        .map_err(AppError::from);
+    respond::finish(result)
+}
+
+/// The home page's data: the thread list, and whether search is on.
+#[server(endpoint = "load_home")]
+pub async fn load_home() -> Result<Home, AppError> {
+    use super::respond;
+    let state = respond::state();
+    let result = state
+        .store
+        .list_threads(THREAD_LIST_SIZE)
+        .await
+        .map(|threads| Home {
+            threads,
+            search: state.config.search.enabled,
+        })
         .map_err(AppError::from);
     respond::finish(result)
 }

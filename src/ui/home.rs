@@ -3,32 +3,34 @@ use leptos_router::components::A;
 
 use super::search::SearchBox;
 use crate::{
-    api::{create_thread, list_threads, search_enabled, CreateThread, MAX_TITLE_CHARS},
-    model::{format_datetime_utc, ThreadSummary},
+    api::{create_thread, load_home, CreateThread, MAX_TITLE_CHARS},
+    model::{format_datetime_utc, Home, ThreadSummary},
 };
 
 /// `/`: the threads by last activity, live, and a form to start one.
 #[component]
 pub fn HomePage() -> impl IntoView {
-    let threads = Resource::new(|| (), |_| list_threads());
-    let searchable = Resource::new(|| (), |_| search_enabled());
+    // One resource under one Suspense (several Suspenses on one page can
+    // leave an async SSR response unfinished: leptos-rs/leptos#4851).
+    let page = Resource::new(|| (), |_| load_home());
     view! {
         <main class="home">
             <header class="home-header">
                 <h1>"streamchat"</h1>
                 <p class="hint">"Group chat where " <code>"@gpt"</code> " answers, and everyone sees the reply as it is written."</p>
             </header>
-            <Suspense fallback=|| ()>
-                {move || Suspend::new(async move {
-                    matches!(searchable.await, Ok(true)).then(|| view! { <SearchBox thread=None/> })
-                })}
-            </Suspense>
-            <NewThreadForm/>
             <Suspense fallback=|| view! { <p class="loading">"Loading threads…"</p> }>
                 {move || Suspend::new(async move {
-                    match threads.await {
-                        Ok(threads) => view! { <ThreadList threads/> }.into_any(),
-                        Err(e) => view! { <p class="page-error" role="alert">{e.to_string()}</p> }.into_any(),
+                    match page.await {
+                        Ok(Home { threads, search }) => view! {
+                            {search.then(|| view! { <SearchBox thread=None/> })}
+                            <NewThreadForm/>
+                            <ThreadList threads/>
+                        }.into_any(),
+                        Err(e) => view! {
+                            <NewThreadForm/>
+                            <p class="page-error" role="alert">{e.to_string()}</p>
+                        }.into_any(),
                     }
                 })}
             </Suspense>

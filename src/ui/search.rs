@@ -36,33 +36,39 @@ pub fn SearchBox(thread: Option<String>, #[prop(optional)] value: String) -> imp
 #[component]
 pub fn SearchPage() -> impl IntoView {
     let query = use_query_map();
-    let q = move || query.read().get("q").unwrap_or_default();
-    let thread = move || query.read().get("thread").filter(|t| !t.is_empty());
-    let before = move || {
-        query
-            .read()
-            .get("before")
-            .and_then(|b| b.parse::<i64>().ok())
+    let params = move || {
+        query.with(|query| {
+            (
+                query.get("q").unwrap_or_default(),
+                query.get("thread").filter(|t| !t.is_empty()),
+                query.get("before").and_then(|b| b.parse::<i64>().ok()),
+            )
+        })
     };
-    let results = Resource::new(
-        move || (q(), thread(), before()),
-        |(q, thread, before)| search(q, thread, before),
-    );
-    let back = move || match thread() {
-        Some(id) => view! { <A href=format!("/t/{id}")>"← Back to the thread"</A> }.into_any(),
-        None => view! { <A href="/">"← All threads"</A> }.into_any(),
-    };
+    // The resource carries the query it answers: the view reads nothing
+    // else (an async render may finish after the router's memos are gone).
+    let results = Resource::new(params, |(q, thread, before)| async move {
+        let results = search(q.clone(), thread.clone(), before).await;
+        (results, q, thread)
+    });
     view! {
-        <Title text=move || format!("{} · search · streamchat", q())/>
         <main class="search-page">
-            <nav class="crumbs">{back}</nav>
-            <h1>"Search"</h1>
-            {move || view! { <SearchBox thread=thread() value=q()/> }}
             <Suspense fallback=|| view! { <p class="loading">"Searching…"</p> }>
                 {move || Suspend::new(async move {
-                    match results.await {
-                        Ok(results) => view! { <Results results q=q() thread=thread()/> }.into_any(),
-                        Err(e) => view! { <p class="page-error" role="alert">{e.to_string()}</p> }.into_any(),
+                    let (results, q, thread) = results.await;
+                    let back = match &thread {
+                        Some(id) => view! { <A href=format!("/t/{id}")>"← Back to the thread"</A> }.into_any(),
+                        None => view! { <A href="/">"← All threads"</A> }.into_any(),
+                    };
+                    view! {
+                        <Title text=format!("{q} · search · streamchat")/>
+                        <nav class="crumbs">{back}</nav>
+                        <h1>"Search"</h1>
+                        <SearchBox thread=thread.clone() value=q.clone()/>
+                        {match results {
+                            Ok(results) => view! { <Results results q thread/> }.into_any(),
+                            Err(e) => view! { <p class="page-error" role="alert">{e.to_string()}</p> }.into_any(),
+                        }}
                     }
                 })}
             </Suspense>

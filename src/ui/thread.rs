@@ -26,11 +26,14 @@ pub fn ThreadPage() -> impl IntoView {
     let params = use_params_map();
     let thread_id = move || params.read().get("id").unwrap_or_default();
     let page = Resource::new(thread_id, list_messages);
+    // `?m=<id>` (a search hit), read here: the view below renders after
+    // the data arrives, when the router's state may be gone.
+    let target = use_query_map().with_untracked(|q| q.get("m").and_then(|m| m.parse::<i64>().ok()));
     view! {
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match page.await {
-                    Ok(page) => view! { <ThreadView page/> }.into_any(),
+                    Ok(page) => view! { <ThreadView page target/> }.into_any(),
                     Err(e) => view! {
                         <main class="thread">
                             <p class="page-error" role="alert">{e.to_string()}</p>
@@ -44,7 +47,7 @@ pub fn ThreadPage() -> impl IntoView {
 }
 
 #[component]
-fn ThreadView(page: Page) -> impl IntoView {
+fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
     let Page {
         thread,
         messages,
@@ -83,10 +86,6 @@ fn ThreadView(page: Page) -> impl IntoView {
     // held, then scroll to it and highlight it.
     let highlighted = RwSignal::new(None::<i64>);
     provide_context(Highlighted(highlighted));
-    let target = use_query_map()
-        .get_untracked()
-        .get("m")
-        .and_then(|m| m.parse::<i64>().ok());
     if let Some(target) = target {
         stick.set_value(false);
         Effect::new(move |_| history.reveal(target, highlighted));

@@ -373,6 +373,44 @@ async fn set_to_interrupt_a_dead_instance_s_reply_ends_interrupted_with_its_text
     drop(b);
 }
 
+/// `kill -9` of the instance producing a reply while the model is still
+/// thinking: the instance that ends it keeps every bit of thinking a
+/// viewer (on that other instance) saw, as thinking, not answer.
+#[tokio::test]
+async fn kill_9_while_thinking_keeps_the_thinking_seen() {
+    let db = PgDb::create().await;
+    let fake = FakeProvider::with(Scripted::reasoning(3000, 20, Duration::from_millis(4))).await;
+    let interrupt = [("STREAMCHAT_ORPHANED_REPLIES", "interrupt")];
+    let mut a = NodeProcess::start_with(&db, &fake, "thinks", 1.0, None, &interrupt).await;
+    let b = NodeProcess::start_with(&db, &fake, "watches", 1.0, None, &interrupt).await;
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&b.events_url("lobby"), None).await;
+    let reply = ask_on(&a.url).await;
+    loop {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(20), viewer.next())
+            .await
+            .expect("events keep coming")
+            .expect("open");
+        assert_eq!(list.apply(event, rev), None);
+        if list.thinking(reply.id).is_some_and(|t| t.len() >= 200) {
+            break;
+        }
+    }
+    let seen = list.thinking(reply.id).unwrap();
+    a.kill9();
+    viewer.follow(&list, reply.id).await;
+    let stored = db.wait_finished(reply.id, Duration::from_secs(15)).await;
+    assert_eq!(stored.status, Status::Interrupted);
+    assert!(
+        stored.thinking.starts_with(&seen),
+        "all thinking seen is kept"
+    );
+    assert_eq!(stored.body, "", "it had not started answering");
+    assert_eq!(list.thinking(reply.id).unwrap(), stored.thinking);
+    drop(b);
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn the_home_page_of_one_instance_marks_a_reply_live_on_another() {
     let db = PgDb::create().await;

@@ -311,3 +311,33 @@ async fn turned_off_there_is_no_box_and_no_endpoint() {
     assert!(on.page("/").await.contains("role=\"search\""));
     assert!(on.page("/t/lobby").await.contains("role=\"search\""));
 }
+
+/// Result pages rendered concurrently all complete (a render that read the
+/// router's state after its request ended used to panic now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_result_pages_all_render() {
+    let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
+    app.post("lobby", "Ann", "the comet returns").await;
+    let pages = (0..200).map(|i| {
+        let app = &app;
+        async move {
+            let path = if i % 2 == 0 {
+                "/search?q=comet"
+            } else {
+                "/search?q=comet&thread=lobby"
+            };
+            let response = app
+                .http
+                .get(format!("{}{path}", app.url))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    });
+    for (status, body) in futures::future::join_all(pages).await {
+        assert_eq!(status, 200);
+        assert!(body.contains("<mark>comet</mark>"));
+    }
+}

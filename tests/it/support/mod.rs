@@ -258,10 +258,12 @@ impl TestApp {
         .await
     }
 
-    /// The text of the page at `path` (e.g. `/t/lobby`), as a browser gets it.
+    /// The text of the page at `path` (e.g. `/t/lobby`), as a browser gets it
+    /// (an answer that never completes fails the test rather than hanging it).
     pub async fn page(&self, path: &str) -> String {
         self.http
             .get(format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(60))
             .send()
             .await
             .unwrap()
