@@ -414,12 +414,16 @@ async fn kill_9_while_thinking_keeps_the_thinking_seen() {
 #[tokio::test]
 async fn the_home_page_of_one_instance_marks_a_reply_live_on_another() {
     let db = PgDb::create().await;
-    let fake = FakeProvider::with(Scripted::words(200, Duration::from_millis(10))).await;
+    // The reply stays live until stopped: no race with its end, however
+    // slow the machine.
+    let script = Scripted::words(5, Duration::from_millis(10))
+        .ending(crate::support::fake_provider::Ending::Stall);
+    let fake = FakeProvider::with(script).await;
     let a = spawn_node(node_config(&db, &fake, "a")).await;
     let b = spawn_node(node_config(&db, &fake, "b")).await;
     let mut list = SseClient::connect(&format!("{}/api/threads/events", b.url), None).await;
     let reply = a.post("lobby", "Ann", "@gpt go").await.replies[0].clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let (_, event) = tokio::time::timeout(left, list.next())
@@ -432,6 +436,14 @@ async fn the_home_page_of_one_instance_marks_a_reply_live_on_another() {
             }
         }
     }
+    let id = reply.id.to_string();
+    let stop = a
+        .call(
+            "stop_reply",
+            &[("thread", "lobby"), ("id", &id), ("by", "Ann")],
+        )
+        .await;
+    assert!(stop.status().is_success());
     db.wait_finished(reply.id, Duration::from_secs(20)).await;
 }
 
