@@ -178,13 +178,6 @@ impl Message {
         }
     }
 
-    pub fn part_mut(&mut self, part: Part) -> &mut String {
-        match part {
-            Part::Answer => &mut self.body,
-            Part::Thinking => &mut self.thinking,
-        }
-    }
-
     /// Whether the reply ended in a way Regenerate can retry.
     pub fn can_regenerate(&self) -> bool {
         self.role == Role::Assistant && !matches!(self.status, Status::Streaming | Status::Done)
