@@ -151,6 +151,11 @@ impl MessageList {
         self.find(id).map(|m| m.thinking.get_untracked())
     }
 
+    /// How message `id` went so far (usage, timings), if held.
+    pub fn stats(&self, id: i64) -> Option<ReplyStats> {
+        self.find(id).map(|m| m.stats.get_untracked())
+    }
+
     /// The current status of message `id`, if held.
     pub fn status(&self, id: i64) -> Option<Status> {
         self.find(id).map(|m| m.status.get_untracked())
@@ -275,6 +280,14 @@ impl MessageList {
             }
             ChatEvent::Thread { thread } => {
                 self.title.set(Some(thread.title));
+                None
+            }
+            ChatEvent::Thought { id, thinking_ms } => {
+                let held = self.find(id)?;
+                held.stats.update(|s| s.thinking_ms = Some(thinking_ms));
+                if let Some(rev) = rev {
+                    held.rev.set(rev);
+                }
                 None
             }
             ChatEvent::Sync { .. } => None,

@@ -376,6 +376,10 @@ pub enum ChatEvent {
         notice: Option<String>,
         retries: i64,
     },
+    /// A reasoning reply started its answer after thinking this long
+    /// ("Thought for N s" while the answer streams).
+    #[serde(rename = "k")]
+    Thought { id: i64, thinking_ms: i64 },
     /// End of a snapshot: the client is current to `rev`.
     #[serde(rename = "s")]
     Sync { rev: i64 },

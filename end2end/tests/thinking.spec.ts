@@ -26,9 +26,11 @@ test("the thinking is open while it streams, folds when the answer starts, and s
   await expect.poll(async () => (await thoughts.innerText()).length).toBeGreaterThan(early);
   await expect(thinking).toHaveAttribute("open", "");
 
-  // Folded once the answer starts.
+  // Folded once the answer starts, saying how long it thought.
   await expect(answer).not.toHaveText("");
   await expect(thinking).not.toHaveAttribute("open");
+  await expect(thinking.locator("summary")).toHaveText(/^Thought for \d+ s$/);
+  await expect(reply).toHaveAttribute("data-status", "streaming");
 
   // Done: how long it thought; a click opens it.
   await expect(reply).toHaveAttribute("data-status", "done", { timeout: 60_000 });

@@ -130,7 +130,7 @@ fn Thinking(
     let summary = Signal::derive(move || match (open.get(), stats.with(|s| s.thinking_ms)) {
         (true, _) => "Thinking…".to_owned(),
         (false, Some(ms)) => format!("Thought for {} s", ((ms + 500) / 1000).max(1)),
-        (false, None) => "Thoughts".to_owned(),
+        (false, None) => "Thought".to_owned(),
     });
     move || {
         let rendered = rendered.clone();

@@ -84,7 +84,7 @@ async fn twenty_concurrent_replies_across_three_threads() {
                     assert!(ours.contains_key(id), "{thread} got end of {id}");
                     finished += 1;
                 }
-                ChatEvent::Notice { id, .. } => {
+                ChatEvent::Notice { id, .. } | ChatEvent::Thought { id, .. } => {
                     assert!(ours.contains_key(id), "{thread} got a notice of {id}")
                 }
                 ChatEvent::Thread { thread: summary } => assert_eq!(&summary.id, thread),

@@ -75,6 +75,12 @@ async fn both_parts_exact_across_reconnects() {
     .await;
     if !ended {
         assert_eq!(list.thinking(reply.id).unwrap(), script.thinking_text(), "thinking whole before the answer");
+        assert!(
+            list.stats(reply.id).unwrap().thinking_ms.is_some(),
+            "how long it thought is known once the answer starts"
+        );
+        let row = app.message(reply.id).await;
+        assert!(row.status == Status::Streaming && row.thinking_ms.is_some());
         let last = viewer.last_id.clone();
         drop(viewer);
         let mut viewer = SseClient::connect(&url, last.as_deref()).await;

@@ -355,6 +355,7 @@ impl Generation<'_> {
         self.handle.touch();
         self.state.metrics.tokens.inc();
         progress.first_text_at.get_or_insert(now);
+        let answer_starts = part == Part::Answer && progress.first_answer_at.is_none();
         match part {
             Part::Thinking => progress.first_thinking_at.get_or_insert(now),
             Part::Answer => progress.first_answer_at.get_or_insert(now),
@@ -362,6 +363,19 @@ impl Generation<'_> {
         progress.text.push_str(text);
         for other in Part::ALL.into_iter().filter(|p| *p != part) {
             if !self.flush(chunkers, other).await {
+                return false;
+            }
+        }
+        // The thinking is over: viewers can say how long it took.
+        if let Some(first) = progress.first_thinking_at.filter(|_| answer_starts) {
+            let ms = now.saturating_duration_since(first).as_millis() as i64;
+            if self
+                .state
+                .writer
+                .thought(self.thread_id, self.reply.id, ms)
+                .await
+                .is_err()
+            {
                 return false;
             }
         }

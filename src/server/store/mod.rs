@@ -522,6 +522,24 @@ impl Tx {
         }
     }
 
+    /// Records how long a streaming reply thought; false if it is not streaming.
+    pub async fn set_thinking_ms(
+        &mut self,
+        thread_id: &str,
+        id: i64,
+        thinking_ms: i64,
+        now: i64,
+        rev: i64,
+    ) -> Result<bool, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => sqlite::writes::set_thinking_ms(tx, id, thinking_ms, now, rev).await,
+            Tx::Postgres(tx) => {
+                tx.set_thinking_ms(thread_id, id, thinking_ms, now, rev)
+                    .await
+            }
+        }
+    }
+
     /// Puts reply `id` of the thread back to `streaming` (Continue), keeping
     /// its text, if its status is one of `from`; `None` otherwise.
     pub async fn reopen(

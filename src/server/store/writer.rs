@@ -96,6 +96,12 @@ enum Command {
         id: i64,
         outcome: Outcome,
     },
+    /// A reasoning reply's answer starts: how long it thought.
+    Thought {
+        thread_id: Arc<str>,
+        id: i64,
+        thinking_ms: i64,
+    },
     /// Extends every lease this writer holds (PostgreSQL).
     Renew,
     /// Gives up this instance's lease on a reply it stops producing without
@@ -254,6 +260,22 @@ impl Writer {
             id,
             notice,
             retries,
+        })
+        .await
+    }
+
+    /// Records how long a reply thought, as its answer starts.
+    pub async fn thought(
+        &self,
+        thread_id: &Arc<str>,
+        id: i64,
+        thinking_ms: i64,
+    ) -> Result<(), AppError> {
+        let thread_id = thread_id.clone();
+        self.send(Command::Thought {
+            thread_id,
+            id,
+            thinking_ms,
         })
         .await
     }
@@ -557,7 +579,7 @@ impl WriterTask {
             // Dropped unanswered: the health check reports the writer failing.
             // (A release not stored: the lease simply runs out.)
             Command::Ping(_) | Command::Renew | Command::Release { .. } => {}
-            Command::Notice { id, .. } => {
+            Command::Notice { id, .. } | Command::Thought { id, .. } => {
                 tracing::warn!(message_id = id, "a reply's notice could not be stored");
             }
             Command::Append { id, .. } => {
@@ -613,6 +635,7 @@ impl WriterTask {
                 }
                 Command::Append { thread_id, id, .. }
                 | Command::Notice { thread_id, id, .. }
+                | Command::Thought { thread_id, id, .. }
                 | Command::Finish { thread_id, id, .. }
                 | Command::Release { thread_id, id } => {
                     threads.push(thread_id);
@@ -820,6 +843,29 @@ impl WriterTask {
                                 id: *id,
                                 notice: notice.clone(),
                                 retries: *retries,
+                            },
+                        ));
+                    }
+                }
+                Command::Thought {
+                    thread_id,
+                    id,
+                    thinking_ms,
+                } => {
+                    if self.lost.contains(id) {
+                        continue;
+                    }
+                    let rev = self.rev(&mut tx, thread_id).await?;
+                    if tx
+                        .set_thinking_ms(thread_id, *id, *thinking_ms, now, rev)
+                        .await?
+                    {
+                        effects.events.push((
+                            thread_id.clone(),
+                            rev,
+                            ChatEvent::Thought {
+                                id: *id,
+                                thinking_ms: *thinking_ms,
                             },
                         ));
                     }

@@ -324,6 +324,28 @@ impl PgTx {
         Ok(body)
     }
 
+    pub async fn set_thinking_ms(
+        &mut self,
+        thread_id: &str,
+        id: i64,
+        thinking_ms: i64,
+        now: i64,
+        rev: i64,
+    ) -> Result<bool, sqlx::Error> {
+        self.row_changed(thread_id);
+        sqlx::query(
+            "UPDATE messages SET thinking_ms = $1, updated_at = $2, rev = $3 \
+             WHERE id = $4 AND status = 'streaming'",
+        )
+        .bind(thinking_ms)
+        .bind(now)
+        .bind(rev)
+        .bind(id)
+        .execute(self.conn())
+        .await
+        .map(|r| r.rows_affected() == 1)
+    }
+
     pub async fn set_notice(
         &mut self,
         thread_id: &str,

@@ -248,6 +248,26 @@ pub async fn finish(
     .await
 }
 
+pub async fn set_thinking_ms(
+    tx: &mut SqliteTx,
+    id: i64,
+    thinking_ms: i64,
+    now: i64,
+    rev: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages SET thinking_ms = ?, updated_at = ?, rev = ? \
+         WHERE id = ? AND status = 'streaming'",
+    )
+    .bind(thinking_ms)
+    .bind(now)
+    .bind(rev)
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
 pub async fn set_notice(
     tx: &mut SqliteTx,
     id: i64,
