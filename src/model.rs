@@ -189,6 +189,12 @@ impl Message {
     }
 }
 
+/// How long a reply thought, in whole seconds as people read it ("Thought
+/// for N s"): rounded, and at least 1.
+pub fn thinking_secs(thinking_ms: i64) -> i64 {
+    ((thinking_ms + 500) / 1000).max(1)
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: i64,

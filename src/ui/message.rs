@@ -7,7 +7,10 @@ use crate::{
     },
     error::AppError,
     live::{LiveMessage, MessageList},
-    model::{format_datetime_utc, format_time, Message, ReplyStats, Role, Status, DEMO_MODEL},
+    model::{
+        format_datetime_utc, format_time, thinking_secs, Message, ReplyStats, Role, Status,
+        DEMO_MODEL,
+    },
 };
 
 /// One of twelve colours per author name (stable across pages and people).
@@ -129,7 +132,7 @@ fn Thinking(
     let open = Memo::new(move |_| streaming.get() && !answering.get());
     let summary = Signal::derive(move || match (open.get(), stats.with(|s| s.thinking_ms)) {
         (true, _) => "Thinking…".to_owned(),
-        (false, Some(ms)) => format!("Thought for {} s", ((ms + 500) / 1000).max(1)),
+        (false, Some(ms)) => format!("Thought for {} s", thinking_secs(ms)),
         (false, None) => "Thought".to_owned(),
     });
     move || {

@@ -9,7 +9,7 @@ use axum::{
 use crate::server::store::Store;
 use crate::{
     error::AppError,
-    model::{format_datetime_utc, Message, Role, Thread},
+    model::{format_datetime_utc, thinking_secs, Message, Role, Thread},
 };
 
 pub async fn export(
@@ -61,7 +61,7 @@ pub fn to_markdown(thread: &Thread, messages: &[Message]) -> String {
         if !m.thinking.is_empty() {
             // Marked as the model's thinking: a quoted section before the answer.
             let label = match m.thinking_ms {
-                Some(ms) => format!("Thinking ({} s)", ((ms + 500) / 1000).max(1)),
+                Some(ms) => format!("Thinking ({} s)", thinking_secs(ms)),
                 None => "Thinking".to_owned(),
             };
             out.push_str(&format!("> **{label}**\n>\n"));

@@ -580,7 +580,10 @@ impl WriterTask {
             // (A release not stored: the lease simply runs out.)
             Command::Ping(_) | Command::Renew | Command::Release { .. } => {}
             Command::Notice { id, .. } | Command::Thought { id, .. } => {
-                tracing::warn!(message_id = id, "a reply's notice could not be stored");
+                tracing::warn!(
+                    message_id = id,
+                    "a reply's notice or thinking time could not be stored"
+                );
             }
             Command::Append { id, .. } => {
                 if self.broken.insert(id) {
