@@ -12,15 +12,20 @@ pub enum AppError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
-    /// A limit was reached (rate, capacity); the message says when to retry.
-    #[error("{0}")]
-    Limited(String),
+    /// A limit was reached (rate, capacity); the message says when to retry,
+    /// and so does `Retry-After` (whole seconds).
+    #[error("{message}")]
+    Limited { message: String, retry_after: u32 },
     /// The request conflicts with the current state (e.g. the reply already ended).
     #[error("{0}")]
     Conflict(String),
     /// The request needs a signed-in user (an identity header is configured).
     #[error("{0}")]
     Unauthorized(String),
+    /// The request names a host this app does not serve (a DNS-rebound
+    /// page, a wrong proxy configuration).
+    #[error("{0}")]
+    Misdirected(String),
     /// The database refuses writes now (e.g. its disk is full); reads work.
     #[error("{0}")]
     Unavailable(String),
@@ -42,6 +47,22 @@ impl AppError {
     /// it names (the same whether the id exists elsewhere or not at all).
     pub fn no_message(id: i64) -> Self {
         AppError::NotFound(format!("There is no message {id} in this thread."))
+    }
+
+    /// A limit's refusal: `message` says which limit and when to retry.
+    pub fn limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        AppError::Limited {
+            message: message.into(),
+            retry_after: retry_after.as_secs_f64().ceil().clamp(1.0, 3600.0) as u32,
+        }
+    }
+
+    /// Seconds to wait before retrying, for a limit's refusal.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            AppError::Limited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 }
 
@@ -72,7 +93,8 @@ mod server {
             match self {
                 AppError::Invalid(_) => StatusCode::BAD_REQUEST,
                 AppError::NotFound(_) => StatusCode::NOT_FOUND,
-                AppError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+                AppError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                AppError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
                 AppError::Conflict(_) => StatusCode::CONFLICT,
                 AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
                 AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,9 +116,35 @@ mod server {
         }
     }
 
+    impl AppError {
+        /// The refusal of a request before its handler ran: JSON, as a
+        /// server function answers (its caller decodes it), for `/api/`
+        /// paths; plain text for pages.
+        pub fn refusal(self, path: &str) -> axum::response::Response {
+            if !path.starts_with("/api/") {
+                return self.into_response();
+            }
+            let status = self.status();
+            let retry_after = self.retry_after();
+            let mut response = (status, axum::Json(self)).into_response();
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
+            response
+        }
+    }
+
     impl IntoResponse for AppError {
         fn into_response(self) -> axum::response::Response {
-            (self.status(), self.to_string()).into_response()
+            let mut response = (self.status(), self.to_string()).into_response();
+            if let Some(secs) = self.retry_after() {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
+            response
         }
     }
 }

@@ -13,6 +13,8 @@ pub const BOT_HANDLE: &str = "gpt";
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
 /// Longest accepted author name, in characters, after trimming.
 pub const MAX_AUTHOR_CHARS: usize = 40;
+/// Longest name a sign-in proxy may give (an e-mail address).
+pub const MAX_IDENTITY_CHARS: usize = 254;
 /// How many messages a thread page shows.
 pub const PAGE_SIZE: i64 = 100;
 
@@ -437,14 +439,24 @@ pub fn mentions(body: &str, handle: &str) -> bool {
 
 /// Checks a post and returns its trimmed author and body.
 pub fn validate_post(author: &str, body: &str) -> Result<(String, String), AppError> {
+    validate_post_with(author, body, MAX_AUTHOR_CHARS)
+}
+
+/// [`validate_post`] with a name of up to `max_author` characters (a
+/// sign-in proxy's identity may be longer than a typed name).
+pub fn validate_post_with(
+    author: &str,
+    body: &str,
+    max_author: usize,
+) -> Result<(String, String), AppError> {
     let author = author.trim();
     let body = body.trim();
     if author.is_empty() {
         return Err(AppError::Invalid("Please enter your name.".into()));
     }
-    if author.chars().count() > MAX_AUTHOR_CHARS {
+    if author.chars().count() > max_author {
         return Err(AppError::Invalid(format!(
-            "Your name is too long: at most {MAX_AUTHOR_CHARS} characters."
+            "Your name is too long: at most {max_author} characters."
         )));
     }
     if author.chars().any(char::is_control) {

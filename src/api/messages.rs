@@ -26,6 +26,7 @@ pub async fn send_message(
                 author: who.name_or(&author),
                 body: &body,
                 request_id: &request_id,
+                signed_in: who.identity.is_some(),
             };
             crate::server::ingest::outbox::send(&respond::ingest(&state), &who.client, post).await
         }

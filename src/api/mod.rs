@@ -36,7 +36,7 @@ pub(crate) mod respond {
     pub fn requester(state: &AppState) -> Result<crate::server::edge::access::Requester, AppError> {
         let parts = use_context::<Parts>()
             .ok_or_else(|| AppError::internal("a server function ran without its request"))?;
-        crate::server::edge::access::requester(&state.config.access, &parts)
+        crate::server::edge::access::requester(&state.gate, &parts)
     }
 
     /// Sets the error's HTTP status, except for plain (no-JavaScript) form
@@ -48,7 +48,11 @@ pub(crate) mod respond {
                 .and_then(|accept| accept.to_str().ok().map(|a| a.contains("text/html")))
                 .unwrap_or(false);
             if !form_post {
-                expect_context::<ResponseOptions>().set_status(e.status());
+                let response = expect_context::<ResponseOptions>();
+                response.set_status(e.status());
+                if let Some(secs) = e.retry_after() {
+                    response.insert_header(header::RETRY_AFTER, secs.into());
+                }
             }
         }
         result

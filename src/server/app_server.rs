@@ -19,12 +19,19 @@ use tower_http::{
 
 use super::{
     config::Config,
-    edge::{export, health, security, sse, sse_listener::SseListener, thread_list},
+    edge::{
+        access::{self, Gate},
+        connections::{self, ConnectionLimits},
+        export, health, limits, security, sse,
+        sse_listener::SseListener,
+        thread_list,
+    },
     fanout::hub::Hub,
     ingest::{
         adopt,
         bots::Bots,
-        demo,
+        budget::{Budget, PerClient, Spend},
+        demo::{self, DemoModel},
         generations::{EndRequest, Generations},
         outbox, tokens,
     },
@@ -56,7 +63,13 @@ impl AppState {
                     ttl: config.cluster.lease(),
                 };
                 tracing::info!(instance = %lease.owner, "sharing a PostgreSQL database with other instances");
-                Store::open_postgres(url, lease, config.cluster.max_connections).await?
+                Store::open_postgres(
+                    url,
+                    lease,
+                    config.cluster.max_connections,
+                    config.limits.read_timeout(),
+                )
+                .await?
             }
             None => Store::open_sqlite(&config.database).await?,
         };
@@ -110,6 +123,10 @@ impl AppState {
             Some(_) => tracing::info!("state ready (PostgreSQL)"),
             None => tracing::info!(database = %config.database.display(), "state ready"),
         }
+        let config_access = config.access.clone();
+        let site_addr = leptos_options.site_addr;
+        let writes_per_minute = config.limits.writes_per_minute;
+        let subscriptions_per_client = config.limits.subscriptions_per_client;
         let state = Self {
             leptos_options,
             config: Arc::new(config),
@@ -119,8 +136,11 @@ impl AppState {
             bots,
             generations,
             metrics,
-            demo: Default::default(),
+            demo: DemoModel::default(),
             shutdown,
+            gate: Arc::new(Gate::new(&config_access, site_addr)),
+            writes: Budget::new(Spend::Writes, writes_per_minute),
+            subscriptions: PerClient::new(subscriptions_per_client),
         };
         adopt::spawn(FromRef::from_ref(&state), state.shutdown.clone());
         Ok(state)
@@ -175,7 +195,17 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         // A panic in a handler is a 500 with a plain message, never a hang.
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(security::same_origin));
+        .layer(axum::middleware::from_fn(security::same_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            <limits::Writes as FromRef<AppState>>::from_ref(&state),
+            limits::writes,
+        ))
+        // The door, before anything else runs: the host, the identity, and
+        // who is asking (for every limit after it).
+        .layer(axum::middleware::from_fn_with_state(
+            state.gate.clone(),
+            access::admit,
+        ));
     let router = match instance {
         Some(name) => router.layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-streamchat-instance"),
@@ -200,6 +230,11 @@ async fn error_status(response: axum::response::Response) -> axum::response::Res
     };
     if let Ok(error) = serde_json::from_slice::<crate::error::AppError>(&bytes) {
         parts.status = error.status();
+        if let Some(secs) = error.retry_after() {
+            parts
+                .headers
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
     }
     axum::response::Response::from_parts(parts, Body::from(bytes))
 }
@@ -244,18 +279,15 @@ pub async fn serve(
     let generations = state.generations.clone();
     let ending = generations.clone();
     tracing::info!("listening on http://{addr}");
-    let listener = SseListener::new(listener, FromRef::from_ref(&state))?;
-    // Connection addresses reach handlers: the `@gpt` limit counts by them.
-    let app =
-        router(state).into_make_service_with_connect_info::<super::edge::access::ClientAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: ending replies and subscriptions");
-            ending.end_all(EndRequest::Shutdown);
-            stop.cancel();
-        })
-        .await?;
+    let limits = ConnectionLimits::new(&state.config.limits);
+    let listener = SseListener::new(listener, FromRef::from_ref(&state), limits.clone());
+    connections::serve(listener, router(state), limits, async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending replies and subscriptions");
+        ending.end_all(EndRequest::Shutdown);
+        stop.cancel();
+    })
+    .await;
     // Give replies a moment to record how they ended.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while generations.count() > 0 && tokio::time::Instant::now() < deadline {

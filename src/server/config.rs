@@ -47,6 +47,9 @@ pub struct BotConfig {
     /// For reasoning models: how hard to think (`low`, `medium`, `high`),
     /// sent as `reasoning_effort`. The demo model thinks aloud when it is set.
     pub reasoning_effort: Option<String>,
+    /// Most tokens one reply may have the provider generate (sent as
+    /// `max_tokens`, or `max_completion_tokens` for a reasoning model).
+    pub max_tokens: u32,
     /// The key read from `api_key_env`.
     #[serde(skip)]
     pub api_key: Option<Secret>,
@@ -82,10 +85,33 @@ pub struct LimitsConfig {
     pub total_timeout_secs: f64,
     /// How often the watchdog looks.
     pub watchdog_period_secs: f64,
+    /// Replies one client may have generating at once (beside the global cap).
+    pub replies_per_client: usize,
+    /// State-changing requests (posts, new threads, renames, granularity,
+    /// Stop / Regenerate / Continue) per client per minute.
+    pub writes_per_minute: u32,
+    /// Open connections per client address (a trusted proxy's are not counted).
+    pub connections_per_client: usize,
+    /// Open live subscriptions per client.
+    pub subscriptions_per_client: usize,
+    /// A request head (and the next one on a kept-alive connection) must
+    /// arrive within this; an idle connection is closed after it.
+    pub header_timeout_secs: f64,
+    /// A connection whose client takes nothing of what it is sent for this
+    /// long is closed.
+    pub write_timeout_secs: f64,
+    /// Largest reply (answer and thinking together, in bytes); a reply
+    /// reaching it ends `done` with the finish reason `length`, its text kept.
+    pub max_reply_bytes: usize,
+    /// Largest line of a provider's stream; a longer one fails the reply.
+    pub max_provider_line_bytes: usize,
+    /// Database reads (pages, exports, search) longer than this are
+    /// cancelled (PostgreSQL; the writer is not affected).
+    pub read_timeout_secs: f64,
 }
 
 /// Who a request comes from, for deployments behind a reverse proxy.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
     /// A header set by a trusted authenticating proxy (oauth2-proxy,
@@ -98,6 +124,27 @@ pub struct AccessConfig {
     /// `X-Forwarded-For`; its last entry is used). Otherwise the address of
     /// the connection is the client's.
     pub client_ip_header: Option<String>,
+    /// The addresses (CIDRs) of those proxies: the two headers above are
+    /// believed only on connections from them. Default: this machine.
+    pub trusted_proxies: Vec<String>,
+    /// The `Host` names this app answers to (a name, or name:port); others
+    /// get 421 before anything runs. Default: `localhost`, the loopback
+    /// addresses and the address it listens on.
+    pub allowed_hosts: Vec<String>,
+    /// Paths that are the operator's, answered without the identity header.
+    pub operator_paths: Vec<String>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            identity_header: None,
+            client_ip_header: None,
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            allowed_hosts: Vec::new(),
+            operator_paths: vec!["/healthz".into(), "/metrics".into()],
+        }
+    }
 }
 
 /// Full-text search over message bodies.
@@ -200,6 +247,7 @@ impl Default for BotConfig {
             api_key_env: None,
             api_key: None,
             reasoning_effort: None,
+            max_tokens: 4096,
             context_messages: 20,
             system_prompt: "You are @gpt, a terse assistant in a group chat. Answer the question \
                             you were mentioned in, briefly and plainly."
@@ -228,6 +276,15 @@ impl Default for LimitsConfig {
             idle_timeout_secs: 60.0,
             total_timeout_secs: 600.0,
             watchdog_period_secs: 2.0,
+            replies_per_client: 4,
+            writes_per_minute: 60,
+            connections_per_client: 64,
+            subscriptions_per_client: 16,
+            header_timeout_secs: 10.0,
+            write_timeout_secs: 30.0,
+            max_reply_bytes: 256 * 1024,
+            max_provider_line_bytes: 1024 * 1024,
+            read_timeout_secs: 10.0,
         }
     }
 }
@@ -241,6 +298,15 @@ impl LimitsConfig {
     }
     pub fn watchdog_period(&self) -> Duration {
         Duration::from_secs_f64(self.watchdog_period_secs)
+    }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_timeout_secs)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.write_timeout_secs)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.read_timeout_secs)
     }
 }
 
@@ -344,6 +410,24 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_TOTAL_TIMEOUT_SECS") {
             self.limits.total_timeout_secs = v.parse().context("STREAMCHAT_TOTAL_TIMEOUT_SECS")?;
         }
+        macro_rules! limit {
+            ($($var:literal => $field:ident),* $(,)?) => {$(
+                if let Some(v) = set($var) {
+                    self.limits.$field = v.trim().parse().context($var)?;
+                }
+            )*};
+        }
+        limit! {
+            "STREAMCHAT_REPLIES_PER_CLIENT" => replies_per_client,
+            "STREAMCHAT_WRITES_PER_MINUTE" => writes_per_minute,
+            "STREAMCHAT_CONNECTIONS_PER_CLIENT" => connections_per_client,
+            "STREAMCHAT_SUBSCRIPTIONS_PER_CLIENT" => subscriptions_per_client,
+            "STREAMCHAT_HEADER_TIMEOUT_SECS" => header_timeout_secs,
+            "STREAMCHAT_WRITE_TIMEOUT_SECS" => write_timeout_secs,
+            "STREAMCHAT_MAX_REPLY_BYTES" => max_reply_bytes,
+            "STREAMCHAT_MAX_PROVIDER_LINE_BYTES" => max_provider_line_bytes,
+            "STREAMCHAT_READ_TIMEOUT_SECS" => read_timeout_secs,
+        }
         if let Some(v) = set("STREAMCHAT_SEARCH") {
             self.search.enabled = match v.trim() {
                 "1" | "true" | "on" => true,
@@ -356,6 +440,24 @@ impl Config {
         }
         if let Some(v) = set("STREAMCHAT_CLIENT_IP_HEADER") {
             self.access.client_ip_header = Some(v);
+        }
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        if let Some(v) = set("STREAMCHAT_TRUSTED_PROXIES") {
+            self.access.trusted_proxies = list(v);
+        }
+        if let Some(v) = set("STREAMCHAT_ALLOWED_HOSTS") {
+            self.access.allowed_hosts = list(v);
+        }
+        for cidr in &self.access.trusted_proxies {
+            anyhow::ensure!(
+                parse_cidr(cidr).is_some(),
+                "access.trusted_proxies: {cidr:?} is not an address or CIDR"
+            );
         }
         for header in [&self.access.identity_header, &self.access.client_ip_header]
             .into_iter()
@@ -401,6 +503,19 @@ impl Config {
             "limits.max_concurrent_replies must be at least 1"
         );
         anyhow::ensure!(
+            l.replies_per_client > 0
+                && l.writes_per_minute > 0
+                && l.connections_per_client > 0
+                && l.subscriptions_per_client > 0
+                && l.max_reply_bytes > 0
+                && l.max_provider_line_bytes >= 1024,
+            "limits: per-client caps and sizes must be at least 1 (provider lines at least 1024 bytes)"
+        );
+        anyhow::ensure!(
+            l.header_timeout_secs > 0.0 && l.write_timeout_secs > 0.0 && l.read_timeout_secs > 0.0,
+            "limits: header, write and read timeouts must be positive"
+        );
+        anyhow::ensure!(
             self.stream.viewer_buffer > 0,
             "stream.viewer_buffer must be at least 1"
         );
@@ -416,6 +531,14 @@ impl Config {
     pub fn uses_demo(&self) -> bool {
         self.openai_base_url.is_none() && self.openai_api_key.is_none()
     }
+}
+
+/// An address or CIDR (`10.0.0.0/8`, `::1`, `192.168.1.7`).
+pub fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn is_postgres_url(url: &str) -> bool {

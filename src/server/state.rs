@@ -9,9 +9,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     config::Config,
-    edge::sse::Subscriptions,
+    edge::{access::Gate, sse::Subscriptions},
     fanout::hub::Hub,
-    ingest::{bots::Bots, demo::DemoModel, generations::Generations, Ingest},
+    ingest::{
+        bots::Bots,
+        budget::{Budget, PerClient},
+        demo::DemoModel,
+        generations::Generations,
+        Ingest,
+    },
     metrics::Metrics,
     store::{writer::Writer, Store},
 };
@@ -34,6 +40,12 @@ pub struct AppState {
     pub demo: DemoModel,
     /// Cancelled on shutdown: ends live subscriptions so the server can stop.
     pub shutdown: CancellationToken,
+    /// Who may come in, and who is asking (hosts, identity, client keys).
+    pub gate: Arc<Gate>,
+    /// State-changing requests per client per minute.
+    pub writes: Budget,
+    /// Open live subscriptions per client.
+    pub subscriptions: PerClient,
 }
 
 impl FromRef<AppState> for Ingest {
@@ -57,6 +69,8 @@ impl FromRef<AppState> for Subscriptions {
             hub: state.hub.clone(),
             metrics: state.metrics.clone(),
             shutdown: state.shutdown.clone(),
+            gate: state.gate.clone(),
+            per_client: state.subscriptions.clone(),
         }
     }
 }

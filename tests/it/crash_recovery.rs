@@ -38,6 +38,7 @@ async fn start_server(dir: &std::path::Path, fake: &FakeProvider) -> Server {
         .env("OPENAI_BASE_URL", &fake.base_url)
         .env("OPENAI_API_KEY", "sk-test-key")
         .env("RUST_LOG", "warn")
+        .envs(crate::support::ROOMY_LIMITS)
         .spawn()
         .expect("server starts");
     let url = format!("http://127.0.0.1:{port}");

@@ -96,7 +96,7 @@ async fn a_client_over_the_rate_limit_is_refused_clearly_whatever_its_name() {
     assert_eq!(refused.status().as_u16(), 429);
     let body: Value = refused.json().await.unwrap();
     assert!(
-        error_text(&body).contains("2 times in the last minute"),
+        error_text(&body).contains("2 bot replies in the last minute"),
         "{body}"
     );
     assert_eq!(app.message_count().await, before);

@@ -2,7 +2,8 @@
 //! the rest receive every delta as usual; the stuck one, once it reads
 //! again, is resynced from the database and ends with the exact text.
 //! The hub holds at most `viewer_buffer` (here 256) events for it, however long it
-//! stalls (memory bounded by configuration, not by the backlog).
+//! stalls (memory bounded by configuration, not by the backlog); one stuck
+//! past the write timeout is disconnected (`open_network.rs`).
 
 use std::{collections::HashSet, time::Duration};
 
@@ -24,7 +25,12 @@ async fn a_stuck_viewer_is_resynced_and_others_are_unaffected() {
         }
     })
     .await;
-    let app = spawn_app_with(fake, |c| c.stream.viewer_buffer = 256).await;
+    let app = spawn_app_with(fake, |c| {
+        c.stream.viewer_buffer = 256;
+        // Stuck for less than the write timeout: kept, and resynced.
+        c.limits.write_timeout_secs = 600.0;
+    })
+    .await;
     let mut stuck = SseClient::connect_tiny(app.addr, "/api/threads/lobby/events").await;
     let mut healthy = SseClient::connect(&app.events_url("lobby"), None).await;
     // Both read their opening snapshot (nothing streams yet: just `sync`);

@@ -1,26 +1,31 @@
-//! Who a request comes from: the name a post is stored under and the key
-//! the `@gpt` limit counts by. Both come from what a trusted proxy says when
-//! one is configured ([`AccessConfig`]), never from a name the client picks
-//! freely.
+//! Who a request comes from, and whether it may come in at all: the `Host`
+//! it names must be one this app serves (a page rebound by DNS to this
+//! address names its own), and with an identity header configured every
+//! route but the operator's needs one, believed only from a trusted proxy.
+//! The client key every limit counts by comes from here too: the proxy's
+//! identity, the address a trusted proxy reports, or the connection's
+//! address (IPv6 by its /64), never a name the client picks freely.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
-    extract::{connect_info::Connected, ConnectInfo},
-    http::request::Parts,
-    serve::IncomingStream,
+    extract::{connect_info::Connected, ConnectInfo, Request, State},
+    http::{header, request::Parts, HeaderName},
+    middleware::Next,
+    response::Response,
 };
+use ipnet::IpNet;
 
 use crate::error::AppError;
-use crate::server::config::AccessConfig;
+use crate::server::config::{parse_cidr, AccessConfig};
 
 /// The address a connection comes from, put on every request it carries.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, super::sse_listener::SseListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, super::sse_listener::SseListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
+impl Connected<SocketAddr> for ClientAddr {
+    fn connect_info(addr: SocketAddr) -> Self {
+        ClientAddr(addr)
     }
 }
 
@@ -41,42 +46,215 @@ impl Requester {
     }
 }
 
-/// Reads the requester from a request's head. With an identity header
-/// configured, a request without it is refused.
-pub fn requester(config: &AccessConfig, parts: &Parts) -> Result<Requester, AppError> {
-    let header = |name: &str| {
-        parts
+/// The access rules, built once from [`AccessConfig`] and the address the
+/// app listens on.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    identity_header: Option<HeaderName>,
+    client_ip_header: Option<HeaderName>,
+    proxies: Vec<IpNet>,
+    /// Allowed hosts as `(name, port)`; no port: any port.
+    hosts: Vec<(String, Option<u16>)>,
+    /// Any IP-literal host is allowed (listening on every address with no
+    /// host list; a DNS-rebound page never names an IP).
+    any_ip_host: bool,
+    operator_paths: Vec<String>,
+}
+
+impl Gate {
+    pub fn new(config: &AccessConfig, listen: SocketAddr) -> Self {
+        let mut hosts: Vec<(String, Option<u16>)> = config
+            .allowed_hosts
+            .iter()
+            .filter_map(|h| {
+                let h = h.to_ascii_lowercase();
+                split_host(&h).map(|(name, port)| (name.to_owned(), port))
+            })
+            .collect();
+        let defaults = config.allowed_hosts.is_empty();
+        if defaults {
+            for name in ["localhost", "127.0.0.1", "[::1]"] {
+                hosts.push((name.into(), None));
+            }
+            if !listen.ip().is_unspecified() {
+                hosts.push((host_of(listen.ip()), None));
+            }
+        }
+        Self {
+            identity_header: config
+                .identity_header
+                .as_deref()
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            client_ip_header: config
+                .client_ip_header
+                .as_deref()
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            proxies: config
+                .trusted_proxies
+                .iter()
+                .filter_map(|c| parse_cidr(c))
+                .collect(),
+            hosts,
+            any_ip_host: defaults && listen.ip().is_unspecified(),
+            operator_paths: config.operator_paths.clone(),
+        }
+    }
+
+    /// Whether `ip` is a trusted proxy's.
+    pub fn is_proxy(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Checks a request's head and says who sent it: 421 for a host this
+    /// app does not serve, 401 without the identity a configured proxy must
+    /// add (or with one from anywhere but that proxy).
+    pub fn admit(&self, parts: &Parts) -> Result<Requester, AppError> {
+        let host = parts
             .headers
-            .get(name)
+            .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let identity = match &config.identity_header {
-        Some(name) => Some(header(name).map(str::to_owned).ok_or_else(|| {
-            AppError::Unauthorized(
-                "Sign in first: this app takes its users' names from the sign-in service.".into(),
-            )
-        })?),
-        None => None,
-    };
-    let client = match &identity {
-        Some(user) => format!("user:{user}"),
-        None => config
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        if !self.serves_host(host) {
+            return Err(AppError::Misdirected(format!(
+                "This server does not serve the host \"{}\".",
+                host.chars().take(100).collect::<String>()
+            )));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<ClientAddr>>()
+            .map(|ConnectInfo(ClientAddr(addr))| canonical(addr.ip()));
+        let from_proxy = peer.is_some_and(|ip| self.is_proxy(ip));
+        let header = |name: &HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let operator = self
+            .operator_paths
+            .iter()
+            .any(|p| p == parts.uri.path());
+        let identity = match &self.identity_header {
+            Some(name) if !operator => {
+                let user = header(name).filter(|_| from_proxy).ok_or_else(|| {
+                    AppError::Unauthorized(
+                        "Sign in first: this app takes its users' names from the sign-in service."
+                            .into(),
+                    )
+                })?;
+                Some(user.to_owned())
+            }
+            _ => None,
+        };
+        let forwarded = self
             .client_ip_header
-            .as_deref()
+            .as_ref()
+            .filter(|_| from_proxy)
             .and_then(header)
             .and_then(|v| v.rsplit(',').next())
-            .map(|ip| format!("ip:{}", ip.trim()))
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<ConnectInfo<ClientAddr>>()
-                    .map(|ConnectInfo(ClientAddr(addr))| format!("ip:{}", addr.ip()))
-            })
-            .unwrap_or_else(|| "ip:unknown".into()),
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+        let client = match (&identity, forwarded.or(peer)) {
+            (Some(user), _) => format!("user:{user}"),
+            (None, Some(ip)) => client_key(ip),
+            (None, None) => "ip:unknown".into(),
+        };
+        Ok(Requester { identity, client })
+    }
+
+    fn serves_host(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let Some((name, port)) = split_host(&host) else {
+            return false;
+        };
+        if self.any_ip_host
+            && name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok()
+        {
+            return true;
+        }
+        self.hosts
+            .iter()
+            .any(|(allowed, want)| allowed == name && want.is_none_or(|w| Some(w) == port))
+    }
+}
+
+/// `name[:port]` (an IPv6 literal in brackets) to its parts.
+fn split_host(host: &str) -> Option<(&str, Option<u16>)> {
+    let host = host.trim();
+    if host.is_empty() {
+        return None;
+    }
+    let (name, port) = match host.rfind(':') {
+        Some(at) if !host.ends_with(']') && (host.starts_with('[') || !host[..at].contains(':')) => {
+            (&host[..at], Some(host[at + 1..].parse().ok()?))
+        }
+        _ => (host, None),
     };
-    Ok(Requester { identity, client })
+    (!name.is_empty()).then_some((name, port))
+}
+
+fn host_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// An IPv4 address arriving as IPv6 (`::ffff:a.b.c.d`) as the IPv4 one.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The key limits count an address by: an IPv4 address, or an IPv6
+/// address's /64 (one home or host usually has a whole /64).
+pub fn client_key(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => {
+            let net = ipnet::Ipv6Net::new(v6, 64).map(|n| n.trunc());
+            match net {
+                Ok(net) => format!("ip:{net}"),
+                Err(_) => format!("ip:{v6}"),
+            }
+        }
+    }
+}
+
+/// Middleware on every route: refuses what [`Gate::admit`] refuses before
+/// any handler runs, and puts the [`Requester`] on the request.
+pub async fn admit(State(gate): State<std::sync::Arc<Gate>>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match gate.admit(&parts) {
+        Ok(who) => {
+            parts.extensions.insert(who);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(refusal) => {
+            tracing::info!(path = parts.uri.path(), status = %refusal.status(), "request refused at the door");
+            refusal.refusal(parts.uri.path())
+        }
+    }
+}
+
+/// Who sent a request the gate let in (in its extensions), or, for a
+/// request that did not pass the gate (a test calling a handler directly),
+/// what the gate says now.
+pub fn requester(gate: &Gate, parts: &Parts) -> Result<Requester, AppError> {
+    match parts.extensions.get::<Requester>() {
+        Some(who) => Ok(who.clone()),
+        None => gate.admit(parts),
+    }
 }
 
 #[cfg(test)]
@@ -85,7 +263,10 @@ mod tests {
     use axum::http::Request;
 
     fn parts(headers: &[(&str, &str)], peer: Option<&str>) -> Parts {
-        let mut request = Request::builder();
+        let mut request = Request::builder().uri("/api/send_message");
+        if !headers.iter().any(|(k, _)| *k == "host") {
+            request = request.header("host", "127.0.0.1:3000");
+        }
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
@@ -98,48 +279,104 @@ mod tests {
         request.into_parts().0
     }
 
+    fn gate(config: AccessConfig) -> Gate {
+        Gate::new(&config, "127.0.0.1:3000".parse().unwrap())
+    }
+
     #[test]
     fn the_connection_address_by_default_and_names_are_the_clients() {
-        let config = AccessConfig::default();
-        let who = requester(
-            &config,
-            &parts(&[("x-forwarded-for", "1.2.3.4")], Some("10.0.0.7:5555")),
-        )
-        .unwrap();
+        let who = gate(AccessConfig::default())
+            .admit(&parts(
+                &[("x-forwarded-for", "1.2.3.4")],
+                Some("10.0.0.7:5555"),
+            ))
+            .unwrap();
         assert_eq!(who.client, "ip:10.0.0.7", "an untrusted header is ignored");
         assert_eq!(who.name_or("Ann"), "Ann");
     }
 
     #[test]
-    fn a_trusted_proxy_decides_the_address_and_the_name() {
-        let config = AccessConfig {
-            identity_header: None,
-            client_ip_header: Some("X-Forwarded-For".into()),
-        };
-        let who = requester(
-            &config,
-            &parts(
-                &[("x-forwarded-for", "6.6.6.6, 1.2.3.4")],
-                Some("10.0.0.7:5555"),
-            ),
-        )
-        .unwrap();
-        assert_eq!(who.client, "ip:1.2.3.4", "the entry the proxy added");
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let g = gate(AccessConfig::default());
+        let a = g
+            .admit(&parts(&[], Some("[2001:db8:1:2:aaaa::1]:5555")))
+            .unwrap();
+        let b = g
+            .admit(&parts(&[], Some("[2001:db8:1:2:bbbb::9]:5555")))
+            .unwrap();
+        let other = g.admit(&parts(&[], Some("[2001:db8:1:3::1]:5555"))).unwrap();
+        assert_eq!(a.client, "ip:2001:db8:1:2::/64");
+        assert_eq!(a.client, b.client);
+        assert_ne!(a.client, other.client);
+        let mapped = g.admit(&parts(&[], Some("[::ffff:10.0.0.7]:1"))).unwrap();
+        assert_eq!(mapped.client, "ip:10.0.0.7");
+    }
 
-        let config = AccessConfig {
+    #[test]
+    fn a_trusted_proxy_decides_the_address_and_the_name_only_from_its_address() {
+        let g = gate(AccessConfig {
+            client_ip_header: Some("X-Forwarded-For".into()),
+            trusted_proxies: vec!["10.0.0.0/24".into()],
+            ..AccessConfig::default()
+        });
+        let headers = [("x-forwarded-for", "6.6.6.6, 1.2.3.4")];
+        let who = g.admit(&parts(&headers, Some("10.0.0.7:5555"))).unwrap();
+        assert_eq!(who.client, "ip:1.2.3.4", "the entry the proxy added");
+        let who = g.admit(&parts(&headers, Some("10.9.9.9:5555"))).unwrap();
+        assert_eq!(who.client, "ip:10.9.9.9", "not from the proxy: not believed");
+
+        let g = gate(AccessConfig {
             identity_header: Some("X-Forwarded-User".into()),
-            client_ip_header: None,
-        };
-        let who = requester(
-            &config,
-            &parts(&[("x-forwarded-user", "ann@example.com")], None),
-        )
-        .unwrap();
+            trusted_proxies: vec!["10.0.0.7".into()],
+            ..AccessConfig::default()
+        });
+        let user = [("x-forwarded-user", "ann@example.com")];
+        let who = g.admit(&parts(&user, Some("10.0.0.7:1"))).unwrap();
         assert_eq!(who.name_or("Mallory"), "ann@example.com");
         assert_eq!(who.client, "user:ann@example.com");
         assert!(matches!(
-            requester(&config, &parts(&[], None)),
+            g.admit(&parts(&[], Some("10.0.0.7:1"))),
             Err(AppError::Unauthorized(_))
         ));
+        assert!(
+            matches!(
+                g.admit(&parts(&user, Some("10.0.0.8:1"))),
+                Err(AppError::Unauthorized(_))
+            ),
+            "an identity from outside the proxy list is refused"
+        );
+    }
+
+    #[test]
+    fn only_the_hosts_served() {
+        let g = gate(AccessConfig::default());
+        for host in ["127.0.0.1:3000", "localhost:3000", "LOCALHOST", "[::1]:3000"] {
+            assert!(g.admit(&parts(&[("host", host)], None)).is_ok(), "{host}");
+        }
+        for host in ["evil.test:3000", "evil.test", "127.0.0.1.evil.test", ""] {
+            assert!(
+                matches!(
+                    g.admit(&parts(&[("host", host)], None)),
+                    Err(AppError::Misdirected(_))
+                ),
+                "{host}"
+            );
+        }
+        let g = gate(AccessConfig {
+            allowed_hosts: vec!["chat.example.com".into(), "alt.example:8443".into()],
+            ..AccessConfig::default()
+        });
+        assert!(g
+            .admit(&parts(&[("host", "chat.example.com:443")], None))
+            .is_ok());
+        assert!(g.admit(&parts(&[("host", "alt.example:8443")], None)).is_ok());
+        assert!(g.admit(&parts(&[("host", "alt.example:80")], None)).is_err());
+        assert!(
+            g.admit(&parts(&[("host", "localhost")], None)).is_err(),
+            "a host list replaces the defaults"
+        );
+        let any = Gate::new(&AccessConfig::default(), "0.0.0.0:3000".parse().unwrap());
+        assert!(any.admit(&parts(&[("host", "192.168.1.20:3000")], None)).is_ok());
+        assert!(any.admit(&parts(&[("host", "rebind.evil.test")], None)).is_err());
     }
 }

@@ -1,6 +1,9 @@
-//! `GET /t/{id}/export.md`: a thread as one Markdown document.
+//! `GET /t/{id}/export.md`: a thread as one Markdown document, written a
+//! page of messages at a time as the client reads it (a client that does
+//! not read holds one page, not the thread).
 
 use axum::{
+    body::{Body, Bytes},
     extract::{Path, State},
     http::header,
     response::{IntoResponse, Response},
@@ -17,7 +20,6 @@ pub async fn export(
     Path(thread_id): Path<String>,
 ) -> Result<Response, AppError> {
     let thread = store.existing_thread(&thread_id).await?;
-    let messages = store.all_messages(&thread.id).await?;
     let filename: String = thread
         .title
         .chars()
@@ -34,46 +36,79 @@ pub async fn export(
                 format!("attachment; filename=\"{filename}.md\""),
             ),
         ],
-        to_markdown(&thread, &messages),
+        Body::from_stream(document(store, thread)),
     )
         .into_response())
+}
+
+/// Messages read per page of the export.
+const EXPORT_PAGE: i64 = 50;
+
+/// The document's bytes, the title first, then a page of messages at a time.
+fn document(
+    store: Store,
+    thread: Thread,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    async_stream::stream! {
+        yield Ok(Bytes::from(title(&thread)));
+        let mut after = 0;
+        loop {
+            let rows = match store.messages_after(&thread.id, after, EXPORT_PAGE).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(thread_id = %thread.id, error = %e, "export read failed");
+                    yield Err(std::io::Error::other("export read failed"));
+                    return;
+                }
+            };
+            let mut out = String::new();
+            for m in &rows {
+                write_message(&mut out, m);
+            }
+            yield Ok(Bytes::from(out));
+            if (rows.len() as i64) < EXPORT_PAGE {
+                return;
+            }
+            after = rows.last().map_or(after, |m| m.id);
+        }
+    }
+}
+
+fn title(thread: &Thread) -> String {
+    format!("# {}\n", thread.title)
 }
 
 /// The document: the title, then each message under its author and time
 /// (UTC), replies marked with their model and how they ended; a reasoning
 /// model's thinking as a quoted "Thinking" section before its answer.
-pub fn to_markdown(thread: &Thread, messages: &[Message]) -> String {
-    let mut out = format!("# {}\n", thread.title);
-    for m in messages {
-        let mut heading = format!(
-            "\n## {} · {} UTC",
-            m.author,
-            format_datetime_utc(m.created_at)
-        );
-        if m.role == Role::Assistant {
-            if let Some(model) = &m.model {
-                heading.push_str(&format!(" · {model}"));
-            }
-            heading.push_str(&format!(" · {}", m.status.label()));
+fn write_message(out: &mut String, m: &Message) {
+    let mut heading = format!(
+        "\n## {} · {} UTC",
+        m.author,
+        format_datetime_utc(m.created_at)
+    );
+    if m.role == Role::Assistant {
+        if let Some(model) = &m.model {
+            heading.push_str(&format!(" · {model}"));
         }
-        out.push_str(&heading);
-        out.push_str("\n\n");
-        if !m.thinking.is_empty() {
-            // Marked as the model's thinking: a quoted section before the answer.
-            let label = match m.thinking_ms {
-                Some(ms) => format!("Thinking ({} s)", thinking_secs(ms)),
-                None => "Thinking".to_owned(),
-            };
-            out.push_str(&format!("> **{label}**\n>\n"));
-            for line in m.thinking.trim_end().lines() {
-                out.push_str(if line.is_empty() { ">" } else { "> " });
-                out.push_str(line);
-                out.push('\n');
-            }
+        heading.push_str(&format!(" · {}", m.status.label()));
+    }
+    out.push_str(&heading);
+    out.push_str("\n\n");
+    if !m.thinking.is_empty() {
+        // Marked as the model's thinking: a quoted section before the answer.
+        let label = match m.thinking_ms {
+            Some(ms) => format!("Thinking ({} s)", thinking_secs(ms)),
+            None => "Thinking".to_owned(),
+        };
+        out.push_str(&format!("> **{label}**\n>\n"));
+        for line in m.thinking.trim_end().lines() {
+            out.push_str(if line.is_empty() { ">" } else { "> " });
+            out.push_str(line);
             out.push('\n');
         }
-        out.push_str(m.body.trim_end());
         out.push('\n');
     }
-    out
+    out.push_str(m.body.trim_end());
+    out.push('\n');
 }

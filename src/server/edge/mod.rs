@@ -3,8 +3,10 @@
 //! security headers, export, health and metrics endpoints.
 
 pub mod access;
+pub mod connections;
 pub mod export;
 pub mod health;
+pub mod limits;
 pub mod security;
 pub mod sse;
 pub mod sse_listener;

@@ -2,8 +2,9 @@
 //! of a thread.
 //!
 //! Order matters for exactly-once: subscribe to the hub FIRST, then read the
-//! snapshot (rows changed after the client's revision, from `Last-Event-ID`
-//! or `?since=`), then forward live events newer than the snapshot. A
+//! thread's revision, then the snapshot (rows changed after the client's
+//! revision, from `Last-Event-ID` or `?since=`, a page at a time as the
+//! socket takes them), then forward live events newer than that revision. A
 //! subscriber that falls more than the hub's capacity behind is resynced
 //! from the database instead of slowing anyone down.
 //!
@@ -24,7 +25,7 @@ use std::{collections::HashMap, convert::Infallible, fmt::Write, sync::Arc, time
 
 use axum::{
     body::{Body, Bytes},
-    extract::{Path, Query, State},
+    extract::{Extension, Path, Query, State},
     http::{header, HeaderMap},
     response::{IntoResponse, Response},
 };
@@ -33,17 +34,19 @@ use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::access::{Gate, Requester};
 use crate::server::{
     config::Config,
+    ingest::budget::PerClient,
     fanout::hub::{Envelope, Hub},
     ingest::chunker::Chunker,
     metrics::Metrics,
     sleep_until,
-    store::{Snapshot, Store},
+    store::Store,
 };
 use crate::{
     error::AppError,
-    model::{ChatEvent, Granularity, Part},
+    model::{ChatEvent, Granularity, Message, Part},
 };
 
 /// What serving subscriptions uses (from `AppState`).
@@ -55,6 +58,10 @@ pub struct Subscriptions {
     pub metrics: Arc<Metrics>,
     /// Cancelled on shutdown: ends live subscriptions.
     pub shutdown: CancellationToken,
+    /// The door the lean path checks requests at (the router has its own).
+    pub gate: Arc<Gate>,
+    /// Open subscriptions per client.
+    pub per_client: PerClient,
 }
 
 /// A token delta carries an event id at most this often.
@@ -74,10 +81,12 @@ pub async fn events(
     State(state): State<Subscriptions>,
     Path(thread_id): Path<String>,
     Query(query): Query<EventsQuery>,
+    who: Option<Extension<Requester>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let stream = open(state, thread_id, last_event_id, query).await?;
+    let client = who.map_or_else(|| "ip:unknown".to_owned(), |Extension(who)| who.client);
+    let stream = open(state, thread_id, last_event_id, query, &client).await?;
     Ok(event_stream_response(stream))
 }
 
@@ -88,6 +97,7 @@ pub async fn open(
     thread_id: String,
     last_event_id: Option<&str>,
     query: EventsQuery,
+    client: &str,
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, AppError> {
     let since = last_event_id
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -98,18 +108,30 @@ pub async fn open(
             AppError::Invalid("granularity must be token, word or sentence.".into())
         })?,
     };
+    let held = state.per_client.hold(client).ok_or_else(|| too_many(&state.per_client))?;
     state.store.existing_thread(&thread_id).await?;
     let mut live = state.hub.subscribe(&thread_id);
-    let first = state.store.snapshot(&thread_id, since).await?;
+    let first_rev = state.store.thread_rev(&thread_id).await?;
     let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);
     let metrics = state.metrics.clone();
     let presence = state.hub.join(&thread_id);
 
     let stream = async_stream::stream! {
-        let _viewer = (ViewerGuard::new(metrics), presence);
+        let _viewer = (ViewerGuard::new(metrics), presence, held);
         let mut out = Output::new(granularity, max_delay);
-        out.rev = first.rev;
-        out.snapshot(first);
+        out.rev = first_rev;
+        // The snapshot goes out a page at a time, each read only once the
+        // previous one was taken by the socket: a client that does not
+        // read holds one page, not the thread.
+        let mut first = std::pin::pin!(pages(state.store.clone(), thread_id.clone(), since));
+        while let Some(page) = first.next().await {
+            let Ok(rows) = page else { return };
+            out.rows(rows);
+            for bytes in out.take() {
+                yield bytes;
+            }
+        }
+        out.sync();
         for bytes in out.take() {
             yield bytes;
         }
@@ -145,13 +167,20 @@ pub async fn open(
                 match result {
                     _ if resync => {
                         out.flush_held();
-                        match state.store.snapshot(&thread_id, Some(out.rev)).await {
-                            Ok(snapshot) => out.snapshot(snapshot),
-                            Err(e) => {
-                                tracing::error!(error = %e, "resync failed; closing the subscription");
-                                return;
+                        let Ok(rev) = state.store.thread_rev(&thread_id).await else {
+                            tracing::error!("resync failed; closing the subscription");
+                            return;
+                        };
+                        let mut again = std::pin::pin!(pages(state.store.clone(), thread_id.clone(), Some(out.rev)));
+                        while let Some(page) = again.next().await {
+                            let Ok(rows) = page else { return };
+                            out.rows(rows);
+                            for bytes in out.take() {
+                                yield bytes;
                             }
                         }
+                        out.rev = out.rev.max(rev);
+                        out.sync();
                     }
                     Ok(envelope) => out.live(&envelope, Instant::now()),
                     // Closed (a lag took the resync branch above).
@@ -179,12 +208,52 @@ pub async fn open(
     Ok(stream)
 }
 
+/// Rows a snapshot sends at most per page (read when the previous page
+/// has been taken by the connection).
+const SNAPSHOT_PAGE: i64 = 20;
+
+/// The snapshot's rows, page by page: every message changed after `since`,
+/// or without it the replies still streaming. A failed read ends it (and
+/// the subscription, which the client reopens).
+fn pages(
+    store: Store,
+    thread_id: String,
+    since: Option<i64>,
+) -> impl Stream<Item = Result<Vec<Message>, ()>> + Send + 'static {
+    async_stream::stream! {
+        let mut after = 0;
+        loop {
+            match store.changed_page(&thread_id, since, after, SNAPSHOT_PAGE).await {
+                Ok(rows) => {
+                    let last = (rows.len() as i64) < SNAPSHOT_PAGE;
+                    after = rows.last().map_or(after, |m| m.id);
+                    yield Ok(rows);
+                    if last {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(thread_id, error = %e, "snapshot read failed; closing the subscription");
+                    yield Err(());
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// `GET /api/threads/events`: the thread list's changes (home pages). No
 /// ids and no replay: a client refetches the list when it (re)connects, and
 /// one that falls behind is disconnected so that it does.
-pub async fn thread_list_events(State(state): State<Subscriptions>) -> Response {
+pub async fn thread_list_events(
+    State(state): State<Subscriptions>,
+    who: Option<Extension<Requester>>,
+) -> Result<Response, AppError> {
+    let client = who.map_or_else(|| "ip:unknown".to_owned(), |Extension(who)| who.client);
+    let held = state.per_client.hold(&client).ok_or_else(|| too_many(&state.per_client))?;
     let mut index = state.hub.subscribe_index();
     let stream = async_stream::stream! {
+        let _held = held;
         yield Bytes::from_static(b":\n\n");
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         loop {
@@ -198,7 +267,17 @@ pub async fn thread_list_events(State(state): State<Subscriptions>) -> Response 
             }
         }
     };
-    event_stream_response(stream)
+    Ok(event_stream_response(stream))
+}
+
+fn too_many(per_client: &PerClient) -> AppError {
+    AppError::limited(
+        format!(
+            "Too many live views from you: {} at once is the limit. Close some tabs and try again.",
+            per_client.max()
+        ),
+        Duration::from_secs(10),
+    )
 }
 
 fn event_stream_response(stream: impl Stream<Item = Bytes> + Send + 'static) -> Response {
@@ -253,13 +332,16 @@ impl Output {
         self.batcher.flush_all(&mut self.buf);
     }
 
-    /// The snapshot's rows, then a `sync` event carrying its revision as the
-    /// id (rows carry none: a client cut off mid-snapshot resumes before it).
-    fn snapshot(&mut self, snapshot: Snapshot) {
-        self.rev = self.rev.max(snapshot.rev);
-        for message in snapshot.messages {
+    /// A page of the snapshot's rows (they carry no id: a client cut off
+    /// mid-snapshot resumes before it).
+    fn rows(&mut self, messages: Vec<Message>) {
+        for message in messages {
             write_event(&mut self.buf, None, &ChatEvent::Message { message });
         }
+    }
+
+    /// The end of a snapshot: a `sync` event carrying its revision as the id.
+    fn sync(&mut self) {
         write_event(
             &mut self.buf,
             Some(self.rev),

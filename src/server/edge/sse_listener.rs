@@ -1,6 +1,9 @@
-//! The listener `run` serves: a new connection whose first request is a
+//! The listener `serve` uses: a new connection whose first request is a
 //! plain `GET /api/threads/{id}/events` is served here, without hyper;
-//! every other connection goes to axum unchanged.
+//! every other connection goes to the HTTP server (`connections.rs`)
+//! unchanged. Both paths hold a connection to the same limits: the client's
+//! connection cap (taken here, at accept), the header timeout, the same
+//! door (`access::Gate`), the subscription cap and the write timeout.
 //!
 //! Why: an idle SSE viewer held by hyper and axum costs ~60 KB (the
 //! connection's read and write buffers, its dispatcher, the routed service
@@ -14,11 +17,11 @@
 //! and asks for nothing unusual takes this path; the socket is only peeked
 //! until then, so anything else reaches hyper untouched.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use axum::{
-    extract::Query,
-    http::{StatusCode, Uri},
+    extract::{ConnectInfo, Query},
+    http::{request::Parts, Method, Request, StatusCode, Uri},
     serve::Listener,
 };
 use futures::StreamExt;
@@ -30,61 +33,50 @@ use tokio::{
 };
 
 use super::{
+    access::{client_key, ClientAddr},
+    connections::{refuse_connection, ConnectionLimits},
     security,
     sse::{self, EventsQuery, Subscriptions},
 };
+use crate::server::ingest::budget::Held;
 
 /// Largest request head the lean path reads; longer ones go to hyper.
 const MAX_HEAD: usize = 4096;
-/// How long a new connection may take to send its first bytes before it is
-/// handed to hyper (which then applies its own rules).
-const FIRST_BYTES_WITHIN: Duration = Duration::from_secs(5);
 /// Connections accepted but not yet taken by axum. Small: axum takes them
 /// as fast as they come; a full queue slows accepting, not serving.
 const HANDOFF_QUEUE: usize = 128;
 /// Ready event chunks written in one go.
 const MAX_GATHER: usize = 256;
 
-/// Accepts connections, serving SSE subscriptions itself and passing the
-/// rest to axum through [`Listener::accept`].
+/// A connection for the HTTP server: its socket, its client's address, and
+/// its place in that client's connection cap (none for a trusted proxy).
+pub type Handoff = (TcpStream, SocketAddr, Option<Held>);
+
+/// Accepts connections, serving SSE subscriptions itself and handing the
+/// rest over through [`SseListener::next`].
 pub struct SseListener {
-    local_addr: SocketAddr,
-    handoff: mpsc::Receiver<(TcpStream, SocketAddr)>,
+    handoff: mpsc::Receiver<Handoff>,
 }
 
 impl SseListener {
-    pub fn new(listener: TcpListener, state: Subscriptions) -> std::io::Result<Self> {
-        let local_addr = listener.local_addr()?;
+    pub fn new(listener: TcpListener, state: Subscriptions, limits: ConnectionLimits) -> Self {
         let (tx, handoff) = mpsc::channel(HANDOFF_QUEUE);
-        tokio::spawn(accept_loop(listener, state, tx));
-        Ok(Self {
-            local_addr,
-            handoff,
-        })
-    }
-}
-
-impl Listener for SseListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        match self.handoff.recv().await {
-            Some(conn) => conn,
-            // The accept loop stopped (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
+        tokio::spawn(accept_loop(listener, state, limits, tx));
+        Self { handoff }
     }
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local_addr)
+    /// The next connection for the HTTP server; `None` once the accept loop
+    /// stopped (shutdown).
+    pub async fn next(&mut self) -> Option<Handoff> {
+        self.handoff.recv().await
     }
 }
 
 async fn accept_loop(
     mut listener: TcpListener,
     state: Subscriptions,
-    handoff: mpsc::Sender<(TcpStream, SocketAddr)>,
+    limits: ConnectionLimits,
+    handoff: mpsc::Sender<Handoff>,
 ) {
     loop {
         let (stream, addr) = tokio::select! {
@@ -94,13 +86,31 @@ async fn accept_loop(
             conn = Listener::accept(&mut listener) => conn,
         };
         let _ = stream.set_nodelay(true);
+        let held = if state.gate.is_proxy(addr.ip()) {
+            None
+        } else {
+            match limits.per_client.hold(&client_key(addr.ip())) {
+                Some(held) => Some(held),
+                None => {
+                    tokio::spawn(refuse_connection(stream, limits.per_client.max()));
+                    continue;
+                }
+            }
+        };
         let state = state.clone();
         let handoff = handoff.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            match subscription_request(&stream).await {
-                Some(request) => serve_subscription(stream, state, request).await,
+            // Nothing at all within the header timeout: no request is coming.
+            let Ok(first) =
+                tokio::time::timeout(limits.header_timeout, subscription_request(&stream, addr)).await
+            else {
+                return;
+            };
+            match first {
+                Some(request) => serve_subscription(stream, state, limits, request).await,
                 None => {
-                    let _ = handoff.send((stream, addr)).await;
+                    let _ = handoff.send((stream, addr, held)).await;
                 }
             }
         });
@@ -112,6 +122,8 @@ struct SubscriptionRequest {
     thread_id: String,
     query: EventsQuery,
     last_event_id: Option<String>,
+    /// The head as the door reads it (headers, the connection's address).
+    parts: Parts,
     /// Bytes of the request head (peeked, not yet consumed).
     head_len: usize,
 }
@@ -119,12 +131,9 @@ struct SubscriptionRequest {
 /// Peeks at the first bytes: the request, if it is a subscription this
 /// path serves (anything it cannot parse, a bad query included, goes to
 /// axum, which answers it as usual).
-async fn subscription_request(stream: &TcpStream) -> Option<SubscriptionRequest> {
+async fn subscription_request(stream: &TcpStream, addr: SocketAddr) -> Option<SubscriptionRequest> {
     let mut buf = vec![0u8; MAX_HEAD];
-    let n = tokio::time::timeout(FIRST_BYTES_WITHIN, stream.peek(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
+    let n = stream.peek(&mut buf).await.ok()?;
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut request = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head_len) = request.parse(&buf[..n]).ok()? else {
@@ -142,7 +151,9 @@ async fn subscription_request(stream: &TcpStream) -> Option<SubscriptionRequest>
     };
     let Query(query) = Query::<EventsQuery>::try_from_uri(&uri).ok()?;
     let mut last_event_id = None;
+    let mut head = Request::builder().method(Method::GET).uri(uri.clone());
     for header in request.headers.iter() {
+        head = head.header(header.name, header.value);
         let name = header.name.to_ascii_lowercase();
         match name.as_str() {
             // A body, an upgrade or a protocol switch: not ours.
@@ -151,10 +162,13 @@ async fn subscription_request(stream: &TcpStream) -> Option<SubscriptionRequest>
             _ => {}
         }
     }
+    let mut head = head.body(()).ok()?;
+    head.extensions_mut().insert(ConnectInfo(ClientAddr(addr)));
     Some(SubscriptionRequest {
         thread_id,
         query,
         last_event_id,
+        parts: head.into_parts().0,
         head_len,
     })
 }
@@ -162,6 +176,7 @@ async fn subscription_request(stream: &TcpStream) -> Option<SubscriptionRequest>
 async fn serve_subscription(
     mut stream: TcpStream,
     state: Subscriptions,
+    limits: ConnectionLimits,
     request: SubscriptionRequest,
 ) {
     // Consume the head that was only peeked.
@@ -171,18 +186,25 @@ async fn serve_subscription(
     }
     drop(head);
     let last_event_id = request.last_event_id.as_deref();
-    let opened = sse::open(state, request.thread_id, last_event_id, request.query).await;
+    let opened = match state.gate.admit(&request.parts) {
+        Ok(who) => {
+            sse::open(state, request.thread_id, last_event_id, request.query, &who.client).await
+        }
+        Err(refusal) => Err(refusal),
+    };
     let events = match opened {
         Ok(events) => events,
         Err(e) => {
             let body = e.to_string();
-            let _ = stream
-                .write_all(
-                    response_head(e.status(), "text/plain; charset=utf-8", Some(body.len()))
-                        .as_bytes(),
-                )
-                .await;
-            let _ = stream.write_all(body.as_bytes()).await;
+            let mut head = response_head(e.status(), "text/plain; charset=utf-8", Some(body.len()));
+            if let Some(secs) = e.retry_after() {
+                head.insert_str(head.len() - 2, &format!("retry-after: {secs}\r\n"));
+            }
+            let _ = tokio::time::timeout(limits.write_timeout, async {
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(body.as_bytes()).await
+            })
+            .await;
             return;
         }
     };
@@ -202,12 +224,17 @@ async fn serve_subscription(
             },
             chunks = events.next() => {
                 let Some(chunks) = chunks else { return };
-                let written = if let [one] = chunks.as_slice() {
-                    writer.write_all(one).await
-                } else {
-                    writer.write_all(&chunks.concat()).await
-                };
-                if written.is_err() {
+                // A viewer that takes nothing for the write timeout is
+                // dropped (it resyncs from the database when it returns).
+                let written = tokio::time::timeout(limits.write_timeout, async {
+                    if let [one] = chunks.as_slice() {
+                        writer.write_all(one).await
+                    } else {
+                        writer.write_all(&chunks.concat()).await
+                    }
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
                     return;
                 }
             }

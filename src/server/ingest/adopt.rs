@@ -85,7 +85,7 @@ async fn take_over(state: &Ingest, adopted: Adopted) {
             None,
         ))
     } else {
-        match state.generations.reserve() {
+        match state.generations.reserve(None) {
             Ok(slot) => {
                 tracing::warn!(
                     message_id = id,

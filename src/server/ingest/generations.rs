@@ -17,6 +17,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{Budget, Held, PerClient, Spend};
 use crate::error::AppError;
 use crate::server::{config::LimitsConfig, store::Store};
 
@@ -61,10 +62,10 @@ pub struct Generations {
     /// One permit per reply allowed to generate at once.
     slots: Arc<Semaphore>,
     max_replies: usize,
-    /// `@gpt` requests per client: a token bucket each (burst and refill of
-    /// `mentions_per_minute` a minute), pruned once many clients are held.
-    asks: Arc<governor::DefaultKeyedRateLimiter<String>>,
-    asks_per_minute: u32,
+    /// Replies generating now per client key.
+    per_client: PerClient,
+    /// Replies started per client per minute (each bot mention is one).
+    asks: Budget,
 }
 
 /// A reply's registration; dropping it frees the reply's slot.
@@ -75,11 +76,15 @@ pub struct Handle {
     last_activity: Arc<AtomicU64>,
     end: Arc<Mutex<Option<EndRequest>>>,
     registry: Generations,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
-/// A reserved generation slot, not yet tied to a message.
-pub struct Slot(OwnedSemaphorePermit);
+/// A reserved generation slot, not yet tied to a message; it holds one of
+/// its client's replies too.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _client: Option<Held>,
+}
 
 impl Generations {
     pub fn new(limits: &LimitsConfig) -> Self {
@@ -87,64 +92,50 @@ impl Generations {
             running: Arc::default(),
             slots: Arc::new(Semaphore::new(limits.max_concurrent_replies)),
             max_replies: limits.max_concurrent_replies,
-            asks: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
-                std::num::NonZeroU32::new(limits.mentions_per_minute.max(1))
-                    .unwrap_or(std::num::NonZeroU32::MIN),
-            ))),
-            asks_per_minute: limits.mentions_per_minute,
+            per_client: PerClient::new(limits.replies_per_client),
+            asks: Budget::new(Spend::Replies, limits.mentions_per_minute),
         }
     }
 
-    /// A slot for one more reply, or a clear refusal when all are taken.
-    pub fn reserve(&self) -> Result<Slot, AppError> {
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map(Slot)
-            .map_err(|_| {
-                AppError::Limited(format!(
-                    "@gpt is already writing {} replies, its limit. Your message was not sent; \
-                 please send it again in a moment.",
+    /// A slot for one more reply of `client` (none: a reply this instance
+    /// adopts), or a clear refusal when all slots, or all of the client's,
+    /// are taken.
+    pub fn reserve(&self, client: Option<&str>) -> Result<Slot, AppError> {
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            AppError::limited(
+                format!(
+                    "The bots are already writing {} replies, their limit. Your message was not \
+                     sent; please send it again in a moment.",
                     self.max_replies
-                ))
-            })
-    }
-
-    /// Counts one `@gpt` request by the client `key` (its address or proxy
-    /// identity, never a name the client picks), or refuses it when that
-    /// client asked too often in the last minute.
-    pub fn check_rate(&self, key: &str) -> Result<(), AppError> {
-        // Forget clients that have not asked for a while (bounded memory).
-        if self.asks.len() > 10_000 {
-            self.asks.retain_recent();
-        }
-        self.asks.check_key(&key.to_owned()).map_err(|not_until| {
-            self.too_often(not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            )))
+                ),
+                Duration::from_secs(5),
+            )
+        })?;
+        let client = match client {
+            None => None,
+            Some(key) => Some(self.per_client.hold(key).ok_or_else(|| {
+                AppError::limited(
+                    format!(
+                        "You already have {} replies being written, your limit. Your message \
+                         was not sent; send it again once one has ended.",
+                        self.per_client.max()
+                    ),
+                    Duration::from_secs(5),
+                )
+            })?),
+        };
+        Ok(Slot {
+            _permit: permit,
+            _client: client,
         })
     }
 
-    /// [`Generations::check_rate`] counted in the database when several
-    /// instances share it, so the limit holds whichever instance a client
-    /// reaches.
-    pub async fn check_rate_in(&self, store: &Store, key: &str) -> Result<(), AppError> {
-        let Some(shared) = store.as_postgres() else {
-            return self.check_rate(key);
-        };
-        shared
-            .take_mention(key, self.asks_per_minute)
-            .await?
-            .map_err(|wait| self.too_often(wait))
-    }
-
-    fn too_often(&self, wait: Duration) -> AppError {
-        AppError::Limited(format!(
-            "You asked @gpt {} times in the last minute, the limit. Your message was not sent; \
-             try again in {} s.",
-            self.asks_per_minute,
-            wait.as_secs().max(1)
-        ))
+    /// Counts `n` replies started by the client `key` (its address or proxy
+    /// identity, never a name the client picks), or refuses them all when
+    /// that client started too many in the last minute. Counted in the
+    /// database when several instances share it.
+    pub async fn take_replies(&self, store: &Store, key: &str, n: u32) -> Result<(), AppError> {
+        self.asks.take(store, key, n).await
     }
 
     /// Registers the reply `id` as generating, in the reserved slot.
@@ -162,7 +153,7 @@ impl Generations {
             last_activity: running.last_activity.clone(),
             end: running.end.clone(),
             registry: self.clone(),
-            _slot: slot.0,
+            _slot: slot,
         };
         self.running
             .lock()
@@ -273,30 +264,35 @@ mod tests {
     #[tokio::test]
     async fn slots_are_bounded_and_freed_with_the_handle() {
         let g = Generations::new(&limits(1, 10));
-        let handle = g.register(1, g.reserve().unwrap());
-        assert!(matches!(g.reserve(), Err(AppError::Limited(_))));
+        let handle = g.register(1, g.reserve(None).unwrap());
+        assert!(matches!(g.reserve(None), Err(AppError::Limited { .. })));
         assert_eq!(g.count(), 1);
         drop(handle);
         assert_eq!(g.count(), 0);
-        assert!(g.reserve().is_ok());
+        assert!(g.reserve(None).is_ok());
     }
 
     #[tokio::test]
-    async fn clients_are_rate_limited_each() {
-        let g = Generations::new(&limits(10, 2));
-        assert!(g.check_rate("10.0.0.1").is_ok());
-        assert!(g.check_rate("10.0.0.1").is_ok());
+    async fn a_client_has_its_own_cap_beside_the_global_one() {
+        let g = Generations::new(&LimitsConfig {
+            replies_per_client: 2,
+            ..limits(10, 10)
+        });
+        let a = g.reserve(Some("ip:10.0.0.1")).unwrap();
+        let _b = g.reserve(Some("ip:10.0.0.1")).unwrap();
         assert!(matches!(
-            g.check_rate("10.0.0.1"),
-            Err(AppError::Limited(_))
+            g.reserve(Some("ip:10.0.0.1")),
+            Err(AppError::Limited { .. })
         ));
-        assert!(g.check_rate("10.0.0.2").is_ok());
+        let _other = g.reserve(Some("ip:10.0.0.2")).unwrap();
+        drop(a);
+        assert!(g.reserve(Some("ip:10.0.0.1")).is_ok());
     }
 
     #[tokio::test]
     async fn stop_records_who_and_cancels() {
         let g = Generations::new(&limits(2, 10));
-        let handle = g.register(7, g.reserve().unwrap());
+        let handle = g.register(7, g.reserve(None).unwrap());
         assert!(g.end(7, EndRequest::Stop { by: "Bob".into() }));
         assert!(handle.cancel_token().is_cancelled());
         assert!(g.end(7, EndRequest::Shutdown));

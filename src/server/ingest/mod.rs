@@ -5,6 +5,7 @@
 
 pub mod adopt;
 pub mod bots;
+pub mod budget;
 pub mod chunker;
 pub mod demo;
 pub mod generate;

@@ -7,7 +7,10 @@ use super::{generate, generations::EndRequest, Ingest};
 use crate::server::store::{writer::NewAttempt, Store};
 use crate::{
     error::AppError,
-    model::{validate_post, Message, NewPost, NewReply, Posted, Restart, Status, MAX_AUTHOR_CHARS},
+    model::{
+        validate_post_with, Message, NewPost, NewReply, Posted, Restart, Status, MAX_AUTHOR_CHARS,
+        MAX_IDENTITY_CHARS,
+    },
 };
 
 /// A post as the composer sent it.
@@ -17,6 +20,9 @@ pub struct Post<'a> {
     pub body: &'a str,
     /// The composer's id for this post; empty when it sent none.
     pub request_id: &'a str,
+    /// The author is a sign-in proxy's identity (which may be as long as an
+    /// e-mail address), not a typed name.
+    pub signed_in: bool,
 }
 
 /// An id for a composer's next post: 128 random bits.
@@ -30,7 +36,12 @@ const MAX_REQUEST_ID: usize = 64;
 /// Stores a post (and its placeholder replies) and starts the replies.
 /// `client` keys the rate limit (the requester's address).
 pub async fn send(state: &Ingest, client: &str, post: Post<'_>) -> Result<Posted, AppError> {
-    let (author, body) = validate_post(post.author, post.body)?;
+    let max_author = if post.signed_in {
+        MAX_IDENTITY_CHARS
+    } else {
+        MAX_AUTHOR_CHARS
+    };
+    let (author, body) = validate_post_with(post.author, post.body, max_author)?;
     let request_id = validate_request_id(post.request_id)?;
     // A repeated post answers with what the first one stored, before any
     // limit counts it again.
@@ -45,14 +56,13 @@ pub async fn send(state: &Ingest, client: &str, post: Post<'_>) -> Result<Posted
     let bots = state.bots.mentioned(&body);
     let mut slots = Vec::with_capacity(bots.len());
     for _ in &bots {
-        slots.push(state.generations.reserve()?);
+        slots.push(state.generations.reserve(Some(client))?);
     }
-    if !bots.is_empty() {
-        state
-            .generations
-            .check_rate_in(&state.store, client)
-            .await?;
-    }
+    // Each bot mentioned is one reply started, counted as one.
+    state
+        .generations
+        .take_replies(&state.store, client, bots.len() as u32)
+        .await?;
     let replies = bots
         .iter()
         .map(|bot| NewReply {
@@ -122,10 +132,10 @@ pub async fn restart(
     if !allowed {
         return Err(cannot_restart(original.status, kind));
     }
-    let slot = state.generations.reserve()?;
+    let slot = state.generations.reserve(Some(client))?;
     state
         .generations
-        .check_rate_in(&state.store, client)
+        .take_replies(&state.store, client, 1)
         .await?;
     let model = state.bots.get(&original.author).provider.model().to_owned();
     let reply = match kind {
@@ -203,7 +213,7 @@ fn requester(by: &str) -> String {
         .trim()
         .chars()
         .filter(|c| !c.is_control())
-        .take(MAX_AUTHOR_CHARS)
+        .take(MAX_IDENTITY_CHARS)
         .collect();
     if by.is_empty() {
         "someone".into()

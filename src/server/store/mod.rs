@@ -173,9 +173,10 @@ impl Store {
         url: &str,
         lease: Lease,
         max_connections: u32,
+        read_timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
         Ok(Self::Postgres(
-            postgres::PostgresStore::open(url, lease, max_connections).await?,
+            postgres::PostgresStore::open(url, lease, max_connections, read_timeout).await?,
         ))
     }
 
@@ -312,15 +313,37 @@ impl Store {
         on_backend!(self, s => s.latest(thread_id, limit).await)
     }
 
-    /// What a subscriber needs on (re)connecting: every message of the
-    /// thread changed after `since` (its text included), or without `since`
-    /// the replies still streaming; with the revision it is current to.
-    pub async fn snapshot(
+
+    /// One page of what a subscriber needs on (re)connecting: up to `limit`
+    /// messages with ids above `after`, oldest first, that changed after
+    /// `since` (their text included), or without `since` the replies still
+    /// streaming. Read page by page as the subscriber's socket drains, after
+    /// [`Store::thread_rev`]: a row read later is only newer, and the
+    /// subscriber drops what it already holds.
+    pub async fn changed_page(
         &self,
         thread_id: &str,
         since: Option<i64>,
-    ) -> Result<Snapshot, sqlx::Error> {
-        on_backend!(self, s => s.snapshot(thread_id, since).await)
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        on_backend!(self, s => s.changed_page(thread_id, since, after, limit).await)
+    }
+
+    /// The revision a thread is at now.
+    pub async fn thread_rev(&self, thread_id: &str) -> Result<i64, sqlx::Error> {
+        on_backend!(self, s => s.thread_rev(thread_id).await)
+    }
+
+    /// Up to `limit` messages of a thread with ids above `after`, oldest
+    /// first (the export, written page by page).
+    pub async fn messages_after(
+        &self,
+        thread_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        on_backend!(self, s => s.messages_after(thread_id, after, limit).await)
     }
 
     /// The prompt context for a reply: the thread's most recent `limit`

@@ -19,6 +19,15 @@ use super::{
     sse::SseClient,
 };
 
+/// Per-client limits no test of something else reaches (every test client
+/// is 127.0.0.1, one client to the app). Tests of a limit set their own.
+pub const ROOMY_LIMITS: [(&str, &str); 4] = [
+    ("STREAMCHAT_REPLIES_PER_CLIENT", "100000"),
+    ("STREAMCHAT_WRITES_PER_MINUTE", "100000"),
+    ("STREAMCHAT_CONNECTIONS_PER_CLIENT", "100000"),
+    ("STREAMCHAT_SUBSCRIPTIONS_PER_CLIENT", "100000"),
+];
+
 pub struct Server {
     pub child: Child,
     pub url: String,
@@ -57,6 +66,7 @@ impl Server {
             .env("OPENAI_API_KEY", "sk-bench")
             .env("STREAMCHAT_MAX_CONCURRENT_REPLIES", "100000")
             .env("STREAMCHAT_MENTIONS_PER_MINUTE", "100000")
+            .envs(ROOMY_LIMITS)
             .env(
                 "RUST_LOG",
                 std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),

@@ -75,6 +75,16 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
+pub use load::ROOMY_LIMITS;
+
+/// [`ROOMY_LIMITS`] on a configuration.
+pub fn roomy(config: &mut Config) {
+    config.limits.replies_per_client = 100_000;
+    config.limits.writes_per_minute = 100_000;
+    config.limits.connections_per_client = 100_000;
+    config.limits.subscriptions_per_client = 100_000;
+}
+
 pub async fn spawn_app(fake: FakeProvider) -> TestApp {
     spawn_app_with(fake, |_| {}).await
 }
@@ -96,6 +106,7 @@ pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Conf
     config.openai_api_key = Some(Secret("sk-test-key".into()));
     config.bots[0].model = "fake-model".into();
     config.limits.retry_base_ms = 10;
+    roomy(&mut config);
     configure(&mut config);
     let options = LeptosOptions::builder().output_name("streamchat").build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -317,7 +328,7 @@ where
 pub fn error_text(body: &Value) -> String {
     body.as_object()
         .and_then(|o| o.values().next())
-        .and_then(Value::as_str)
+        .and_then(|v| v.as_str().or_else(|| v.get("message").and_then(Value::as_str)))
         .unwrap_or_default()
         .to_owned()
 }

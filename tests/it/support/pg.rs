@@ -163,6 +163,7 @@ pub fn node_config(db: &PgDb, fake: &FakeProvider, instance: &str) -> Config {
     config.openai_api_key = Some(Secret("sk-test-key".into()));
     config.bots[0].model = "fake-model".into();
     config.limits.retry_base_ms = 10;
+    super::roomy(&mut config);
     config
 }
 
@@ -295,6 +296,7 @@ impl NodeProcess {
             .env("OPENAI_BASE_URL", &fake.base_url)
             .env("OPENAI_API_KEY", "sk-test-key")
             .env("RUST_LOG", "warn")
+            .envs(super::ROOMY_LIMITS)
             .envs(env.iter().copied())
             .spawn()
             .expect("server starts");

@@ -108,15 +108,18 @@ impl PostgresStore {
             .map(drop)
     }
 
-    /// Counts one `@gpt` request by `key` against `per_minute`, shared by
-    /// every instance (GCRA: one row per client, one atomic statement);
-    /// `Err(wait)` when the client must wait.
-    pub async fn take_mention(
+    /// Takes `n` from client `key`'s budget of `per_minute`, shared by
+    /// every instance (GCRA: one row per client and budget, one atomic
+    /// statement); `Err(wait)` when the client must wait.
+    pub async fn take_budget(
         &self,
         key: &str,
+        n: u32,
         per_minute: u32,
     ) -> Result<Result<(), Duration>, sqlx::Error> {
-        let interval = 60.0 / f64::from(per_minute.max(1));
+        // GCRA: `tat` is when the client's bucket is full again; taking n
+        // moves it n intervals on, allowed while it stays within a minute.
+        let cost = 60.0 / f64::from(per_minute.max(1)) * f64::from(n.max(1));
         let allowed: Option<i32> = sqlx::query_scalar(
             "INSERT INTO mention_limits AS l (key, tat) \
              VALUES ($1, clock_timestamp() + make_interval(secs => $2)) \
@@ -127,7 +130,7 @@ impl PostgresStore {
              RETURNING 1",
         )
         .bind(key)
-        .bind(interval)
+        .bind(cost)
         .fetch_optional(&self.pool)
         .await?;
         if allowed.is_some() {
@@ -138,7 +141,7 @@ impl PostgresStore {
              - interval '60 seconds' - clock_timestamp()))::float8, 1.0) FROM mention_limits WHERE key = $1",
         )
         .bind(key)
-        .bind(interval)
+        .bind(cost)
         .fetch_optional(&self.pool)
         .await?
         .unwrap_or(1.0);

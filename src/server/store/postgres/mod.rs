@@ -92,16 +92,30 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
+/// Two pools, so that reads never starve commits: `pool` is the writer's
+/// and coordination's (leases, wake-up reads, Stop, shared limits), a few
+/// connections no request can hold; `reads` serves every request's reads,
+/// each statement cancelled after the read timeout. A flood of slow reads
+/// queues for `reads` and slows reads only.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    reads: PgPool,
     lease: Lease,
 }
+
+/// Connections of the writer's and coordination's pool.
+pub const WRITER_CONNECTIONS: u32 = 3;
 
 impl PostgresStore {
     /// Connects and runs the migrations (sqlx holds an advisory lock while
     /// it migrates, so instances starting together migrate once).
-    pub async fn open(url: &str, lease: Lease, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn open(
+        url: &str,
+        lease: Lease,
+        max_connections: u32,
+        read_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         // A session left idle inside a transaction (its process stopped by
         // SIGSTOP, say) would hold a thread's lock and block every other
@@ -117,12 +131,20 @@ impl PostgresStore {
             .run(&mut conn)
             .await?;
         conn.close().await?;
-        let pool = PgPoolOptions::new()
+        let reads = PgPoolOptions::new()
             .max_connections(max_connections)
+            .acquire_timeout(read_timeout)
+            .connect_with(options.clone().options([(
+                "statement_timeout",
+                read_timeout.as_millis().max(1).to_string(),
+            )]))
+            .await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(WRITER_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, lease })
+        Ok(Self { pool, reads, lease })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -140,7 +162,7 @@ impl PostgresStore {
     pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
         sqlx::query_as("SELECT id, title, listed FROM threads WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
     }
 
@@ -189,7 +211,7 @@ impl PostgresStore {
         }
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await
     }
 
@@ -198,21 +220,21 @@ impl PostgresStore {
             "{SUMMARY} WHERE t.listed ORDER BY t.last_activity_at DESC, t.id LIMIT $1"
         ))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await
     }
 
     pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
         sqlx::query_as(&format!("{SUMMARY} WHERE t.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
     }
 
     pub async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
         sqlx::query_as(&format!("{SUMMARY} WHERE t.id = $1 AND t.listed"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
     }
 
@@ -229,7 +251,7 @@ impl PostgresStore {
         .bind(thread_id)
         .bind(before)
         .bind(limit + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(super::oldest_first_page(messages, limit))
     }
@@ -239,7 +261,7 @@ impl PostgresStore {
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 ORDER BY id"
         ))
         .bind(thread_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await
     }
 
@@ -249,7 +271,7 @@ impl PostgresStore {
         ))
         .bind(id)
         .bind(thread_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await
     }
 
@@ -258,7 +280,7 @@ impl PostgresStore {
         thread_id: &str,
         request_id: &str,
     ) -> Result<Option<Posted>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.reads.acquire().await?;
         writes::posted_by_request(&mut conn, thread_id, request_id).await
     }
 
@@ -272,7 +294,10 @@ impl PostgresStore {
     }
 
     pub async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
-        let mut tx = self.snapshot_tx().await?;
+        let mut tx = self.reads.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         let mut messages: Vec<Message> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 ORDER BY id DESC LIMIT $2"
         ))
@@ -286,38 +311,56 @@ impl PostgresStore {
         Ok(Snapshot { messages, rev })
     }
 
-    pub async fn snapshot(
+
+    pub async fn changed_page(
         &self,
         thread_id: &str,
         since: Option<i64>,
-    ) -> Result<Snapshot, sqlx::Error> {
-        let mut tx = self.snapshot_tx().await?;
-        let messages = match since {
-            Some(since) => {
-                sqlx::query_as(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
-                     SELECT id FROM messages WHERE thread_id = $1 AND rev > $2 \
-                     UNION SELECT message_id FROM reply_log WHERE thread_id = $1 AND rev > $2) \
-                     ORDER BY id"
-                ))
-                .bind(thread_id)
-                .bind(since)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            None => {
-                sqlx::query_as(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE thread_id = $1 AND status = 'streaming' ORDER BY id"
-                ))
-                .bind(thread_id)
-                .fetch_all(&mut *tx)
-                .await?
-            }
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        let query = match since {
+            Some(_) => format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
+                 SELECT id FROM (\
+                 SELECT id FROM messages WHERE thread_id = $1 AND id > $2 AND rev > $4 \
+                 UNION SELECT message_id FROM reply_log WHERE thread_id = $1 AND message_id > $2 AND rev > $4) AS changed \
+                 ORDER BY id LIMIT $3) ORDER BY id"
+            ),
+            None => format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages \
+                 WHERE thread_id = $1 AND id > $2 AND status = 'streaming' ORDER BY id LIMIT $3"
+            ),
         };
-        let rev = thread_rev(&mut tx, thread_id).await?;
-        tx.commit().await?;
-        Ok(Snapshot { messages, rev })
+        let mut select = sqlx::query_as(&query)
+            .bind(thread_id)
+            .bind(after)
+            .bind(limit);
+        if let Some(since) = since {
+            select = select.bind(since);
+        }
+        select.fetch_all(&self.reads).await
+    }
+
+    pub async fn thread_rev(&self, thread_id: &str) -> Result<i64, sqlx::Error> {
+        let mut conn = self.reads.acquire().await?;
+        thread_rev(&mut conn, thread_id).await
+    }
+
+    pub async fn messages_after(
+        &self,
+        thread_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(thread_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await
     }
 
     pub async fn context(
@@ -334,7 +377,7 @@ impl PostgresStore {
         .bind(thread_id)
         .bind(before_id)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         messages.reverse();
         Ok(messages)
@@ -344,7 +387,7 @@ impl PostgresStore {
         let value: Option<Option<String>> =
             sqlx::query_scalar("SELECT granularity FROM threads WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(value.flatten().as_deref().and_then(Granularity::parse))
     }
@@ -370,7 +413,7 @@ impl PostgresStore {
              GROUP BY requested_by ORDER BY requested_by",
         )
         .bind(thread_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(UsageTotals::from_authors(by_author))
     }
@@ -391,7 +434,7 @@ impl PostgresStore {
     pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COUNT(*) FROM reply_log WHERE message_id = $1")
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await
     }
 }

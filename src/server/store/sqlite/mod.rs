@@ -421,36 +421,58 @@ impl SqliteStore {
         Ok(Snapshot { messages, rev })
     }
 
-    /// What a subscriber needs on (re)connecting: every message of the
-    /// thread changed after `since` (a streaming reply whose log moved past
-    /// it included), or without `since` the replies still streaming.
-    pub async fn snapshot(
+
+    /// Up to `limit` messages of the thread with ids above `after`, oldest
+    /// first: those changed after `since` (a streaming reply whose log moved
+    /// past it included), or without `since` the replies still streaming.
+    pub async fn changed_page(
         &self,
         thread_id: &str,
         since: Option<i64>,
-    ) -> Result<Snapshot, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let query = match since {
-            Some(_) => format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
-                 SELECT id FROM messages WHERE thread_id = ?1 AND rev > ?2 \
-                 UNION SELECT m.id FROM messages m \
-                 WHERE m.thread_id = ?1 AND m.status = 'streaming' AND {LAST_LOG_REV} > ?2) \
-                 ORDER BY id"
-            ),
-            None => format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages \
-                 WHERE thread_id = ?1 AND status = 'streaming' ORDER BY id"
-            ),
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        let filter = match since {
+            Some(_) => format!("(m.rev > ?4 OR (m.status = 'streaming' AND {LAST_LOG_REV} > ?4))"),
+            None => "m.status = 'streaming'".to_owned(),
         };
-        let mut select = sqlx::query_as(&query).bind(thread_id);
+        let query = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
+             SELECT m.id FROM messages m WHERE m.thread_id = ?1 AND m.id > ?2 AND {filter} \
+             ORDER BY m.id LIMIT ?3) ORDER BY id"
+        );
+        let mut select = sqlx::query_as(&query)
+            .bind(thread_id)
+            .bind(after)
+            .bind(limit);
         if let Some(since) = since {
             select = select.bind(since);
         }
-        let messages = select.fetch_all(&mut *tx).await?;
-        let rev = thread_rev(&mut tx, thread_id).await?;
-        tx.commit().await?;
-        Ok(Snapshot { messages, rev })
+        select.fetch_all(&self.pool).await
+    }
+
+    /// The revision a thread is at now.
+    pub async fn thread_rev(&self, thread_id: &str) -> Result<i64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        thread_rev(&mut conn, thread_id).await
+    }
+
+    /// Up to `limit` messages of the thread with ids above `after`, oldest
+    /// first (the export, page by page).
+    pub async fn messages_after(
+        &self,
+        thread_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(thread_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// The prompt context for a reply: the thread's most recent `limit`
