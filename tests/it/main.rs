@@ -23,6 +23,7 @@ mod no_mention_no_request;
 mod operations;
 mod page_size;
 mod presence;
+mod provider_caps;
 mod provider_faults;
 mod provider_fixtures;
 mod reasoning;

@@ -3,7 +3,8 @@
 //! the app runs its whole loop (through async-openai) with no API key.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
+    hash::{Hash, Hasher},
     convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
@@ -55,21 +56,38 @@ pub const FAIL_ONCE: &str = "[fail once]";
 /// and streams ten times as fast, to show a long reply.
 pub const LONG: &str = "[long]";
 
-/// The demo model's memory: which `[fail once]` questions already failed.
+/// `[fail once]` questions remembered; the oldest is forgotten past this
+/// (the endpoint is public: its memory is bounded).
+const REMEMBERED: usize = 1024;
+
+/// The demo model's memory: which `[fail once]` questions already failed,
+/// by hash, the most recent [`REMEMBERED`].
 #[derive(Clone, Default)]
 pub struct DemoModel {
-    failed: Arc<Mutex<HashSet<String>>>,
+    failed: Arc<Mutex<(HashSet<u64>, VecDeque<u64>)>>,
 }
 
 impl DemoModel {
     /// Whether this answer to `question` should fail (the first one only).
     fn should_fail(&self, question: &str) -> bool {
-        question.contains(FAIL_ONCE)
-            && self
-                .failed
-                .lock()
-                .expect("demo lock")
-                .insert(question.to_owned())
+        if !question.contains(FAIL_ONCE) {
+            return false;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        question.hash(&mut hasher);
+        let key = hasher.finish();
+        let mut failed = self.failed.lock().expect("demo lock");
+        let (seen, order) = &mut *failed;
+        if !seen.insert(key) {
+            return false;
+        }
+        order.push_back(key);
+        if order.len() > REMEMBERED {
+            if let Some(oldest) = order.pop_front() {
+                seen.remove(&oldest);
+            }
+        }
+        true
     }
 }
 
@@ -209,6 +227,24 @@ pub async fn completions(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn fail_once_fails_once_and_its_memory_is_bounded() {
+        let demo = DemoModel::default();
+        assert!(demo.should_fail("q [fail once]"));
+        assert!(!demo.should_fail("q [fail once]"));
+        assert!(!demo.should_fail("plain"));
+        for i in 0..5000 {
+            demo.should_fail(&format!("{i} [fail once]"));
+        }
+        let (seen, order) = &*demo.failed.lock().unwrap();
+        assert_eq!((seen.len(), order.len()), (REMEMBERED, REMEMBERED));
+    }
 }
 
 #[cfg(test)]

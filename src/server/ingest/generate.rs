@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::{
     chunker::Chunker,
     generations::{EndRequest, Handle},
-    provider::{prompt_name, stream_error, PromptMessage},
+    provider::{prompt_name, shown, stream_error, PromptMessage},
     Ingest,
 };
 use crate::model::{Message, Outcome, Part, ReplyStats, Role, Status, Usage};
@@ -96,6 +96,10 @@ impl Chunkers {
         self.0.iter().filter_map(Chunker::deadline).min()
     }
 }
+
+/// The finish reason of a reply the size cap ended (the one providers give
+/// for their own length cut).
+pub const REPLY_CAP_REASON: &str = "length";
 
 enum Ending {
     Finished,
@@ -266,7 +270,8 @@ impl Generation<'_> {
             Chunker::new(granularity, max_delay),
         ]);
         let cancel = self.handle.cancel_token();
-        let ending = loop {
+        let max_bytes = self.state.config.limits.max_reply_bytes;
+        let ending = 'reading: loop {
             let deadline = chunkers.deadline();
             let item = tokio::select! {
                 biased;
@@ -308,7 +313,7 @@ impl Generation<'_> {
                     .get("message")
                     .and_then(|m| m.as_str())
                     .map_or_else(|| error.to_string(), str::to_owned);
-                break Ending::Failed(format!("The provider reported an error: {message}"));
+                break Ending::Failed(shown(&format!("The provider reported an error: {message}")));
             }
             if let Some(u) = chunk.usage {
                 progress.usage = Some(Usage {
@@ -322,9 +327,25 @@ impl Generation<'_> {
                 let thinking = choice.delta.thinking();
                 let answer = choice.delta.content.take().filter(|t| !t.is_empty());
                 for (part, text) in [(Part::Thinking, thinking), (Part::Answer, answer)] {
-                    let Some(text) = text else { continue };
-                    if !self.push(&mut chunkers, part, &text, progress).await {
+                    let Some(mut text) = text else { continue };
+                    // The reply size cap: what fits is kept, and the reply
+                    // ends as a provider's own length cut does.
+                    let room = max_bytes.saturating_sub(progress.text.len());
+                    let capped = text.len() > room;
+                    if capped {
+                        let mut at = room;
+                        while !text.is_char_boundary(at) {
+                            at -= 1;
+                        }
+                        text.truncate(at);
+                    }
+                    if !text.is_empty() && !self.push(&mut chunkers, part, &text, progress).await {
                         return Ending::Failed("The server is shutting down.".into());
+                    }
+                    if capped {
+                        tracing::warn!(message_id = self.reply.id, max_bytes, "reply reached the size cap; ending it");
+                        progress.finish_reason = Some(REPLY_CAP_REASON.into());
+                        break 'reading Ending::Finished;
                     }
                 }
                 if choice.finish_reason.is_some() {

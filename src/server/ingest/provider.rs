@@ -7,7 +7,15 @@
 //! provider's error mapping, so the demo model, the tests' fake provider and
 //! OpenAI all go through this one path.
 
-use std::{cell::Cell, pin::Pin, time::Duration};
+use std::{
+    cell::Cell,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_openai::{
     config::OpenAIConfig, error::OpenAIError, middleware::HttpRequestFactory, Client,
@@ -26,6 +34,7 @@ pub struct Provider {
     model: String,
     base_url: String,
     reasoning_effort: Option<String>,
+    max_tokens: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,6 +45,12 @@ pub struct ChatRequest {
     pub stream_options: StreamOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<String>,
+    /// The output cap for ordinary models ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// ... and for reasoning models (OpenAI's o-series refuse `max_tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,6 +153,12 @@ tokio::task_local! {
     static RETRY_AFTER: Cell<Option<Duration>>;
 }
 
+tokio::task_local! {
+    /// Set by our HTTP service when a line of this request's stream passed
+    /// the cap (async-openai passes body errors on as bare text).
+    static OVERSIZED_LINE: Arc<AtomicUsize>;
+}
+
 /// Parses `Retry-After` in seconds (HTTP dates are treated as absent).
 fn parse_retry_after(value: &str) -> Option<Duration> {
     value
@@ -174,7 +195,9 @@ impl Provider {
             ),
         };
         let http = reqwest::Client::new();
-        // Our HTTP service: plain reqwest, noting `Retry-After` for the caller.
+        let max_line = config.limits.max_provider_line_bytes;
+        // Our HTTP service: plain reqwest, noting `Retry-After` for the
+        // caller, with the body's lines capped.
         let service = tower::service_fn(move |factory: HttpRequestFactory| {
             let http = http.clone();
             async move {
@@ -186,7 +209,8 @@ impl Provider {
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
                 let _ = RETRY_AFTER.try_with(|slot| slot.set(retry_after));
-                Ok::<_, OpenAIError>(response)
+                let oversized = OVERSIZED_LINE.try_with(Arc::clone).ok();
+                Ok::<_, OpenAIError>(cap_lines(response, max_line, oversized))
             }
         });
         let client = Client::with_config(
@@ -200,6 +224,7 @@ impl Provider {
             model,
             base_url,
             reasoning_effort: bot.reasoning_effort.clone(),
+            max_tokens: bot.max_tokens,
         }
     }
 
@@ -222,16 +247,46 @@ impl Provider {
                 include_usage: true,
             },
             reasoning_effort: self.reasoning_effort.clone(),
+            max_tokens: self.reasoning_effort.is_none().then_some(self.max_tokens),
+            max_completion_tokens: self.reasoning_effort.is_some().then_some(self.max_tokens),
         };
         let chat = self.client.chat();
+        let oversized = Arc::new(AtomicUsize::new(0));
         let (result, retry_after) = RETRY_AFTER
-            .scope(Cell::new(None), async {
-                let result: Result<ChunkStream, OpenAIError> =
-                    chat.create_stream_byot(request).await;
-                (result, RETRY_AFTER.with(Cell::get))
-            })
+            .scope(
+                Cell::new(None),
+                OVERSIZED_LINE.scope(oversized.clone(), async {
+                    let result: Result<ChunkStream, OpenAIError> =
+                        chat.create_stream_byot(request).await;
+                    (result, RETRY_AFTER.with(Cell::get))
+                }),
+            )
             .await;
-        result.map_err(|e| match e {
+        result
+            .map(|chunks| -> ChunkStream {
+                // A body cut by the line cap fails saying so (our own error,
+                // the one `InvalidArgument` a started stream can carry).
+                Box::pin(futures::StreamExt::map(chunks, move |item| match item {
+                    Err(_) if oversized.load(Ordering::Relaxed) > 0 => {
+                        Err(OpenAIError::InvalidArgument(format!(
+                            "The provider sent a line longer than {} bytes; the reply was ended.",
+                            oversized.load(Ordering::Relaxed)
+                        )))
+                    }
+                    other => other,
+                }))
+            })
+            .map_err(|e| {
+            let mut error = start_error(e, retry_after);
+            error.message = shown(&error.message);
+            error
+        })
+    }
+}
+
+/// A failure to start, in words (not yet made safe to show).
+fn start_error(e: OpenAIError, retry_after: Option<Duration>) -> StartError {
+    match e {
             OpenAIError::ApiError(api) => StartError {
                 message: format!(
                     "The provider refused the request ({}): {}",
@@ -251,9 +306,94 @@ impl Provider {
                 status: None,
                 retry_after: None,
             },
-        })
     }
 }
+
+/// Longest provider error shown on a reply, in characters.
+const MAX_SHOWN_CHARS: usize = 300;
+
+/// A provider's words as a reply may show them: anything that looks like a
+/// key (`sk-...`, or any long run of key characters) replaced, and cut to
+/// [`MAX_SHOWN_CHARS`]. Errors quote what they were sent, keys included.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_SHOWN_CHARS * 4));
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let looks_like_key = run.len() >= 32
+            || ((run.starts_with("sk-") || run.starts_with("sk_")) && run.len() > 6);
+        if looks_like_key {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+        if out.chars().count() > MAX_SHOWN_CHARS * 2 {
+            break;
+        }
+    }
+    flush(&mut run, &mut out);
+    if out.chars().count() > MAX_SHOWN_CHARS {
+        out.chars().take(MAX_SHOWN_CHARS).chain(['…']).collect()
+    } else {
+        out
+    }
+}
+
+/// The response with its body failing once a line (bytes between two
+/// newlines) grows past `max`: the SSE parser above buffers a line until
+/// it ends, so an endless line would grow its buffer without bound.
+fn cap_lines(
+    response: reqwest::Response,
+    max: usize,
+    oversized: Option<Arc<AtomicUsize>>,
+) -> reqwest::Response {
+    use futures::StreamExt;
+    let mut builder = axum::http::Response::builder()
+        .status(response.status())
+        .version(response.version());
+    if let Some(headers) = builder.headers_mut() {
+        *headers = response.headers().clone();
+    }
+    let mut line = 0usize;
+    let body = response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| LineError(without_url(&e)))?;
+        for (i, piece) in chunk.split(|b| *b == b'\n').enumerate() {
+            line = if i == 0 { line + piece.len() } else { piece.len() };
+            if line > max {
+                if let Some(over) = &oversized {
+                    over.store(max, Ordering::Relaxed);
+                }
+                return Err(LineError(format!(
+                    "a line of the provider's stream is longer than {max} bytes"
+                )));
+            }
+        }
+        Ok(chunk)
+    });
+    match builder.body(reqwest::Body::wrap_stream(body)) {
+        Ok(response) => reqwest::Response::from(response),
+        Err(_) => reqwest::Response::from(axum::http::Response::new(reqwest::Body::from(""))),
+    }
+}
+
+#[derive(Debug)]
+struct LineError(String);
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LineError {}
 
 /// The words of a provider's error. Some answers (5xx above all) reach us
 /// as their raw body: an OpenAI error envelope (`{"error": {"message":
@@ -296,13 +436,37 @@ pub fn without_url(e: &reqwest::Error) -> String {
     words
 }
 
+/// An error's words followed by its causes' (each once).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut words = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !words.contains(&text) {
+            words.push_str(": ");
+            words.push_str(&text);
+        }
+        source = cause.source();
+    }
+    words
+}
+
 /// A failure after the stream started, in words safe to show.
 pub fn stream_error(e: &OpenAIError) -> String {
+    if let OpenAIError::InvalidArgument(ours) = e {
+        return ours.clone();
+    }
+    shown(&stream_error_words(e))
+}
+
+fn stream_error_words(e: &OpenAIError) -> String {
     match e {
         OpenAIError::JSONDeserialize(err, _) => {
             format!("The provider sent a malformed chunk: {err}")
         }
-        OpenAIError::StreamError(err) => format!("The provider's stream broke: {err}"),
+        OpenAIError::StreamError(err) => {
+            format!("The provider's stream broke: {}", with_causes(err.as_ref()))
+        }
         OpenAIError::Reqwest(e) => format!("The provider's stream broke: {}", without_url(e)),
         OpenAIError::ApiError(api) => {
             format!(
@@ -346,5 +510,20 @@ mod readable_error_tests {
         assert_eq!(readable_error(r#"{"error":"busy"}"#), "busy");
         assert_eq!(readable_error("Bad Gateway"), "Bad Gateway");
         assert_eq!(readable_error(&"x".repeat(1000)).chars().count(), 301);
+    }
+
+    #[test]
+    fn keys_are_never_shown_and_errors_are_cut() {
+        let text = super::shown(
+            "Incorrect API key provided: sk-proj-abcDEF123_456. You can find your API key at \
+             https://platform.openai.com/account/api-keys.",
+        );
+        assert!(!text.contains("sk-proj"), "{text}");
+        assert!(!text.contains("abcDEF123"), "{text}");
+        assert!(text.contains("Incorrect API key provided: [redacted]"), "{text}");
+        assert!(text.contains("api-keys"), "ordinary words stay: {text}");
+        let long = super::shown(&format!("token {} end", "a".repeat(40)));
+        assert_eq!(long, "token [redacted] end");
+        assert_eq!(super::shown(&"word ".repeat(1000)).chars().count(), 301);
     }
 }

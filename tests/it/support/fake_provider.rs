@@ -38,6 +38,11 @@ pub enum Ending {
     Malformed,
     /// The body just ends: no finish reason, no `[DONE]`.
     Truncated,
+    /// Content deltas without end, as fast as they are taken.
+    Forever,
+    /// One `data:` line of this many bytes that never ends, sent in 64 KiB
+    /// pieces (never held whole here either).
+    HugeLine(usize),
 }
 
 /// What the fake answers one request with.
@@ -213,7 +218,11 @@ impl Scripted {
             Ending::Malformed => {
                 body += "data: {\"choices\": [{\"delta\": {\"content\": \"oops\"\n\n"
             }
-            Ending::Reset | Ending::Stall | Ending::Truncated => {}
+            Ending::Reset
+            | Ending::Stall
+            | Ending::Truncated
+            | Ending::Forever
+            | Ending::HugeLine(_) => {}
         }
         body.into_bytes()
     }
@@ -409,6 +418,26 @@ async fn completions(
                 loop {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     yield Ok(Bytes::from_static(b": \n\n"));
+                }
+            }
+            Ending::Forever => {
+                let delta = Bytes::from(Scripted::frame(
+                    json!([{"index": 0, "delta": {"content": "more text "}, "finish_reason": null}]),
+                    Value::Null,
+                ));
+                loop {
+                    yield Ok(delta.clone());
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ending::HugeLine(bytes) => {
+                yield Ok(Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\""));
+                let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+                let mut sent = 0;
+                while sent < bytes {
+                    yield Ok(piece.clone());
+                    sent += piece.len();
+                    tokio::task::yield_now().await;
                 }
             }
             _ => {}
