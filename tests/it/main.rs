@@ -20,6 +20,7 @@ mod limits;
 mod load_smoke;
 mod long_reply;
 mod no_mention_no_request;
+mod open_network;
 mod operations;
 mod page_size;
 mod presence;
