@@ -38,7 +38,11 @@ async fn three_hundred_non_reading_subscriptions_hold_little_memory() {
     let fake = FakeProvider::with(Scripted::new(&["ok"])).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("big.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
         .current_dir(dir.path())
@@ -57,13 +61,22 @@ async fn three_hundred_non_reading_subscriptions_hold_little_memory() {
         Duration::from_secs(30),
         Duration::from_millis(50),
         "the server comes up",
-        || async { reqwest::get(format!("{url}/healthz")).await.map(|r| r.status().as_u16()).unwrap_or(0) },
+        || async {
+            reqwest::get(format!("{url}/healthz"))
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        },
         |status| *status == 200,
     )
     .await;
 
     // 5,000 messages of 1 KB in the lobby, written beside the running server.
-    let mut conn = SqliteConnectOptions::new().filename(&db).connect().await.unwrap();
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&db)
+        .connect()
+        .await
+        .unwrap();
     let mut tx = conn.begin().await.unwrap();
     let body = "y".repeat(1000);
     for i in 0..5000 {
@@ -82,16 +95,33 @@ async fn three_hundred_non_reading_subscriptions_hold_little_memory() {
 
     let pid = child.id();
     // Warm up the paths once (a subscription read to its end, an export).
-    let whole = reqwest::get(format!("{url}/t/lobby/export.md")).await.unwrap().text().await.unwrap();
+    let whole = reqwest::get(format!("{url}/t/lobby/export.md"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(whole.len() > 5_000_000, "the export is the whole thread");
     let before = rss_of(pid);
 
     let mut held = Vec::new();
     for _ in 0..300 {
-        held.push(non_reader(addr, "GET /api/threads/lobby/events?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await);
+        held.push(
+            non_reader(
+                addr,
+                "GET /api/threads/lobby/events?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            )
+            .await,
+        );
     }
     for _ in 0..50 {
-        held.push(non_reader(addr, "GET /t/lobby/export.md HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await);
+        held.push(
+            non_reader(
+                addr,
+                "GET /t/lobby/export.md HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            )
+            .await,
+        );
     }
     // All 300 are being served (counted as viewers), each stuck on a full
     // socket; the peak over the next seconds is the bound's test.
@@ -99,8 +129,19 @@ async fn three_hundred_non_reading_subscriptions_hold_little_memory() {
         Duration::from_secs(60),
         Duration::from_millis(100),
         "300 viewers",
-        || async { reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap() },
-        |metrics: &String| metrics.lines().any(|l| l.starts_with("streamchat_viewers ") && l.ends_with(" 300")),
+        || async {
+            reqwest::get(format!("{url}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        },
+        |metrics: &String| {
+            metrics
+                .lines()
+                .any(|l| l.starts_with("streamchat_viewers ") && l.ends_with(" 300"))
+        },
     )
     .await;
     let mut peak = before;

@@ -21,8 +21,7 @@ use tokio::{
 };
 
 use crate::support::{
-    error_text, fake_provider::Ending, poll_until, spawn_app_with, FakeProvider, Scripted,
-    TestApp,
+    error_text, fake_provider::Ending, poll_until, spawn_app_with, FakeProvider, Scripted, TestApp,
 };
 
 /// Sends `request` on a new connection and reads until the server closes
@@ -36,7 +35,12 @@ async fn exchange(addr: SocketAddr, request: &str, within: Duration) -> (String,
     let mut buf = [0u8; 4096];
     loop {
         match tokio::time::timeout_at((started + within).into(), tcp.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into(), Some(started.elapsed())),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (
+                    String::from_utf8_lossy(&got).into(),
+                    Some(started.elapsed()),
+                )
+            }
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
             Err(_) => return (String::from_utf8_lossy(&got).into(), None),
         }
@@ -45,7 +49,12 @@ async fn exchange(addr: SocketAddr, request: &str, within: Duration) -> (String,
 
 /// A form post of a server function from the client at `ip` (the
 /// trusted proxy's `X-Forwarded-For` says so).
-async fn call_from(app: &TestApp, ip: &str, function: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+async fn call_from(
+    app: &TestApp,
+    ip: &str,
+    function: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
     app.http
         .post(format!("{}/api/{function}", app.url))
         .header("accept", "application/json")
@@ -58,20 +67,35 @@ async fn call_from(app: &TestApp, ip: &str, function: &str, fields: &[(&str, &st
 
 /// Sends `n` calls and counts (accepted, refused with 429). Every refusal
 /// carries `Retry-After` and a message naming the limit.
-async fn flood(app: &TestApp, ip: &str, n: usize, call: impl Fn(usize) -> (&'static str, Vec<(&'static str, String)>)) -> (usize, usize) {
+async fn flood(
+    app: &TestApp,
+    ip: &str,
+    n: usize,
+    call: impl Fn(usize) -> (&'static str, Vec<(&'static str, String)>),
+) -> (usize, usize) {
     let (mut accepted, mut refused) = (0, 0);
     for i in 0..n {
         let (function, fields) = call(i);
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let response = call_from(app, ip, function, &fields).await;
         if response.status().as_u16() == 429 {
-            let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            let retry: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!((1..=60).contains(&retry), "Retry-After {retry}");
             let body: Value = response.json().await.unwrap();
             assert!(error_text(&body).contains("Nothing was changed"), "{body}");
             refused += 1;
         } else {
-            assert!(response.status().is_success() || response.status().is_redirection() || response.status().as_u16() == 409, "{function}: {}", response.status());
+            assert!(
+                response.status().is_success()
+                    || response.status().is_redirection()
+                    || response.status().as_u16() == 409,
+                "{function}: {}",
+                response.status()
+            );
             accepted += 1;
         }
     }
@@ -172,12 +196,19 @@ async fn hosts_the_app_does_not_serve_are_refused_before_anything_runs() {
     assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
     assert_eq!(app.message_count().await, 0, "nothing was posted");
     assert_eq!(app.fake.requests(), 0, "no provider call");
-    for path in ["/", "/t/lobby", "/api/threads/lobby/events", "/t/lobby/export.md"] {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n");
+    for path in [
+        "/",
+        "/t/lobby",
+        "/api/threads/lobby/events",
+        "/t/lobby/export.md",
+    ] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n");
         let (answer, _) = exchange(app.addr, &request, Duration::from_secs(10)).await;
         assert!(answer.starts_with("HTTP/1.1 421"), "{path}: {answer}");
     }
-    let ok = format!("GET /healthz HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+    let ok =
+        format!("GET /healthz HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
     let (answer, _) = exchange(app.addr, &ok, Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
@@ -251,7 +282,13 @@ async fn an_identity_from_outside_the_proxy_list_is_refused() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
-    let page = app.http.get(format!("{}/t/lobby", app.url)).header("x-forwarded-user", "admin@example.com").send().await.unwrap();
+    let page = app
+        .http
+        .get(format!("{}/t/lobby", app.url))
+        .header("x-forwarded-user", "admin@example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status().as_u16(), 401);
     assert_eq!(app.message_count().await, 0);
 }
@@ -264,20 +301,37 @@ async fn half_sent_and_idle_connections_are_closed_within_the_header_timeout() {
     .await;
     let within = Duration::from_secs(6);
     let cases = [
-        ("half a page request", "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_owned()),
-        ("half a subscription", "GET /api/threads/lobby/events HTTP/1.1\r\nHost: 127".to_owned()),
+        (
+            "half a page request",
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_owned(),
+        ),
+        (
+            "half a subscription",
+            "GET /api/threads/lobby/events HTTP/1.1\r\nHost: 127".to_owned(),
+        ),
         ("nothing at all", String::new()),
     ];
     for (what, request) in cases {
         let (answer, closed) = exchange(app.addr, &request, within).await;
         let closed = closed.unwrap_or_else(|| panic!("{what}: still open after {within:?}"));
         assert!(!answer.contains("200 OK"), "{what}: answered {answer}");
-        assert!(closed < Duration::from_secs(4), "{what}: closed after {closed:?}");
+        assert!(
+            closed < Duration::from_secs(4),
+            "{what}: closed after {closed:?}"
+        );
     }
     // A kept-alive connection left idle after its answer is closed too.
-    let (answer, closed) = exchange(app.addr, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", within).await;
+    let (answer, closed) = exchange(
+        app.addr,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        within,
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(closed.is_some_and(|c| c < Duration::from_secs(4)), "idle keep-alive: {closed:?}");
+    assert!(
+        closed.is_some_and(|c| c < Duration::from_secs(4)),
+        "idle keep-alive: {closed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +347,9 @@ async fn connections_and_subscriptions_per_client_are_capped() {
     // Subscriptions first: two live, the third refused with a reason.
     let subscribe = || async {
         let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-        tcp.write_all(b"GET /api/threads/lobby/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+        tcp.write_all(b"GET /api/threads/lobby/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
         let mut head = vec![0u8; 512];
         let n = tcp.read(&mut head).await.unwrap();
         (tcp, String::from_utf8_lossy(&head[..n]).into_owned())
@@ -322,7 +378,15 @@ async fn connections_and_subscriptions_per_client_are_capped() {
         Duration::from_secs(10),
         Duration::from_millis(20),
         "a closed connection frees its place",
-        || async { exchange(app.addr, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await.0 },
+        || async {
+            exchange(
+                app.addr,
+                "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(5),
+            )
+            .await
+            .0
+        },
         |answer: &String| answer.starts_with("HTTP/1.1 200"),
     )
     .await;

@@ -135,10 +135,7 @@ impl Gate {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
-        let operator = self
-            .operator_paths
-            .iter()
-            .any(|p| p == parts.uri.path());
+        let operator = self.operator_paths.iter().any(|p| p == parts.uri.path());
         let identity = match &self.identity_header {
             Some(name) if !operator => {
                 let user = header(name).filter(|_| from_proxy).ok_or_else(|| {
@@ -193,7 +190,9 @@ fn split_host(host: &str) -> Option<(&str, Option<u16>)> {
         return None;
     }
     let (name, port) = match host.rfind(':') {
-        Some(at) if !host.ends_with(']') && (host.starts_with('[') || !host[..at].contains(':')) => {
+        Some(at)
+            if !host.ends_with(']') && (host.starts_with('[') || !host[..at].contains(':')) =>
+        {
             (&host[..at], Some(host[at + 1..].parse().ok()?))
         }
         _ => (host, None),
@@ -233,7 +232,11 @@ pub fn client_key(ip: IpAddr) -> String {
 
 /// Middleware on every route: refuses what [`Gate::admit`] refuses before
 /// any handler runs, and puts the [`Requester`] on the request.
-pub async fn admit(State(gate): State<std::sync::Arc<Gate>>, request: Request, next: Next) -> Response {
+pub async fn admit(
+    State(gate): State<std::sync::Arc<Gate>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     match gate.admit(&parts) {
         Ok(who) => {
@@ -304,7 +307,9 @@ mod tests {
         let b = g
             .admit(&parts(&[], Some("[2001:db8:1:2:bbbb::9]:5555")))
             .unwrap();
-        let other = g.admit(&parts(&[], Some("[2001:db8:1:3::1]:5555"))).unwrap();
+        let other = g
+            .admit(&parts(&[], Some("[2001:db8:1:3::1]:5555")))
+            .unwrap();
         assert_eq!(a.client, "ip:2001:db8:1:2::/64");
         assert_eq!(a.client, b.client);
         assert_ne!(a.client, other.client);
@@ -323,7 +328,10 @@ mod tests {
         let who = g.admit(&parts(&headers, Some("10.0.0.7:5555"))).unwrap();
         assert_eq!(who.client, "ip:1.2.3.4", "the entry the proxy added");
         let who = g.admit(&parts(&headers, Some("10.9.9.9:5555"))).unwrap();
-        assert_eq!(who.client, "ip:10.9.9.9", "not from the proxy: not believed");
+        assert_eq!(
+            who.client, "ip:10.9.9.9",
+            "not from the proxy: not believed"
+        );
 
         let g = gate(AccessConfig {
             identity_header: Some("X-Forwarded-User".into()),
@@ -350,7 +358,12 @@ mod tests {
     #[test]
     fn only_the_hosts_served() {
         let g = gate(AccessConfig::default());
-        for host in ["127.0.0.1:3000", "localhost:3000", "LOCALHOST", "[::1]:3000"] {
+        for host in [
+            "127.0.0.1:3000",
+            "localhost:3000",
+            "LOCALHOST",
+            "[::1]:3000",
+        ] {
             assert!(g.admit(&parts(&[("host", host)], None)).is_ok(), "{host}");
         }
         for host in ["evil.test:3000", "evil.test", "127.0.0.1.evil.test", ""] {
@@ -369,14 +382,22 @@ mod tests {
         assert!(g
             .admit(&parts(&[("host", "chat.example.com:443")], None))
             .is_ok());
-        assert!(g.admit(&parts(&[("host", "alt.example:8443")], None)).is_ok());
-        assert!(g.admit(&parts(&[("host", "alt.example:80")], None)).is_err());
+        assert!(g
+            .admit(&parts(&[("host", "alt.example:8443")], None))
+            .is_ok());
+        assert!(g
+            .admit(&parts(&[("host", "alt.example:80")], None))
+            .is_err());
         assert!(
             g.admit(&parts(&[("host", "localhost")], None)).is_err(),
             "a host list replaces the defaults"
         );
         let any = Gate::new(&AccessConfig::default(), "0.0.0.0:3000".parse().unwrap());
-        assert!(any.admit(&parts(&[("host", "192.168.1.20:3000")], None)).is_ok());
-        assert!(any.admit(&parts(&[("host", "rebind.evil.test")], None)).is_err());
+        assert!(any
+            .admit(&parts(&[("host", "192.168.1.20:3000")], None))
+            .is_ok());
+        assert!(any
+            .admit(&parts(&[("host", "rebind.evil.test")], None))
+            .is_err());
     }
 }

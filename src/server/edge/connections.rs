@@ -92,7 +92,8 @@ pub async fn serve(
                 request
             });
         let io = TokioIo::new(Stalling::new(stream, limits.write_timeout));
-        let connection = graceful.watch(http.serve_connection(io, TowerToHyperService::new(service)));
+        let connection =
+            graceful.watch(http.serve_connection(io, TowerToHyperService::new(service)));
         tokio::spawn(async move {
             let _held = held;
             if let Err(e) = connection.await {
@@ -144,7 +145,11 @@ impl<T> Stalling<T> {
         }
     }
 
-    fn on_write<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    fn on_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
         match polled {
             Poll::Pending => {
                 let timeout = self.timeout;
@@ -178,7 +183,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Stalling<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Stalling<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.on_write(cx, polled)

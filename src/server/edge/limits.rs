@@ -41,15 +41,19 @@ impl FromRef<AppState> for Writes {
 }
 
 pub async fn writes(State(writes): State<Writes>, request: Request, next: Next) -> Response {
-    let changes = request.method() == Method::POST
-        && STATE_CHANGING.contains(&request.uri().path());
+    let changes =
+        request.method() == Method::POST && STATE_CHANGING.contains(&request.uri().path());
     if changes {
         let key = request
             .extensions()
             .get::<Requester>()
             .map_or("ip:unknown", |who| who.client.as_str());
         if let Err(refusal) = writes.budget.take(&writes.store, key, 1).await {
-            tracing::info!(client = key, path = request.uri().path(), "write budget spent; refused");
+            tracing::info!(
+                client = key,
+                path = request.uri().path(),
+                "write budget spent; refused"
+            );
             return refusal.refusal(request.uri().path());
         }
     }

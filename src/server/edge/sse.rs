@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 use super::access::{Gate, Requester};
 use crate::server::{
     config::Config,
-    ingest::budget::PerClient,
     fanout::hub::{Envelope, Hub},
+    ingest::budget::PerClient,
     ingest::chunker::Chunker,
     metrics::Metrics,
     sleep_until,
@@ -108,7 +108,10 @@ pub async fn open(
             AppError::Invalid("granularity must be token, word or sentence.".into())
         })?,
     };
-    let held = state.per_client.hold(client).ok_or_else(|| too_many(&state.per_client))?;
+    let held = state
+        .per_client
+        .hold(client)
+        .ok_or_else(|| too_many(&state.per_client))?;
     state.store.existing_thread(&thread_id).await?;
     let mut live = state.hub.subscribe(&thread_id);
     let first_rev = state.store.thread_rev(&thread_id).await?;
@@ -250,7 +253,10 @@ pub async fn thread_list_events(
     who: Option<Extension<Requester>>,
 ) -> Result<Response, AppError> {
     let client = who.map_or_else(|| "ip:unknown".to_owned(), |Extension(who)| who.client);
-    let held = state.per_client.hold(&client).ok_or_else(|| too_many(&state.per_client))?;
+    let held = state
+        .per_client
+        .hold(&client)
+        .ok_or_else(|| too_many(&state.per_client))?;
     let mut index = state.hub.subscribe_index();
     let stream = async_stream::stream! {
         let _held = held;

@@ -103,7 +103,8 @@ async fn accept_loop(
         tokio::spawn(async move {
             // Nothing at all within the header timeout: no request is coming.
             let Ok(first) =
-                tokio::time::timeout(limits.header_timeout, subscription_request(&stream, addr)).await
+                tokio::time::timeout(limits.header_timeout, subscription_request(&stream, addr))
+                    .await
             else {
                 return;
             };
@@ -188,7 +189,14 @@ async fn serve_subscription(
     let last_event_id = request.last_event_id.as_deref();
     let opened = match state.gate.admit(&request.parts) {
         Ok(who) => {
-            sse::open(state, request.thread_id, last_event_id, request.query, &who.client).await
+            sse::open(
+                state,
+                request.thread_id,
+                last_event_id,
+                request.query,
+                &who.client,
+            )
+            .await
         }
         Err(refusal) => Err(refusal),
     };

@@ -142,9 +142,10 @@ impl Budget {
         }
         match self.local.check_key_n(&key, n) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => {
-                Err(self.refusal(n.get(), not_until.wait_time_from(DefaultClock::default().now())))
-            }
+            Ok(Err(not_until)) => Err(self.refusal(
+                n.get(),
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )),
             Err(_) => Err(self.refusal(n.get(), Duration::from_secs(60))),
         }
     }

@@ -4,8 +4,8 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    hash::{Hash, Hasher},
     convert::Infallible,
+    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
     time::Duration,
 };

@@ -343,7 +343,11 @@ impl Generation<'_> {
                         return Ending::Failed("The server is shutting down.".into());
                     }
                     if capped {
-                        tracing::warn!(message_id = self.reply.id, max_bytes, "reply reached the size cap; ending it");
+                        tracing::warn!(
+                            message_id = self.reply.id,
+                            max_bytes,
+                            "reply reached the size cap; ending it"
+                        );
                         progress.finish_reason = Some(REPLY_CAP_REASON.into());
                         break 'reading Ending::Finished;
                     }

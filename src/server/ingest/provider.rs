@@ -277,35 +277,35 @@ impl Provider {
                 }))
             })
             .map_err(|e| {
-            let mut error = start_error(e, retry_after);
-            error.message = shown(&error.message);
-            error
-        })
+                let mut error = start_error(e, retry_after);
+                error.message = shown(&error.message);
+                error
+            })
     }
 }
 
 /// A failure to start, in words (not yet made safe to show).
 fn start_error(e: OpenAIError, retry_after: Option<Duration>) -> StartError {
     match e {
-            OpenAIError::ApiError(api) => StartError {
-                message: format!(
-                    "The provider refused the request ({}): {}",
-                    api.status_code,
-                    readable_error(&api.api_error.message)
-                ),
-                status: Some(api.status_code.as_u16()),
-                retry_after,
-            },
-            OpenAIError::Reqwest(e) => StartError {
-                message: format!("Could not reach the provider: {}", without_url(&e)),
-                status: None,
-                retry_after: None,
-            },
-            other => StartError {
-                message: format!("The provider's answer could not be read: {other}"),
-                status: None,
-                retry_after: None,
-            },
+        OpenAIError::ApiError(api) => StartError {
+            message: format!(
+                "The provider refused the request ({}): {}",
+                api.status_code,
+                readable_error(&api.api_error.message)
+            ),
+            status: Some(api.status_code.as_u16()),
+            retry_after,
+        },
+        OpenAIError::Reqwest(e) => StartError {
+            message: format!("Could not reach the provider: {}", without_url(&e)),
+            status: None,
+            retry_after: None,
+        },
+        other => StartError {
+            message: format!("The provider's answer could not be read: {other}"),
+            status: None,
+            retry_after: None,
+        },
     }
 }
 
@@ -366,7 +366,11 @@ fn cap_lines(
     let body = response.bytes_stream().map(move |chunk| {
         let chunk = chunk.map_err(|e| LineError(without_url(&e)))?;
         for (i, piece) in chunk.split(|b| *b == b'\n').enumerate() {
-            line = if i == 0 { line + piece.len() } else { piece.len() };
+            line = if i == 0 {
+                line + piece.len()
+            } else {
+                piece.len()
+            };
             if line > max {
                 if let Some(over) = &oversized {
                     over.store(max, Ordering::Relaxed);
@@ -520,7 +524,10 @@ mod readable_error_tests {
         );
         assert!(!text.contains("sk-proj"), "{text}");
         assert!(!text.contains("abcDEF123"), "{text}");
-        assert!(text.contains("Incorrect API key provided: [redacted]"), "{text}");
+        assert!(
+            text.contains("Incorrect API key provided: [redacted]"),
+            "{text}"
+        );
         assert!(text.contains("api-keys"), "ordinary words stay: {text}");
         let long = super::shown(&format!("token {} end", "a".repeat(40)));
         assert_eq!(long, "token [redacted] end");

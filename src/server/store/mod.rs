@@ -313,7 +313,6 @@ impl Store {
         on_backend!(self, s => s.latest(thread_id, limit).await)
     }
 
-
     /// One page of what a subscriber needs on (re)connecting: up to `limit`
     /// messages with ids above `after`, oldest first, that changed after
     /// `since` (their text included), or without `since` the replies still

@@ -328,7 +328,10 @@ where
 pub fn error_text(body: &Value) -> String {
     body.as_object()
         .and_then(|o| o.values().next())
-        .and_then(|v| v.as_str().or_else(|| v.get("message").and_then(Value::as_str)))
+        .and_then(|v| {
+            v.as_str()
+                .or_else(|| v.get("message").and_then(Value::as_str))
+        })
         .unwrap_or_default()
         .to_owned()
 }

@@ -311,7 +311,6 @@ impl PostgresStore {
         Ok(Snapshot { messages, rev })
     }
 
-
     pub async fn changed_page(
         &self,
         thread_id: &str,

@@ -421,7 +421,6 @@ impl SqliteStore {
         Ok(Snapshot { messages, rev })
     }
 
-
     /// Up to `limit` messages of the thread with ids above `after`, oldest
     /// first: those changed after `since` (a streaming reply whose log moved
     /// past it included), or without `since` the replies still streaming.
