@@ -360,6 +360,9 @@ async fn main() {
     if want("S7") {
         rows.extend(cluster_rows(&binary).await);
     }
+    if want("S8") {
+        rows.push(hostile_row(&binary).await);
+    }
 
     println!("\n| scenario | figure | value |\n| --- | --- | --- |");
     for row in &rows {
@@ -457,4 +460,209 @@ async fn cluster_rows(binary: &std::path::Path) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// The server's settings in S8: this machine (127.0.0.1, the legitimate
+/// load generator, standing for 100 users behind a proxy) is the one
+/// trusted proxy; the hostile client comes from 127.0.0.2 with the
+/// defaults' limits. The legitimate side needs 100 subscriptions and 10
+/// generating replies from its one address, so those two caps are raised.
+fn s8_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("STREAMCHAT_TRUSTED_PROXIES", "127.0.0.1/32".into()),
+        ("STREAMCHAT_REPLIES_PER_CLIENT", "20".into()),
+        ("STREAMCHAT_SUBSCRIPTIONS_PER_CLIENT", "200".into()),
+        ("STREAMCHAT_WRITES_PER_MINUTE", "60".into()),
+        ("STREAMCHAT_CONNECTIONS_PER_CLIENT", "64".into()),
+    ]
+}
+
+const HOSTILE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+
+/// What the hostile client got.
+#[derive(Default, Debug)]
+struct Hostile {
+    subscriptions_served: usize,
+    subscriptions_refused: usize,
+    heads_closed: usize,
+    heads_open: usize,
+    posts_accepted: usize,
+    posts_refused: usize,
+    threads_accepted: usize,
+    threads_refused: usize,
+}
+
+async fn hostile_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    socket.bind((HOSTILE, 0).into())?;
+    socket.connect(addr).await
+}
+
+/// S8: the S2-style load (10 replies x 10 viewers) alone, then again while
+/// one hostile client holds 2,000 non-reading `since=0` subscriptions on a
+/// 5 MB thread, 500 half-sent request heads, and floods posts and thread
+/// creation.
+async fn hostile_row(binary: &std::path::Path) -> Row {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let alone = {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_provider::FakeProvider::with(load::script(200, 50.0)).await;
+        let server = load::Server::start_with(binary, dir.path(), &fake, &s8_env()).await;
+        scenario(&server, &fake, "s8", 10, 1, 10, 200).await
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake_provider::FakeProvider::with(load::script(200, 50.0)).await;
+    let server = load::Server::start_with(binary, dir.path(), &fake, &s8_env()).await;
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    // The 5 MB thread: 5,000 messages of 1 KB, written beside the server.
+    {
+        use sqlx::{Connection, ConnectOptions};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("bench.db"))
+            .connect()
+            .await
+            .unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let body = "y".repeat(1000);
+        for i in 0..5000 {
+            sqlx::query(
+                "INSERT INTO messages (thread_id, author, role, body, status, created_at, updated_at, rev) \
+                 VALUES ('lobby', 'seed', 'user', ?, 'done', 0, 0, ?)",
+            )
+            .bind(format!("{i} {body}"))
+            .bind(i + 1)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let pid = server.child.id();
+    let fds = move || std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let peak_fds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(fds()));
+    let sampler = {
+        let peak_fds = peak_fds.clone();
+        tokio::spawn(async move {
+            loop {
+                peak_fds.fetch_max(fds(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    // The hostile client starts first and keeps at it through the run.
+    let attack = tokio::spawn(async move {
+        let mut got = Hostile::default();
+        let mut held = Vec::new();
+        for _ in 0..2000 {
+            let Ok(mut tcp) = hostile_socket(addr).await else {
+                got.subscriptions_refused += 1;
+                continue;
+            };
+            let _ = tcp
+                .write_all(b"GET /api/threads/lobby/events?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .await;
+            let mut head = [0u8; 16];
+            match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut head)).await {
+                Ok(Ok(n)) if head[..n].starts_with(b"HTTP/1.1 200") => {
+                    got.subscriptions_served += 1;
+                    held.push(tcp);
+                }
+                _ => got.subscriptions_refused += 1,
+            }
+        }
+        let mut heads = Vec::new();
+        for _ in 0..500 {
+            if let Ok(mut tcp) = hostile_socket(addr).await {
+                let _ = tcp.write_all(b"POST /api/send_message HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le").await;
+                heads.push(tcp);
+            }
+        }
+        let http = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::V4(HOSTILE))
+            .build()
+            .unwrap();
+        let big = "x".repeat(8000);
+        for i in 0..300 {
+            let post = http
+                .post(format!("http://{addr}/api/send_message"))
+                .header("accept", "application/json")
+                .form(&[("thread", "lobby"), ("author", "flood"), ("body", &format!("{i} {big}"))])
+                .send()
+                .await;
+            match post.map(|r| r.status().as_u16()) {
+                Ok(200) => got.posts_accepted += 1,
+                _ => got.posts_refused += 1,
+            }
+            let thread = http
+                .post(format!("http://{addr}/api/create_thread"))
+                .header("accept", "application/json")
+                .form(&[("title", format!("flood {i}"))])
+                .send()
+                .await;
+            match thread.map(|r| r.status().as_u16()) {
+                Ok(429) | Err(_) => got.threads_refused += 1,
+                Ok(_) => got.threads_accepted += 1,
+            }
+        }
+        // Which half-sent heads the server closed (within its header timeout).
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        for mut tcp in heads {
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => got.heads_closed += 1,
+                _ => got.heads_open += 1,
+            }
+        }
+        drop(held);
+        got
+    });
+    // Let the attack take hold before the legitimate load starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let under = scenario(&server, &fake, "s8", 10, 1, 10, 200).await;
+    let got = attack.await.unwrap();
+    sampler.abort();
+    Row {
+        name: "S8 S2-style load (10 replies x 10 viewers) under one hostile client".into(),
+        figures: vec![
+            (
+                "legitimate latency p50 / p99, alone".into(),
+                format!("{} / {}", fmt_ms(alone.p50), fmt_ms(alone.p99)),
+            ),
+            (
+                "legitimate latency p50 / p99, under attack".into(),
+                format!("{} / {}", fmt_ms(under.p50), fmt_ms(under.p99)),
+            ),
+            (
+                "every legitimate reply whole (checked)".into(),
+                format!("{} tokens delivered", under.delivered),
+            ),
+            (
+                "server peak RSS / peak open descriptors".into(),
+                format!(
+                    "{:.1} MB / {}",
+                    server.peak_rss_mb(),
+                    peak_fds.load(std::sync::atomic::Ordering::Relaxed)
+                ),
+            ),
+            (
+                "hostile: 2,000 since=0 subscriptions served / refused".into(),
+                format!("{} / {}", got.subscriptions_served, got.subscriptions_refused),
+            ),
+            (
+                "hostile: 500 half-sent heads closed / still open after 12 s".into(),
+                format!("{} / {}", got.heads_closed, got.heads_open),
+            ),
+            (
+                "hostile: 300 posts of 8 KB accepted / 429".into(),
+                format!("{} / {}", got.posts_accepted, got.posts_refused),
+            ),
+            (
+                "hostile: 300 new threads accepted / 429".into(),
+                format!("{} / {}", got.threads_accepted, got.threads_refused),
+            ),
+        ],
+    }
 }
