@@ -484,6 +484,7 @@ const HOSTILE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
 struct Hostile {
     subscriptions_served: usize,
     subscriptions_refused: usize,
+    heads_refused: usize,
     heads_closed: usize,
     heads_open: usize,
     posts_accepted: usize,
@@ -518,7 +519,7 @@ async fn hostile_row(binary: &std::path::Path) -> Row {
     let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
     // The 5 MB thread: 5,000 messages of 1 KB, written beside the server.
     {
-        use sqlx::{Connection, ConnectOptions};
+        use sqlx::{ConnectOptions, Connection};
         let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(dir.path().join("bench.db"))
             .connect()
@@ -540,7 +541,11 @@ async fn hostile_row(binary: &std::path::Path) -> Row {
         tx.commit().await.unwrap();
     }
     let pid = server.child.id();
-    let fds = move || std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let fds = move || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
     let peak_fds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(fds()));
     let sampler = {
         let peak_fds = peak_fds.clone();
@@ -555,31 +560,7 @@ async fn hostile_row(binary: &std::path::Path) -> Row {
     // The hostile client starts first and keeps at it through the run.
     let attack = tokio::spawn(async move {
         let mut got = Hostile::default();
-        let mut held = Vec::new();
-        for _ in 0..2000 {
-            let Ok(mut tcp) = hostile_socket(addr).await else {
-                got.subscriptions_refused += 1;
-                continue;
-            };
-            let _ = tcp
-                .write_all(b"GET /api/threads/lobby/events?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                .await;
-            let mut head = [0u8; 16];
-            match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut head)).await {
-                Ok(Ok(n)) if head[..n].starts_with(b"HTTP/1.1 200") => {
-                    got.subscriptions_served += 1;
-                    held.push(tcp);
-                }
-                _ => got.subscriptions_refused += 1,
-            }
-        }
-        let mut heads = Vec::new();
-        for _ in 0..500 {
-            if let Ok(mut tcp) = hostile_socket(addr).await {
-                let _ = tcp.write_all(b"POST /api/send_message HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le").await;
-                heads.push(tcp);
-            }
-        }
+        // Floods first (one budget for posts and threads), then what it holds.
         let http = reqwest::Client::builder()
             .local_address(std::net::IpAddr::V4(HOSTILE))
             .build()
@@ -589,7 +570,11 @@ async fn hostile_row(binary: &std::path::Path) -> Row {
             let post = http
                 .post(format!("http://{addr}/api/send_message"))
                 .header("accept", "application/json")
-                .form(&[("thread", "lobby"), ("author", "flood"), ("body", &format!("{i} {big}"))])
+                .form(&[
+                    ("thread", "lobby"),
+                    ("author", "flood"),
+                    ("body", &format!("{i} {big}")),
+                ])
                 .send()
                 .await;
             match post.map(|r| r.status().as_u16()) {
@@ -607,13 +592,53 @@ async fn hostile_row(binary: &std::path::Path) -> Row {
                 Ok(_) => got.threads_accepted += 1,
             }
         }
+        let mut held = Vec::new();
+        for _ in 0..2000 {
+            let Ok(mut tcp) = hostile_socket(addr).await else {
+                got.subscriptions_refused += 1;
+                continue;
+            };
+            let _ = tcp
+                .write_all(
+                    b"GET /api/threads/lobby/events?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                )
+                .await;
+            let mut head = [0u8; 16];
+            match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut head)).await {
+                Ok(Ok(n)) if head[..n].starts_with(b"HTTP/1.1 200") => {
+                    got.subscriptions_served += 1;
+                    held.push(tcp);
+                }
+                _ => got.subscriptions_refused += 1,
+            }
+        }
+        let mut heads = Vec::new();
+        for _ in 0..500 {
+            if let Ok(mut tcp) = hostile_socket(addr).await {
+                let _ = tcp
+                    .write_all(b"POST /api/send_message HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+                    .await;
+                heads.push(tcp);
+            }
+        }
         // Which half-sent heads the server closed (within its header timeout).
         tokio::time::sleep(Duration::from_secs(12)).await;
         for mut tcp in heads {
-            let mut buf = [0u8; 64];
-            match tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => got.heads_closed += 1,
-                _ => got.heads_open += 1,
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 512];
+            let closed = loop {
+                match tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break true,
+                    Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                    Err(_) => break false,
+                }
+            };
+            if answer.starts_with(b"HTTP/1.1 429") {
+                got.heads_refused += 1;
+            } else if closed {
+                got.heads_closed += 1;
+            } else {
+                got.heads_open += 1;
             }
         }
         drop(held);
@@ -649,11 +674,14 @@ async fn hostile_row(binary: &std::path::Path) -> Row {
             ),
             (
                 "hostile: 2,000 since=0 subscriptions served / refused".into(),
-                format!("{} / {}", got.subscriptions_served, got.subscriptions_refused),
+                format!(
+                    "{} / {}",
+                    got.subscriptions_served, got.subscriptions_refused
+                ),
             ),
             (
-                "hostile: 500 half-sent heads closed / still open after 12 s".into(),
-                format!("{} / {}", got.heads_closed, got.heads_open),
+                "hostile: 500 half-sent heads refused at its connection cap (429) / closed by the header timeout / still open after 12 s".into(),
+                format!("{} / {} / {}", got.heads_refused, got.heads_closed, got.heads_open),
             ),
             (
                 "hostile: 300 posts of 8 KB accepted / 429".into(),

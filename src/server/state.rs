@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     config::Config,
-    edge::{access::Gate, sse::Subscriptions},
+    edge::{access::Gate, limits::Writes, sse::Subscriptions},
     fanout::hub::Hub,
     ingest::{
         bots::Bots,
@@ -57,6 +57,15 @@ impl FromRef<AppState> for Ingest {
             bots: state.bots.clone(),
             metrics: state.metrics.clone(),
             generations: state.generations.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Writes {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            budget: state.writes.clone(),
+            store: state.store.clone(),
         }
     }
 }

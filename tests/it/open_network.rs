@@ -391,3 +391,96 @@ async fn connections_and_subscriptions_per_client_are_capped() {
     )
     .await;
 }
+
+/// The open live subscriptions `/metrics` reports.
+async fn viewers(app: &TestApp) -> i64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("streamchat_viewers "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_takes_nothing_is_dropped_after_the_write_timeout() {
+    let fake = FakeProvider::start(|_, _| {
+        // ~6 MB of text: far more than socket buffers hold for a viewer.
+        let padding = "x".repeat(400);
+        Scripted {
+            deltas: (0..15_000).map(|i| format!("{i}-{padding} ")).collect(),
+            pause: Duration::from_micros(200),
+            ..Scripted::new(&[])
+        }
+    })
+    .await;
+    let app = spawn_app_with(fake, |c| {
+        c.limits.write_timeout_secs = 1.0;
+        c.limits.max_reply_bytes = 64 << 20;
+    })
+    .await;
+    let tiny = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        socket.connect(app.addr).await.unwrap()
+    };
+    // One on the lean path (a fresh connection's first request), one served
+    // by the HTTP server (the second request of a kept-alive connection).
+    let mut lean = tiny().await;
+    lean.write_all(b"GET /api/threads/lobby/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut routed = tiny().await;
+    routed
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = routed.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    routed
+        .write_all(b"GET /api/threads/lobby/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "both viewers counted",
+        || viewers(&app),
+        |n| *n == 2,
+    )
+    .await;
+
+    let reply = app
+        .post("lobby", "Ann", "@gpt long")
+        .await
+        .replies
+        .remove(0);
+    // Neither reads: both are dropped once their sockets stay full for 1 s,
+    // while the reply goes on being written.
+    poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        "stuck viewers dropped",
+        || viewers(&app),
+        |n| *n == 0,
+    )
+    .await;
+    let done = poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        "the reply ends",
+        || app.message(reply.id),
+        |m| m.status != streamchat::model::Status::Streaming,
+    )
+    .await;
+    assert_eq!(done.status, streamchat::model::Status::Done);
+    drop((lean, routed));
+}

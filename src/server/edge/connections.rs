@@ -207,10 +207,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stalling<T> {
         self.inner.is_write_vectored()
     }
 
+    // A flush (immediate on a TCP socket) says nothing of whether the
+    // client takes bytes: it neither starts nor resets the stall.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.on_write(cx, polled)
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

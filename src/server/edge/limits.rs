@@ -4,14 +4,14 @@
 //! past it the request is refused (429, `Retry-After`) and changes nothing.
 
 use axum::{
-    extract::{FromRef, Request, State},
+    extract::{Request, State},
     http::Method,
     middleware::Next,
     response::Response,
 };
 
 use super::access::Requester;
-use crate::server::{ingest::budget::Budget, state::AppState, store::Store};
+use crate::server::{ingest::budget::Budget, store::Store};
 
 /// The server functions that change something.
 pub const STATE_CHANGING: [&str; 7] = [
@@ -29,15 +29,6 @@ pub const STATE_CHANGING: [&str; 7] = [
 pub struct Writes {
     pub budget: Budget,
     pub store: Store,
-}
-
-impl FromRef<AppState> for Writes {
-    fn from_ref(state: &AppState) -> Self {
-        Self {
-            budget: state.writes.clone(),
-            store: state.store.clone(),
-        }
-    }
 }
 
 pub async fn writes(State(writes): State<Writes>, request: Request, next: Next) -> Response {
