@@ -518,28 +518,7 @@ async fn hostile_row(binary: &std::path::Path) -> Row {
     let server = load::Server::start_with(binary, dir.path(), &fake, &s8_env()).await;
     let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
     // The 5 MB thread: 5,000 messages of 1 KB, written beside the server.
-    {
-        use sqlx::{ConnectOptions, Connection};
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(dir.path().join("bench.db"))
-            .connect()
-            .await
-            .unwrap();
-        let mut tx = conn.begin().await.unwrap();
-        let body = "y".repeat(1000);
-        for i in 0..5000 {
-            sqlx::query(
-                "INSERT INTO messages (thread_id, author, role, body, status, created_at, updated_at, rev) \
-                 VALUES ('lobby', 'seed', 'user', ?, 'done', 0, 0, ?)",
-            )
-            .bind(format!("{i} {body}"))
-            .bind(i + 1)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
-    }
+    load::seed_lobby(&dir.path().join("bench.db"), 5000, 1000).await;
     let pid = server.child.id();
     let fds = move || {
         std::fs::read_dir(format!("/proc/{pid}/fd"))

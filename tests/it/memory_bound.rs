@@ -7,7 +7,6 @@
 
 use std::{process::Command, time::Duration};
 
-use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
 use tokio::io::AsyncWriteExt;
 
 use crate::support::{poll_until, FakeProvider, Scripted, ROOMY_LIMITS};
@@ -72,26 +71,7 @@ async fn three_hundred_non_reading_subscriptions_hold_little_memory() {
     .await;
 
     // 5,000 messages of 1 KB in the lobby, written beside the running server.
-    let mut conn = SqliteConnectOptions::new()
-        .filename(&db)
-        .connect()
-        .await
-        .unwrap();
-    let mut tx = conn.begin().await.unwrap();
-    let body = "y".repeat(1000);
-    for i in 0..5000 {
-        sqlx::query(
-            "INSERT INTO messages (thread_id, author, role, body, status, created_at, updated_at, rev) \
-             VALUES ('lobby', 'seed', 'user', ?, 'done', 0, 0, ?)",
-        )
-        .bind(format!("{i} {body}"))
-        .bind(i + 1)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    drop(conn);
+    crate::support::load::seed_lobby(&db, 5000, 1000).await;
 
     let pid = child.id();
     // Warm up the paths once (a subscription read to its end, an export).

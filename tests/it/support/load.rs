@@ -28,6 +28,31 @@ pub const ROOMY_LIMITS: [(&str, &str); 4] = [
     ("STREAMCHAT_SUBSCRIPTIONS_PER_CLIENT", "100000"),
 ];
 
+/// Writes `count` user messages of about `bytes` bytes into the lobby of
+/// the SQLite file `db`, beside a running server (a big thread to read).
+pub async fn seed_lobby(db: &Path, count: i64, bytes: usize) {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .connect()
+        .await
+        .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let body = "y".repeat(bytes);
+    for i in 0..count {
+        sqlx::query(
+            "INSERT INTO messages (thread_id, author, role, body, status, created_at, updated_at, rev) \
+             VALUES ('lobby', 'seed', 'user', ?, 'done', 0, 0, ?)",
+        )
+        .bind(format!("{i} {body}"))
+        .bind(i + 1)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
 pub struct Server {
     pub child: Child,
     pub url: String,
