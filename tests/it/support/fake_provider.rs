@@ -263,6 +263,8 @@ struct Log {
     auth: Mutex<Vec<(String, String)>>,
     received_at: Mutex<Vec<Instant>>,
     closed_at: Mutex<Vec<Instant>>,
+    /// Bytes of `Ending::HugeLine` lines taken by the connection.
+    huge_sent: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -321,6 +323,11 @@ impl FakeProvider {
     /// Answers every request with the same script.
     pub async fn with(script: Scripted) -> Self {
         Self::start(move |_, _| script.clone()).await
+    }
+
+    /// Bytes of `Ending::HugeLine` lines the client took before it closed.
+    pub fn huge_line_sent(&self) -> usize {
+        self.log.huge_sent.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> usize {
@@ -401,6 +408,7 @@ async fn completions(
     let pause = script.pause;
     let ending = script.ending.clone();
     let guard = DropGuard(state.log.clone());
+    let log = state.log.clone();
     let stream = async_stream::stream! {
         let _guard = guard;
         for piece in pieces {
@@ -437,6 +445,7 @@ async fn completions(
                 while sent < bytes {
                     yield Ok(piece.clone());
                     sent += piece.len();
+                    log.huge_sent.fetch_add(piece.len(), Ordering::SeqCst);
                     tokio::task::yield_now().await;
                 }
             }
