@@ -24,13 +24,17 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
     time::Sleep,
 };
 use tower::ServiceExt;
 
-use super::{access::ClientAddr, sse_listener::SseListener};
+use super::{
+    access::ClientAddr,
+    sse_listener::{answer_error, SseListener},
+};
+use crate::error::AppError;
 use crate::server::{config::LimitsConfig, ingest::budget::PerClient};
 
 /// Largest buffer hyper keeps per connection (request head, queued
@@ -112,20 +116,14 @@ pub async fn serve(
 
 /// Answers a connection over its client's connection cap and closes it.
 pub async fn refuse_connection(mut stream: TcpStream, max: usize) {
-    let body = format!(
-        "Too many connections from your address ({max} at once is the limit). Close some tabs \
-         and try again."
+    let refusal = AppError::limited(
+        format!(
+            "Too many connections from your address ({max} at once is the limit). Close some \
+             tabs and try again."
+        ),
+        Duration::from_secs(10),
     );
-    let response = format!(
-        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 10\r\ncontent-type: text/plain; \
-         charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
+    answer_error(&mut stream, &refusal, Duration::from_secs(1)).await;
 }
 
 /// A connection whose writes fail once the client has taken nothing for

@@ -46,7 +46,7 @@ use crate::server::{
 };
 use crate::{
     error::AppError,
-    model::{ChatEvent, Granularity, Message, Part},
+    model::{ChatEvent, Granularity, Part},
 };
 
 /// What serving subscriptions uses (from `AppState`).
@@ -85,8 +85,7 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let client = who.map_or_else(|| "ip:unknown".to_owned(), |Extension(who)| who.client);
-    let stream = open(state, thread_id, last_event_id, query, &client).await?;
+    let stream = open(state, thread_id, last_event_id, query, &client_of(who)).await?;
     Ok(event_stream_response(stream))
 }
 
@@ -126,13 +125,10 @@ pub async fn open(
         // The snapshot goes out a page at a time, each read only once the
         // previous one was taken by the socket: a client that does not
         // read holds one page, not the thread.
-        let mut first = std::pin::pin!(pages(state.store.clone(), thread_id.clone(), since));
-        while let Some(page) = first.next().await {
-            let Ok(rows) = page else { return };
-            out.rows(rows);
-            for bytes in out.take() {
-                yield bytes;
-            }
+        let mut first = std::pin::pin!(snapshot(state.store.clone(), thread_id.clone(), since));
+        while let Some(frames) = first.next().await {
+            let Ok(frames) = frames else { return };
+            yield frames;
         }
         out.sync();
         for bytes in out.take() {
@@ -174,13 +170,14 @@ pub async fn open(
                             tracing::error!("resync failed; closing the subscription");
                             return;
                         };
-                        let mut again = std::pin::pin!(pages(state.store.clone(), thread_id.clone(), Some(out.rev)));
-                        while let Some(page) = again.next().await {
-                            let Ok(rows) = page else { return };
-                            out.rows(rows);
-                            for bytes in out.take() {
-                                yield bytes;
-                            }
+                        // What was written before the lag goes first.
+                        for bytes in out.take() {
+                            yield bytes;
+                        }
+                        let mut again = std::pin::pin!(snapshot(state.store.clone(), thread_id.clone(), Some(out.rev)));
+                        while let Some(frames) = again.next().await {
+                            let Ok(frames) = frames else { return };
+                            yield frames;
                         }
                         out.rev = out.rev.max(rev);
                         out.sync();
@@ -215,14 +212,15 @@ pub async fn open(
 /// has been taken by the connection).
 const SNAPSHOT_PAGE: i64 = 20;
 
-/// The snapshot's rows, page by page: every message changed after `since`,
-/// or without it the replies still streaming. A failed read ends it (and
-/// the subscription, which the client reopens).
-fn pages(
+/// The snapshot's rows as SSE frames, a page at a time: every message
+/// changed after `since`, or without it the replies still streaming. The
+/// rows carry no id (a client cut off mid-snapshot resumes before it). A
+/// failed read ends it (and the subscription, which the client reopens).
+fn snapshot(
     store: Store,
     thread_id: String,
     since: Option<i64>,
-) -> impl Stream<Item = Result<Vec<Message>, ()>> + Send + 'static {
+) -> impl Stream<Item = Result<Bytes, ()>> + Send + 'static {
     async_stream::stream! {
         let mut after = 0;
         loop {
@@ -230,7 +228,13 @@ fn pages(
                 Ok(rows) => {
                     let last = (rows.len() as i64) < SNAPSHOT_PAGE;
                     after = rows.last().map_or(after, |m| m.id);
-                    yield Ok(rows);
+                    let mut frames = String::new();
+                    for message in rows {
+                        write_event(&mut frames, None, &ChatEvent::Message { message });
+                    }
+                    if !frames.is_empty() {
+                        yield Ok(Bytes::from(frames));
+                    }
                     if last {
                         return;
                     }
@@ -252,10 +256,9 @@ pub async fn thread_list_events(
     State(state): State<Subscriptions>,
     who: Option<Extension<Requester>>,
 ) -> Result<Response, AppError> {
-    let client = who.map_or_else(|| "ip:unknown".to_owned(), |Extension(who)| who.client);
     let held = state
         .per_client
-        .hold(&client)
+        .hold(&client_of(who))
         .ok_or_else(|| too_many(&state.per_client))?;
     let mut index = state.hub.subscribe_index();
     let stream = async_stream::stream! {
@@ -274,6 +277,11 @@ pub async fn thread_list_events(
         }
     };
     Ok(event_stream_response(stream))
+}
+
+/// The client key the door put on the request.
+fn client_of(who: Option<Extension<Requester>>) -> String {
+    who.map_or_else(|| "ip:unknown".to_owned(), |Extension(who)| who.client)
 }
 
 fn too_many(per_client: &PerClient) -> AppError {
@@ -336,14 +344,6 @@ impl Output {
 
     fn flush_held(&mut self) {
         self.batcher.flush_all(&mut self.buf);
-    }
-
-    /// A page of the snapshot's rows (they carry no id: a client cut off
-    /// mid-snapshot resumes before it).
-    fn rows(&mut self, messages: Vec<Message>) {
-        for message in messages {
-            write_event(&mut self.buf, None, &ChatEvent::Message { message });
-        }
     }
 
     /// The end of a snapshot: a `sync` event carrying its revision as the id.

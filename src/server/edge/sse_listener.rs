@@ -203,16 +203,7 @@ async fn serve_subscription(
     let events = match opened {
         Ok(events) => events,
         Err(e) => {
-            let body = e.to_string();
-            let mut head = response_head(e.status(), "text/plain; charset=utf-8", Some(body.len()));
-            if let Some(secs) = e.retry_after() {
-                head.insert_str(head.len() - 2, &format!("retry-after: {secs}\r\n"));
-            }
-            let _ = tokio::time::timeout(limits.write_timeout, async {
-                stream.write_all(head.as_bytes()).await?;
-                stream.write_all(body.as_bytes()).await
-            })
-            .await;
+            answer_error(&mut stream, &e, limits.write_timeout).await;
             return;
         }
     };
@@ -248,6 +239,30 @@ async fn serve_subscription(
             }
         }
     }
+}
+
+/// Answers a connection's (only) request with `error` and closes it, giving
+/// up after `within`.
+pub(super) async fn answer_error(
+    stream: &mut TcpStream,
+    error: &crate::error::AppError,
+    within: std::time::Duration,
+) {
+    let body = error.to_string();
+    let mut response = response_head(
+        error.status(),
+        "text/plain; charset=utf-8",
+        Some(body.len()),
+    );
+    if let Some(secs) = error.retry_after() {
+        response.insert_str(response.len() - 2, &format!("retry-after: {secs}\r\n"));
+    }
+    response.push_str(&body);
+    let _ = tokio::time::timeout(within, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// A close-delimited HTTP/1.1 response head (the connection serves this one

@@ -61,12 +61,6 @@ impl PerClient {
             counts: self.counts.clone(),
         })
     }
-
-    /// How many `key` holds now.
-    pub fn held(&self, key: &str) -> usize {
-        let counts = self.counts.lock().expect("per-client counts");
-        counts.get(key).copied().unwrap_or(0)
-    }
 }
 
 impl Drop for Held {
