@@ -11,7 +11,6 @@ use axum::{
 use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::{
     catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
@@ -21,7 +20,7 @@ use super::{
     config::Config,
     edge::{
         access::{self, Gate},
-        connections::{self, ConnectionLimits},
+        connections::{self, ConnectionLimits, DRAIN_MARGIN},
         export, health, limits, security, sse,
         sse_listener::SseListener,
         thread_list,
@@ -42,6 +41,7 @@ use super::{
         writer::{Unwritable, Writer},
         Lease, Store,
     },
+    Background,
 };
 use crate::app::{shell, App};
 
@@ -97,9 +97,9 @@ impl AppState {
         );
         let bots = Bots::from_config(&config, self_base_url);
         tokens::warm_up();
-        let shutdown = CancellationToken::new();
-        generations.spawn_watchdog(&config.limits, shutdown.clone());
-        thread_list::spawn(store.clone(), hub.clone(), shutdown.clone());
+        let background = Background::default();
+        generations.spawn_watchdog(&config.limits, &background);
+        thread_list::spawn(store.clone(), hub.clone(), &background);
         wakeups::spawn(
             &store,
             hub.clone(),
@@ -109,7 +109,7 @@ impl AppState {
                     generations.end(id, EndRequest::Stop { by });
                 }
             },
-            shutdown.clone(),
+            &background,
         );
         for bot in bots.iter() {
             tracing::info!(
@@ -137,12 +137,12 @@ impl AppState {
             generations,
             metrics,
             demo: DemoModel::default(),
-            shutdown,
+            background,
             gate: Arc::new(Gate::new(&config_access, site_addr)),
             writes: Budget::new(Spend::Writes, writes_per_minute),
             subscriptions: PerClient::new(subscriptions_per_client),
         };
-        adopt::spawn(FromRef::from_ref(&state), state.shutdown.clone());
+        adopt::spawn(FromRef::from_ref(&state), &state.background);
         Ok(state)
     }
 }
@@ -268,30 +268,60 @@ pub fn self_base_url(addr: SocketAddr) -> String {
 }
 
 /// Serves the app with `state` on `listener` until `shutdown` resolves
-/// (tests build the state themselves, to reach its parts).
+/// (tests build the state themselves, to reach its parts), then drains.
+///
+/// Shutdown, within `limits.shutdown_secs`: stop accepting; end every
+/// reply (one instance: `interrupted`; several: handed over) and wait for
+/// their tasks; close the writer once it committed everything queued;
+/// then end subscriptions and the background tasks, let open requests
+/// finish, and close the database pools. Returns only after all of that.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    let stop = state.shutdown.clone();
-    let generations = state.generations.clone();
-    let ending = generations.clone();
     tracing::info!("listening on http://{addr}");
     let limits = ConnectionLimits::new(&state.config.limits);
+    let within = state.config.limits.shutdown_within();
     let listener = SseListener::new(listener, FromRef::from_ref(&state), limits.clone());
-    connections::serve(listener, router(state), limits, async move {
-        shutdown.await;
-        tracing::info!("shutting down: ending replies and subscriptions");
-        ending.end_all(EndRequest::Shutdown);
-        stop.cancel();
-    })
+    let drain = {
+        let state = state.clone();
+        async move {
+            tracing::info!("shutting down: ending replies");
+            let started = tokio::time::Instant::now();
+            let left = state.generations.end_all_and_wait(within).await;
+            if left > 0 {
+                tracing::error!(
+                    replies = left,
+                    "replies still running at the shutdown deadline"
+                );
+            }
+            let rest = within.saturating_sub(started.elapsed());
+            match tokio::time::timeout(rest, state.writer.close()).await {
+                Ok(Ok(())) => tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "every reply's end is committed"
+                ),
+                Ok(Err(e)) => tracing::error!(error = %e, "the writer could not close"),
+                Err(_) => tracing::error!("the writer did not commit everything by the deadline"),
+            }
+            state.background.stop.cancel();
+        }
+    };
+    connections::serve(
+        listener,
+        router(state.clone()),
+        limits,
+        shutdown,
+        drain,
+        within,
+    )
     .await;
-    // Give replies a moment to record how they ended.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while generations.count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    if !state.background.stop_and_wait(DRAIN_MARGIN).await {
+        tracing::warn!("background tasks still running at the deadline");
     }
+    state.store.close().await;
+    tracing::info!("stopped");
     Ok(())
 }

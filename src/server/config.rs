@@ -108,6 +108,9 @@ pub struct LimitsConfig {
     /// Database reads (pages, exports, search) longer than this are
     /// cancelled (PostgreSQL; the writer is not affected).
     pub read_timeout_secs: f64,
+    /// How long a shutdown (SIGTERM, Ctrl-C) may take: replies are ended or
+    /// handed over and the writer commits everything queued within it.
+    pub shutdown_secs: f64,
 }
 
 /// Who a request comes from, for deployments behind a reverse proxy.
@@ -285,6 +288,7 @@ impl Default for LimitsConfig {
             max_reply_bytes: 256 * 1024,
             max_provider_line_bytes: 1024 * 1024,
             read_timeout_secs: 10.0,
+            shutdown_secs: 10.0,
         }
     }
 }
@@ -307,6 +311,9 @@ impl LimitsConfig {
     }
     pub fn read_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.read_timeout_secs)
+    }
+    pub fn shutdown_within(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_secs)
     }
 }
 
@@ -427,6 +434,7 @@ impl Config {
             "STREAMCHAT_MAX_REPLY_BYTES" => max_reply_bytes,
             "STREAMCHAT_MAX_PROVIDER_LINE_BYTES" => max_provider_line_bytes,
             "STREAMCHAT_READ_TIMEOUT_SECS" => read_timeout_secs,
+            "STREAMCHAT_SHUTDOWN_SECS" => shutdown_secs,
         }
         if let Some(v) = set("STREAMCHAT_SEARCH") {
             self.search.enabled = match v.trim() {
@@ -512,8 +520,11 @@ impl Config {
             "limits: per-client caps and sizes must be at least 1 (provider lines at least 1024 bytes)"
         );
         anyhow::ensure!(
-            l.header_timeout_secs > 0.0 && l.write_timeout_secs > 0.0 && l.read_timeout_secs > 0.0,
-            "limits: header, write and read timeouts must be positive"
+            l.header_timeout_secs > 0.0
+                && l.write_timeout_secs > 0.0
+                && l.read_timeout_secs > 0.0
+                && l.shutdown_secs > 0.0,
+            "limits: header, write, read and shutdown timeouts must be positive"
         );
         anyhow::ensure!(
             self.stream.viewer_buffer > 0,

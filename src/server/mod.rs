@@ -31,26 +31,48 @@ pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Runs `tick` every `period` until `shutdown` (the server's periodic
-/// tasks: the watchdog, adoption of orphaned replies). A tick that runs
-/// long delays the next one instead of bunching them up.
-pub fn every<F, Fut>(
-    period: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-    mut tick: F,
-) where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
+/// The server's long-lived tasks (watchdog, adoption, listener, thread
+/// list): all stop when `stop` is cancelled, and shutdown waits for them
+/// (a [`TaskTracker`]) before it closes the database pools.
+#[derive(Clone, Default)]
+pub struct Background {
+    pub stop: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Background {
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Runs `tick` every `period` until stopped. A tick that runs long
+    /// delays the next one instead of bunching them up.
+    pub fn every<F, Fut>(&self, period: std::time::Duration, mut tick: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let stop = self.stop.clone();
+        self.spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = interval.tick() => {}
+                }
+                tick().await;
             }
-            tick().await;
-        }
-    });
+        });
+    }
+
+    /// Stops every task and waits for them to return, at most `within`;
+    /// false if some did not.
+    pub async fn stop_and_wait(&self, within: std::time::Duration) -> bool {
+        self.stop.cancel();
+        self.tasks.close();
+        tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_ok()
+    }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
-use tokio_util::sync::CancellationToken;
 
 use super::{
     config::Config,
@@ -20,6 +19,7 @@ use super::{
     },
     metrics::Metrics,
     store::{writer::Writer, Store},
+    Background,
 };
 
 #[derive(Clone, FromRef)]
@@ -38,8 +38,9 @@ pub struct AppState {
     pub generations: Generations,
     /// The embedded demo model's state (used only when it serves replies).
     pub demo: DemoModel,
-    /// Cancelled on shutdown: ends live subscriptions so the server can stop.
-    pub shutdown: CancellationToken,
+    /// The long-lived tasks; its `stop` is cancelled on shutdown, once
+    /// every reply's end is committed, and ends live subscriptions too.
+    pub background: Background,
     /// Who may come in, and who is asking (hosts, identity, client keys).
     pub gate: Arc<Gate>,
     /// State-changing requests per client per minute.
@@ -77,7 +78,7 @@ impl FromRef<AppState> for Subscriptions {
             store: state.store.clone(),
             hub: state.hub.clone(),
             metrics: state.metrics.clone(),
-            shutdown: state.shutdown.clone(),
+            shutdown: state.background.stop.clone(),
             gate: state.gate.clone(),
             per_client: state.subscriptions.clone(),
         }

@@ -40,8 +40,9 @@ use crate::server::{config::LimitsConfig, ingest::budget::PerClient};
 /// Largest buffer hyper keeps per connection (request head, queued
 /// response bytes).
 const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
-/// How long connections get to finish after shutdown begins.
-const DRAIN_WITHIN: Duration = Duration::from_secs(10);
+/// How long connections get to finish once subscriptions have ended, past
+/// the shutdown deadline.
+pub const DRAIN_MARGIN: Duration = Duration::from_secs(2);
 
 /// The limits every connection is held to.
 #[derive(Clone)]
@@ -66,12 +67,16 @@ impl ConnectionLimits {
 }
 
 /// Serves `router` on every connection `listener` hands over until
-/// `shutdown` resolves, then lets open connections finish (bounded).
+/// `shutdown` resolves; then runs `drain` (the app's own shutdown, at most
+/// `within`) while open connections finish, and returns when both have
+/// (connections get [`DRAIN_MARGIN`] more than `within`).
 pub async fn serve(
     mut listener: SseListener,
     router: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
+    drain: impl Future<Output = ()>,
+    within: Duration,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -106,12 +111,17 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_WITHIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain time; closing them");
-    }
+    // Open requests finish (idle kept-alive connections close now) while
+    // `drain` runs; subscriptions end when it has.
+    let connections = async {
+        if tokio::time::timeout(within + DRAIN_MARGIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the drain time; closing them");
+        }
+    };
+    tokio::join!(drain, connections);
 }
 
 /// Answers a connection over its client's connection cap and closes it.

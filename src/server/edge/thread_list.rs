@@ -4,13 +4,12 @@
 //! last event always carries its latest state; nothing is read while no one
 //! watches the list (see [`Hub::thread_changed`]).
 
-use tokio_util::sync::CancellationToken;
-
 use crate::model::ChatEvent;
-use crate::server::{fanout::hub::Hub, store::Store};
+use crate::server::{fanout::hub::Hub, store::Store, Background};
 
-pub fn spawn(store: Store, hub: Hub, shutdown: CancellationToken) {
-    tokio::spawn(async move {
+pub fn spawn(store: Store, hub: Hub, background: &Background) {
+    let shutdown = background.stop.clone();
+    background.spawn(async move {
         loop {
             let changed = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -11,14 +11,12 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::{generate, Ingest};
 use crate::model::{Outcome, ReplyStats, Status};
-use crate::server::{config::OrphanedReplies, store::writer::Adopted};
+use crate::server::{config::OrphanedReplies, store::writer::Adopted, Background};
 
 /// Starts the task (on a shared database only). It looks every `period`.
-pub fn spawn(state: Ingest, shutdown: CancellationToken) {
+pub fn spawn(state: Ingest, background: &Background) {
     if state.store.as_postgres().is_none() {
         return;
     }
@@ -26,7 +24,7 @@ pub fn spawn(state: Ingest, shutdown: CancellationToken) {
     // fraction of a second.
     let period = (state.config.cluster.lease() / 4)
         .clamp(Duration::from_millis(100), Duration::from_millis(500));
-    crate::server::every(period, shutdown, move || {
+    background.every(period, move || {
         let state = state.clone();
         async move { adopt_expired(&state).await }
     });

@@ -25,6 +25,7 @@ use crate::server::{metrics::ProviderError, sleep_until};
 pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
     let id = reply.id;
     let span = tracing::info_span!("reply", message_id = id);
+    let state_generations = state.generations.clone();
     let task = async move {
         state.metrics.replies_live.inc();
         let thread_id: Arc<str> = reply.thread_id.as_str().into();
@@ -60,7 +61,8 @@ pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
         }
         drop(handle);
     };
-    tokio::spawn(task.instrument(span));
+    let generations = state_generations;
+    generations.spawn(task.instrument(span));
 }
 
 struct Generation<'a> {

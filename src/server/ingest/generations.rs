@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -15,11 +15,11 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::budget::{Budget, Held, PerClient, Spend};
 use crate::error::AppError;
-use crate::server::{config::LimitsConfig, store::Store};
+use crate::server::{config::LimitsConfig, store::Store, Background};
 
 /// Why a reply was told to end early.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +66,11 @@ pub struct Generations {
     per_client: PerClient,
     /// Replies started per client per minute (each bot mention is one).
     asks: Budget,
+    /// Every reply's task, so that shutdown can wait until each has
+    /// recorded how it ended (or handed itself over).
+    tasks: TaskTracker,
+    /// Set on shutdown: no reply starts any more.
+    closed: Arc<AtomicBool>,
 }
 
 /// A reply's registration; dropping it frees the reply's slot.
@@ -94,6 +99,8 @@ impl Generations {
             max_replies: limits.max_concurrent_replies,
             per_client: PerClient::new(limits.replies_per_client),
             asks: Budget::new(Spend::Replies, limits.mentions_per_minute),
+            tasks: TaskTracker::new(),
+            closed: Arc::default(),
         }
     }
 
@@ -101,6 +108,13 @@ impl Generations {
     /// adopts), or a clear refusal when all slots, or all of the client's,
     /// are taken.
     pub fn reserve(&self, client: Option<&str>) -> Result<Slot, AppError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AppError::Unavailable(
+                "The server is restarting, so no reply can start here now. Please send your \
+                 message again in a moment."
+                    .into(),
+            ));
+        }
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
             AppError::limited(
                 format!(
@@ -184,23 +198,37 @@ impl Generations {
         self.running.lock().expect("running lock").len()
     }
 
-    /// Ends every reply (server shutdown).
-    pub fn end_all(&self, reason: EndRequest) {
+    /// Runs a reply's task (tracked: shutdown waits for it).
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Shutdown: no reply starts any more, every running one is told to
+    /// end; returns once every reply's task has returned (each has queued
+    /// its end or its handover with the writer), or after `within`, with
+    /// how many were still running then.
+    pub async fn end_all_and_wait(&self, within: Duration) -> usize {
+        self.closed.store(true, Ordering::Release);
         for r in self.running.lock().expect("running lock").values() {
-            r.end(reason.clone());
+            r.end(EndRequest::Shutdown);
+        }
+        self.tasks.close();
+        match tokio::time::timeout(within, self.tasks.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.tasks.len(),
         }
     }
 
     /// One periodic task for all replies: a reply with no sign of life for
     /// `idle_timeout`, or running longer than `total_timeout`, is ended.
-    pub fn spawn_watchdog(&self, limits: &LimitsConfig, shutdown: CancellationToken) {
+    pub fn spawn_watchdog(&self, limits: &LimitsConfig, background: &Background) {
         let registry = self.clone();
         let (idle, total, period) = (
             limits.idle_timeout(),
             limits.total_timeout(),
             limits.watchdog_period(),
         );
-        crate::server::every(period, shutdown, move || {
+        background.every(period, move || {
             let now = Instant::now();
             for (id, r) in registry.running.lock().expect("running lock").iter() {
                 let last =

@@ -198,6 +198,11 @@ impl Store {
         }
     }
 
+    /// Closes the pools (shutdown, after the writer's last commit).
+    pub async fn close(&self) {
+        on_backend!(self, s => s.close().await)
+    }
+
     /// Opens a transaction for the writer.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {

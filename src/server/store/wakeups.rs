@@ -17,7 +17,11 @@
 //! The same connection carries control messages between instances: Stop
 //! for a reply generating elsewhere, and viewer counts (presence).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -25,7 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{postgres::writes::Moved, Change, Store, CONTROL_CHANNEL, WAKE_CHANNEL};
 use crate::model::{body_hash, ChatEvent, Message, ReplyStats, Role, Status, Usage};
-use crate::server::fanout::hub::{Hub, PRESENCE_REPEAT};
+use crate::server::{
+    fanout::hub::{Hub, PRESENCE_REPEAT},
+    Background,
+};
 
 /// The application name of the listening connection
 /// (`pg_stat_activity.application_name`), followed by the instance.
@@ -73,7 +80,7 @@ pub fn spawn(
     store: &Store,
     hub: Hub,
     on_stop: impl Fn(i64, String) + Send + Sync + 'static,
-    shutdown: CancellationToken,
+    background: &Background,
 ) {
     if store.as_postgres().is_none() {
         return;
@@ -84,7 +91,7 @@ pub fn spawn(
         on_stop: Arc::new(on_stop),
         lengths: HashMap::new(),
     };
-    tokio::spawn(listener.run(shutdown));
+    background.spawn(listener.run(background.stop.clone()));
 }
 
 struct Listener {
@@ -230,11 +237,24 @@ impl Listener {
                 return;
             }
         };
+        // Replies whose whole life this one read covers (this instance was
+        // paused, or listens again after a lost connection): their row goes
+        // out whole; a delta or an end of a reply whose row its viewers
+        // were never sent would be a gap.
+        let unseen_ended: HashSet<i64> = changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Row(m) if m.status != Status::Streaming => Some(m.id),
+                _ => None,
+            })
+            .filter(|id| !self.lengths.contains_key(id))
+            .collect();
         let mut last = from;
         for change in changes {
             let rev = change.rev();
             last = last.max(rev);
             let event = match change {
+                Change::Text { id, .. } if unseen_ended.contains(&id) => continue,
                 Change::Text {
                     id,
                     part,

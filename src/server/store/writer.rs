@@ -85,6 +85,8 @@ enum Command {
     },
     /// Answered once every command queued before it is committed.
     Ping(oneshot::Sender<()>),
+    /// Shutdown: commit everything queued, answer, and stop.
+    Close(oneshot::Sender<()>),
     Notice {
         thread_id: Arc<str>,
         id: i64,
@@ -300,6 +302,17 @@ impl Writer {
         .await
     }
 
+    /// Shutdown: returns once everything queued before this call is
+    /// committed (and published) and the writer has stopped; anything sent
+    /// afterwards is refused.
+    pub async fn close(&self) -> Result<(), AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Close(reply)).await?;
+        answer
+            .await
+            .map_err(|_| AppError::internal("the writer stopped before closing"))
+    }
+
     /// Whether the writer is alive and committing: answers once everything
     /// queued before it is committed.
     pub async fn ping(&self) -> Result<(), AppError> {
@@ -465,7 +478,34 @@ impl WriterTask {
             }
             let mut commands = std::mem::take(&mut self.deferred);
             commands.append(&mut batch);
+            let mut closes = take_closes(&mut commands);
+            if closes.is_empty() {
+                self.commit(commands).await;
+                continue;
+            }
+            // Shutdown: what is still queued behind the close is committed
+            // with it (nothing more can be queued once the channel closes).
+            rx.close();
+            while let Ok(command) = rx.try_recv() {
+                commands.push(command);
+            }
+            closes.append(&mut take_closes(&mut commands));
             self.commit(commands).await;
+            let deferred = std::mem::take(&mut self.deferred);
+            if !deferred.is_empty() {
+                self.commit(deferred).await;
+            }
+            if !self.deferred.is_empty() {
+                tracing::error!(
+                    replies = self.deferred.len(),
+                    "stopping with ends of replies the database refused; the next start-up \
+                     records them as interrupted"
+                );
+            }
+            for close in closes {
+                let _ = close.send(());
+            }
+            break;
         }
         tracing::info!("writer stopped");
     }
@@ -474,6 +514,9 @@ impl WriterTask {
     /// fails, each command is tried alone: one that still fails is refused
     /// ([`WriterTask::refuse`]) and the others commit and publish as usual.
     async fn commit(&mut self, mut commands: Vec<Command>) {
+        if commands.is_empty() {
+            return;
+        }
         if self.leases.is_empty() {
             // Nothing to renew: no transaction for the renewal tick.
             commands.retain(|c| !matches!(c, Command::Renew));
@@ -578,7 +621,7 @@ impl WriterTask {
             }
             // Dropped unanswered: the health check reports the writer failing.
             // (A release not stored: the lease simply runs out.)
-            Command::Ping(_) | Command::Renew | Command::Release { .. } => {}
+            Command::Ping(_) | Command::Close(_) | Command::Renew | Command::Release { .. } => {}
             Command::Notice { id, .. } | Command::Thought { id, .. } => {
                 tracing::warn!(
                     message_id = id,
@@ -644,7 +687,7 @@ impl WriterTask {
                     threads.push(thread_id);
                     writes.push(*id);
                 }
-                Command::Ping(_) | Command::Renew => {}
+                Command::Ping(_) | Command::Close(_) | Command::Renew => {}
             }
         }
         if self.publish {
@@ -707,6 +750,7 @@ impl WriterTask {
                     merge(&mut pending, thread_id, *id, *part, text, *received);
                 }
                 Command::Ping(_) => effects.pings.push(at),
+                Command::Close(_) => {}
                 Command::Renew => {
                     let held: Vec<(i64, i64)> =
                         self.leases.iter().map(|(id, e)| (*id, *e)).collect();
@@ -1155,6 +1199,21 @@ fn merge(
             received,
         }),
     }
+}
+
+/// Takes the batch's close requests out of it.
+fn take_closes(commands: &mut Vec<Command>) -> Vec<oneshot::Sender<()>> {
+    let (closes, kept): (Vec<_>, Vec<_>) = std::mem::take(commands)
+        .into_iter()
+        .partition(|c| matches!(c, Command::Close(_)));
+    *commands = kept;
+    closes
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Close(reply) => Some(reply),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Removes reply `id`'s pending appends (both parts), in batch order.

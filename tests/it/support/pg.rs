@@ -282,6 +282,20 @@ impl NodeProcess {
         port: Option<u16>,
         env: &[(&str, &str)],
     ) -> Self {
+        let lease = lease_secs.to_string();
+        let mut all = vec![
+            ("DATABASE_URL", db.url.as_str()),
+            ("STREAMCHAT_INSTANCE", instance),
+            ("STREAMCHAT_LEASE_SECS", lease.as_str()),
+            ("STREAMCHAT_DB_CONNECTIONS", "4"),
+        ];
+        all.extend_from_slice(env);
+        Self::spawn(fake, port, &all).await
+    }
+
+    /// The server binary on `port` (or a free one) answering from `fake`,
+    /// with `env` (its database among it); waits until it serves.
+    pub async fn spawn(fake: &FakeProvider, port: Option<u16>, env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir();
         let port = port.unwrap_or_else(free_port);
         let child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
@@ -289,10 +303,6 @@ impl NodeProcess {
             .env("LEPTOS_OUTPUT_NAME", "streamchat")
             .env("LEPTOS_SITE_ROOT", dir.join("streamchat-test-site"))
             .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
-            .env("DATABASE_URL", &db.url)
-            .env("STREAMCHAT_INSTANCE", instance)
-            .env("STREAMCHAT_LEASE_SECS", lease_secs.to_string())
-            .env("STREAMCHAT_DB_CONNECTIONS", "4")
             .env("OPENAI_BASE_URL", &fake.base_url)
             .env("OPENAI_API_KEY", "sk-test-key")
             .env("RUST_LOG", "warn")
@@ -311,11 +321,26 @@ impl NodeProcess {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "instance {instance} did not come up"
+                "the server on port {port} did not come up"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Self { child, url, port }
+    }
+
+    /// Waits (up to `within`) for the process to exit; its status.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn events_url(&self, thread: &str) -> String {

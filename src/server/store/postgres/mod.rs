@@ -151,6 +151,12 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Closes both pools (shutdown, after the writer's last commit).
+    pub async fn close(&self) {
+        self.reads.close().await;
+        self.pool.close().await;
+    }
+
     pub fn lease(&self) -> &Lease {
         &self.lease
     }

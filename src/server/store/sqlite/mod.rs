@@ -224,6 +224,12 @@ impl SqliteStore {
         })
     }
 
+    /// Closes the readers' pool (shutdown, after the writer's last commit;
+    /// the writer's own connection closes as the last handle drops).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// The readers' pool (tests inject faults through it).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

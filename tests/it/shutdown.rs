@@ -1,0 +1,187 @@
+//! SIGTERM with 20 live replies, the server a real child process: it exits
+//! 0 only after every reply's end (or handover) is committed. One instance
+//! (SQLite): each reply `interrupted`, its stored text holding every byte a
+//! viewer saw. Several (PostgreSQL): the other instance continues each one
+//! long before the stopped instance's lease would have run out.
+
+use std::{collections::HashMap, time::Duration};
+
+use sqlx::{sqlite::SqliteConnectOptions, SqlitePool};
+use streamchat::model::{Message, Status};
+use tokio::time::Instant;
+
+use crate::support::{
+    client_list,
+    pg::{NodeProcess, PgDb},
+    FakeProvider, Scripted, SseClient,
+};
+
+const REPLIES: usize = 20;
+
+/// Posts `@gpt go` `REPLIES` times through `url`; the replies' ids.
+async fn ask_many(url: &str) -> Vec<i64> {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..REPLIES {
+        let posted =
+            crate::support::pg::post(&http, url, "lobby", &format!("user{n}"), "@gpt go").await;
+        ids.push(posted.replies[0].id);
+    }
+    ids
+}
+
+/// Applies `client`'s events to its list until every reply in `ids` has at
+/// least `bytes` of text there.
+async fn watch_until_all_have(
+    client: &mut SseClient,
+    list: &streamchat::live::MessageList,
+    ids: &[i64],
+    bytes: usize,
+) {
+    while !ids
+        .iter()
+        .all(|id| list.body(*id).is_some_and(|b| b.len() >= bytes))
+    {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(20), client.next())
+            .await
+            .expect("events keep coming")
+            .expect("the subscription stays open");
+        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_on_one_instance_ends_every_reply_interrupted_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("shutdown.db");
+    let script = Scripted::words(2000, Duration::from_millis(15));
+    let fake = FakeProvider::with(script.clone()).await;
+    let mut server = NodeProcess::spawn(
+        &fake,
+        None,
+        &[("STREAMCHAT_DATABASE", db_path.to_str().unwrap())],
+    )
+    .await;
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&server.events_url("lobby"), None).await;
+    let ids = ask_many(&server.url).await;
+    watch_until_all_have(&mut viewer, &list, &ids, 40).await;
+
+    let asked = Instant::now();
+    server.signal("TERM");
+    // What the viewer gets until the server closes the subscription.
+    while let Ok(Some((rev, event))) =
+        tokio::time::timeout(Duration::from_secs(15), viewer.next()).await
+    {
+        let _ = list.apply(event, rev);
+    }
+    let status = server.wait_exit(Duration::from_secs(15)).await;
+    let took = asked.elapsed();
+    assert!(status.success(), "the server exits 0, got {status}");
+
+    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db_path))
+        .await
+        .unwrap();
+    let streaming: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'streaming'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(streaming, 0, "nothing left streaming");
+    for id in &ids {
+        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored.status, Status::Interrupted, "reply {id}");
+        let seen = list.body(*id).unwrap();
+        assert!(
+            stored.body.starts_with(&seen) && !seen.is_empty(),
+            "reply {id}: the stored text holds every byte the viewer saw ({} stored, {} seen)",
+            stored.body.len(),
+            seen.len()
+        );
+        assert!(script.text().starts_with(&stored.body));
+    }
+    let log_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reply_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(log_rows, 0, "every log folded into its reply's body");
+    println!("SIGTERM with {REPLIES} live replies (SQLite): exited 0 after {took:?}");
+}
+
+#[tokio::test]
+async fn sigterm_on_one_of_two_instances_hands_every_reply_over_at_once() {
+    let db = PgDb::create().await;
+    let full = Scripted::words(600, Duration::from_millis(15));
+    let fake = FakeProvider::continuing(full.clone()).await;
+    // A 30 s lease: only the handover lets B continue within seconds.
+    let mut leaving = NodeProcess::start(&db, &fake, "leaving", 30.0, None).await;
+    let _staying = NodeProcess::start(&db, &fake, "staying", 30.0, None).await;
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&leaving.events_url("lobby"), None).await;
+    let ids = ask_many(&leaving.url).await;
+    watch_until_all_have(&mut viewer, &list, &ids, 40).await;
+    drop(viewer);
+
+    let asked = Instant::now();
+    leaving.signal("TERM");
+    let mut taken: HashMap<i64, Duration> = HashMap::new();
+    let mut exited = None;
+    while taken.len() < ids.len() || exited.is_none() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "{} of {} replies taken over, exited: {exited:?}",
+            taken.len(),
+            ids.len()
+        );
+        if exited.is_none() {
+            if let Some(status) = leaving.child.try_wait().unwrap() {
+                exited = Some((status, asked.elapsed()));
+            }
+        }
+        let owners: Vec<(i64, Option<String>, Status)> =
+            sqlx::query_as("SELECT id, lease_owner, status FROM messages WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        for (id, owner, status) in owners {
+            if owner.as_deref() == Some("staying") || status != Status::Streaming {
+                taken.entry(id).or_insert_with(|| asked.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, exit_after) = exited.unwrap();
+    assert!(
+        status.success(),
+        "the stopping instance exits 0, got {status}"
+    );
+    let mut delays: Vec<Duration> = taken.values().copied().collect();
+    delays.sort();
+    println!(
+        "SIGTERM with {REPLIES} live replies (PostgreSQL, 30 s lease): exited 0 after {exit_after:?}; \
+         taken over after {:?} (first), {:?} (median), {:?} (last)",
+        delays[0],
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+    assert!(
+        delays[delays.len() - 1] < Duration::from_secs(10),
+        "every reply continued well before the 30 s lease ran out: {delays:?}"
+    );
+    for id in &ids {
+        let stored = db.wait_finished(*id, Duration::from_secs(60)).await;
+        assert_eq!(
+            stored.status,
+            Status::Done,
+            "reply {id}: {:?}",
+            stored.error
+        );
+        assert_eq!(stored.body, full.text(), "reply {id} whole, no word twice");
+    }
+    db.drop_db().await;
+}
