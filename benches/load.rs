@@ -419,6 +419,7 @@ async fn cluster_rows(binary: &std::path::Path) -> Vec<Row> {
             for i in 0..instances {
                 let env = [
                     ("DATABASE_URL", url.clone()),
+                    ("STREAMCHAT_CLUSTER", "true".to_owned()),
                     ("STREAMCHAT_INSTANCE", format!("bench{i}")),
                     ("STREAMCHAT_DB_CONNECTIONS", "8".to_owned()),
                 ];

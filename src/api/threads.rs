@@ -57,7 +57,7 @@ pub async fn create_thread(
         let listed = !unlisted;
         state.store.create_thread(&id, &title, listed).await?;
         state.hub.thread_changed(&id);
-        wakeups::thread_changed(&state.store, &id).await;
+        wakeups::thread_changed(&state.coordination, &id).await;
         tracing::info!(thread_id = %id, listed, "thread created");
         Ok(Thread { id, title, listed })
     }
@@ -91,7 +91,7 @@ pub async fn rename_thread(
                 .publish_ephemeral(&thread, ChatEvent::Thread { thread: summary });
         }
         state.hub.thread_changed(&thread);
-        wakeups::thread_changed(&state.store, &thread).await;
+        wakeups::thread_changed(&state.coordination, &thread).await;
         Ok(Thread {
             id: thread,
             title,

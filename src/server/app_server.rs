@@ -32,14 +32,13 @@ use super::{
         budget::{Budget, PerClient, Spend},
         demo::{self, DemoModel},
         generations::{EndRequest, Generations},
-        outbox, tokens,
+        tokens,
     },
     metrics::Metrics,
     state::AppState,
     store::{
-        wakeups,
+        coordination, wakeups,
         writer::{Unwritable, Writer},
-        Lease, Store,
     },
     Background,
 };
@@ -56,29 +55,28 @@ impl AppState {
         config: Config,
         self_base_url: &str,
     ) -> anyhow::Result<Self> {
-        let store = match config.postgres_url() {
-            Some(url) => {
-                let lease = Lease {
-                    owner: instance_name(&config).into(),
-                    ttl: config.cluster.lease(),
-                };
-                tracing::info!(instance = %lease.owner, "sharing a PostgreSQL database with other instances");
-                Store::open_postgres(
-                    url,
-                    lease,
-                    config.cluster.max_connections,
-                    config.limits.read_timeout(),
-                )
-                .await?
-            }
-            None => Store::open_sqlite(&config.database).await?,
-        };
-        let last_rev = outbox::recover(&store).await?;
+        let (store, coordination) = coordination::open(&config, instance_name(&config)).await?;
+        match coordination.cluster() {
+            Some(cluster) => tracing::info!(
+                instance = cluster.instance(),
+                "sharing a PostgreSQL database with other instances"
+            ),
+            None => tracing::info!("the only instance on its database"),
+        }
+        let interrupted = coordination.recover(&store).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "replies left streaming by a previous run marked interrupted"
+            );
+        }
+        let last_rev = store.max_rev().await?;
         let hub = Hub::new(config.stream.viewer_buffer);
         let metrics = Arc::new(Metrics::default());
         let generations = Generations::new(&config.limits);
         let writer = Writer::start(
             store.clone(),
+            coordination.clone(),
             hub.clone(),
             metrics.clone(),
             {
@@ -101,7 +99,7 @@ impl AppState {
         generations.spawn_watchdog(&config.limits, &background);
         thread_list::spawn(store.clone(), hub.clone(), &background);
         wakeups::spawn(
-            &store,
+            &coordination,
             hub.clone(),
             {
                 let generations = generations.clone();
@@ -119,10 +117,7 @@ impl AppState {
                 "bot ready"
             );
         }
-        match config.postgres_url() {
-            Some(_) => tracing::info!("state ready (PostgreSQL)"),
-            None => tracing::info!(database = %config.database.display(), "state ready"),
-        }
+        tracing::info!("state ready");
         let config_access = config.access.clone();
         let site_addr = leptos_options.site_addr;
         let writes_per_minute = config.limits.writes_per_minute;
@@ -131,6 +126,7 @@ impl AppState {
             leptos_options,
             config: Arc::new(config),
             store,
+            coordination,
             writer,
             hub,
             bots,
@@ -174,9 +170,9 @@ pub fn router(state: AppState) -> Router {
     // Several instances: every answer names the one that gave it (for
     // operators behind a load balancer, and the cluster's browser test).
     let instance = state
-        .store
-        .as_postgres()
-        .and_then(|shared| axum::http::HeaderValue::from_str(&shared.lease().owner).ok());
+        .coordination
+        .cluster()
+        .and_then(|cluster| axum::http::HeaderValue::from_str(cluster.instance()).ok());
     let router = router
         .leptos_routes_with_context(
             &state,

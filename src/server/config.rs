@@ -168,6 +168,11 @@ impl Default for SearchConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// Whether this instance shares its PostgreSQL database with others
+    /// (leases, wake-ups, Stop and limits through the database). Off: it
+    /// is the database's only instance (SQLite always is), and a second
+    /// one refuses to start.
+    pub enabled: bool,
     /// How long an instance's claim on a reply it generates lasts without
     /// renewal (it renews every third of it). After an instance dies,
     /// another takes its replies over once this has run out.
@@ -193,6 +198,7 @@ pub enum OrphanedReplies {
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
+            enabled: false,
             lease_secs: 10.0,
             orphaned_replies: OrphanedReplies::Continue,
             instance: None,
@@ -358,6 +364,13 @@ impl Config {
                 "database_url must be a postgres:// URL (for SQLite set `database` to a file)"
             );
         }
+        if let Some(v) = set("STREAMCHAT_CLUSTER") {
+            self.cluster.enabled = match v.trim() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => anyhow::bail!("STREAMCHAT_CLUSTER must be true or false"),
+            };
+        }
         if let Some(v) = set("STREAMCHAT_LEASE_SECS") {
             self.cluster.lease_secs = v.parse().context("STREAMCHAT_LEASE_SECS")?;
         }
@@ -374,6 +387,10 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_DB_CONNECTIONS") {
             self.cluster.max_connections = v.parse().context("STREAMCHAT_DB_CONNECTIONS")?;
         }
+        anyhow::ensure!(
+            !self.cluster.enabled || self.database_url.is_some(),
+            "cluster.enabled needs PostgreSQL (DATABASE_URL): a SQLite file serves one instance"
+        );
         anyhow::ensure!(
             self.cluster.lease_secs >= 0.3 && self.cluster.max_connections >= 2,
             "cluster: lease_secs must be at least 0.3 and max_connections at least 2"

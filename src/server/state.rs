@@ -18,7 +18,7 @@ use super::{
         Ingest,
     },
     metrics::Metrics,
-    store::{writer::Writer, Store},
+    store::{writer::Writer, Coordination, Store},
     Background,
 };
 
@@ -27,6 +27,8 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub config: Arc<Config>,
     pub store: Store,
+    /// One instance, or one of several on a shared database.
+    pub coordination: Coordination,
     /// The only writer of messages (see `writer.rs`).
     pub writer: Writer,
     pub hub: Hub,
@@ -54,6 +56,7 @@ impl FromRef<AppState> for Ingest {
         Self {
             config: state.config.clone(),
             store: state.store.clone(),
+            coordination: state.coordination.clone(),
             writer: state.writer.clone(),
             bots: state.bots.clone(),
             metrics: state.metrics.clone(),
@@ -66,7 +69,7 @@ impl FromRef<AppState> for Writes {
     fn from_ref(state: &AppState) -> Self {
         Self {
             budget: state.writes.clone(),
-            store: state.store.clone(),
+            coordination: state.coordination.clone(),
         }
     }
 }

@@ -140,3 +140,36 @@ fn no_database_driver_type_outside_the_store() {
     assert!(offenders.is_empty(), "{offenders:?}");
     assert!(code(&store.join("sqlite/mod.rs")).contains("SqlitePool"));
 }
+
+/// "One instance or several" is the coordination's answer (chosen by
+/// `cluster.enabled`), never a question asked of the database driver:
+/// outside `store/` nothing asks which backend the store is.
+#[test]
+fn no_backend_question_outside_the_store() {
+    let store = Path::new(SERVER).join("store");
+    let config = Path::new(SERVER).join("config.rs");
+    let src = Path::new(SERVER).parent().unwrap();
+    let questions = [
+        "as_postgres",
+        "as_sqlite",
+        "Store::Postgres",
+        "Store::Sqlite",
+        "postgres_url",
+    ];
+    let mut offenders = Vec::new();
+    for file in files(src) {
+        if file.starts_with(&store) || file == config {
+            continue;
+        }
+        let text = code(&file);
+        for question in questions {
+            if text.contains(question) {
+                offenders.push(format!("{}: {question}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:?}");
+    // The check sees the questions where they are asked.
+    assert!(code(&store.join("coordination.rs")).contains("postgres_url"));
+    assert!(code(&store.join("mod.rs")).contains("Store::Postgres"));
+}

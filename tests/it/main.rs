@@ -38,6 +38,7 @@ mod sanitizer;
 mod search;
 mod security;
 mod shutdown;
+mod single_on_postgres;
 mod slow_viewer;
 mod sse_paths;
 mod stop_and_watchdog;

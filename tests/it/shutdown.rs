@@ -131,12 +131,24 @@ async fn sigterm_on_one_of_two_instances_hands_every_reply_over_at_once() {
     let mut taken: HashMap<i64, Duration> = HashMap::new();
     let mut exited = None;
     while taken.len() < ids.len() || exited.is_none() {
-        assert!(
-            asked.elapsed() < Duration::from_secs(20),
-            "{} of {} replies taken over, exited: {exited:?}",
-            taken.len(),
-            ids.len()
-        );
+        if asked.elapsed() > Duration::from_secs(25) {
+            let left: Vec<(i64, Option<String>, Status, Option<f64>)> = sqlx::query_as(
+                "SELECT id, lease_owner, status, \
+                 EXTRACT(EPOCH FROM lease_expires_at - clock_timestamp())::float8 \
+                 FROM messages WHERE id = ANY($1) AND status = 'streaming' \
+                 AND lease_owner IS DISTINCT FROM 'staying'",
+            )
+            .bind(&ids)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            panic!(
+                "{} of {} replies taken over, exited: {exited:?}; not taken (id, owner, \
+                 status, lease left in s): {left:?}",
+                taken.len(),
+                ids.len()
+            );
+        }
         if exited.is_none() {
             if let Some(status) = leaving.child.try_wait().unwrap() {
                 exited = Some((status, asked.elapsed()));

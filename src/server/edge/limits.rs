@@ -11,7 +11,7 @@ use axum::{
 };
 
 use super::access::Requester;
-use crate::server::{ingest::budget::Budget, store::Store};
+use crate::server::{ingest::budget::Budget, store::Coordination};
 
 /// The server functions that change something.
 pub const STATE_CHANGING: [&str; 7] = [
@@ -28,7 +28,7 @@ pub const STATE_CHANGING: [&str; 7] = [
 #[derive(Clone)]
 pub struct Writes {
     pub budget: Budget,
-    pub store: Store,
+    pub coordination: Coordination,
 }
 
 pub async fn writes(State(writes): State<Writes>, request: Request, next: Next) -> Response {
@@ -39,7 +39,7 @@ pub async fn writes(State(writes): State<Writes>, request: Request, next: Next) 
             .extensions()
             .get::<Requester>()
             .map_or("ip:unknown", |who| who.client.as_str());
-        if let Err(refusal) = writes.budget.take(&writes.store, key, 1).await {
+        if let Err(refusal) = writes.budget.take(&writes.coordination, key, 1).await {
             tracing::info!(
                 client = key,
                 path = request.uri().path(),

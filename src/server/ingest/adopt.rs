@@ -17,13 +17,12 @@ use crate::server::{config::OrphanedReplies, store::writer::Adopted, Background}
 
 /// Starts the task (on a shared database only). It looks every `period`.
 pub fn spawn(state: Ingest, background: &Background) {
-    if state.store.as_postgres().is_none() {
-        return;
-    }
+    let Some(lease) = state.coordination.lease() else {
+        return; // one instance: start-up ended what a crash left streaming
+    };
     // Often enough that a reply is taken over within its lease plus a
     // fraction of a second.
-    let period = (state.config.cluster.lease() / 4)
-        .clamp(Duration::from_millis(100), Duration::from_millis(500));
+    let period = (lease / 4).clamp(Duration::from_millis(100), Duration::from_millis(500));
     background.every(period, move || {
         let state = state.clone();
         async move { adopt_expired(&state).await }
@@ -32,10 +31,10 @@ pub fn spawn(state: Ingest, background: &Background) {
 
 /// Takes over every reply whose lease ran out, one by one.
 async fn adopt_expired(state: &Ingest) {
-    let Some(shared) = state.store.as_postgres() else {
+    let Some(cluster) = state.coordination.cluster() else {
         return;
     };
-    let expired = match shared.expired_leases().await {
+    let expired = match cluster.expired_leases().await {
         Ok(expired) => expired,
         Err(e) => {
             tracing::warn!(error = %e, "could not look for orphaned replies");

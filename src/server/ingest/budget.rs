@@ -20,7 +20,7 @@ use std::{
 use governor::clock::{Clock, DefaultClock};
 
 use crate::error::AppError;
-use crate::server::store::Store;
+use crate::server::store::Coordination;
 
 /// At most `max` of something held at once per client key. A key leaves the
 /// map when its last hold is dropped, so memory is bounded by what is held.
@@ -117,7 +117,12 @@ impl Budget {
 
     /// Takes `n` from client `key`'s budget, or refuses (429 with
     /// `Retry-After`) and takes nothing.
-    pub async fn take(&self, store: &Store, key: &str, n: u32) -> Result<(), AppError> {
+    pub async fn take(
+        &self,
+        coordination: &Coordination,
+        key: &str,
+        n: u32,
+    ) -> Result<(), AppError> {
         let Some(n) = NonZeroU32::new(n) else {
             return Ok(());
         };
@@ -125,8 +130,8 @@ impl Budget {
             return Err(self.refusal(n.get(), Duration::from_secs(60)));
         }
         let key = format!("{}:{key}", self.spend.prefix());
-        if let Some(shared) = store.as_postgres() {
-            return shared
+        if let Some(cluster) = coordination.cluster() {
+            return cluster
                 .take_budget(&key, n.get(), self.per_minute)
                 .await?
                 .map_err(|wait| self.refusal(n.get(), wait));
@@ -173,8 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_spends_its_budget_and_others_keep_theirs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("b.db")).await.unwrap();
+        let store = Coordination::Single;
         let budget = Budget::new(Spend::Replies, 3);
         budget.take(&store, "ip:10.0.0.1", 2).await.unwrap();
         let refused = budget.take(&store, "ip:10.0.0.1", 2).await.unwrap_err();

@@ -48,7 +48,7 @@ pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
         );
         // Several instances: a reply cut short by this instance's shutdown
         // is handed over (another instance continues it), not ended.
-        let handover = state.store.as_postgres().is_some()
+        let handover = state.coordination.cluster().is_some()
             && handle.end_request() == Some(EndRequest::Shutdown);
         let recorded = if handover {
             tracing::info!(message_id = id, "shutting down: handing the reply over");

@@ -19,7 +19,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::budget::{Budget, Held, PerClient, Spend};
 use crate::error::AppError;
-use crate::server::{config::LimitsConfig, store::Store, Background};
+use crate::server::{config::LimitsConfig, store::Coordination, Background};
 
 /// Why a reply was told to end early.
 #[derive(Clone, Debug, PartialEq)]
@@ -148,8 +148,13 @@ impl Generations {
     /// identity, never a name the client picks), or refuses them all when
     /// that client started too many in the last minute. Counted in the
     /// database when several instances share it.
-    pub async fn take_replies(&self, store: &Store, key: &str, n: u32) -> Result<(), AppError> {
-        self.asks.take(store, key, n).await
+    pub async fn take_replies(
+        &self,
+        coordination: &Coordination,
+        key: &str,
+        n: u32,
+    ) -> Result<(), AppError> {
+        self.asks.take(coordination, key, n).await
     }
 
     /// Registers the reply `id` as generating, in the reserved slot.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::{
     config::Config,
     metrics::Metrics,
-    store::{writer::Writer, Store},
+    store::{writer::Writer, Coordination, Store},
 };
 
 /// What producing replies uses (from `AppState`): the outbox and every
@@ -28,6 +28,8 @@ use super::{
 pub struct Ingest {
     pub config: Arc<Config>,
     pub store: Store,
+    /// One instance or one of several (Stop, budgets, handover, adoption).
+    pub coordination: Coordination,
     /// Where posts, text and ends of replies go (the only writer).
     pub writer: Writer,
     pub bots: bots::Bots,

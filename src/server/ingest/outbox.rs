@@ -4,7 +4,7 @@
 //! leaves `streaming` is found again at start-up ([`recover`]).
 
 use super::{generate, generations::EndRequest, Ingest};
-use crate::server::store::{writer::NewAttempt, Store};
+use crate::server::store::writer::NewAttempt;
 use crate::{
     error::AppError,
     model::{
@@ -61,7 +61,7 @@ pub async fn send(state: &Ingest, client: &str, post: Post<'_>) -> Result<Posted
     // Each bot mentioned is one reply started, counted as one.
     state
         .generations
-        .take_replies(&state.store, client, bots.len() as u32)
+        .take_replies(&state.coordination, client, bots.len() as u32)
         .await?;
     let replies = bots
         .iter()
@@ -135,7 +135,7 @@ pub async fn restart(
     let slot = state.generations.reserve(Some(client))?;
     state
         .generations
-        .take_replies(&state.store, client, 1)
+        .take_replies(&state.coordination, client, 1)
         .await?;
     let model = state.bots.get(&original.author).provider.model().to_owned();
     let reply = match kind {
@@ -196,8 +196,8 @@ pub async fn stop(state: &Ingest, thread_id: &str, id: i64, by: &str) -> Result<
     }
     // Several instances: the one generating it stops it (or, if none does
     // now, the one that takes it over ends it stopped).
-    if let Some(shared) = state.store.as_postgres() {
-        if shared.request_stop(thread_id, id, &by).await? {
+    if let Some(cluster) = state.coordination.cluster() {
+        if cluster.request_stop(thread_id, id, &by).await? {
             return Ok(());
         }
     }
@@ -219,24 +219,5 @@ fn requester(by: &str) -> String {
         "someone".into()
     } else {
         by
-    }
-}
-
-/// Start-up recovery, before the writer starts: replies left `streaming` by
-/// a crash become `interrupted` with their text kept. Returns the last
-/// revision used. (On a shared PostgreSQL nothing happens here: another
-/// instance may be generating those replies; `adopt.rs` takes over the
-/// ones whose lease expired.)
-pub async fn recover(store: &Store) -> anyhow::Result<i64> {
-    let rev = store.max_rev().await? + 1;
-    let interrupted = store.interrupt_streaming(rev).await?;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "replies left streaming by a previous run marked interrupted"
-        );
-        Ok(rev)
-    } else {
-        Ok(rev - 1)
     }
 }

@@ -12,6 +12,7 @@
 //! is written once, when the reply ends. Every read returns that composed
 //! text, so callers never see the difference.
 
+pub mod coordination;
 pub mod postgres;
 pub mod sqlite;
 pub mod wakeups;
@@ -27,7 +28,8 @@ use crate::{
     },
 };
 
-pub use postgres::{Lease, PostgresStore};
+pub use coordination::Coordination;
+pub use postgres::{Cluster, Lease, PostgresStore};
 pub use sqlite::LIST_THREADS;
 
 /// The PostgreSQL channel of wake-ups: a commit names the threads whose
@@ -168,33 +170,12 @@ impl Store {
         Ok(Self::Sqlite(sqlite::SqliteStore::open(path).await?))
     }
 
-    /// Connects to PostgreSQL and runs its migrations.
-    pub async fn open_postgres(
-        url: &str,
-        lease: Lease,
-        max_connections: u32,
-        read_timeout: std::time::Duration,
-    ) -> anyhow::Result<Self> {
-        Ok(Self::Postgres(
-            postgres::PostgresStore::open(url, lease, max_connections, read_timeout).await?,
-        ))
-    }
-
     /// The SQLite backend, if that is this store's (tests inject faults
     /// through its pool).
     pub fn as_sqlite(&self) -> Option<&sqlite::SqliteStore> {
         match self {
             Store::Sqlite(s) => Some(s),
             Store::Postgres(_) => None,
-        }
-    }
-
-    /// The PostgreSQL backend, if that is this store's: several instances
-    /// may share it (leases, wake-ups, shared limits).
-    pub fn as_postgres(&self) -> Option<&postgres::PostgresStore> {
-        match self {
-            Store::Postgres(s) => Some(s),
-            Store::Sqlite(_) => None,
         }
     }
 
@@ -390,15 +371,17 @@ impl Store {
         }
     }
 
-    /// Start-up recovery: replies a crash left `streaming` become
-    /// `interrupted`, their body written from the log (every byte that was
-    /// committed) and their log rows removed. Runs before the writer starts.
-    /// On PostgreSQL nothing happens here: another instance may be
-    /// producing those replies; expired leases are adopted instead.
-    pub async fn interrupt_streaming(&self, rev: i64) -> Result<u64, sqlx::Error> {
+    /// A lone instance's start-up recovery (see [`Coordination::recover`]):
+    /// replies a crash left `streaming` become `interrupted`, their body
+    /// written from the log (every byte that was committed) and their log
+    /// rows removed. Runs before the writer starts.
+    pub(in crate::server::store) async fn interrupt_streaming(&self) -> Result<u64, sqlx::Error> {
         match self {
-            Store::Sqlite(s) => s.interrupt_streaming(rev).await,
-            Store::Postgres(_) => Ok(0),
+            Store::Sqlite(s) => {
+                let rev = s.max_rev().await? + 1;
+                s.interrupt_streaming(rev).await
+            }
+            Store::Postgres(s) => s.interrupt_streaming().await,
         }
     }
 

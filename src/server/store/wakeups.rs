@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::{postgres::writes::Moved, Change, Store, CONTROL_CHANNEL, WAKE_CHANNEL};
+use super::{
+    postgres::writes::Moved, Change, Coordination, PostgresStore, CONTROL_CHANNEL, WAKE_CHANNEL,
+};
 use crate::model::{body_hash, ChatEvent, Message, ReplyStats, Role, Status, Usage};
 use crate::server::{
     fanout::hub::{Hub, PRESENCE_REPEAT},
@@ -60,10 +62,11 @@ enum Control {
 
 /// Tells the other instances that a thread was created or renamed (their
 /// home pages and the thread's viewers show it).
-pub async fn thread_changed(store: &Store, thread_id: &str) {
-    let Some(pg) = store.as_postgres() else {
-        return;
+pub async fn thread_changed(coordination: &Coordination, thread_id: &str) {
+    let Some(cluster) = coordination.cluster() else {
+        return; // one instance: the hub told this one's viewers already
     };
+    let pg = cluster.store();
     let message = Control::Thread {
         thread: thread_id.to_owned(),
         instance: pg.lease().owner.to_string(),
@@ -75,18 +78,19 @@ pub async fn thread_changed(store: &Store, thread_id: &str) {
 }
 
 /// Starts the listener; `on_stop(id, by)` is called when someone pressed
-/// Stop on reply `id` (on any instance). Does nothing on SQLite.
+/// Stop on reply `id` (on any instance). Only in a cluster: a lone
+/// instance's writer publishes its own commits.
 pub fn spawn(
-    store: &Store,
+    coordination: &Coordination,
     hub: Hub,
     on_stop: impl Fn(i64, String) + Send + Sync + 'static,
     background: &Background,
 ) {
-    if store.as_postgres().is_none() {
+    let Some(cluster) = coordination.cluster() else {
         return;
-    }
+    };
     let listener = Listener {
-        store: store.clone(),
+        store: cluster.store().clone(),
         hub,
         on_stop: Arc::new(on_stop),
         lengths: HashMap::new(),
@@ -95,7 +99,7 @@ pub fn spawn(
 }
 
 struct Listener {
-    store: Store,
+    store: PostgresStore,
     hub: Hub,
     on_stop: Arc<dyn Fn(i64, String) + Send + Sync>,
     /// The length of each streaming reply's text (answer, thinking) as
@@ -106,10 +110,8 @@ struct Listener {
 }
 
 impl Listener {
-    fn pg(&self) -> &super::postgres::PostgresStore {
-        self.store
-            .as_postgres()
-            .expect("the listener runs on PostgreSQL")
+    fn pg(&self) -> &PostgresStore {
+        &self.store
     }
 
     async fn run(mut self, shutdown: CancellationToken) {

@@ -35,7 +35,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{LogAppend, LogCursor, NewMessage, Store, Tx};
+use super::{Coordination, LogAppend, LogCursor, NewMessage, Store, Tx};
 use crate::server::{fanout::hub::Hub, metrics::Metrics, now_ms};
 use crate::{
     error::AppError,
@@ -149,13 +149,14 @@ impl Writer {
     /// written, and why (its producer should end it).
     pub fn start(
         store: Store,
+        coordination: Coordination,
         hub: Hub,
         metrics: Arc<Metrics>,
         on_unstorable: impl Fn(i64, Unwritable) + Send + Sync + 'static,
         last_rev: i64,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let shared = store.as_postgres().map(|pg| pg.lease().ttl);
+        let shared = coordination.lease();
         let task = WriterTask {
             store,
             hub,
@@ -168,7 +169,7 @@ impl Writer {
             broken: HashSet::new(),
             deferred: Vec::new(),
             writes_failing: false,
-            publish: shared.is_none(),
+            publish: coordination.writer_publishes(),
         };
         tokio::spawn(task.run(rx));
         if let Some(ttl) = shared {

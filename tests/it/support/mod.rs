@@ -106,6 +106,9 @@ pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Conf
     config.openai_api_key = Some(Secret("sk-test-key".into()));
     config.bots[0].model = "fake-model".into();
     config.limits.retry_base_ms = 10;
+    // The PostgreSQL variant of a test runs the cluster's machinery
+    // (leases, wake-ups read back by the listener) with one instance.
+    config.cluster.enabled = pg.is_some();
     roomy(&mut config);
     configure(&mut config);
     let options = LeptosOptions::builder().output_name("streamchat").build();

@@ -156,6 +156,7 @@ pub fn node_config(db: &PgDb, fake: &FakeProvider, instance: &str) -> Config {
         database_url: Some(db.url.clone()),
         ..Config::default()
     };
+    config.cluster.enabled = true;
     config.cluster.instance = Some(instance.to_owned());
     config.cluster.lease_secs = 1.0;
     config.cluster.max_connections = 4;
@@ -285,6 +286,7 @@ impl NodeProcess {
         let lease = lease_secs.to_string();
         let mut all = vec![
             ("DATABASE_URL", db.url.as_str()),
+            ("STREAMCHAT_CLUSTER", "true"),
             ("STREAMCHAT_INSTANCE", instance),
             ("STREAMCHAT_LEASE_SECS", lease.as_str()),
             ("STREAMCHAT_DB_CONNECTIONS", "4"),

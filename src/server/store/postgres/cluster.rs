@@ -11,6 +11,61 @@ use crate::{
     server::store::{Change, CONTROL_CHANNEL},
 };
 
+/// This instance's part in a cluster: its lease, and what instances share
+/// through the database (Stop, the per-client budgets, expired leases).
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    store: PostgresStore,
+}
+
+impl Cluster {
+    pub(in crate::server::store) fn new(store: PostgresStore) -> Self {
+        Self { store }
+    }
+
+    pub(in crate::server::store) fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+
+    /// This instance's name in leases.
+    pub fn instance(&self) -> &str {
+        &self.store.lease().owner
+    }
+
+    /// How long a lease lasts unrenewed.
+    pub fn lease(&self) -> Duration {
+        self.store.lease().ttl
+    }
+
+    /// Records that `by` pressed Stop on a reply produced elsewhere (or by
+    /// no one right now) and tells every instance; false if it is not
+    /// streaming.
+    pub async fn request_stop(
+        &self,
+        thread_id: &str,
+        id: i64,
+        by: &str,
+    ) -> Result<bool, sqlx::Error> {
+        self.store.request_stop(thread_id, id, by).await
+    }
+
+    /// Takes `n` from client `key`'s budget of `per_minute`, counted in
+    /// the database for every instance; `Err(wait)` when it must wait.
+    pub async fn take_budget(
+        &self,
+        key: &str,
+        n: u32,
+        per_minute: u32,
+    ) -> Result<Result<(), Duration>, sqlx::Error> {
+        self.store.take_budget(key, n, per_minute).await
+    }
+
+    /// Streaming replies whose producer's lease ran out (thread, id).
+    pub async fn expired_leases(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        self.store.expired_leases().await
+    }
+}
+
 impl PostgresStore {
     /// A thread's changes committed after revision `after`, in revision
     /// order, read in one snapshot: rows of messages (their text composed

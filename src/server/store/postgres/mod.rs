@@ -9,7 +9,7 @@
 //! once when it ends. Revisions are per thread (`threads.rev`), allocated
 //! by the committing transaction under the thread row's lock.
 
-pub(super) mod cluster;
+pub mod cluster;
 pub(super) mod writes;
 
 use std::time::Duration;
@@ -23,6 +23,7 @@ use super::{SearchScope, Snapshot};
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 use crate::search::FoundMessage;
 
+pub use cluster::Cluster;
 pub use writes::PgTx;
 
 /// The message columns with `$body` for the text and `$rev` for the revision.
@@ -102,7 +103,16 @@ pub struct PostgresStore {
     pool: PgPool,
     reads: PgPool,
     lease: Lease,
+    /// Several instances share the database (`cluster.enabled`).
+    shared: bool,
+    /// The connection holding this instance's claim on the database (an
+    /// advisory lock: exclusive for a lone instance, shared in a cluster),
+    /// so that a lone instance and any other never run on one database.
+    claim: std::sync::Arc<tokio::sync::Mutex<Option<PgConnection>>>,
 }
+
+/// The advisory lock key of an instance's claim on the database.
+const CLAIM_KEY: i64 = 0x5354_5245_414d_4348;
 
 /// Connections of the writer's and coordination's pool.
 pub const WRITER_CONNECTIONS: u32 = 3;
@@ -115,6 +125,7 @@ impl PostgresStore {
         lease: Lease,
         max_connections: u32,
         read_timeout: Duration,
+        shared: bool,
     ) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         // A session left idle inside a transaction (its process stopped by
@@ -130,7 +141,24 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres")
             .run(&mut conn)
             .await?;
-        conn.close().await?;
+        let claimed: bool = sqlx::query_scalar(if shared {
+            "SELECT pg_try_advisory_lock_shared($1)"
+        } else {
+            "SELECT pg_try_advisory_lock($1)"
+        })
+        .bind(CLAIM_KEY)
+        .fetch_one(&mut conn)
+        .await?;
+        anyhow::ensure!(
+            claimed,
+            if shared {
+                "an instance without cluster.enabled runs on this PostgreSQL database: stop it, \
+                 or run every instance with cluster.enabled = true (STREAMCHAT_CLUSTER=true)"
+            } else {
+                "another instance runs on this PostgreSQL database: to run several, set \
+                 cluster.enabled = true (STREAMCHAT_CLUSTER=true) on every one of them"
+            }
+        );
         let reads = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(read_timeout)
@@ -144,17 +172,62 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, reads, lease })
+        Ok(Self {
+            pool,
+            reads,
+            lease,
+            shared,
+            claim: std::sync::Arc::new(tokio::sync::Mutex::new(Some(conn))),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// Closes both pools (shutdown, after the writer's last commit).
+    /// Closes both pools and gives up the claim on the database
+    /// (shutdown, after the writer's last commit).
     pub async fn close(&self) {
         self.reads.close().await;
         self.pool.close().await;
+        if let Some(claim) = self.claim.lock().await.take() {
+            let _ = claim.close().await;
+        }
+    }
+
+    /// A lone instance's start-up: replies a previous run left streaming
+    /// become `interrupted`, their log written into their body.
+    pub async fn interrupt_streaming(&self) -> Result<u64, sqlx::Error> {
+        let streaming: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT thread_id, id FROM messages WHERE status = 'streaming' ORDER BY thread_id, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if streaming.is_empty() {
+            return Ok(0);
+        }
+        let outcome = crate::model::Outcome {
+            status: crate::model::Status::Interrupted,
+            error: Some("The server stopped while this reply was being written.".into()),
+            finish_reason: None,
+            stopped_by: None,
+            stats: Default::default(),
+        };
+        let now = crate::server::now_ms();
+        let mut tx = self.begin().await?;
+        let mut interrupted = 0;
+        for (thread_id, id) in &streaming {
+            let rev = tx.next_rev(thread_id).await?;
+            if tx
+                .finish(thread_id, *id, &outcome, now, rev)
+                .await?
+                .is_some()
+            {
+                interrupted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(interrupted)
     }
 
     pub fn lease(&self) -> &Lease {
@@ -162,7 +235,7 @@ impl PostgresStore {
     }
 
     pub async fn begin(&self) -> Result<PgTx, sqlx::Error> {
-        PgTx::begin(&self.pool, self.lease.clone()).await
+        PgTx::begin(&self.pool, self.lease.clone(), self.shared).await
     }
 
     pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {

@@ -30,6 +30,9 @@ struct ThreadRevs {
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
     lease: Lease,
+    /// Several instances share the database: commits wake them, and an
+    /// ended reply's log rows stay a while for their listeners to read.
+    shared: bool,
     threads: BTreeMap<String, ThreadRevs>,
 }
 
@@ -48,10 +51,15 @@ pub struct Moved {
 const MAX_PAYLOAD: usize = 7000;
 
 impl PgTx {
-    pub(super) async fn begin(pool: &PgPool, lease: Lease) -> Result<Self, sqlx::Error> {
+    pub(super) async fn begin(
+        pool: &PgPool,
+        lease: Lease,
+        shared: bool,
+    ) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tx: pool.begin().await?,
             lease,
+            shared,
             threads: BTreeMap::new(),
         })
     }
@@ -132,7 +140,18 @@ impl PgTx {
                 m: r.rows_changed,
             })
             .collect();
-        if !moved.is_empty() {
+        if !moved.is_empty() && !self.shared {
+            let ids: Vec<&str> = moved.iter().map(|m| m.t.as_str()).collect();
+            let revs: Vec<i64> = moved.iter().map(|m| m.last).collect();
+            sqlx::query(
+                "UPDATE threads SET rev = v.rev \
+                 FROM unnest($1::text[], $2::bigint[]) AS v(id, rev) WHERE threads.id = v.id",
+            )
+            .bind(&ids)
+            .bind(&revs)
+            .execute(self.conn())
+            .await?;
+        } else if !moved.is_empty() {
             let ids: Vec<&str> = moved.iter().map(|m| m.t.as_str()).collect();
             let revs: Vec<i64> = moved.iter().map(|m| m.last).collect();
             let payloads = payloads(&moved);
@@ -320,6 +339,13 @@ impl PgTx {
         .bind(stats.usage.and_then(|u| u.reasoning_tokens))
         .fetch_optional(self.conn())
         .await?;
+        if !self.shared {
+            // No other instance's listener will read them.
+            sqlx::query("DELETE FROM reply_log WHERE message_id = $1")
+                .bind(id)
+                .execute(self.conn())
+                .await?;
+        }
         self.row_changed(thread_id);
         Ok(body)
     }
