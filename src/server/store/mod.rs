@@ -15,17 +15,17 @@
 pub mod coordination;
 pub mod postgres;
 pub mod sqlite;
+mod tx;
 pub mod wakeups;
 pub mod writer;
+
+pub use tx::Tx;
 
 use std::path::Path;
 
 use crate::{
     error::AppError,
-    model::{
-        Granularity, Message, Outcome, Part, Posted, Role, Status, Thread, ThreadSummary,
-        UsageTotals,
-    },
+    model::{Granularity, Message, Part, Posted, Role, Status, Thread, ThreadSummary, UsageTotals},
 };
 
 pub use coordination::Coordination;
@@ -144,13 +144,6 @@ impl LogCursor {
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
     Postgres(postgres::PostgresStore),
-}
-
-/// One transaction of the writer's. Dropped without [`Tx::commit`], it
-/// rolls back.
-pub enum Tx {
-    Sqlite(sqlite::SqliteTx),
-    Postgres(postgres::PgTx),
 }
 
 /// Calls the same method on whichever backend `$self` holds.
@@ -401,238 +394,5 @@ impl Store {
     /// finished reply has none).
     pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
         on_backend!(self, s => s.log_rows(id).await)
-    }
-}
-
-impl Tx {
-    /// Commits; returns how many wake-ups it sent to other instances.
-    pub async fn commit(self) -> Result<u64, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await.map(|()| 0),
-            Tx::Postgres(tx) => tx.commit().await,
-        }
-    }
-
-    /// Locks the threads this transaction will write, in a fixed order
-    /// (PostgreSQL: their revisions are allocated under these locks; SQLite
-    /// holds the whole database's write lock already).
-    pub async fn lock_threads(&mut self, ids: &[&str]) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(()),
-            Tx::Postgres(tx) => tx.lock_threads(ids).await,
-        }
-    }
-
-    /// The next revision of the thread, when the backend allocates them
-    /// per thread in the transaction (PostgreSQL); `None` when the writer's
-    /// own counter numbers them (SQLite: one writer, one process).
-    pub async fn next_rev(&mut self, thread_id: &str) -> Result<Option<i64>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(None),
-            Tx::Postgres(tx) => tx.next_rev(thread_id).await.map(Some),
-        }
-    }
-
-    pub async fn thread_exists(&mut self, id: &str) -> Result<bool, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::thread_exists(tx, id).await,
-            Tx::Postgres(tx) => tx.thread_exists(id).await,
-        }
-    }
-
-    pub async fn message(
-        &mut self,
-        thread_id: &str,
-        id: i64,
-    ) -> Result<Option<Message>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::message_in(tx, thread_id, id).await,
-            Tx::Postgres(tx) => tx.message(thread_id, id).await,
-        }
-    }
-
-    /// See [`Store::posted_by_request`].
-    pub async fn posted_by_request(
-        &mut self,
-        thread_id: &str,
-        request_id: &str,
-    ) -> Result<Option<Posted>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::posted_by_request(tx, thread_id, request_id).await,
-            Tx::Postgres(tx) => tx.posted_by_request(thread_id, request_id).await,
-        }
-    }
-
-    /// Inserts a message and marks its thread active (a streaming reply is
-    /// leased to this instance).
-    pub async fn insert_message(
-        &mut self,
-        new: &NewMessage<'_>,
-        now: i64,
-        rev: i64,
-    ) -> Result<Message, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::insert_message(tx, new, now, rev).await,
-            Tx::Postgres(tx) => tx.insert_message(new, now, rev).await,
-        }
-    }
-
-    /// Appends log rows (any replies, at most one row per part of a reply). The
-    /// caller (the writer) checked each reply is streaming and owns the
-    /// offsets; this only inserts.
-    pub async fn append_log(&mut self, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::append_log(tx, rows).await,
-            Tx::Postgres(tx) => tx.append_log(rows).await,
-        }
-    }
-
-    /// Where a streaming reply's log stands, read from the database; `None`
-    /// if it is not streaming.
-    pub async fn log_cursor(&mut self, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::log_cursor(tx, id).await,
-            Tx::Postgres(tx) => tx.log_cursor(id).await,
-        }
-    }
-
-    /// Ends a streaming reply: writes its log into its body and thinking
-    /// (once), removes the log rows, records the outcome. Returns the final
-    /// (body, thinking), or `None` if it had already ended.
-    pub async fn finish(
-        &mut self,
-        thread_id: &str,
-        id: i64,
-        outcome: &Outcome,
-        now: i64,
-        rev: i64,
-    ) -> Result<Option<(String, String)>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::finish(tx, id, outcome, now, rev).await,
-            Tx::Postgres(tx) => tx.finish(thread_id, id, outcome, now, rev).await,
-        }
-    }
-
-    /// Sets the passing note of a streaming reply; false if it is not streaming.
-    pub async fn set_notice(
-        &mut self,
-        thread_id: &str,
-        id: i64,
-        notice: Option<&str>,
-        retries: i64,
-        now: i64,
-        rev: i64,
-    ) -> Result<bool, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::set_notice(tx, id, notice, retries, now, rev).await,
-            Tx::Postgres(tx) => {
-                tx.set_notice(thread_id, id, notice, retries, now, rev)
-                    .await
-            }
-        }
-    }
-
-    /// Records how long a streaming reply thought; false if it is not streaming.
-    pub async fn set_thinking_ms(
-        &mut self,
-        thread_id: &str,
-        id: i64,
-        thinking_ms: i64,
-        now: i64,
-        rev: i64,
-    ) -> Result<bool, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::set_thinking_ms(tx, id, thinking_ms, now, rev).await,
-            Tx::Postgres(tx) => {
-                tx.set_thinking_ms(thread_id, id, thinking_ms, now, rev)
-                    .await
-            }
-        }
-    }
-
-    /// Puts reply `id` of the thread back to `streaming` (Continue), keeping
-    /// its text, if its status is one of `from`; `None` otherwise.
-    pub async fn reopen(
-        &mut self,
-        thread_id: &str,
-        id: i64,
-        from: &[Status],
-        requested_by: &str,
-        now: i64,
-        rev: i64,
-    ) -> Result<Option<Message>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => {
-                sqlite::writes::reopen(tx, thread_id, id, from, requested_by, now, rev).await
-            }
-            Tx::Postgres(tx) => tx.reopen(thread_id, id, from, requested_by, now, rev).await,
-        }
-    }
-
-    /// The fencing epoch of this instance's lease on streaming reply `id`
-    /// (`Some(0)` on SQLite, where one process is the only producer).
-    pub async fn lease_epoch(&mut self, id: i64) -> Result<Option<i64>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(Some(0)),
-            Tx::Postgres(tx) => tx.lease_epoch(id).await,
-        }
-    }
-
-    /// Of the replies (id, epoch) this transaction writes, those whose lease
-    /// another instance took over: nothing of theirs may be written.
-    pub async fn lost_leases(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(Vec::new()),
-            Tx::Postgres(tx) => tx.lost_leases(held).await,
-        }
-    }
-
-    /// Extends the leases (id, epoch); returns those no longer held.
-    pub async fn renew(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(Vec::new()),
-            Tx::Postgres(tx) => tx.renew(held).await,
-        }
-    }
-
-    /// Ends this instance's lease on reply `id` now (it stays streaming, for
-    /// another instance to take over).
-    pub async fn release(&mut self, id: i64, epoch: i64) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(()),
-            Tx::Postgres(tx) => tx.release(id, epoch).await,
-        }
-    }
-
-    /// Takes over a streaming reply whose lease expired: the row (with a
-    /// notice), the new epoch, and who asked to stop it meanwhile.
-    pub async fn adopt(
-        &mut self,
-        thread_id: &str,
-        id: i64,
-        now: i64,
-        rev: i64,
-    ) -> Result<Option<(Message, i64, Option<String>)>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(None),
-            Tx::Postgres(tx) => tx.adopt(thread_id, id, now, rev).await,
-        }
-    }
-
-    /// Whether the database can grow: puts the storage reserve back if it
-    /// was used and writes a few pages, undone (SQLite's full-disk path).
-    pub async fn probe_growth(&mut self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::probe_growth(tx).await,
-            Tx::Postgres(_) => Ok(()),
-        }
-    }
-
-    /// Frees the storage reserve's room for use; true if there was one.
-    pub async fn release_reserve(&mut self) -> Result<bool, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::release_reserve(tx).await,
-            Tx::Postgres(_) => Ok(false),
-        }
     }
 }
