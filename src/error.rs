@@ -116,6 +116,15 @@ mod server {
         }
     }
 
+    /// A database error becomes the plain "something went wrong" answer;
+    /// the server's log gets it once, with what was being done.
+    impl From<crate::server::store::StoreError> for AppError {
+        fn from(e: crate::server::store::StoreError) -> Self {
+            tracing::error!(doing = %e.doing, error = %e.source, "database error");
+            AppError::Internal
+        }
+    }
+
     impl AppError {
         /// The refusal of a request before its handler ran: JSON, as a
         /// server function answers (its caller decodes it), for `/api/`

@@ -1,13 +1,14 @@
 //! SIGTERM with 20 live replies, the server a real child process: it exits
 //! 0 only after every reply's end (or handover) is committed. One instance
-//! (SQLite): each reply `interrupted`, its stored text holding every byte a
-//! viewer saw. Several (PostgreSQL): the other instance continues each one
+//! (SQLite, or PostgreSQL without `cluster.enabled`): each reply
+//! `interrupted`, its stored text holding every byte a viewer saw, and the
+//! viewer got each end before its subscription closed. Several (PostgreSQL): the other instance continues each one
 //! long before the stopped instance's lease would have run out.
 
 use std::{collections::HashMap, time::Duration};
 
 use sqlx::{sqlite::SqliteConnectOptions, SqlitePool};
-use streamchat::model::{Message, Status};
+use streamchat::model::{ChatEvent, Message, Status};
 use tokio::time::Instant;
 
 use crate::support::{
@@ -50,18 +51,74 @@ async fn watch_until_all_have(
     }
 }
 
-#[tokio::test]
-async fn sigterm_on_one_instance_ends_every_reply_interrupted_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("shutdown.db");
+/// Where a lone instance keeps its data, read back after it exited.
+enum LoneDatabase {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgDb),
+}
+
+impl LoneDatabase {
+    fn env(&self) -> (&'static str, String) {
+        match self {
+            LoneDatabase::Sqlite(dir) => (
+                "STREAMCHAT_DATABASE",
+                dir.path().join("shutdown.db").display().to_string(),
+            ),
+            LoneDatabase::Postgres(db) => ("DATABASE_URL", db.url.clone()),
+        }
+    }
+
+    /// Replies still streaming, the stored rows of `ids`, and log rows left.
+    async fn read(&self, ids: &[i64]) -> (i64, Vec<Message>, i64) {
+        match self {
+            LoneDatabase::Sqlite(dir) => {
+                let pool = SqlitePool::connect_with(
+                    SqliteConnectOptions::new().filename(dir.path().join("shutdown.db")),
+                )
+                .await
+                .unwrap();
+                let streaming =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'streaming'")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                let mut rows = Vec::new();
+                for id in ids {
+                    rows.push(
+                        sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+                            .bind(id)
+                            .fetch_one(&pool)
+                            .await
+                            .unwrap(),
+                    );
+                }
+                let log = sqlx::query_scalar("SELECT COUNT(*) FROM reply_log")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                (streaming, rows, log)
+            }
+            LoneDatabase::Postgres(db) => {
+                let mut rows = Vec::new();
+                for id in ids {
+                    rows.push(db.message(*id).await);
+                }
+                let log = sqlx::query_scalar("SELECT COUNT(*) FROM reply_log")
+                    .fetch_one(&db.pool)
+                    .await
+                    .unwrap();
+                (db.streaming().await, rows, log)
+            }
+        }
+    }
+}
+
+/// One instance alone on `database`: SIGTERM during `REPLIES` live replies.
+async fn sigterm_on_a_lone_instance(database: LoneDatabase, label: &str) {
     let script = Scripted::words(2000, Duration::from_millis(15));
     let fake = FakeProvider::with(script.clone()).await;
-    let mut server = NodeProcess::spawn(
-        &fake,
-        None,
-        &[("STREAMCHAT_DATABASE", db_path.to_str().unwrap())],
-    )
-    .await;
+    let (key, value) = database.env();
+    let mut server = NodeProcess::spawn(&fake, None, &[(key, value.as_str())]).await;
     let (_owner, list) = client_list();
     let mut viewer = SseClient::connect(&server.events_url("lobby"), None).await;
     let ids = ask_many(&server.url).await;
@@ -69,33 +126,27 @@ async fn sigterm_on_one_instance_ends_every_reply_interrupted_and_exits_0() {
 
     let asked = Instant::now();
     server.signal("TERM");
-    // What the viewer gets until the server closes the subscription.
+    // What the viewer gets until the server closes the subscription: each
+    // reply's end, published after its commit.
+    let mut ends = 0;
     while let Ok(Some((rev, event))) =
         tokio::time::timeout(Duration::from_secs(15), viewer.next()).await
     {
-        let _ = list.apply(event, rev);
+        if matches!(event, ChatEvent::Finished { .. }) {
+            ends += 1;
+        }
+        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
     }
     let status = server.wait_exit(Duration::from_secs(15)).await;
     let took = asked.elapsed();
     assert!(status.success(), "the server exits 0, got {status}");
 
-    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db_path))
-        .await
-        .unwrap();
-    let streaming: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'streaming'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (streaming, stored, log_rows) = database.read(&ids).await;
     assert_eq!(streaming, 0, "nothing left streaming");
-    for id in &ids {
-        let stored: Message = sqlx::query_as("SELECT * FROM messages WHERE id = ?")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    for stored in &stored {
+        let id = stored.id;
         assert_eq!(stored.status, Status::Interrupted, "reply {id}");
-        let seen = list.body(*id).unwrap();
+        let seen = list.body(id).unwrap();
         assert!(
             stored.body.starts_with(&seen) && !seen.is_empty(),
             "reply {id}: the stored text holds every byte the viewer saw ({} stored, {} seen)",
@@ -104,12 +155,24 @@ async fn sigterm_on_one_instance_ends_every_reply_interrupted_and_exits_0() {
         );
         assert!(script.text().starts_with(&stored.body));
     }
-    let log_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reply_log")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
     assert_eq!(log_rows, 0, "every log folded into its reply's body");
-    println!("SIGTERM with {REPLIES} live replies (SQLite): exited 0 after {took:?}");
+    assert_eq!(
+        ends, REPLIES,
+        "the viewer got every reply's end before the server closed"
+    );
+    println!(
+        "SIGTERM with {REPLIES} live replies ({label}, one instance): exited 0 after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_on_a_lone_sqlite_instance_ends_every_reply_interrupted_and_exits_0() {
+    sigterm_on_a_lone_instance(LoneDatabase::Sqlite(tempfile::tempdir().unwrap()), "SQLite").await;
+}
+
+#[tokio::test]
+async fn sigterm_on_a_lone_postgres_instance_ends_every_reply_interrupted_and_exits_0() {
+    sigterm_on_a_lone_instance(LoneDatabase::Postgres(PgDb::create().await), "PostgreSQL").await;
 }
 
 #[tokio::test]

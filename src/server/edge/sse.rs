@@ -136,12 +136,10 @@ pub async fn open(
         }
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         loop {
+            // Shutdown is looked at last: the ends of replies committed
+            // before it (the writer has closed by then) still go out.
             let received = tokio::select! {
-                _ = state.shutdown.cancelled() => break,
-                _ = keep_alive.tick() => {
-                    yield Bytes::from_static(b":\n\n");
-                    continue;
-                }
+                biased;
                 _ = sleep_until(out.batcher.deadline()) => {
                     out.due(Instant::now());
                     for bytes in out.take() {
@@ -149,7 +147,12 @@ pub async fn open(
                     }
                     continue;
                 }
+                _ = keep_alive.tick() => {
+                    yield Bytes::from_static(b":\n\n");
+                    continue;
+                }
                 received = live.recv() => received,
+                _ = state.shutdown.cancelled() => break,
             };
             let mut received = Some(received);
             let mut written = 0;

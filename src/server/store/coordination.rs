@@ -16,6 +16,7 @@
 //!   (`wakeups.rs`) reads them back and is its hub's only publisher; Stop,
 //!   budgets and presence go through the database.
 
+use crate::server::store::StoreError;
 use std::time::Duration;
 
 use super::{postgres::Cluster, Store};
@@ -52,7 +53,7 @@ impl Coordination {
     /// a previous run left streaming (`interrupted`, text kept); in a
     /// cluster another instance may be producing them, and expired leases
     /// are adopted instead. Returns how many were ended.
-    pub async fn recover(&self, store: &Store) -> Result<u64, sqlx::Error> {
+    pub async fn recover(&self, store: &Store) -> Result<u64, StoreError> {
         match self {
             Coordination::Single => store.interrupt_streaming().await,
             Coordination::Cluster(_) => Ok(0),

@@ -12,6 +12,17 @@
 //! is written once, when the reply ends. Every read returns that composed
 //! text, so callers never see the difference.
 
+/// A closure turning a sqlx error into a [`StoreError`] saying what was
+/// being done (formatted only when there is an error).
+macro_rules! doing {
+    ($($arg:tt)*) => {
+        |source: sqlx::Error| $crate::server::store::StoreError {
+            doing: format!($($arg)*),
+            source,
+        }
+    };
+}
+
 pub mod coordination;
 pub mod postgres;
 pub mod sqlite;
@@ -63,6 +74,18 @@ impl Change {
     }
 }
 
+/// A database error with what was being done when it happened (which
+/// statement, which thread or reply). It is logged once, where it becomes
+/// an answer (`AppError`'s `From`) or in the writer's log line; users get a
+/// plain message.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+pub struct StoreError {
+    pub doing: String,
+    #[source]
+    pub source: sqlx::Error,
+}
+
 /// Where a search looks.
 #[derive(Clone, Copy, Debug)]
 pub enum SearchScope<'a> {
@@ -77,6 +100,13 @@ pub enum SearchScope<'a> {
 pub struct Snapshot {
     pub messages: Vec<Message>,
     pub rev: i64,
+}
+
+/// The replies log rows are for (for an error's context).
+fn message_ids(rows: &[LogAppend<'_>]) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    ids.dedup();
+    ids
 }
 
 /// A history page from up to `limit + 1` rows read newest first: the
@@ -178,11 +208,15 @@ impl Store {
     }
 
     /// Opens a transaction for the writer.
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Store::Sqlite(s) => Tx::Sqlite(s.begin().await?),
-            Store::Postgres(s) => Tx::Postgres(s.begin().await?),
-        })
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        async {
+            Ok(match self {
+                Store::Sqlite(s) => Tx::Sqlite(s.begin().await?),
+                Store::Postgres(s) => Tx::Postgres(s.begin().await?),
+            })
+        }
+        .await
+        .map_err(doing!("Store::begin"))
     }
 
     /// Whether the operating system lets this process write the database
@@ -202,8 +236,10 @@ impl Store {
             .ok_or_else(|| AppError::no_thread(id))
     }
 
-    pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
-        on_backend!(self, s => s.thread(id).await)
+    pub async fn thread(&self, id: &str) -> Result<Option<Thread>, StoreError> {
+        async { on_backend!(self, s => s.thread(id).await) }
+            .await
+            .map_err(doing!("Store::thread (thread {id})"))
     }
 
     pub async fn create_thread(
@@ -211,28 +247,38 @@ impl Store {
         id: &str,
         title: &str,
         listed: bool,
-    ) -> Result<(), sqlx::Error> {
-        on_backend!(self, s => s.create_thread(id, title, listed).await)
+    ) -> Result<(), StoreError> {
+        async { on_backend!(self, s => s.create_thread(id, title, listed).await) }
+            .await
+            .map_err(doing!("Store::create_thread (thread {id})"))
     }
 
     /// Renames a thread; false if there is no such thread.
-    pub async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {
-        on_backend!(self, s => s.rename_thread(id, title).await)
+    pub async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, StoreError> {
+        async { on_backend!(self, s => s.rename_thread(id, title).await) }
+            .await
+            .map_err(doing!("Store::rename_thread (thread {id})"))
     }
 
     /// Listed threads by last activity, newest first, with their streaming
     /// replies counted.
-    pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
-        on_backend!(self, s => s.list_threads(limit).await)
+    pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, StoreError> {
+        async { on_backend!(self, s => s.list_threads(limit).await) }
+            .await
+            .map_err(doing!("Store::list_threads"))
     }
 
-    pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
-        on_backend!(self, s => s.thread_summary(id).await)
+    pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, StoreError> {
+        async { on_backend!(self, s => s.thread_summary(id).await) }
+            .await
+            .map_err(doing!("Store::thread_summary (thread {id})"))
     }
 
     /// A thread's entry for the thread list; `None` for an unlisted thread.
-    pub async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
-        on_backend!(self, s => s.listed_summary(id).await)
+    pub async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, StoreError> {
+        async { on_backend!(self, s => s.listed_summary(id).await) }
+            .await
+            .map_err(doing!("Store::listed_summary (thread {id})"))
     }
 
     /// Up to `limit` messages of a thread older than message `before`,
@@ -243,8 +289,10 @@ impl Store {
         thread_id: &str,
         before: i64,
         limit: i64,
-    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
-        on_backend!(self, s => s.messages_before(thread_id, before, limit).await)
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        async { on_backend!(self, s => s.messages_before(thread_id, before, limit).await) }
+            .await
+            .map_err(doing!("Store::messages_before (thread {thread_id})"))
     }
 
     /// Up to `limit` messages whose text is final and holds every one of
@@ -257,23 +305,31 @@ impl Store {
         scope: SearchScope<'_>,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<crate::search::FoundMessage>, sqlx::Error> {
-        if terms.is_empty() {
-            return Ok(Vec::new());
+    ) -> Result<Vec<crate::search::FoundMessage>, StoreError> {
+        async {
+            if terms.is_empty() {
+                return Ok(Vec::new());
+            }
+            let before = before.unwrap_or(i64::MAX);
+            on_backend!(self, s => s.search(terms, scope, before, limit).await)
         }
-        let before = before.unwrap_or(i64::MAX);
-        on_backend!(self, s => s.search(terms, scope, before, limit).await)
+        .await
+        .map_err(doing!("Store::search"))
     }
 
     /// Every message of a thread, oldest first (export).
-    pub async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
-        on_backend!(self, s => s.all_messages(thread_id).await)
+    pub async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, StoreError> {
+        async { on_backend!(self, s => s.all_messages(thread_id).await) }
+            .await
+            .map_err(doing!("Store::all_messages (thread {thread_id})"))
     }
 
     /// Message `id` of thread `thread_id`; `None` when there is no such
     /// message in that thread (a message is only ever read through its thread).
-    pub async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
-        on_backend!(self, s => s.message(thread_id, id).await)
+    pub async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, StoreError> {
+        async { on_backend!(self, s => s.message(thread_id, id).await) }
+            .await
+            .map_err(doing!("Store::message (thread {thread_id}, message {id})"))
     }
 
     /// The user message a post with `request_id` stored in the thread, and
@@ -282,14 +338,18 @@ impl Store {
         &self,
         thread_id: &str,
         request_id: &str,
-    ) -> Result<Option<Posted>, sqlx::Error> {
-        on_backend!(self, s => s.posted_by_request(thread_id, request_id).await)
+    ) -> Result<Option<Posted>, StoreError> {
+        async { on_backend!(self, s => s.posted_by_request(thread_id, request_id).await) }
+            .await
+            .map_err(doing!("Store::posted_by_request (thread {thread_id})"))
     }
 
     /// The latest `limit` messages of a thread, oldest first, with the
     /// revision they are current to (one consistent read).
-    pub async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
-        on_backend!(self, s => s.latest(thread_id, limit).await)
+    pub async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, StoreError> {
+        async { on_backend!(self, s => s.latest(thread_id, limit).await) }
+            .await
+            .map_err(doing!("Store::latest (thread {thread_id})"))
     }
 
     /// One page of what a subscriber needs on (re)connecting: up to `limit`
@@ -304,13 +364,17 @@ impl Store {
         since: Option<i64>,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<Message>, sqlx::Error> {
-        on_backend!(self, s => s.changed_page(thread_id, since, after, limit).await)
+    ) -> Result<Vec<Message>, StoreError> {
+        async { on_backend!(self, s => s.changed_page(thread_id, since, after, limit).await) }
+            .await
+            .map_err(doing!("Store::changed_page (thread {thread_id})"))
     }
 
     /// The revision a thread is at now.
-    pub async fn thread_rev(&self, thread_id: &str) -> Result<i64, sqlx::Error> {
-        on_backend!(self, s => s.thread_rev(thread_id).await)
+    pub async fn thread_rev(&self, thread_id: &str) -> Result<i64, StoreError> {
+        async { on_backend!(self, s => s.thread_rev(thread_id).await) }
+            .await
+            .map_err(doing!("Store::thread_rev (thread {thread_id})"))
     }
 
     /// Up to `limit` messages of a thread with ids above `after`, oldest
@@ -320,8 +384,10 @@ impl Store {
         thread_id: &str,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<Message>, sqlx::Error> {
-        on_backend!(self, s => s.messages_after(thread_id, after, limit).await)
+    ) -> Result<Vec<Message>, StoreError> {
+        async { on_backend!(self, s => s.messages_after(thread_id, after, limit).await) }
+            .await
+            .map_err(doing!("Store::messages_after (thread {thread_id})"))
     }
 
     /// The prompt context for a reply: the thread's most recent `limit`
@@ -331,13 +397,17 @@ impl Store {
         thread_id: &str,
         before_id: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, sqlx::Error> {
-        on_backend!(self, s => s.context(thread_id, before_id, limit).await)
+    ) -> Result<Vec<Message>, StoreError> {
+        async { on_backend!(self, s => s.context(thread_id, before_id, limit).await) }
+            .await
+            .map_err(doing!("Store::context (thread {thread_id})"))
     }
 
     /// A thread's own granularity, if it overrides the configured one.
-    pub async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, sqlx::Error> {
-        on_backend!(self, s => s.thread_granularity(id).await)
+    pub async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, StoreError> {
+        async { on_backend!(self, s => s.thread_granularity(id).await) }
+            .await
+            .map_err(doing!("Store::thread_granularity (thread {id})"))
     }
 
     /// Sets (or, with `None`, clears) a thread's own granularity; false if
@@ -346,53 +416,94 @@ impl Store {
         &self,
         id: &str,
         granularity: Option<Granularity>,
-    ) -> Result<bool, sqlx::Error> {
-        on_backend!(self, s => s.set_thread_granularity(id, granularity).await)
+    ) -> Result<bool, StoreError> {
+        async { on_backend!(self, s => s.set_thread_granularity(id, granularity).await) }
+            .await
+            .map_err(doing!("Store::set_thread_granularity (thread {id})"))
     }
 
     /// Tokens used by a thread's replies, in total and per asking author.
-    pub async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
-        on_backend!(self, s => s.usage_totals(thread_id).await)
+    pub async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, StoreError> {
+        async { on_backend!(self, s => s.usage_totals(thread_id).await) }
+            .await
+            .map_err(doing!("Store::usage_totals (thread {thread_id})"))
     }
 
     /// The highest revision stamped so far; the writer continues after it.
-    pub async fn max_rev(&self) -> Result<i64, sqlx::Error> {
-        match self {
-            Store::Sqlite(s) => s.max_rev().await,
-            // Revisions are per thread, allocated in each transaction.
-            Store::Postgres(_) => Ok(0),
+    pub async fn max_rev(&self) -> Result<i64, StoreError> {
+        async {
+            match self {
+                Store::Sqlite(s) => s.max_rev().await,
+                // Revisions are per thread, allocated in each transaction.
+                Store::Postgres(_) => Ok(0),
+            }
         }
+        .await
+        .map_err(doing!("Store::max_rev"))
     }
 
     /// A lone instance's start-up recovery (see [`Coordination::recover`]):
     /// replies a crash left `streaming` become `interrupted`, their body
     /// written from the log (every byte that was committed) and their log
     /// rows removed. Runs before the writer starts.
-    pub(in crate::server::store) async fn interrupt_streaming(&self) -> Result<u64, sqlx::Error> {
-        match self {
-            Store::Sqlite(s) => {
-                let rev = s.max_rev().await? + 1;
-                s.interrupt_streaming(rev).await
+    pub(in crate::server::store) async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
+        async {
+            match self {
+                Store::Sqlite(s) => {
+                    let rev = s.max_rev().await? + 1;
+                    s.interrupt_streaming(rev).await
+                }
+                Store::Postgres(s) => s.interrupt_streaming().await,
             }
-            Store::Postgres(s) => s.interrupt_streaming().await,
         }
+        .await
+        .map_err(doing!("Store::interrupt_streaming"))
     }
 
     /// Appends log rows in one atomic statement without a transaction
     /// around it (the writer's path for a batch of nothing but text);
     /// `None`, with nothing written, when there are too many rows for one
     /// statement.
-    pub async fn append_log(&self, rows: &[LogAppend<'_>]) -> Result<Option<()>, sqlx::Error> {
-        match self {
-            Store::Sqlite(s) => sqlite::writes::append_log_alone(s, rows).await,
-            // Every commit locks its threads and moves their revisions.
-            Store::Postgres(_) => Ok(None),
+    pub async fn append_log(&self, rows: &[LogAppend<'_>]) -> Result<Option<()>, StoreError> {
+        async {
+            match self {
+                Store::Sqlite(s) => sqlite::writes::append_log_alone(s, rows).await,
+                // Every commit locks its threads and moves their revisions.
+                Store::Postgres(_) => Ok(None),
+            }
         }
+        .await
+        .map_err(doing!(
+            "Store::append_log (messages {:?})",
+            message_ids(rows)
+        ))
     }
 
     /// Log rows of reply `id` still stored (tests and diagnostics: a
     /// finished reply has none).
-    pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
-        on_backend!(self, s => s.log_rows(id).await)
+    pub async fn log_rows(&self, id: i64) -> Result<i64, StoreError> {
+        async { on_backend!(self, s => s.log_rows(id).await) }
+            .await
+            .map_err(doing!("Store::log_rows (message {id})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed read says what it was doing, and keeps the driver's error.
+    #[tokio::test]
+    async fn a_database_error_keeps_what_was_being_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("e.db")).await.unwrap();
+        store.close().await;
+        let error = store.thread("lobby").await.unwrap_err();
+        assert_eq!(error.doing, "Store::thread (thread lobby)");
+        assert!(matches!(error.source, sqlx::Error::PoolClosed), "{error:?}");
+        assert!(error
+            .to_string()
+            .starts_with("Store::thread (thread lobby): "));
+        assert!(std::error::Error::source(&error).is_some());
     }
 }

@@ -1,7 +1,7 @@
 //! [`Tx`]: the statements the writer runs inside one group commit, on
 //! whichever backend the store is.
 
-use super::{postgres, sqlite, LogAppend, LogCursor, NewMessage};
+use super::{postgres, sqlite, LogAppend, LogCursor, NewMessage, StoreError};
 use crate::model::{Message, Outcome, Posted, Status};
 
 /// One transaction of the writer's. Dropped without [`Tx::commit`], it
@@ -13,49 +13,69 @@ pub enum Tx {
 
 impl Tx {
     /// Commits; returns how many wake-ups it sent to other instances.
-    pub async fn commit(self) -> Result<u64, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await.map(|()| 0),
-            Tx::Postgres(tx) => tx.commit().await,
+    pub async fn commit(self) -> Result<u64, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => tx.commit().await.map(|()| 0),
+                Tx::Postgres(tx) => tx.commit().await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::commit"))
     }
 
     /// Locks the threads this transaction will write, in a fixed order
     /// (PostgreSQL: their revisions are allocated under these locks; SQLite
     /// holds the whole database's write lock already).
-    pub async fn lock_threads(&mut self, ids: &[&str]) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(()),
-            Tx::Postgres(tx) => tx.lock_threads(ids).await,
+    pub async fn lock_threads(&mut self, ids: &[&str]) -> Result<(), StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(_) => Ok(()),
+                Tx::Postgres(tx) => tx.lock_threads(ids).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::lock_threads ({ids:?})"))
     }
 
     /// The next revision of the thread, when the backend allocates them
     /// per thread in the transaction (PostgreSQL); `None` when the writer's
     /// own counter numbers them (SQLite: one writer, one process).
-    pub async fn next_rev(&mut self, thread_id: &str) -> Result<Option<i64>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(None),
-            Tx::Postgres(tx) => tx.next_rev(thread_id).await.map(Some),
+    pub async fn next_rev(&mut self, thread_id: &str) -> Result<Option<i64>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(_) => Ok(None),
+                Tx::Postgres(tx) => tx.next_rev(thread_id).await.map(Some),
+            }
         }
+        .await
+        .map_err(doing!("Tx::next_rev (thread {thread_id})"))
     }
 
-    pub async fn thread_exists(&mut self, id: &str) -> Result<bool, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::thread_exists(tx, id).await,
-            Tx::Postgres(tx) => tx.thread_exists(id).await,
+    pub async fn thread_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => sqlite::writes::thread_exists(tx, id).await,
+                Tx::Postgres(tx) => tx.thread_exists(id).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::thread_exists (thread {id})"))
     }
 
     pub async fn message(
         &mut self,
         thread_id: &str,
         id: i64,
-    ) -> Result<Option<Message>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::message_in(tx, thread_id, id).await,
-            Tx::Postgres(tx) => tx.message(thread_id, id).await,
+    ) -> Result<Option<Message>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => sqlite::writes::message_in(tx, thread_id, id).await,
+                Tx::Postgres(tx) => tx.message(thread_id, id).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::message (thread {thread_id}, message {id})"))
     }
 
     /// See [`Store::posted_by_request`].
@@ -63,11 +83,17 @@ impl Tx {
         &mut self,
         thread_id: &str,
         request_id: &str,
-    ) -> Result<Option<Posted>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::posted_by_request(tx, thread_id, request_id).await,
-            Tx::Postgres(tx) => tx.posted_by_request(thread_id, request_id).await,
+    ) -> Result<Option<Posted>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => {
+                    sqlite::writes::posted_by_request(tx, thread_id, request_id).await
+                }
+                Tx::Postgres(tx) => tx.posted_by_request(thread_id, request_id).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::posted_by_request (thread {thread_id})"))
     }
 
     /// Inserts a message and marks its thread active (a streaming reply is
@@ -77,30 +103,45 @@ impl Tx {
         new: &NewMessage<'_>,
         now: i64,
         rev: i64,
-    ) -> Result<Message, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::insert_message(tx, new, now, rev).await,
-            Tx::Postgres(tx) => tx.insert_message(new, now, rev).await,
+    ) -> Result<Message, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => sqlite::writes::insert_message(tx, new, now, rev).await,
+                Tx::Postgres(tx) => tx.insert_message(new, now, rev).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::insert_message (thread {})", new.thread_id))
     }
 
     /// Appends log rows (any replies, at most one row per part of a reply). The
     /// caller (the writer) checked each reply is streaming and owns the
     /// offsets; this only inserts.
-    pub async fn append_log(&mut self, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::append_log(tx, rows).await,
-            Tx::Postgres(tx) => tx.append_log(rows).await,
+    pub async fn append_log(&mut self, rows: &[LogAppend<'_>]) -> Result<(), StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => sqlite::writes::append_log(tx, rows).await,
+                Tx::Postgres(tx) => tx.append_log(rows).await,
+            }
         }
+        .await
+        .map_err(doing!(
+            "Tx::append_log (messages {:?})",
+            super::message_ids(rows)
+        ))
     }
 
     /// Where a streaming reply's log stands, read from the database; `None`
     /// if it is not streaming.
-    pub async fn log_cursor(&mut self, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::log_cursor(tx, id).await,
-            Tx::Postgres(tx) => tx.log_cursor(id).await,
+    pub async fn log_cursor(&mut self, id: i64) -> Result<Option<LogCursor>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => sqlite::writes::log_cursor(tx, id).await,
+                Tx::Postgres(tx) => tx.log_cursor(id).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::log_cursor (message {id})"))
     }
 
     /// Ends a streaming reply: writes its log into its body and thinking
@@ -113,11 +154,15 @@ impl Tx {
         outcome: &Outcome,
         now: i64,
         rev: i64,
-    ) -> Result<Option<(String, String)>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::finish(tx, id, outcome, now, rev).await,
-            Tx::Postgres(tx) => tx.finish(thread_id, id, outcome, now, rev).await,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => sqlite::writes::finish(tx, id, outcome, now, rev).await,
+                Tx::Postgres(tx) => tx.finish(thread_id, id, outcome, now, rev).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::finish (thread {thread_id}, message {id})"))
     }
 
     /// Sets the passing note of a streaming reply; false if it is not streaming.
@@ -129,14 +174,20 @@ impl Tx {
         retries: i64,
         now: i64,
         rev: i64,
-    ) -> Result<bool, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::set_notice(tx, id, notice, retries, now, rev).await,
-            Tx::Postgres(tx) => {
-                tx.set_notice(thread_id, id, notice, retries, now, rev)
-                    .await
+    ) -> Result<bool, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => {
+                    sqlite::writes::set_notice(tx, id, notice, retries, now, rev).await
+                }
+                Tx::Postgres(tx) => {
+                    tx.set_notice(thread_id, id, notice, retries, now, rev)
+                        .await
+                }
             }
         }
+        .await
+        .map_err(doing!("Tx::set_notice (thread {thread_id}, message {id})"))
     }
 
     /// Records how long a streaming reply thought; false if it is not streaming.
@@ -147,14 +198,22 @@ impl Tx {
         thinking_ms: i64,
         now: i64,
         rev: i64,
-    ) -> Result<bool, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::set_thinking_ms(tx, id, thinking_ms, now, rev).await,
-            Tx::Postgres(tx) => {
-                tx.set_thinking_ms(thread_id, id, thinking_ms, now, rev)
-                    .await
+    ) -> Result<bool, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => {
+                    sqlite::writes::set_thinking_ms(tx, id, thinking_ms, now, rev).await
+                }
+                Tx::Postgres(tx) => {
+                    tx.set_thinking_ms(thread_id, id, thinking_ms, now, rev)
+                        .await
+                }
             }
         }
+        .await
+        .map_err(doing!(
+            "Tx::set_thinking_ms (thread {thread_id}, message {id})"
+        ))
     }
 
     /// Puts reply `id` of the thread back to `streaming` (Continue), keeping
@@ -167,48 +226,68 @@ impl Tx {
         requested_by: &str,
         now: i64,
         rev: i64,
-    ) -> Result<Option<Message>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => {
-                sqlite::writes::reopen(tx, thread_id, id, from, requested_by, now, rev).await
+    ) -> Result<Option<Message>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => {
+                    sqlite::writes::reopen(tx, thread_id, id, from, requested_by, now, rev).await
+                }
+                Tx::Postgres(tx) => tx.reopen(thread_id, id, from, requested_by, now, rev).await,
             }
-            Tx::Postgres(tx) => tx.reopen(thread_id, id, from, requested_by, now, rev).await,
         }
+        .await
+        .map_err(doing!("Tx::reopen (thread {thread_id}, message {id})"))
     }
 
     /// The fencing epoch of this instance's lease on streaming reply `id`
     /// (`Some(0)` on SQLite, where one process is the only producer).
-    pub async fn lease_epoch(&mut self, id: i64) -> Result<Option<i64>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(Some(0)),
-            Tx::Postgres(tx) => tx.lease_epoch(id).await,
+    pub async fn lease_epoch(&mut self, id: i64) -> Result<Option<i64>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(_) => Ok(Some(0)),
+                Tx::Postgres(tx) => tx.lease_epoch(id).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::lease_epoch (message {id})"))
     }
 
     /// Of the replies (id, epoch) this transaction writes, those whose lease
     /// another instance took over: nothing of theirs may be written.
-    pub async fn lost_leases(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(Vec::new()),
-            Tx::Postgres(tx) => tx.lost_leases(held).await,
+    pub async fn lost_leases(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(_) => Ok(Vec::new()),
+                Tx::Postgres(tx) => tx.lost_leases(held).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::lost_leases"))
     }
 
     /// Extends the leases (id, epoch); returns those no longer held.
-    pub async fn renew(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(Vec::new()),
-            Tx::Postgres(tx) => tx.renew(held).await,
+    pub async fn renew(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(_) => Ok(Vec::new()),
+                Tx::Postgres(tx) => tx.renew(held).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::renew"))
     }
 
     /// Ends this instance's lease on reply `id` now (it stays streaming, for
     /// another instance to take over).
-    pub async fn release(&mut self, id: i64, epoch: i64) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(()),
-            Tx::Postgres(tx) => tx.release(id, epoch).await,
+    pub async fn release(&mut self, id: i64, epoch: i64) -> Result<(), StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(_) => Ok(()),
+                Tx::Postgres(tx) => tx.release(id, epoch).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::release (message {id})"))
     }
 
     /// Takes over a streaming reply whose lease expired: the row (with a
@@ -219,27 +298,39 @@ impl Tx {
         id: i64,
         now: i64,
         rev: i64,
-    ) -> Result<Option<(Message, i64, Option<String>)>, sqlx::Error> {
-        match self {
-            Tx::Sqlite(_) => Ok(None),
-            Tx::Postgres(tx) => tx.adopt(thread_id, id, now, rev).await,
+    ) -> Result<Option<(Message, i64, Option<String>)>, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(_) => Ok(None),
+                Tx::Postgres(tx) => tx.adopt(thread_id, id, now, rev).await,
+            }
         }
+        .await
+        .map_err(doing!("Tx::adopt (thread {thread_id}, message {id})"))
     }
 
     /// Whether the database can grow: puts the storage reserve back if it
     /// was used and writes a few pages, undone (SQLite's full-disk path).
-    pub async fn probe_growth(&mut self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::probe_growth(tx).await,
-            Tx::Postgres(_) => Ok(()),
+    pub async fn probe_growth(&mut self) -> Result<(), StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => sqlite::writes::probe_growth(tx).await,
+                Tx::Postgres(_) => Ok(()),
+            }
         }
+        .await
+        .map_err(doing!("Tx::probe_growth"))
     }
 
     /// Frees the storage reserve's room for use; true if there was one.
-    pub async fn release_reserve(&mut self) -> Result<bool, sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::writes::release_reserve(tx).await,
-            Tx::Postgres(_) => Ok(false),
+    pub async fn release_reserve(&mut self) -> Result<bool, StoreError> {
+        async {
+            match self {
+                Tx::Sqlite(tx) => sqlite::writes::release_reserve(tx).await,
+                Tx::Postgres(_) => Ok(false),
+            }
         }
+        .await
+        .map_err(doing!("Tx::release_reserve"))
     }
 }

@@ -3,6 +3,7 @@
 //! ([`Effects`]). A batch of nothing but text, for replies the writer
 //! tracks, is a single statement with one instance.
 
+use crate::server::store::StoreError;
 use std::{collections::HashMap, sync::Arc};
 
 use tokio::time::Instant;
@@ -87,7 +88,7 @@ pub(super) struct PendingAppend {
 }
 
 impl WriterTask {
-    pub(super) async fn apply(&mut self, commands: &[Command]) -> Result<Effects, sqlx::Error> {
+    pub(super) async fn apply(&mut self, commands: &[Command]) -> Result<Effects, StoreError> {
         if let Some(effects) = self.apply_text_only(commands).await? {
             return Ok(effects);
         }
@@ -295,7 +296,7 @@ impl WriterTask {
     pub(super) async fn apply_text_only(
         &mut self,
         commands: &[Command],
-    ) -> Result<Option<Effects>, sqlx::Error> {
+    ) -> Result<Option<Effects>, StoreError> {
         if !self.coordination.writer_publishes() {
             return Ok(None); // a cluster: every commit locks its threads
         }
@@ -347,7 +348,7 @@ impl WriterTask {
         tx: &mut Tx,
         effects: &Effects,
         id: i64,
-    ) -> Result<Option<LogCursor>, sqlx::Error> {
+    ) -> Result<Option<LogCursor>, StoreError> {
         Ok(match effects.cursors.get(&id) {
             Some(cursor) => *cursor,
             None => match self.cursor_of(id) {
@@ -363,7 +364,7 @@ impl WriterTask {
         tx: &mut Tx,
         effects: &mut Effects,
         pending: Vec<PendingAppend>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let mut rows = Vec::with_capacity(pending.len());
         for append in pending {
             match self.cursor(tx, effects, append.id).await? {
@@ -396,7 +397,7 @@ impl WriterTask {
         effects: &mut Effects,
         post: &NewPost,
         now: i64,
-    ) -> Result<Result<Posted, AppError>, sqlx::Error> {
+    ) -> Result<Result<Posted, AppError>, StoreError> {
         if !tx.thread_exists(&post.thread_id).await? {
             return Ok(Err(AppError::no_thread(&post.thread_id)));
         }
@@ -450,7 +451,7 @@ impl WriterTask {
         effects: &mut Effects,
         attempt: &NewAttempt,
         now: i64,
-    ) -> Result<Message, sqlx::Error> {
+    ) -> Result<Message, StoreError> {
         let placeholder = NewMessage {
             thread_id: &attempt.thread_id,
             author: &attempt.author,
@@ -473,7 +474,7 @@ impl WriterTask {
         effects: &mut Effects,
         placeholder: &NewMessage<'_>,
         now: i64,
-    ) -> Result<Message, sqlx::Error> {
+    ) -> Result<Message, StoreError> {
         let rev = self.rev(tx, placeholder.thread_id).await?;
         let row = tx.insert_message(placeholder, now, rev).await?;
         effects.cursors.insert(row.id, Some(LogCursor::default()));

@@ -5,6 +5,7 @@
 //! instance's wake-up listener reads the commit back). Also the lease
 //! renewals a cluster's writer sends itself.
 
+use crate::server::store::StoreError;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -33,7 +34,7 @@ impl WriterTask {
 
     /// The next revision of a thread: from the transaction where the
     /// backend allocates them per thread, else the writer's counter.
-    pub(super) async fn rev(&mut self, tx: &mut Tx, thread_id: &str) -> Result<i64, sqlx::Error> {
+    pub(super) async fn rev(&mut self, tx: &mut Tx, thread_id: &str) -> Result<i64, StoreError> {
         Ok(match tx.next_rev(thread_id).await? {
             Some(rev) => rev,
             None => self.global_rev(),
@@ -48,7 +49,7 @@ impl WriterTask {
         &mut self,
         tx: &mut Tx,
         commands: &[Command],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let mut threads: Vec<&str> = Vec::new();
         let mut writes: Vec<i64> = Vec::new();
         for command in commands {

@@ -4,6 +4,7 @@
 //! and retried (with the storage reserve freed) until it is recorded.
 
 use super::{task::WriterTask, Command, Unwritable};
+use crate::server::store::StoreError;
 use crate::{
     error::AppError,
     model::{Outcome, Status},
@@ -16,7 +17,7 @@ impl WriterTask {
     /// Whether the database can grow now: a transaction writing a few pages,
     /// rolled back.
     pub(super) async fn probe(&self) -> bool {
-        let result: Result<(), sqlx::Error> = async {
+        let result: Result<(), StoreError> = async {
             let mut tx = self.store.begin().await?;
             tx.probe_growth().await?;
             tx.commit().await.map(drop)
@@ -28,7 +29,7 @@ impl WriterTask {
     /// Frees the storage reserve so that ends of replies can be recorded in
     /// a full database; true if there was one to free.
     pub(super) async fn release_reserve(&self) -> bool {
-        let result: Result<bool, sqlx::Error> = async {
+        let result: Result<bool, StoreError> = async {
             let mut tx = self.store.begin().await?;
             let released = tx.release_reserve().await?;
             tx.commit().await?;
