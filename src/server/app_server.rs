@@ -22,7 +22,7 @@ use super::{
         access::{self, Gate},
         connections::{self, ConnectionLimits, DRAIN_MARGIN},
         export, health, limits, security, sse,
-        sse_listener::SseListener,
+        sse_listener::{Lean, SseListener},
         thread_list,
     },
     fanout::hub::Hub,
@@ -280,7 +280,13 @@ pub async fn serve(
     tracing::info!("listening on http://{addr}");
     let limits = ConnectionLimits::new(&state.config.limits);
     let within = state.config.limits.shutdown_within();
-    let listener = SseListener::new(listener, FromRef::from_ref(&state), limits.clone());
+    let app = router(state.clone());
+    let lean = Lean {
+        router: app.clone(),
+        gate: state.gate.clone(),
+        shutdown: state.background.stop.clone(),
+    };
+    let listener = SseListener::new(listener, lean, limits.clone());
     let drain = {
         let state = state.clone();
         async move {
@@ -305,15 +311,7 @@ pub async fn serve(
             state.background.stop.cancel();
         }
     };
-    connections::serve(
-        listener,
-        router(state.clone()),
-        limits,
-        shutdown,
-        drain,
-        within,
-    )
-    .await;
+    connections::serve(listener, app, limits, shutdown, drain, within).await;
     if !state.background.stop_and_wait(DRAIN_MARGIN).await {
         tracing::warn!("background tasks still running at the deadline");
     }

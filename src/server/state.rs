@@ -82,7 +82,6 @@ impl FromRef<AppState> for Subscriptions {
             hub: state.hub.clone(),
             metrics: state.metrics.clone(),
             shutdown: state.background.stop.clone(),
-            gate: state.gate.clone(),
             per_client: state.subscriptions.clone(),
         }
     }

@@ -1,6 +1,6 @@
 //! A subscription is served the same whether it arrives on a fresh
-//! connection (the lean path in `sse_listener.rs`) or on a kept-alive one
-//! after another request (axum's route).
+//! connection (the lean transport in `sse_listener.rs`) or on a kept-alive
+//! one after another request (hyper): both go through the one router.
 
 use std::time::Duration;
 
@@ -51,6 +51,38 @@ async fn fresh_and_kept_alive_connections_get_the_same_stream() {
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     }
+    // One way to serve a subscription: both answers come from the same
+    // router and its layers, so they carry the same headers (only the
+    // transport's own differ).
+    let names = |response: &reqwest::Response| -> Vec<String> {
+        let mut names: Vec<String> = response
+            .headers()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| {
+                !["connection", "transfer-encoding", "date", "content-length"].contains(&k.as_str())
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&lean), names(&routed));
+    // A refusal takes the same way: an unknown thread is the router's 404,
+    // with the same message, on a fresh connection as on a kept-alive one.
+    let fresh = reqwest::Client::new()
+        .get(app.events_url("no-such-thread"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.headers()["connection"], "close");
+    let kept = pooled
+        .get(app.events_url("no-such-thread"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((fresh.status().as_u16(), kept.status().as_u16()), (404, 404));
+    assert_eq!(names(&fresh), names(&kept));
+    assert_eq!(fresh.text().await.unwrap(), kept.text().await.unwrap());
 
     let reply = app
         .post("lobby", "Ann", "@gpt both ways")

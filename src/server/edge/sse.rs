@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::access::{Gate, Requester};
+use super::access::Requester;
 use crate::server::{
     config::Config,
     fanout::hub::{Envelope, Hub},
@@ -58,8 +58,6 @@ pub struct Subscriptions {
     pub metrics: Arc<Metrics>,
     /// Cancelled on shutdown: ends live subscriptions.
     pub shutdown: CancellationToken,
-    /// The door the lean path checks requests at (the router has its own).
-    pub gate: Arc<Gate>,
     /// Open subscriptions per client.
     pub per_client: PerClient,
 }
@@ -90,8 +88,8 @@ pub async fn events(
 }
 
 /// Opens a subscription: the bytes of the event stream, from the snapshot
-/// on. Shared by the axum route and the lean path in `sse_listener.rs`.
-pub async fn open(
+/// on (whichever transport carries them: see `sse_listener.rs`).
+async fn open(
     state: Subscriptions,
     thread_id: String,
     last_event_id: Option<&str>,

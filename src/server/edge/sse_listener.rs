@@ -1,17 +1,19 @@
 //! The listener `serve` uses: a new connection whose first request is a
 //! plain `GET /api/threads/{id}/events` is served here, without hyper;
 //! every other connection goes to the HTTP server (`connections.rs`)
-//! unchanged. Both paths hold a connection to the same limits: the client's
-//! connection cap (taken here, at accept), the header timeout, the same
-//! door (`access::Gate`), the subscription cap and the write timeout.
+//! unchanged.
 //!
-//! Why: an idle SSE viewer held by hyper and axum costs ~60 KB (the
-//! connection's read and write buffers, its dispatcher, the routed service
-//! stack) and a thread may have thousands of them. Served here, a viewer is
-//! one task holding its socket and the event stream from `sse::open`: a
-//! few KB. The bytes sent are the same either way, because both paths use
-//! `sse::open`; the route stays in the router for keep-alive connections,
-//! clients that send their request in pieces, and tests.
+//! There is one way to serve a subscription: the router. Here the request
+//! head read from the socket goes through the same router as every other
+//! request (the door, limits, tracing, panics to 500, security headers, the
+//! `sse::events` handler), and only the transport differs: the response is
+//! written to the socket as a close-delimited HTTP/1.1 response, its body
+//! as the event stream yields it, under the same write timeout.
+//!
+//! Why a transport of its own: an idle SSE viewer held by hyper costs
+//! ~60 KB (the connection's read and write buffers, its dispatcher) and a
+//! thread may have thousands of them. Served here, a viewer is one task
+//! holding its socket and the response body: a few KB.
 //!
 //! Only a request that parses completely from the first bytes, has no body
 //! and asks for nothing unusual takes this path; the socket is only peeked
@@ -19,24 +21,28 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use axum::{
-    extract::{ConnectInfo, Query},
-    http::{request::Parts, Method, Request, StatusCode, Uri},
+    body::Body,
+    extract::ConnectInfo,
+    http::{header, request::Parts, Method, Request, Response, StatusCode, Uri},
     serve::Listener,
+    Router,
 };
 use futures::StreamExt;
-use percent_encoding::percent_decode_str;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::mpsc,
 };
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use super::{
-    access::{client_key, ClientAddr},
+    access::{client_key, ClientAddr, Gate},
     connections::{refuse_connection, ConnectionLimits},
     security,
-    sse::{self, EventsQuery, Subscriptions},
 };
 use crate::server::ingest::budget::Held;
 
@@ -58,10 +64,20 @@ pub struct SseListener {
     handoff: mpsc::Receiver<Handoff>,
 }
 
+/// What the accept loop needs: the router subscriptions go through, the
+/// door (to know a trusted proxy, whose connections are not counted), and
+/// the shutdown signal.
+#[derive(Clone)]
+pub struct Lean {
+    pub router: Router,
+    pub gate: Arc<Gate>,
+    pub shutdown: CancellationToken,
+}
+
 impl SseListener {
-    pub fn new(listener: TcpListener, state: Subscriptions, limits: ConnectionLimits) -> Self {
+    pub fn new(listener: TcpListener, lean: Lean, limits: ConnectionLimits) -> Self {
         let (tx, handoff) = mpsc::channel(HANDOFF_QUEUE);
-        tokio::spawn(accept_loop(listener, state, limits, tx));
+        tokio::spawn(accept_loop(listener, lean, limits, tx));
         Self { handoff }
     }
 
@@ -74,7 +90,7 @@ impl SseListener {
 
 async fn accept_loop(
     mut listener: TcpListener,
-    state: Subscriptions,
+    state: Lean,
     limits: ConnectionLimits,
     handoff: mpsc::Sender<Handoff>,
 ) {
@@ -120,10 +136,7 @@ async fn accept_loop(
 
 /// A subscription request read from a connection's first bytes.
 struct SubscriptionRequest {
-    thread_id: String,
-    query: EventsQuery,
-    last_event_id: Option<String>,
-    /// The head as the door reads it (headers, the connection's address).
+    /// The request head (headers, the connection's address).
     parts: Parts,
     /// Bytes of the request head (peeked, not yet consumed).
     head_len: usize,
@@ -144,39 +157,37 @@ async fn subscription_request(stream: &TcpStream, addr: SocketAddr) -> Option<Su
         return None;
     }
     let uri: Uri = request.path?.parse().ok()?;
-    let thread_id = match uri.path().split('/').collect::<Vec<_>>().as_slice() {
-        ["", "api", "threads", id, "events"] if !id.is_empty() => {
-            percent_decode_str(id).decode_utf8_lossy().into_owned()
-        }
-        _ => return None,
-    };
-    let Query(query) = Query::<EventsQuery>::try_from_uri(&uri).ok()?;
-    let mut last_event_id = None;
-    let mut head = Request::builder().method(Method::GET).uri(uri.clone());
+    if !matches!(
+        uri.path().split('/').collect::<Vec<_>>().as_slice(),
+        ["", "api", "threads", id, "events"] if !id.is_empty()
+    ) {
+        return None;
+    }
+    let mut head = Request::builder().method(Method::GET).uri(uri);
     for header in request.headers.iter() {
         head = head.header(header.name, header.value);
         let name = header.name.to_ascii_lowercase();
-        match name.as_str() {
-            // A body, an upgrade or a protocol switch: not ours.
-            "content-length" | "transfer-encoding" | "upgrade" | "expect" => return None,
-            "last-event-id" => last_event_id = Some(std::str::from_utf8(header.value).ok()?.into()),
-            _ => {}
+        // A body, an upgrade or a protocol switch: not ours.
+        if matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "upgrade" | "expect"
+        ) {
+            return None;
         }
     }
     let mut head = head.body(()).ok()?;
     head.extensions_mut().insert(ConnectInfo(ClientAddr(addr)));
     Some(SubscriptionRequest {
-        thread_id,
-        query,
-        last_event_id,
         parts: head.into_parts().0,
         head_len,
     })
 }
 
+/// Serves a subscription request through the router, writing its answer
+/// (the event stream, or a refusal) to the socket.
 async fn serve_subscription(
     mut stream: TcpStream,
-    state: Subscriptions,
+    state: Lean,
     limits: ConnectionLimits,
     request: SubscriptionRequest,
 ) {
@@ -186,33 +197,16 @@ async fn serve_subscription(
         return;
     }
     drop(head);
-    let last_event_id = request.last_event_id.as_deref();
-    let opened = match state.gate.admit(&request.parts) {
-        Ok(who) => {
-            sse::open(
-                state,
-                request.thread_id,
-                last_event_id,
-                request.query,
-                &who.client,
-            )
-            .await
-        }
-        Err(refusal) => Err(refusal),
-    };
-    let events = match opened {
-        Ok(events) => events,
-        Err(e) => {
-            answer_error(&mut stream, &e, limits.write_timeout).await;
-            return;
-        }
-    };
-    let head = response_head(StatusCode::OK, "text/event-stream", None);
-    if stream.write_all(head.as_bytes()).await.is_err() {
+    let request = Request::from_parts(request.parts, Body::empty());
+    let Ok(response) = state.router.oneshot(request).await;
+    let (parts, body) = response.into_parts();
+    let head = response_head_of(&Response::from_parts(parts, ()));
+    let wrote = tokio::time::timeout(limits.write_timeout, stream.write_all(&head)).await;
+    if !matches!(wrote, Ok(Ok(()))) {
         return;
     }
     let (mut reader, mut writer) = stream.split();
-    let mut events = std::pin::pin!(events.ready_chunks(MAX_GATHER));
+    let mut body = std::pin::pin!(body.into_data_stream().ready_chunks(MAX_GATHER));
     let mut scratch = [0u8; 64];
     loop {
         tokio::select! {
@@ -221,8 +215,14 @@ async fn serve_subscription(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {} // nothing is expected from the client; ignore it
             },
-            chunks = events.next() => {
-                let Some(chunks) = chunks else { return };
+            chunks = body.next() => {
+                let Some(chunks) = chunks else {
+                    let _ = writer.shutdown().await;
+                    return;
+                };
+                let Ok(chunks) = chunks.into_iter().collect::<Result<Vec<_>, _>>() else {
+                    return;
+                };
                 // A viewer that takes nothing for the write timeout is
                 // dropped (it resyncs from the database when it returns).
                 let written = tokio::time::timeout(limits.write_timeout, async {
@@ -239,6 +239,23 @@ async fn serve_subscription(
             }
         }
     }
+}
+
+/// The head of the router's answer as a close-delimited HTTP/1.1 response
+/// (this connection serves this one response).
+fn response_head_of(response: &Response<()>) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {}\r\n", response.status()).into_bytes();
+    for (name, value) in response.headers() {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
 }
 
 /// Answers a connection's (only) request with `error` and closes it, giving
