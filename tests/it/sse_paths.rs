@@ -80,7 +80,10 @@ async fn fresh_and_kept_alive_connections_get_the_same_stream() {
         .send()
         .await
         .unwrap();
-    assert_eq!((fresh.status().as_u16(), kept.status().as_u16()), (404, 404));
+    assert_eq!(
+        (fresh.status().as_u16(), kept.status().as_u16()),
+        (404, 404)
+    );
     assert_eq!(names(&fresh), names(&kept));
     assert_eq!(fresh.text().await.unwrap(), kept.text().await.unwrap());
 

@@ -12,6 +12,21 @@ pub enum Tx {
 }
 
 impl Tx {
+    /// A cluster's own statements (thread locks, leases, fencing,
+    /// adoption), on the PostgreSQL transaction a cluster always has;
+    /// asked of any other, an error, never a silent no-op.
+    pub fn shared(&mut self) -> Result<&mut postgres::PgTx, StoreError> {
+        match self {
+            Tx::Postgres(tx) => Ok(tx),
+            Tx::Sqlite(_) => Err(StoreError {
+                doing: "a cluster's statement".into(),
+                source: sqlx::Error::Configuration(
+                    "several instances share only a PostgreSQL database".into(),
+                ),
+            }),
+        }
+    }
+
     /// Commits; returns how many wake-ups it sent to other instances.
     pub async fn commit(self) -> Result<u64, StoreError> {
         async {
@@ -22,20 +37,6 @@ impl Tx {
         }
         .await
         .map_err(doing!("Tx::commit"))
-    }
-
-    /// Locks the threads this transaction will write, in a fixed order
-    /// (PostgreSQL: their revisions are allocated under these locks; SQLite
-    /// holds the whole database's write lock already).
-    pub async fn lock_threads(&mut self, ids: &[&str]) -> Result<(), StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(_) => Ok(()),
-                Tx::Postgres(tx) => tx.lock_threads(ids).await,
-            }
-        }
-        .await
-        .map_err(doing!("Tx::lock_threads ({ids:?})"))
     }
 
     /// The next revision of the thread, when the backend allocates them
@@ -250,63 +251,6 @@ impl Tx {
         }
         .await
         .map_err(doing!("Tx::lease_epoch (message {id})"))
-    }
-
-    /// Of the replies (id, epoch) this transaction writes, those whose lease
-    /// another instance took over: nothing of theirs may be written.
-    pub async fn lost_leases(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(_) => Ok(Vec::new()),
-                Tx::Postgres(tx) => tx.lost_leases(held).await,
-            }
-        }
-        .await
-        .map_err(doing!("Tx::lost_leases"))
-    }
-
-    /// Extends the leases (id, epoch); returns those no longer held.
-    pub async fn renew(&mut self, held: &[(i64, i64)]) -> Result<Vec<i64>, StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(_) => Ok(Vec::new()),
-                Tx::Postgres(tx) => tx.renew(held).await,
-            }
-        }
-        .await
-        .map_err(doing!("Tx::renew"))
-    }
-
-    /// Ends this instance's lease on reply `id` now (it stays streaming, for
-    /// another instance to take over).
-    pub async fn release(&mut self, id: i64, epoch: i64) -> Result<(), StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(_) => Ok(()),
-                Tx::Postgres(tx) => tx.release(id, epoch).await,
-            }
-        }
-        .await
-        .map_err(doing!("Tx::release (message {id})"))
-    }
-
-    /// Takes over a streaming reply whose lease expired: the row (with a
-    /// notice), the new epoch, and who asked to stop it meanwhile.
-    pub async fn adopt(
-        &mut self,
-        thread_id: &str,
-        id: i64,
-        now: i64,
-        rev: i64,
-    ) -> Result<Option<(Message, i64, Option<String>)>, StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(_) => Ok(None),
-                Tx::Postgres(tx) => tx.adopt(thread_id, id, now, rev).await,
-            }
-        }
-        .await
-        .map_err(doing!("Tx::adopt (thread {thread_id}, message {id})"))
     }
 
     /// Whether the database can grow: puts the storage reserve back if it

@@ -120,7 +120,12 @@ impl WriterTask {
                         .iter()
                         .filter_map(|(id, r)| Some((*id, r.epoch?)))
                         .collect();
-                    for id in tx.renew(&held).await? {
+                    for id in tx
+                        .shared()?
+                        .renew(&held)
+                        .await
+                        .map_err(doing!("renewing leases {held:?}"))?
+                    {
                         self.lose(id);
                     }
                 }
@@ -130,7 +135,10 @@ impl WriterTask {
                     self.flush_all(&mut tx, &mut effects, appends).await?;
                     if let Some(epoch) = self.replies.get(&id).and_then(|r| r.epoch) {
                         if !self.is_lost(id) {
-                            tx.release(id, epoch).await?;
+                            tx.shared()?
+                                .release(id, epoch)
+                                .await
+                                .map_err(doing!("releasing reply {id}"))?;
                         }
                     }
                     effects.cursors.insert(id, None);
@@ -139,7 +147,12 @@ impl WriterTask {
                 }
                 Command::Adopt { thread_id, id, .. } => {
                     let rev = self.rev(&mut tx, thread_id).await?;
-                    let adopted = match tx.adopt(thread_id, *id, now, rev).await? {
+                    let adopted = match tx
+                        .shared()?
+                        .adopt(thread_id, *id, now, rev)
+                        .await
+                        .map_err(doing!("adopting reply {id} (thread {thread_id})"))?
+                    {
                         Some((message, epoch, stop_requested_by)) => {
                             let cursor = tx.log_cursor(*id).await?;
                             effects.cursors.insert(*id, cursor);

@@ -73,7 +73,11 @@ impl WriterTask {
         if self.coordination.writer_publishes() {
             return Ok(()); // one instance: nothing to fence against
         }
-        tx.lock_threads(&threads).await?;
+        let shared = tx.shared()?;
+        shared
+            .lock_threads(&threads)
+            .await
+            .map_err(doing!("locking threads {threads:?}"))?;
         writes.sort_unstable();
         writes.dedup();
         let mut held = Vec::with_capacity(writes.len());
@@ -86,7 +90,11 @@ impl WriterTask {
                 None => self.lose(id),
             }
         }
-        for id in tx.lost_leases(&held).await? {
+        for id in shared
+            .lost_leases(&held)
+            .await
+            .map_err(doing!("fencing replies {held:?}"))?
+        {
             self.lose(id);
         }
         Ok(())
