@@ -206,7 +206,7 @@ async fn serve_subscription(
         return;
     }
     let (mut reader, mut writer) = stream.split();
-    let mut body = std::pin::pin!(body.into_data_stream().ready_chunks(MAX_GATHER));
+    let mut body = std::pin::pin!(body.into_data_stream());
     let mut scratch = [0u8; 64];
     loop {
         tokio::select! {
@@ -215,7 +215,7 @@ async fn serve_subscription(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {} // nothing is expected from the client; ignore it
             },
-            chunks = body.next() => {
+            chunks = next_ready(&mut body, MAX_GATHER) => {
                 let Some(chunks) = chunks else {
                     let _ = writer.shutdown().await;
                     return;
@@ -239,6 +239,25 @@ async fn serve_subscription(
             }
         }
     }
+}
+
+/// Waits for the stream's next item, then takes every one already waiting
+/// (at most `max`), to write them together. Unlike `ready_chunks`, nothing
+/// is held between writes: an idle viewer keeps no gathering buffer.
+async fn next_ready<S: futures::Stream + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> Option<Vec<S::Item>> {
+    use futures::FutureExt;
+    let first = stream.next().await?;
+    let mut items = vec![first];
+    while items.len() < max {
+        match stream.next().now_or_never() {
+            Some(Some(item)) => items.push(item),
+            _ => break,
+        }
+    }
+    Some(items)
 }
 
 /// The head of the router's answer as a close-delimited HTTP/1.1 response
