@@ -122,11 +122,14 @@ async fn open(
         out.rev = first_rev;
         // The snapshot goes out a page at a time, each read only once the
         // previous one was taken by the socket: a client that does not
-        // read holds one page, not the thread.
-        let mut first = std::pin::pin!(snapshot(state.store.clone(), thread_id.clone(), since));
-        while let Some(frames) = first.next().await {
-            let Ok(frames) = frames else { return };
-            yield frames;
+        // read holds one page, not the thread. (On the heap, and gone
+        // once sent: an idle viewer does not keep the reads' state.)
+        {
+            let mut first = Box::pin(snapshot(state.store.clone(), thread_id.clone(), since));
+            while let Some(frames) = first.next().await {
+                let Ok(frames) = frames else { return };
+                yield frames;
+            }
         }
         out.sync();
         for bytes in out.take() {

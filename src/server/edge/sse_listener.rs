@@ -198,7 +198,9 @@ async fn serve_subscription(
     }
     drop(head);
     let request = Request::from_parts(request.parts, Body::empty());
-    let Ok(response) = state.router.oneshot(request).await;
+    // Boxed: the routed call's state is freed once it answered, instead of
+    // staying in every viewer's task for its whole life.
+    let Ok(response) = Box::pin(state.router.oneshot(request)).await;
     let (parts, body) = response.into_parts();
     let head = response_head_of(&Response::from_parts(parts, ()));
     let wrote = tokio::time::timeout(limits.write_timeout, stream.write_all(&head)).await;
