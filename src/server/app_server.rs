@@ -32,7 +32,6 @@ use super::{
         budget::{Budget, PerClient, Spend},
         demo::{self, DemoModel},
         generations::{EndRequest, Generations},
-        tokens,
     },
     metrics::Metrics,
     state::AppState,
@@ -94,7 +93,6 @@ impl AppState {
             last_rev,
         );
         let bots = Bots::from_config(&config, self_base_url);
-        tokens::warm_up();
         let background = Background::default();
         generations.spawn_watchdog(&config.limits, &background);
         thread_list::spawn(store.clone(), hub.clone(), &background);

@@ -10,7 +10,7 @@ use crate::support::{spawn_app, FakeProvider, Scripted, SseClient, TestApp};
 use streamchat::model::{ChatEvent, Status};
 
 /// Sets `PRAGMA max_page_count` (a per-connection setting) on every
-/// connection of the app's own (the readers' pool and the writer's): `None`
+/// connection of the app's own (the readers' pool and the writer's two): `None`
 /// lowers it to the current size.
 async fn limit_pages(app: &TestApp, pages: Option<i64>) {
     let store = app.state.store.as_sqlite().expect("a SQLite store");
@@ -36,6 +36,17 @@ async fn limit_pages(app: &TestApp, pages: Option<i64>) {
             .await
             .unwrap();
     }
+    // The writer's append connection (driven without sqlx).
+    let appends = &writer.appends;
+    let pages: i64 = match pages {
+        Some(pages) => pages,
+        None => appends
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap(),
+    };
+    appends
+        .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        .unwrap();
 }
 
 async fn health(app: &TestApp) -> u16 {

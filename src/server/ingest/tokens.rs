@@ -5,17 +5,12 @@ use std::sync::OnceLock;
 
 use tiktoken_rs::CoreBPE;
 
+/// The tokenizer, loaded on first need (about a second of CPU, ~50 MB held
+/// from then on; callers are on blocking threads). It is not loaded at
+/// start-up: an instance whose provider reports usage never needs it.
 fn tokenizer() -> &'static CoreBPE {
     static BPE: OnceLock<CoreBPE> = OnceLock::new();
     BPE.get_or_init(|| tiktoken_rs::o200k_base().expect("the o200k tokenizer loads"))
-}
-
-/// Loads the tokenizer (about a second) on a blocking thread, so the first
-/// reply needing an estimate does not stall a runtime thread.
-pub fn warm_up() {
-    tokio::task::spawn_blocking(|| {
-        tokenizer();
-    });
 }
 
 /// [`count`] for several texts, off the runtime's threads (the tokenizer may

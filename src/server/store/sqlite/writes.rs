@@ -12,7 +12,7 @@ use crate::{
 const RESERVE_BYTES: usize = 1 << 20;
 
 /// Most rows in one multi-row `INSERT` (SQLite binds at most 32,766
-/// parameters; four per row).
+/// parameters; five per row).
 const LOG_ROWS_PER_INSERT: usize = 256;
 
 /// Whether the database can grow: puts the storage reserve back if it was
@@ -153,17 +153,39 @@ pub async fn append_log_alone(
         return Ok(None);
     }
     let mut writer = store.writer_connection().await;
-    insert_log_rows(&mut writer.conn, rows).await.map(Some)
+    let sql = insert_log_sql(rows.len());
+    let inserted = writer.appends.prepare_cached(&sql).and_then(|mut insert| {
+        let mut at = 1;
+        for row in rows {
+            let key = log_key(row.id, row.seq);
+            let part = i64::from(u8::from(row.part));
+            let offset = row.offset as i64;
+            insert.raw_bind_parameter(at, key)?;
+            insert.raw_bind_parameter(at + 1, part)?;
+            insert.raw_bind_parameter(at + 2, offset)?;
+            insert.raw_bind_parameter(at + 3, row.rev)?;
+            insert.raw_bind_parameter(at + 4, row.text)?;
+            at += 5;
+        }
+        insert.raw_execute()
+    });
+    // A driver error of the append connection, its cause kept.
+    inserted.map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
+    writer.appended().await.map(Some)
+}
+
+fn insert_log_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO reply_log (key, part, offset, rev, text) VALUES {}",
+        vec!["(?, ?, ?, ?, ?)"; rows].join(", ")
+    )
 }
 
 async fn insert_log_rows<'c, E>(executor: E, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
-    let sql = format!(
-        "INSERT INTO reply_log (key, part, offset, rev, text) VALUES {}",
-        vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ")
-    );
+    let sql = insert_log_sql(rows.len());
     let mut insert = sqlx::query(&sql);
     for row in rows {
         insert = insert
