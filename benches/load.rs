@@ -266,7 +266,9 @@ async fn main() {
         // commits each token alone, so this is the cost of one token per
         // commit, measured as the reply grows.
         let tokens = 50_000;
-        let (_dir, _fake, server) = run_fresh(&binary, 1000.0, tokens).await;
+        // Longer than the default reply cap (256 KB): raised.
+        let cap = [("STREAMCHAT_MAX_REPLY_BYTES", (4 << 20).to_string())];
+        let (_dir, _fake, server) = load::run_fresh_with(&binary, 1000.0, tokens, &cap).await;
         let (samples, _) =
             load::long_replies(&server, 1, 1, tokens, 1000, Duration::from_millis(100)).await;
         let mut figures = Vec::new();
@@ -313,7 +315,7 @@ async fn main() {
 
         // 20 replies of 10,000 tokens, 5 viewers each, 500 tokens/s each.
         let (replies, tokens) = (20, 10_000);
-        let (_dir, _fake, server) = run_fresh(&binary, 500.0, tokens).await;
+        let (_dir, _fake, server) = load::run_fresh_with(&binary, 500.0, tokens, &cap).await;
         let (samples, split) = load::long_replies(
             &server,
             replies,

@@ -17,6 +17,9 @@ pub const MAX_AUTHOR_CHARS: usize = 40;
 pub const MAX_IDENTITY_CHARS: usize = 254;
 /// How many messages a thread page shows.
 pub const PAGE_SIZE: i64 = 100;
+/// What a reply says when its server stopped while writing it (a shutdown,
+/// or a crash found by the next start-up).
+pub const SERVER_STOPPED: &str = "The server stopped while this reply was being written.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(sqlx::Type))]

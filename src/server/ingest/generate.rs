@@ -518,7 +518,7 @@ impl Generation<'_> {
             ),
             Ending::Ended(EndRequest::Shutdown) => (
                 Status::Interrupted,
-                Some("The server stopped while this reply was being written.".into()),
+                Some(crate::model::SERVER_STOPPED.into()),
                 None,
             ),
         };

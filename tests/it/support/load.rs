@@ -435,9 +435,19 @@ pub async fn run_fresh(
     rate: f64,
     tokens: usize,
 ) -> (tempfile::TempDir, FakeProvider, Server) {
+    run_fresh_with(binary, rate, tokens, &[]).await
+}
+
+/// [`run_fresh`] with more environment for the server.
+pub async fn run_fresh_with(
+    binary: &Path,
+    rate: f64,
+    tokens: usize,
+    env: &[(&str, String)],
+) -> (tempfile::TempDir, FakeProvider, Server) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeProvider::with(script(tokens, rate)).await;
-    let server = Server::start(binary, dir.path(), &fake).await;
+    let server = Server::start_with(binary, dir.path(), &fake, env).await;
     server.settle().await;
     (dir, fake, server)
 }

@@ -208,7 +208,7 @@ impl PostgresStore {
         }
         let outcome = crate::model::Outcome {
             status: crate::model::Status::Interrupted,
-            error: Some("The server stopped while this reply was being written.".into()),
+            error: Some(crate::model::SERVER_STOPPED.into()),
             finish_reason: None,
             stopped_by: None,
             stats: Default::default(),

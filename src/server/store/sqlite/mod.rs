@@ -39,7 +39,8 @@ use crate::search::FoundMessage;
 /// each statement there costs two thread hand-offs (measured: ~10 context
 /// switches per token); `appends` is driven directly from the writer's
 /// task, which blocks for the statement alone (tens of microseconds: WAL
-/// mode, `synchronous = NORMAL`, no fsync). It never checkpoints: the WAL
+/// mode, `synchronous = NORMAL`, no fsync), never for a lock another
+/// process holds (then the batch takes `conn`). It never checkpoints: the WAL
 /// is checkpointed on `conn`'s thread ([`WriterConnection::appended`]).
 /// Both connections are the writer's alone, used one after the other, so
 /// they never wait for each other's lock.
@@ -214,13 +215,16 @@ pub const SEARCH_THREAD: &str = "SELECT m.id, m.thread_id, t.title AS thread_tit
      ORDER BY f.rowid DESC LIMIT ?4";
 
 /// The writer's append connection (see [`WriterConnection`]), with the
-/// settings of sqlx's connections (the database is already in WAL mode).
+/// settings of sqlx's connections but no busy wait (the database is
+/// already in WAL mode).
 fn open_appends(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    // Never waits for a lock (it runs on a runtime thread): a busy
+    // database sends the batch to the transaction's path.
+    conn.busy_timeout(Duration::ZERO)?;
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
     )?;
@@ -616,11 +620,12 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let interrupted = sqlx::query(&format!(
             "UPDATE messages SET status = 'interrupted', body = body || {}, thinking = thinking || {}, \
-             error = 'The server stopped while this reply was being written.', notice = NULL, \
+             error = ?, notice = NULL, \
              finished_at = ?, updated_at = ?, rev = ? WHERE status = 'streaming'",
             log_text!(0),
             log_text!(1)
         ))
+        .bind(crate::model::SERVER_STOPPED)
         .bind(now)
         .bind(now)
         .bind(rev)

@@ -144,7 +144,8 @@ pub async fn append_log(tx: &mut SqliteTx, rows: &[LogAppend<'_>]) -> Result<(),
 
 /// Appends up to [`LOG_ROWS_PER_INSERT`] rows as one statement, outside
 /// any transaction: one statement is atomic by itself, and it saves the
-/// round trips of BEGIN and COMMIT. `None` (nothing written) for more rows.
+/// round trips of BEGIN and COMMIT. `None` (nothing written) for more rows,
+/// or while another process holds the write lock.
 pub async fn append_log_alone(
     store: &super::SqliteStore,
     rows: &[LogAppend<'_>],
@@ -169,9 +170,16 @@ pub async fn append_log_alone(
         }
         insert.raw_execute()
     });
-    // A driver error of the append connection, its cause kept.
-    inserted.map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
-    writer.appended().await.map(Some)
+    match inserted {
+        Ok(_) => writer.appended().await.map(Some),
+        // Another process holds the write lock (a backup, an operator's
+        // `sqlite3`): the append connection never waits for it, as that
+        // would block a runtime thread; the batch takes the transaction's
+        // path instead, which waits on sqlx's worker thread.
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(None),
+        // A driver error of the append connection, its cause kept.
+        Err(e) => Err(sqlx::Error::Io(std::io::Error::other(e))),
+    }
 }
 
 fn insert_log_sql(rows: usize) -> String {
