@@ -142,6 +142,14 @@ pub async fn append_log(tx: &mut SqliteTx, rows: &[LogAppend<'_>]) -> Result<(),
     Ok(())
 }
 
+/// Most rows a text-only batch inserts from the writer's own task (see
+/// `WriterConnection::appends`). A lone reply's batch is one row, and what
+/// it saves is the hand-offs; a large batch (many replies streaming) is
+/// better written on sqlx's worker thread, in parallel with the runtime
+/// (S3, one run each: p99 at 37,000 tokens/s was 20.8 ms with every batch
+/// inline, 7.5 ms with this split).
+const INLINE_ROWS: usize = 4;
+
 /// Appends up to [`LOG_ROWS_PER_INSERT`] rows as one statement, outside
 /// any transaction: one statement is atomic by itself, and it saves the
 /// round trips of BEGIN and COMMIT. `None` (nothing written) for more rows,
@@ -154,6 +162,11 @@ pub async fn append_log_alone(
         return Ok(None);
     }
     let mut writer = store.writer_connection().await;
+    if rows.len() > INLINE_ROWS {
+        // Many replies at once: the statement runs on sqlx's worker thread,
+        // beside the runtime's threads that read the next tokens.
+        return insert_log_rows(&mut writer.conn, rows).await.map(Some);
+    }
     let sql = insert_log_sql(rows.len());
     let inserted = writer.appends.prepare_cached(&sql).and_then(|mut insert| {
         let mut at = 1;
