@@ -283,7 +283,9 @@ pub async fn serve(
         router: app.clone(),
         gate: state.gate.clone(),
         shutdown: state.background.stop.clone(),
+        tasks: tokio_util::task::TaskTracker::new(),
     };
+    let subscriptions = lean.tasks.clone();
     let listener = SseListener::new(listener, lean, limits.clone());
     let drain = {
         let state = state.clone();
@@ -310,6 +312,14 @@ pub async fn serve(
         }
     };
     connections::serve(listener, app, limits, shutdown, drain, within).await;
+    // Subscriptions write what they were given last (the replies' ends).
+    subscriptions.close();
+    if tokio::time::timeout(DRAIN_MARGIN, subscriptions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("subscriptions still writing at the deadline");
+    }
     if !state.background.stop_and_wait(DRAIN_MARGIN).await {
         tracing::warn!("background tasks still running at the deadline");
     }

@@ -72,6 +72,10 @@ pub struct Lean {
     pub router: Router,
     pub gate: Arc<Gate>,
     pub shutdown: CancellationToken,
+    /// Every connection task it spawned: shutdown waits for them, so a
+    /// subscription writes the last events (replies' ends) it was given
+    /// before the process exits.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl SseListener {
@@ -116,7 +120,8 @@ async fn accept_loop(
         let state = state.clone();
         let handoff = handoff.clone();
         let limits = limits.clone();
-        tokio::spawn(async move {
+        let tasks = state.tasks.clone();
+        tasks.spawn(async move {
             // Nothing at all within the header timeout: no request is coming.
             let Ok(first) =
                 tokio::time::timeout(limits.header_timeout, subscription_request(&stream, addr))
