@@ -282,10 +282,8 @@ pub async fn serve(
     let lean = Lean {
         router: app.clone(),
         gate: state.gate.clone(),
-        shutdown: state.background.stop.clone(),
-        tasks: tokio_util::task::TaskTracker::new(),
+        background: state.background.clone(),
     };
-    let subscriptions = lean.tasks.clone();
     let listener = SseListener::new(listener, lean, limits.clone());
     let drain = {
         let state = state.clone();
@@ -312,14 +310,6 @@ pub async fn serve(
         }
     };
     connections::serve(listener, app, limits, shutdown, drain, within).await;
-    // Subscriptions write what they were given last (the replies' ends).
-    subscriptions.close();
-    if tokio::time::timeout(DRAIN_MARGIN, subscriptions.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("subscriptions still writing at the deadline");
-    }
     if !state.background.stop_and_wait(DRAIN_MARGIN).await {
         tracing::warn!("background tasks still running at the deadline");
     }

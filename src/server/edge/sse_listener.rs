@@ -36,7 +36,6 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::mpsc,
 };
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{
@@ -44,7 +43,7 @@ use super::{
     connections::{refuse_connection, ConnectionLimits},
     security,
 };
-use crate::server::ingest::budget::Held;
+use crate::server::{ingest::budget::Held, Background};
 
 /// Largest request head the lean path reads; longer ones go to hyper.
 const MAX_HEAD: usize = 4096;
@@ -71,17 +70,19 @@ pub struct SseListener {
 pub struct Lean {
     pub router: Router,
     pub gate: Arc<Gate>,
-    pub shutdown: CancellationToken,
-    /// Every connection task it spawned: shutdown waits for them, so a
-    /// subscription writes the last events (replies' ends) it was given
-    /// before the process exits.
-    pub tasks: tokio_util::task::TaskTracker,
+    /// Its stop is the shutdown signal; the accept loop and every
+    /// connection task run on it, so shutdown waits for a subscription to
+    /// write the last events it was given (the replies' ends) before the
+    /// pools close and the process exits.
+    pub background: Background,
 }
 
 impl SseListener {
     pub fn new(listener: TcpListener, lean: Lean, limits: ConnectionLimits) -> Self {
         let (tx, handoff) = mpsc::channel(HANDOFF_QUEUE);
-        tokio::spawn(accept_loop(listener, lean, limits, tx));
+        lean.background
+            .clone()
+            .spawn(accept_loop(listener, lean, limits, tx));
         Self { handoff }
     }
 
@@ -100,7 +101,7 @@ async fn accept_loop(
 ) {
     loop {
         let (stream, addr) = tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = state.background.stop.cancelled() => return,
             _ = handoff.closed() => return,
             // axum's own accept: retries and backs off on errors (EMFILE).
             conn = Listener::accept(&mut listener) => conn,
@@ -120,8 +121,8 @@ async fn accept_loop(
         let state = state.clone();
         let handoff = handoff.clone();
         let limits = limits.clone();
-        let tasks = state.tasks.clone();
-        tasks.spawn(async move {
+        let background = state.background.clone();
+        background.spawn(async move {
             // Nothing at all within the header timeout: no request is coming.
             let Ok(first) =
                 tokio::time::timeout(limits.header_timeout, subscription_request(&stream, addr))

@@ -167,8 +167,11 @@ pub async fn append_log_alone(
         // beside the runtime's threads that read the next tokens.
         return insert_log_rows(&mut writer.conn, rows).await.map(Some);
     }
-    let sql = insert_log_sql(rows.len());
-    let inserted = writer.appends.prepare_cached(&sql).and_then(|mut insert| {
+    // The statement for this many rows, built once (not per token).
+    static INLINE_SQL: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..=INLINE_ROWS).map(insert_log_sql).collect());
+    let sql = &INLINE_SQL[rows.len()];
+    let inserted = writer.appends.prepare_cached(sql).and_then(|mut insert| {
         let mut at = 1;
         for row in rows {
             let key = log_key(row.id, row.seq);
