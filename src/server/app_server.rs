@@ -69,7 +69,7 @@ impl AppState {
                 "replies left streaming by a previous run marked interrupted"
             );
         }
-        let last_rev = store.max_rev().await?;
+        let revisions = store.revisions().await?;
         let hub = Hub::new(config.stream.viewer_buffer);
         let metrics = Arc::new(Metrics::default());
         let generations = Generations::new(&config.limits);
@@ -90,7 +90,7 @@ impl AppState {
                     );
                 }
             },
-            last_rev,
+            revisions,
         );
         let bots = Bots::from_config(&config, self_base_url);
         let background = Background::default();

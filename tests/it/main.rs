@@ -27,6 +27,7 @@ mod operations;
 mod page_size;
 mod presence;
 mod provider_caps;
+mod provider_decode;
 mod provider_faults;
 mod provider_fixtures;
 mod read_flood;

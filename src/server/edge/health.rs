@@ -13,18 +13,19 @@ use crate::server::{
     store::{writer::Writer, Store},
 };
 
-/// 200 when the database file can be written and the writer commits; 503
+/// 200 when the database can be written and the writer commits; 503
 /// with the failing part otherwise.
 pub async fn healthz(
     State(store): State<Store>,
     State(writer): State<Writer>,
 ) -> impl IntoResponse {
-    let database = match store.probe_write() {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => {
+    let database = match tokio::time::timeout(Duration::from_secs(2), store.probe_write()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "health: database not writable");
             format!("not writable: {e}")
         }
+        Err(_) => "not answering (2 s)".to_owned(),
     };
     let appender = match tokio::time::timeout(Duration::from_secs(2), writer.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),

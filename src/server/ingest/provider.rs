@@ -3,9 +3,13 @@
 //! Requests and stream chunks use our own lenient types (async-openai's
 //! bring-your-own-types mode): real providers add, omit and repeat fields,
 //! and a reply must not fail because a chunk has a shape the typed model
-//! rejects. async-openai still does the HTTP, the SSE parsing and the
-//! provider's error mapping, so the demo model, the tests' fake provider and
-//! OpenAI all go through this one path.
+//! rejects. async-openai still does the HTTP and the provider's error
+//! mapping, so the demo model, the tests' fake provider and OpenAI all go
+//! through this one path. A started stream's body is decoded on the reply's
+//! own task, with the SSE decoder async-openai uses and its rules
+//! (`[DONE]` ends, `keepalive` events are skipped): async-openai would
+//! forward every chunk through a task of its own, one more hand-off between
+//! threads for each token (see `decode`, tested against async-openai's).
 
 use std::{
     cell::Cell,
@@ -154,6 +158,12 @@ tokio::task_local! {
 }
 
 tokio::task_local! {
+    /// A started stream's response, kept by our HTTP service for `decode`
+    /// (async-openai gets the same status with an empty body).
+    static STREAM_BODY: std::cell::RefCell<Option<reqwest::Response>>;
+}
+
+tokio::task_local! {
     /// Set by our HTTP service when a line of this request's stream passed
     /// the cap (async-openai passes body errors on as bare text).
     static OVERSIZED_LINE: Arc<AtomicUsize>;
@@ -210,7 +220,16 @@ impl Provider {
                     .and_then(parse_retry_after);
                 let _ = RETRY_AFTER.try_with(|slot| slot.set(retry_after));
                 let oversized = OVERSIZED_LINE.try_with(Arc::clone).ok();
-                Ok::<_, OpenAIError>(cap_lines(response, max_line, oversized))
+                let response = cap_lines(response, max_line, oversized);
+                if !response.status().is_success() {
+                    return Ok::<_, OpenAIError>(response); // async-openai reads the error
+                }
+                let status = response.status();
+                // (Only `stream` starts requests, within the slot's scope.)
+                let _ = STREAM_BODY.try_with(|slot| slot.borrow_mut().replace(response));
+                let mut empty = axum::http::Response::new(reqwest::Body::from(""));
+                *empty.status_mut() = status;
+                Ok(reqwest::Response::from(empty))
             }
         });
         let client = Client::with_config(
@@ -252,16 +271,30 @@ impl Provider {
         };
         let chat = self.client.chat();
         let oversized = Arc::new(AtomicUsize::new(0));
-        let (result, retry_after) = RETRY_AFTER
+        let (result, retry_after, body) = RETRY_AFTER
             .scope(
                 Cell::new(None),
-                OVERSIZED_LINE.scope(oversized.clone(), async {
-                    let result: Result<ChunkStream, OpenAIError> =
-                        chat.create_stream_byot(request).await;
-                    (result, RETRY_AFTER.with(Cell::get))
-                }),
+                OVERSIZED_LINE.scope(
+                    oversized.clone(),
+                    STREAM_BODY.scope(std::cell::RefCell::new(None), async {
+                        let result: Result<ChunkStream, OpenAIError> =
+                            chat.create_stream_byot(request).await;
+                        (
+                            result,
+                            RETRY_AFTER.with(Cell::get),
+                            STREAM_BODY.with(|slot| slot.borrow_mut().take()),
+                        )
+                    }),
+                ),
             )
             .await;
+        // async-openai's stream of the empty body ends at once: ours reads
+        // the real one.
+        let result = result.and_then(|_| {
+            body.map(decode).ok_or_else(|| {
+                OpenAIError::InvalidArgument("the provider's stream went missing".into())
+            })
+        });
         result
             .map(|chunks| -> ChunkStream {
                 // A body cut by the line cap fails saying so (our own error,
@@ -282,6 +315,42 @@ impl Provider {
                 error
             })
     }
+}
+
+/// A started stream's chunks, decoded as the reply's task reads them: SSE
+/// events by `eventsource-stream`, each event's data as a [`Chunk`];
+/// `[DONE]` or the end of the body ends it, `keepalive` events are skipped,
+/// and the first error is its last item (as async-openai's stream does).
+fn decode(response: reqwest::Response) -> ChunkStream {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let events = response
+        .bytes_stream()
+        .map(|r| r.map_err(std::io::Error::other))
+        .eventsource();
+    Box::pin(futures::stream::unfold(Some(events), |events| async move {
+        let mut events = events?;
+        loop {
+            let event = match events.next().await? {
+                Ok(event) => event,
+                Err(e) => {
+                    let error = async_openai::error::StreamError::EventStream(e.to_string());
+                    return Some((Err(OpenAIError::StreamError(Box::new(error))), None));
+                }
+            };
+            if event.data == "[DONE]" {
+                return None;
+            }
+            if event.event == "keepalive" {
+                continue;
+            }
+            return Some((
+                serde_json::from_str::<Chunk>(&event.data)
+                    .map_err(|e| OpenAIError::JSONDeserialize(e, event.data)),
+                Some(events),
+            ));
+        }
+    }))
 }
 
 /// A failure to start, in words (not yet made safe to show).

@@ -169,6 +169,18 @@ impl LogCursor {
     }
 }
 
+/// Who numbers a thread's changes (revisions only ever grow, per thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revisions {
+    /// The writer, with one counter for the database, continuing after
+    /// `last` (SQLite: one process writes it).
+    Writer { last: i64 },
+    /// The database, one counter per thread (`threads.rev`), moved under
+    /// the thread's row lock (PostgreSQL, which several instances may
+    /// write). A change then needs a transaction: no lone statement.
+    PerThread,
+}
+
 /// The store, over one backend. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -219,13 +231,14 @@ impl Store {
         .map_err(doing!("Store::begin"))
     }
 
-    /// Whether the operating system lets this process write the database
-    /// now (whether commits succeed is the writer's ping). A server
-    /// database (PostgreSQL) answers through its commits alone.
-    pub fn probe_write(&self) -> std::io::Result<()> {
+    /// Whether this process may write the database now (whether commits
+    /// succeed is the writer's ping): SQLite, whether the operating system
+    /// lets it write the file; PostgreSQL, whether the server takes writes
+    /// (not a read-only standby).
+    pub async fn probe_write(&self) -> Result<(), String> {
         match self {
-            Store::Sqlite(s) => s.probe_write(),
-            Store::Postgres(_) => Ok(()),
+            Store::Sqlite(s) => s.probe_write().map_err(|e| e.to_string()),
+            Store::Postgres(s) => s.probe_write().await,
         }
     }
 
@@ -429,17 +442,15 @@ impl Store {
             .map_err(doing!("Store::usage_totals (thread {thread_id})"))
     }
 
-    /// The highest revision stamped so far; the writer continues after it.
-    pub async fn max_rev(&self) -> Result<i64, StoreError> {
-        async {
-            match self {
-                Store::Sqlite(s) => s.max_rev().await,
-                // Revisions are per thread, allocated in each transaction.
-                Store::Postgres(_) => Ok(0),
-            }
-        }
-        .await
-        .map_err(doing!("Store::max_rev"))
+    /// Who numbers changes in this database (read once, before the writer
+    /// starts).
+    pub async fn revisions(&self) -> Result<Revisions, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => Revisions::Writer {
+                last: s.max_rev().await.map_err(doing!("Store::revisions"))?,
+            },
+            Store::Postgres(_) => Revisions::PerThread,
+        })
     }
 
     /// A lone instance's start-up recovery (see [`Coordination::recover`]):
@@ -461,15 +472,15 @@ impl Store {
     }
 
     /// Appends log rows in one atomic statement without a transaction
-    /// around it (the writer's path for a batch of nothing but text);
-    /// `None`, with nothing written, when there are too many rows for one
-    /// statement.
+    /// around it (the writer's path for a batch of nothing but text, where
+    /// it numbers revisions); `None`, with nothing written, when the rows
+    /// are not for one statement (too many, or the database is busy with
+    /// another process's write).
     pub async fn append_log(&self, rows: &[LogAppend<'_>]) -> Result<Option<()>, StoreError> {
         async {
             match self {
                 Store::Sqlite(s) => sqlite::writes::append_log_alone(s, rows).await,
-                // Every commit locks its threads and moves their revisions.
-                Store::Postgres(_) => Ok(None),
+                Store::Postgres(s) => s.append_log(rows).await.map(Some),
             }
         }
         .await

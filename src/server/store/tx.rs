@@ -12,16 +12,17 @@ pub enum Tx {
 }
 
 impl Tx {
-    /// A cluster's own statements (thread locks, leases, fencing,
-    /// adoption), on the PostgreSQL transaction a cluster always has;
-    /// asked of any other, an error, never a silent no-op.
-    pub fn shared(&mut self) -> Result<&mut postgres::PgTx, StoreError> {
+    /// The PostgreSQL transaction, for what only PostgreSQL stores:
+    /// per-thread revisions (see [`super::Revisions`]) and a cluster's
+    /// thread locks, leases, fencing and adoption. Asked of any other, an
+    /// error, never a silent no-op.
+    pub fn postgres(&mut self) -> Result<&mut postgres::PgTx, StoreError> {
         match self {
             Tx::Postgres(tx) => Ok(tx),
             Tx::Sqlite(_) => Err(StoreError {
-                doing: "a cluster's statement".into(),
+                doing: "a PostgreSQL statement".into(),
                 source: sqlx::Error::Configuration(
-                    "several instances share only a PostgreSQL database".into(),
+                    "a SQLite database has no per-thread revisions, leases or cluster".into(),
                 ),
             }),
         }
@@ -37,20 +38,6 @@ impl Tx {
         }
         .await
         .map_err(doing!("Tx::commit"))
-    }
-
-    /// The next revision of the thread, when the backend allocates them
-    /// per thread in the transaction (PostgreSQL); `None` when the writer's
-    /// own counter numbers them (SQLite: one writer, one process).
-    pub async fn next_rev(&mut self, thread_id: &str) -> Result<Option<i64>, StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(_) => Ok(None),
-                Tx::Postgres(tx) => tx.next_rev(thread_id).await.map(Some),
-            }
-        }
-        .await
-        .map_err(doing!("Tx::next_rev (thread {thread_id})"))
     }
 
     pub async fn thread_exists(&mut self, id: &str) -> Result<bool, StoreError> {
@@ -240,41 +227,34 @@ impl Tx {
         .map_err(doing!("Tx::reopen (thread {thread_id}, message {id})"))
     }
 
-    /// The fencing epoch of this instance's lease on streaming reply `id`
-    /// (`Some(0)` on SQLite, where one process is the only producer).
-    pub async fn lease_epoch(&mut self, id: i64) -> Result<Option<i64>, StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(_) => Ok(Some(0)),
-                Tx::Postgres(tx) => tx.lease_epoch(id).await,
-            }
+    /// The storage reserve, where the database has one: pages a SQLite
+    /// file keeps free so that the ends of replies can still be recorded
+    /// once its disk is full (a PostgreSQL server's disk is its
+    /// operator's: it has none).
+    pub fn reserve(&mut self) -> Option<Reserve<'_>> {
+        match self {
+            Tx::Sqlite(tx) => Some(Reserve(tx)),
+            Tx::Postgres(_) => None,
         }
-        .await
-        .map_err(doing!("Tx::lease_epoch (message {id})"))
+    }
+}
+
+/// See [`Tx::reserve`].
+pub struct Reserve<'t>(&'t mut sqlite::SqliteTx);
+
+impl Reserve<'_> {
+    /// Whether the database can grow: puts the reserve back if it was used
+    /// and writes a few pages, undone.
+    pub async fn probe_growth(self) -> Result<(), StoreError> {
+        sqlite::writes::probe_growth(self.0)
+            .await
+            .map_err(doing!("Reserve::probe_growth"))
     }
 
-    /// Whether the database can grow: puts the storage reserve back if it
-    /// was used and writes a few pages, undone (SQLite's full-disk path).
-    pub async fn probe_growth(&mut self) -> Result<(), StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(tx) => sqlite::writes::probe_growth(tx).await,
-                Tx::Postgres(_) => Ok(()),
-            }
-        }
-        .await
-        .map_err(doing!("Tx::probe_growth"))
-    }
-
-    /// Frees the storage reserve's room for use; true if there was one.
-    pub async fn release_reserve(&mut self) -> Result<bool, StoreError> {
-        async {
-            match self {
-                Tx::Sqlite(tx) => sqlite::writes::release_reserve(tx).await,
-                Tx::Postgres(_) => Ok(false),
-            }
-        }
-        .await
-        .map_err(doing!("Tx::release_reserve"))
+    /// Frees the reserve's room for use; true if it was there.
+    pub async fn release(self) -> Result<bool, StoreError> {
+        sqlite::writes::release_reserve(self.0)
+            .await
+            .map_err(doing!("Reserve::release"))
     }
 }

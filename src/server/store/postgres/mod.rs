@@ -19,7 +19,7 @@ use sqlx::{
     Connection, PgConnection, PgPool,
 };
 
-use super::{SearchScope, Snapshot};
+use super::{LogAppend, SearchScope, Snapshot};
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 use crate::search::FoundMessage;
 
@@ -507,6 +507,26 @@ impl PostgresStore {
         .execute(&self.pool)
         .await
         .map(|done| done.rows_affected())
+    }
+
+    /// Log rows appended in one statement, outside any transaction.
+    pub async fn append_log(&self, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
+        writes::insert_log_rows(&self.pool, rows).await
+    }
+
+    /// Whether the server takes writes: not a read-only standby.
+    pub async fn probe_write(&self) -> Result<(), String> {
+        let read_only: bool = sqlx::query_scalar(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| format!("not answering: {e}"))?;
+        if read_only {
+            Err("read-only (a standby, or transactions default to read-only)".into())
+        } else {
+            Ok(())
+        }
     }
 
     pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {

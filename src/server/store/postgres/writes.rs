@@ -249,27 +249,7 @@ impl PgTx {
 
     /// Appends log rows in one statement.
     pub async fn append_log(&mut self, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let seqs: Vec<i32> = rows.iter().map(|r| r.seq as i32).collect();
-        let threads: Vec<&str> = rows.iter().map(|r| r.thread_id).collect();
-        let offsets: Vec<i64> = rows.iter().map(|r| r.offset as i64).collect();
-        let revs: Vec<i64> = rows.iter().map(|r| r.rev).collect();
-        let texts: Vec<&str> = rows.iter().map(|r| r.text).collect();
-        let parts: Vec<i16> = rows.iter().map(|r| i16::from(u8::from(r.part))).collect();
-        sqlx::query(
-            "INSERT INTO reply_log (message_id, seq, thread_id, \"offset\", rev, text, part) \
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::smallint[])",
-        )
-        .bind(&ids)
-        .bind(&seqs)
-        .bind(&threads)
-        .bind(&offsets)
-        .bind(&revs)
-        .bind(&texts)
-        .bind(&parts)
-        .execute(self.conn())
-        .await
-        .map(drop)
+        insert_log_rows(self.conn(), rows).await
     }
 
     pub async fn log_cursor(&mut self, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
@@ -590,4 +570,35 @@ fn payloads(moved: &[Moved]) -> Vec<String> {
         out.push(serde_json::to_string(&current).expect("serializes"));
     }
     out
+}
+
+/// Log rows in one `INSERT`.
+pub(super) async fn insert_log_rows<'c, E>(
+    executor: E,
+    rows: &[LogAppend<'_>],
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let seqs: Vec<i32> = rows.iter().map(|r| r.seq as i32).collect();
+    let threads: Vec<&str> = rows.iter().map(|r| r.thread_id).collect();
+    let offsets: Vec<i64> = rows.iter().map(|r| r.offset as i64).collect();
+    let revs: Vec<i64> = rows.iter().map(|r| r.rev).collect();
+    let texts: Vec<&str> = rows.iter().map(|r| r.text).collect();
+    let parts: Vec<i16> = rows.iter().map(|r| i16::from(u8::from(r.part))).collect();
+    sqlx::query(
+        "INSERT INTO reply_log (message_id, seq, thread_id, \"offset\", rev, text, part) \
+         SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::smallint[])",
+    )
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(&threads)
+    .bind(&offsets)
+    .bind(&revs)
+    .bind(&texts)
+    .bind(&parts)
+    .execute(executor)
+    .await
+    .map(drop)
 }

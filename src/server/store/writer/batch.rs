@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{faults::stored_in_part, task::WriterTask, Adopted, Command, NewAttempt};
 use crate::server::{
     now_ms,
-    store::{LogAppend, LogCursor, NewMessage, Tx},
+    store::{LogAppend, LogCursor, NewMessage, Revisions, Tx},
 };
 use crate::{
     error::AppError,
@@ -121,7 +121,7 @@ impl WriterTask {
                         .filter_map(|(id, r)| Some((*id, r.epoch?)))
                         .collect();
                     for id in tx
-                        .shared()?
+                        .postgres()?
                         .renew(&held)
                         .await
                         .map_err(doing!("renewing leases {held:?}"))?
@@ -135,7 +135,7 @@ impl WriterTask {
                     self.flush_all(&mut tx, &mut effects, appends).await?;
                     if let Some(epoch) = self.replies.get(&id).and_then(|r| r.epoch) {
                         if !self.is_lost(id) {
-                            tx.shared()?
+                            tx.postgres()?
                                 .release(id, epoch)
                                 .await
                                 .map_err(doing!("releasing reply {id}"))?;
@@ -148,7 +148,7 @@ impl WriterTask {
                 Command::Adopt { thread_id, id, .. } => {
                     let rev = self.rev(&mut tx, thread_id).await?;
                     let adopted = match tx
-                        .shared()?
+                        .postgres()?
                         .adopt(thread_id, *id, now, rev)
                         .await
                         .map_err(doing!("adopting reply {id} (thread {thread_id})"))?
@@ -232,7 +232,7 @@ impl WriterTask {
                         .await?
                     {
                         Some(row) => {
-                            let epoch = tx.lease_epoch(row.id).await?;
+                            let epoch = self.epoch(&mut tx, row.id).await?;
                             effects.leases.insert(row.id, epoch);
                             effects.cursors.insert(
                                 row.id,
@@ -310,8 +310,8 @@ impl WriterTask {
         &mut self,
         commands: &[Command],
     ) -> Result<Option<Effects>, StoreError> {
-        if !self.coordination.writer_publishes() {
-            return Ok(None); // a cluster: every commit locks its threads
+        if self.revisions == Revisions::PerThread {
+            return Ok(None); // each change moves its thread's row: a transaction
         }
         let mut pending: Vec<PendingAppend> = Vec::new();
         for command in commands {
@@ -491,7 +491,7 @@ impl WriterTask {
         let rev = self.rev(tx, placeholder.thread_id).await?;
         let row = tx.insert_message(placeholder, now, rev).await?;
         effects.cursors.insert(row.id, Some(LogCursor::default()));
-        let epoch = tx.lease_epoch(row.id).await?;
+        let epoch = self.epoch(tx, row.id).await?;
         effects.leases.insert(row.id, epoch);
         effects.message(rev, &row);
         Ok(row)

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{task::WriterTask, Command, Unwritable};
 use crate::model::ChatEvent;
-use crate::server::store::Tx;
+use crate::server::store::{Revisions, Tx};
 
 impl WriterTask {
     /// After a commit: one instance publishes its events to the hub, in
@@ -26,19 +26,37 @@ impl WriterTask {
         }
     }
 
-    /// The writer's own counter (SQLite: one writer numbers every change).
+    /// The writer's own counter (where the writer numbers revisions: one
+    /// writer numbers every change of the database).
     pub(super) fn global_rev(&mut self) -> i64 {
         self.next_rev += 1;
         self.next_rev - 1
     }
 
-    /// The next revision of a thread: from the transaction where the
-    /// backend allocates them per thread, else the writer's counter.
+    /// The next revision of a thread: the writer's counter, or where the
+    /// database keeps one per thread, from it (under the thread's lock).
     pub(super) async fn rev(&mut self, tx: &mut Tx, thread_id: &str) -> Result<i64, StoreError> {
-        Ok(match tx.next_rev(thread_id).await? {
-            Some(rev) => rev,
-            None => self.global_rev(),
-        })
+        match self.revisions {
+            Revisions::Writer { .. } => Ok(self.global_rev()),
+            Revisions::PerThread => tx
+                .postgres()?
+                .next_rev(thread_id)
+                .await
+                .map_err(doing!("numbering a change of thread {thread_id}")),
+        }
+    }
+
+    /// The fencing epoch of the lease this instance holds on streaming
+    /// reply `id`: a cluster's, from the database; alone, 0 (the only
+    /// producer, nothing to fence against).
+    pub(super) async fn epoch(&self, tx: &mut Tx, id: i64) -> Result<Option<i64>, StoreError> {
+        if self.coordination.cluster().is_none() {
+            return Ok(Some(0));
+        }
+        tx.postgres()?
+            .lease_epoch(id)
+            .await
+            .map_err(doing!("reading the lease of message {id}"))
     }
 
     /// Coordination before a batch's writes. A cluster: locks the batch's
@@ -73,7 +91,7 @@ impl WriterTask {
         if self.coordination.writer_publishes() {
             return Ok(()); // one instance: nothing to fence against
         }
-        let shared = tx.shared()?;
+        let shared = tx.postgres()?;
         shared
             .lock_threads(&threads)
             .await

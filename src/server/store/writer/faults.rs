@@ -15,11 +15,14 @@ pub(super) const RETRY_PERIOD: std::time::Duration = std::time::Duration::from_s
 
 impl WriterTask {
     /// Whether the database can grow now: a transaction writing a few pages,
-    /// rolled back.
+    /// rolled back, where it keeps a storage reserve; else whether it
+    /// commits.
     pub(super) async fn probe(&self) -> bool {
         let result: Result<(), StoreError> = async {
             let mut tx = self.store.begin().await?;
-            tx.probe_growth().await?;
+            if let Some(reserve) = tx.reserve() {
+                reserve.probe_growth().await?;
+            }
             tx.commit().await.map(drop)
         }
         .await;
@@ -31,7 +34,10 @@ impl WriterTask {
     pub(super) async fn release_reserve(&self) -> bool {
         let result: Result<bool, StoreError> = async {
             let mut tx = self.store.begin().await?;
-            let released = tx.release_reserve().await?;
+            let Some(reserve) = tx.reserve() else {
+                return Ok(false);
+            };
+            let released = reserve.release().await?;
             tx.commit().await?;
             Ok(released)
         }

@@ -37,7 +37,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Coordination, Store};
+use super::{Coordination, Revisions, Store};
 use crate::server::{fanout::hub::Hub, metrics::Metrics};
 use crate::{
     error::AppError,
@@ -146,7 +146,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task; revisions continue after `last_rev`.
+    /// Starts the writer task, numbering changes as `revisions` says.
     /// `on_unstorable` is called with a reply whose text can no longer be
     /// written, and why (its producer should end it).
     pub fn start(
@@ -155,7 +155,7 @@ impl Writer {
         hub: Hub,
         metrics: Arc<Metrics>,
         on_unstorable: impl Fn(i64, Unwritable) + Send + Sync + 'static,
-        last_rev: i64,
+        revisions: Revisions,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let shared = coordination.lease();
@@ -164,7 +164,11 @@ impl Writer {
             hub,
             metrics,
             on_unstorable: Box::new(on_unstorable),
-            next_rev: last_rev + 1,
+            next_rev: match revisions {
+                Revisions::Writer { last } => last + 1,
+                Revisions::PerThread => 0,
+            },
+            revisions,
             replies: HashMap::new(),
             deferred: Vec::new(),
             writes_failing: false,

@@ -14,7 +14,7 @@ use super::{batch::Effects, faults::RETRY_PERIOD, Command, Unwritable, MAX_BATCH
 use crate::server::{
     fanout::hub::Hub,
     metrics::Metrics,
-    store::{Coordination, LogCursor, Store},
+    store::{Coordination, LogCursor, Revisions, Store},
 };
 
 pub(super) struct WriterTask {
@@ -23,6 +23,8 @@ pub(super) struct WriterTask {
     pub(super) metrics: Arc<Metrics>,
     /// Told when a reply's text cannot be stored, so its producer ends it.
     pub(super) on_unstorable: Box<dyn Fn(i64, Unwritable) + Send + Sync>,
+    /// Who numbers changes; where the writer does, its next number.
+    pub(super) revisions: Revisions,
     pub(super) next_rev: i64,
     /// What the writer knows of each reply streaming here (committed
     /// state), one entry per reply until its producer's end arrives.
