@@ -103,13 +103,7 @@ async fn a_lost_listening_connection_loses_nothing_for_any_viewer() {
         ids.push(posted.replies[0].id);
     }
     db.wait_for_text(ids[9], 20).await;
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = 'streamchat-listen:listener-victim'",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let killed = db.terminate_listener("listener-victim").await;
     assert_eq!(
         killed,
         vec![true],

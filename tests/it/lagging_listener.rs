@@ -58,13 +58,7 @@ async fn a_whole_reply_read_at_once_reaches_the_viewer_whole(lag: Lag) {
 
     b.signal("STOP");
     if let Lag::PausedAndReconnected = lag {
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'streamchat-listen:lagging'",
-        )
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
+        let killed = db.terminate_listener("lagging").await;
         assert!(
             !killed.is_empty() && killed.iter().all(|k| *k),
             "B's listening connection terminated: {killed:?}"

@@ -136,6 +136,9 @@ async fn open(
             yield bytes;
         }
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        // Made once, not per event (each one joins and leaves a waiter list).
+        let stopping = state.shutdown.clone().cancelled_owned();
+        tokio::pin!(stopping);
         loop {
             // Shutdown is looked at last: the ends of replies committed
             // before it (the writer has closed by then) still go out.
@@ -153,7 +156,7 @@ async fn open(
                     continue;
                 }
                 received = live.recv() => received,
-                _ = state.shutdown.cancelled() => break,
+                _ = &mut stopping => break,
             };
             let mut received = Some(received);
             let mut written = 0;

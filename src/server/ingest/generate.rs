@@ -272,12 +272,15 @@ impl Generation<'_> {
             Chunker::new(granularity, max_delay),
         ]);
         let cancel = self.handle.cancel_token();
+        // Made once, not per token (each one joins and leaves a waiter list).
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         let max_bytes = self.state.config.limits.max_reply_bytes;
         let ending = 'reading: loop {
             let deadline = chunkers.deadline();
             let item = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break self.ended(),
+                _ = &mut cancelled => break self.ended(),
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
                     for part in Part::ALL {

@@ -212,7 +212,13 @@ impl Provider {
             let http = http.clone();
             async move {
                 let request = factory.build().await?;
-                let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
+                let response = if super::provider_http::applies(&request) {
+                    super::provider_http::send(request)
+                        .await
+                        .map_err(|e| OpenAIError::Boxed(Box::new(e)))?
+                } else {
+                    http.execute(request).await.map_err(OpenAIError::Reqwest)?
+                };
                 let retry_after = response
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
@@ -367,6 +373,12 @@ fn start_error(e: OpenAIError, retry_after: Option<Duration>) -> StartError {
         },
         OpenAIError::Reqwest(e) => StartError {
             message: format!("Could not reach the provider: {}", without_url(&e)),
+            status: None,
+            retry_after: None,
+        },
+        // Our own connection's (`provider_http`).
+        OpenAIError::Boxed(e) if e.is::<std::io::Error>() => StartError {
+            message: format!("Could not reach the provider: {}", with_causes(e.as_ref())),
             status: None,
             retry_after: None,
         },

@@ -119,6 +119,18 @@ impl PgDb {
         .await
     }
 
+    /// Ends instance `instance`'s wake-up listening connection from the
+    /// server's side; what each matching backend said (true: terminated).
+    pub async fn terminate_listener(&self, instance: &str) -> Vec<bool> {
+        sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(format!("streamchat-listen:{instance}"))
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
     /// Replies still `streaming`.
     pub async fn streaming(&self) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'streaming'")

@@ -36,9 +36,19 @@ impl Cluster {
     pub fn lease(&self) -> Duration {
         self.store.lease().ttl
     }
+    /// Streaming replies whose producer's lease ran out (thread, id).
+    pub async fn expired_leases(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT thread_id, id FROM messages WHERE status = 'streaming' \
+             AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp()) \
+             ORDER BY lease_expires_at NULLS FIRST LIMIT 100",
+        )
+        .fetch_all(&self.store.pool)
+        .await
+    }
 
-    /// Records that `by` pressed Stop on a reply produced elsewhere (or by
-    /// no one right now) and tells every instance; false if it is not
+    /// Records that `by` pressed Stop on a streaming reply produced
+    /// elsewhere or by no one (an adopter then ends it `cancelled`) and tells every instance; false if it is not
     /// streaming.
     pub async fn request_stop(
         &self,
@@ -46,23 +56,62 @@ impl Cluster {
         id: i64,
         by: &str,
     ) -> Result<bool, sqlx::Error> {
-        self.store.request_stop(thread_id, id, by).await
+        let marked = sqlx::query(
+            "UPDATE messages SET stop_requested_by = $1 WHERE id = $2 AND thread_id = $3 \
+             AND status = 'streaming'",
+        )
+        .bind(by)
+        .bind(id)
+        .bind(thread_id)
+        .execute(&self.store.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if marked {
+            let payload = serde_json::json!({ "stop": id, "by": by }).to_string();
+            self.store.notify(&payload).await?;
+        }
+        Ok(marked)
     }
 
-    /// Takes `n` from client `key`'s budget of `per_minute`, counted in
-    /// the database for every instance; `Err(wait)` when it must wait.
+    /// Takes `n` from client `key`'s budget of `per_minute`, shared by
+    /// every instance (GCRA: one row per client and budget, one atomic
+    /// statement); `Err(wait)` when the client must wait.
     pub async fn take_budget(
         &self,
         key: &str,
         n: u32,
         per_minute: u32,
     ) -> Result<Result<(), Duration>, sqlx::Error> {
-        self.store.take_budget(key, n, per_minute).await
-    }
-
-    /// Streaming replies whose producer's lease ran out (thread, id).
-    pub async fn expired_leases(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        self.store.expired_leases().await
+        // GCRA: `tat` is when the client's bucket is full again; taking n
+        // moves it n intervals on, allowed while it stays within a minute.
+        let cost = 60.0 / f64::from(per_minute.max(1)) * f64::from(n.max(1));
+        let allowed: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO mention_limits AS l (key, tat) \
+             VALUES ($1, clock_timestamp() + make_interval(secs => $2)) \
+             ON CONFLICT (key) DO UPDATE \
+             SET tat = GREATEST(l.tat, clock_timestamp()) + make_interval(secs => $2) \
+             WHERE GREATEST(l.tat, clock_timestamp()) + make_interval(secs => $2) \
+                   <= clock_timestamp() + interval '60 seconds' \
+             RETURNING 1",
+        )
+        .bind(key)
+        .bind(cost)
+        .fetch_optional(&self.store.pool)
+        .await?;
+        if allowed.is_some() {
+            return Ok(Ok(()));
+        }
+        let wait: f64 = sqlx::query_scalar(
+            "SELECT GREATEST(EXTRACT(EPOCH FROM (tat + make_interval(secs => $2) \
+             - interval '60 seconds' - clock_timestamp()))::float8, 1.0) FROM mention_limits WHERE key = $1",
+        )
+        .bind(key)
+        .bind(cost)
+        .fetch_optional(&self.store.pool)
+        .await?
+        .unwrap_or(1.0);
+        Ok(Err(Duration::from_secs_f64(wait)))
     }
 }
 
@@ -115,44 +164,6 @@ impl PostgresStore {
         Ok(changes)
     }
 
-    /// Streaming replies whose producer's lease ran out (thread, id).
-    pub async fn expired_leases(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT thread_id, id FROM messages WHERE status = 'streaming' \
-             AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp()) \
-             ORDER BY lease_expires_at NULLS FIRST LIMIT 100",
-        )
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// Records that `by` pressed Stop on a streaming reply (an adopter then
-    /// ends it `cancelled`) and tells every instance; false if it is not
-    /// streaming.
-    pub async fn request_stop(
-        &self,
-        thread_id: &str,
-        id: i64,
-        by: &str,
-    ) -> Result<bool, sqlx::Error> {
-        let marked = sqlx::query(
-            "UPDATE messages SET stop_requested_by = $1 WHERE id = $2 AND thread_id = $3 \
-             AND status = 'streaming'",
-        )
-        .bind(by)
-        .bind(id)
-        .bind(thread_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        if marked {
-            let payload = serde_json::json!({ "stop": id, "by": by }).to_string();
-            self.notify(&payload).await?;
-        }
-        Ok(marked)
-    }
-
     /// Sends a control message to every instance (this one included).
     pub async fn notify(&self, payload: &str) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -161,45 +172,5 @@ impl PostgresStore {
             .execute(&self.pool)
             .await
             .map(drop)
-    }
-
-    /// Takes `n` from client `key`'s budget of `per_minute`, shared by
-    /// every instance (GCRA: one row per client and budget, one atomic
-    /// statement); `Err(wait)` when the client must wait.
-    pub async fn take_budget(
-        &self,
-        key: &str,
-        n: u32,
-        per_minute: u32,
-    ) -> Result<Result<(), Duration>, sqlx::Error> {
-        // GCRA: `tat` is when the client's bucket is full again; taking n
-        // moves it n intervals on, allowed while it stays within a minute.
-        let cost = 60.0 / f64::from(per_minute.max(1)) * f64::from(n.max(1));
-        let allowed: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO mention_limits AS l (key, tat) \
-             VALUES ($1, clock_timestamp() + make_interval(secs => $2)) \
-             ON CONFLICT (key) DO UPDATE \
-             SET tat = GREATEST(l.tat, clock_timestamp()) + make_interval(secs => $2) \
-             WHERE GREATEST(l.tat, clock_timestamp()) + make_interval(secs => $2) \
-                   <= clock_timestamp() + interval '60 seconds' \
-             RETURNING 1",
-        )
-        .bind(key)
-        .bind(cost)
-        .fetch_optional(&self.pool)
-        .await?;
-        if allowed.is_some() {
-            return Ok(Ok(()));
-        }
-        let wait: f64 = sqlx::query_scalar(
-            "SELECT GREATEST(EXTRACT(EPOCH FROM (tat + make_interval(secs => $2) \
-             - interval '60 seconds' - clock_timestamp()))::float8, 1.0) FROM mention_limits WHERE key = $1",
-        )
-        .bind(key)
-        .bind(cost)
-        .fetch_optional(&self.pool)
-        .await?
-        .unwrap_or(1.0);
-        Ok(Err(Duration::from_secs_f64(wait)))
     }
 }
