@@ -62,7 +62,7 @@ pub async fn send(request: reqwest::Request) -> io::Result<reqwest::Response> {
     let (mut sender, conn) = http1::handshake::<_, String>(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;
-    let mut conn = Box::pin(conn);
+    let conn = Box::pin(conn);
 
     let mut head = http::Request::builder()
         .method(request.method().clone())
