@@ -12,6 +12,7 @@ pub mod generate;
 pub mod generations;
 pub mod outbox;
 pub mod provider;
+mod provider_body;
 mod provider_http;
 pub mod tokens;
 

@@ -226,7 +226,7 @@ impl Provider {
                     .and_then(parse_retry_after);
                 let _ = RETRY_AFTER.try_with(|slot| slot.set(retry_after));
                 let oversized = OVERSIZED_LINE.try_with(Arc::clone).ok();
-                let response = cap_lines(response, max_line, oversized);
+                let response = super::provider_body::cap_lines(response, max_line, oversized);
                 if !response.status().is_success() {
                     return Ok::<_, OpenAIError>(response); // async-openai reads the error
                 }
@@ -297,7 +297,7 @@ impl Provider {
         // async-openai's stream of the empty body ends at once: ours reads
         // the real one.
         let result = result.and_then(|_| {
-            body.map(decode).ok_or_else(|| {
+            body.map(super::provider_body::decode).ok_or_else(|| {
                 OpenAIError::InvalidArgument("the provider's stream went missing".into())
             })
         });
@@ -321,42 +321,6 @@ impl Provider {
                 error
             })
     }
-}
-
-/// A started stream's chunks, decoded as the reply's task reads them: SSE
-/// events by `eventsource-stream`, each event's data as a [`Chunk`];
-/// `[DONE]` or the end of the body ends it, `keepalive` events are skipped,
-/// and the first error is its last item (as async-openai's stream does).
-fn decode(response: reqwest::Response) -> ChunkStream {
-    use eventsource_stream::Eventsource;
-    use futures::StreamExt;
-    let events = response
-        .bytes_stream()
-        .map(|r| r.map_err(std::io::Error::other))
-        .eventsource();
-    Box::pin(futures::stream::unfold(Some(events), |events| async move {
-        let mut events = events?;
-        loop {
-            let event = match events.next().await? {
-                Ok(event) => event,
-                Err(e) => {
-                    let error = async_openai::error::StreamError::EventStream(e.to_string());
-                    return Some((Err(OpenAIError::StreamError(Box::new(error))), None));
-                }
-            };
-            if event.data == "[DONE]" {
-                return None;
-            }
-            if event.event == "keepalive" {
-                continue;
-            }
-            return Some((
-                serde_json::from_str::<Chunk>(&event.data)
-                    .map_err(|e| OpenAIError::JSONDeserialize(e, event.data)),
-                Some(events),
-            ));
-        }
-    }))
 }
 
 /// A failure to start, in words (not yet made safe to show).
@@ -427,58 +391,6 @@ pub fn shown(text: &str) -> String {
         out
     }
 }
-
-/// The response with its body failing once a line (bytes between two
-/// newlines) grows past `max`: the SSE parser above buffers a line until
-/// it ends, so an endless line would grow its buffer without bound.
-fn cap_lines(
-    response: reqwest::Response,
-    max: usize,
-    oversized: Option<Arc<AtomicUsize>>,
-) -> reqwest::Response {
-    use futures::StreamExt;
-    let mut builder = axum::http::Response::builder()
-        .status(response.status())
-        .version(response.version());
-    if let Some(headers) = builder.headers_mut() {
-        *headers = response.headers().clone();
-    }
-    let mut line = 0usize;
-    let body = response.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(|e| LineError(without_url(&e)))?;
-        for (i, piece) in chunk.split(|b| *b == b'\n').enumerate() {
-            line = if i == 0 {
-                line + piece.len()
-            } else {
-                piece.len()
-            };
-            if line > max {
-                if let Some(over) = &oversized {
-                    over.store(max, Ordering::Relaxed);
-                }
-                return Err(LineError(format!(
-                    "a line of the provider's stream is longer than {max} bytes"
-                )));
-            }
-        }
-        Ok(chunk)
-    });
-    match builder.body(reqwest::Body::wrap_stream(body)) {
-        Ok(response) => reqwest::Response::from(response),
-        Err(_) => reqwest::Response::from(axum::http::Response::new(reqwest::Body::from(""))),
-    }
-}
-
-#[derive(Debug)]
-struct LineError(String);
-
-impl std::fmt::Display for LineError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LineError {}
 
 /// The words of a provider's error. Some answers (5xx above all) reach us
 /// as their raw body: an OpenAI error envelope (`{"error": {"message":
