@@ -387,6 +387,16 @@ async fn connections_and_subscriptions_per_client_are_capped() {
     assert!(head.contains("retry-after"), "{head}");
     assert!(head.contains("2 at once is the limit"), "{head}");
     drop((first, second));
+    // Their connections' places are free once the server has seen them go
+    // (it notices a closed socket on its own time).
+    poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "the subscriptions closed",
+        || async { viewers(&app) },
+        |n| *n == 0,
+    )
+    .await;
 
     // Connections: four held, the fifth refused; one closed frees a place.
     let mut held = Vec::new();
