@@ -354,14 +354,7 @@ async fn connections_and_subscriptions_per_client_are_capped() {
     .await;
     // The harness's own first request (a subscription) has ended (read in
     // the process: a request would take one of the four connections).
-    poll_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        "no viewers yet",
-        || async { viewers(&app) },
-        |n| *n == 0,
-    )
-    .await;
+    no_viewers(&app, "no viewers yet").await;
     // Subscriptions first: two live, the third refused with a reason.
     let subscribe = || async {
         let mut tcp = TcpStream::connect(app.addr).await.unwrap();
@@ -389,14 +382,7 @@ async fn connections_and_subscriptions_per_client_are_capped() {
     drop((first, second));
     // Their connections' places are free once the server has seen them go
     // (it notices a closed socket on its own time).
-    poll_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        "the subscriptions closed",
-        || async { viewers(&app) },
-        |n| *n == 0,
-    )
-    .await;
+    no_viewers(&app, "the subscriptions closed").await;
 
     // Connections: four held, the fifth refused; one closed frees a place.
     let mut held = Vec::new();
@@ -422,6 +408,18 @@ async fn connections_and_subscriptions_per_client_are_capped() {
             .0
         },
         |answer: &String| answer.starts_with("HTTP/1.1 200"),
+    )
+    .await;
+}
+
+/// Waits until the server has no live subscription left.
+async fn no_viewers(app: &TestApp, what: &str) {
+    poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        what,
+        || async { viewers(app) },
+        |n| *n == 0,
     )
     .await;
 }

@@ -111,10 +111,12 @@ pub async fn send(request: reqwest::Request) -> io::Result<reqwest::Response> {
         .await?
     };
     let (parts, body) = response.into_parts();
+    let inner = Arc::new(Inner::default());
     let body = Driven {
         conn,
         body,
-        waker: Arc::new(Inner::default()),
+        waker: Waker::from(inner.clone()),
+        inner,
     };
     Ok(reqwest::Response::from(http::Response::from_parts(
         parts,
@@ -127,7 +129,9 @@ struct Driven {
     /// `None` once the connection is done (the body may still hold data).
     conn: Option<Pin<Box<Connection>>>,
     body: Incoming,
-    waker: Arc<Inner>,
+    inner: Arc<Inner>,
+    /// `inner` as a waker, made once (not per token).
+    waker: Waker,
 }
 
 /// The waker the connection and the body are polled with: a wake during
@@ -158,12 +162,11 @@ impl Stream for Driven {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        this.waker.task.register(cx.waker());
-        this.waker.polling.store(true, Ordering::SeqCst);
-        let waker = Waker::from(this.waker.clone());
-        let mut inner = Context::from_waker(&waker);
+        this.inner.task.register(cx.waker());
+        this.inner.polling.store(true, Ordering::SeqCst);
+        let mut inner = Context::from_waker(&this.waker);
         let result = loop {
-            this.waker.woken.store(false, Ordering::SeqCst);
+            this.inner.woken.store(false, Ordering::SeqCst);
             if let Some(conn) = this.conn.as_mut() {
                 match conn.as_mut().poll(&mut inner) {
                     Poll::Pending => {}
@@ -182,17 +185,17 @@ impl Stream for Driven {
                 Poll::Ready(Some(Err(e))) => break Poll::Ready(Some(Err(io::Error::other(e)))),
                 Poll::Ready(None) => break Poll::Ready(None),
                 Poll::Pending => {
-                    this.waker.polling.store(false, Ordering::SeqCst);
-                    if this.waker.woken.load(Ordering::SeqCst) {
+                    this.inner.polling.store(false, Ordering::SeqCst);
+                    if this.inner.woken.load(Ordering::SeqCst) {
                         // Woken while polling: go round once more.
-                        this.waker.polling.store(true, Ordering::SeqCst);
+                        this.inner.polling.store(true, Ordering::SeqCst);
                         continue;
                     }
                     return Poll::Pending;
                 }
             }
         };
-        this.waker.polling.store(false, Ordering::SeqCst);
+        this.inner.polling.store(false, Ordering::SeqCst);
         result
     }
 }
