@@ -49,8 +49,11 @@ ensure_browser() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
   fi
-  if [[ ! -d "$ROOT/end2end/node_modules/@playwright/test" ]]; then
-    say "installing the Playwright test runner"
+  # The Playwright runner, and the MCP server the Rust tests give a bot
+  # (@modelcontextprotocol/server-everything, run over stdio).
+  if [[ ! -d "$ROOT/end2end/node_modules/@playwright/test" \
+     || ! -d "$ROOT/end2end/node_modules/@modelcontextprotocol/server-everything" ]]; then
+    say "installing the Playwright test runner and the MCP test server"
     (cd "$ROOT/end2end" && npm ci --no-audit --no-fund)
   fi
 }

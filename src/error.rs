@@ -22,6 +22,9 @@ pub enum AppError {
     /// The request needs a signed-in user (an identity header is configured).
     #[error("{0}")]
     Unauthorized(String),
+    /// Known, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request names a host this app does not serve (a DNS-rebound
     /// page, a wrong proxy configuration).
     #[error("{0}")]
@@ -97,6 +100,7 @@ mod server {
                 AppError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
                 AppError::Conflict(_) => StatusCode::CONFLICT,
                 AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                AppError::Forbidden(_) => StatusCode::FORBIDDEN,
                 AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 AppError::Network(_) => StatusCode::BAD_GATEWAY,

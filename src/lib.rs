@@ -7,6 +7,7 @@
 //! - [`error`]: the one error enum, with its HTTP status mapping on the server.
 //! - [`api`]: `#[server]` functions (thin: validate, call the server modules).
 //! - [`app`] and [`ui`]: the Leptos shell, router and components.
+//! - [`tools`]: a reply's tool calls, the log of records its third part is.
 //! - [`markdown`]: message bodies to sanitized HTML, the same on both sides.
 //! - [`live`]: the browser's per-thread subscription and the message store it feeds.
 //! - `server` (feature `ssr`): state, config, store, outbox, generation, provider,
@@ -21,6 +22,7 @@ pub mod live;
 pub mod markdown;
 pub mod model;
 pub mod search;
+pub mod tools;
 pub mod ui;
 
 #[cfg(feature = "ssr")]

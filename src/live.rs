@@ -10,6 +10,7 @@
 use leptos::prelude::*;
 
 use crate::model::{body_hash, ChatEvent, Message, Part, ReplyStats, Role, Status, Usage};
+use crate::tools::{ToolCall, ToolLog};
 use crate::ui::body::RenderedBody;
 
 /// One message as the page shows it; the parts that change are signals.
@@ -27,6 +28,9 @@ pub struct LiveMessage {
     /// Markdown.
     pub thinking: ArcRwSignal<String>,
     pub thinking_rendered: RenderedBody,
+    /// Its tool calls: the third part's text, and the calls it folds into.
+    pub tools: ArcRwSignal<String>,
+    pub tool_calls: ArcRwSignal<ToolLog>,
     pub status: ArcRwSignal<Status>,
     pub error: ArcRwSignal<Option<String>>,
     pub stopped_by: ArcRwSignal<Option<String>>,
@@ -49,6 +53,8 @@ impl LiveMessage {
             body: ArcRwSignal::new(m.body),
             thinking_rendered: RenderedBody::new(&m.thinking),
             thinking: ArcRwSignal::new(m.thinking),
+            tool_calls: ArcRwSignal::new(ToolLog::parse(&m.tools)),
+            tools: ArcRwSignal::new(m.tools),
             status: ArcRwSignal::new(m.status),
             error: ArcRwSignal::new(m.error),
             stopped_by: ArcRwSignal::new(m.stopped_by),
@@ -58,12 +64,36 @@ impl LiveMessage {
         }
     }
 
-    /// One part's text and its rendering.
-    fn part(&self, part: Part) -> (&ArcRwSignal<String>, &RenderedBody) {
+    /// One part's text.
+    fn text(&self, part: Part) -> &ArcRwSignal<String> {
         match part {
-            Part::Answer => (&self.body, &self.rendered),
-            Part::Thinking => (&self.thinking, &self.thinking_rendered),
+            Part::Answer => &self.body,
+            Part::Thinking => &self.thinking,
+            Part::Tools => &self.tools,
         }
+    }
+
+    /// Appends to one part's text, and follows in what shows it.
+    fn append(&self, part: Part, more: &str) {
+        let text = self.text(part);
+        text.update(|t| t.push_str(more));
+        match part {
+            Part::Answer => self.body.with_untracked(|b| self.rendered.appended(b)),
+            Part::Thinking => self
+                .thinking
+                .with_untracked(|t| self.thinking_rendered.appended(t)),
+            Part::Tools => self.tool_calls.update(|log| log.feed(more)),
+        }
+    }
+
+    /// Replaces one part's text (a newer copy of the row).
+    fn replace(&self, part: Part, new: &str) {
+        match part {
+            Part::Answer => self.rendered.replaced(new),
+            Part::Thinking => self.thinking_rendered.replaced(new),
+            Part::Tools => self.tool_calls.set(ToolLog::parse(new)),
+        }
+        self.text(part).set(new.to_owned());
     }
 }
 
@@ -151,6 +181,17 @@ impl MessageList {
         self.find(id).map(|m| m.thinking.get_untracked())
     }
 
+    /// The tool log of message `id` (its third part's text), if held.
+    pub fn tools(&self, id: i64) -> Option<String> {
+        self.find(id).map(|m| m.tools.get_untracked())
+    }
+
+    /// The tool calls of message `id` so far, if held.
+    pub fn tool_calls(&self, id: i64) -> Option<Vec<ToolCall>> {
+        self.find(id)
+            .map(|m| m.tool_calls.with_untracked(|log| log.calls().to_vec()))
+    }
+
     /// How message `id` went so far (usage, timings), if held.
     pub fn stats(&self, id: i64) -> Option<ReplyStats> {
         self.find(id).map(|m| m.stats.get_untracked())
@@ -176,11 +217,9 @@ impl MessageList {
             Some(held) if m.rev > held.rev.get_untracked() => {
                 held.stats.set(stats_of(&m));
                 for part in Part::ALL {
-                    let (text, rendered) = held.part(part);
                     let new = m.part(part);
-                    if text.with_untracked(|t| t != new) {
-                        rendered.replaced(new);
-                        text.set(new.to_owned());
+                    if held.text(part).with_untracked(|t| t != new) {
+                        held.replace(part, new);
                     }
                 }
                 held.status.set(m.status);
@@ -214,11 +253,9 @@ impl MessageList {
                 let Some(held) = self.find(id) else {
                     return Some(id); // a message this copy has not seen yet
                 };
-                let (copy, rendered) = held.part(part);
-                let len = copy.with_untracked(String::len);
+                let len = held.text(part).with_untracked(String::len);
                 if offset == len {
-                    copy.update(|b| b.push_str(&text));
-                    copy.with_untracked(|b| rendered.appended(b));
+                    held.append(part, &text);
                     if let Some(rev) = rev {
                         held.rev.set(rev);
                     }
@@ -249,6 +286,8 @@ impl MessageList {
                 hash,
                 thinking_len,
                 thinking_hash,
+                tools_len,
+                tools_hash,
                 error,
                 stopped_by,
                 stats,
@@ -271,7 +310,10 @@ impl MessageList {
                     .with_untracked(|b| b.len() == len && body_hash(b) == hash)
                     && held.thinking.with_untracked(|t| {
                         t.len() == thinking_len && body_hash(t) == thinking_hash
-                    });
+                    })
+                    && held
+                        .tools
+                        .with_untracked(|t| t.len() == tools_len && body_hash(t) == tools_hash);
                 (!whole).then_some(id)
             }
             ChatEvent::Presence { watchers } => {

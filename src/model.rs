@@ -172,6 +172,10 @@ pub struct Message {
     /// Of the completion tokens, those the provider counted as reasoning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_tokens: Option<i64>,
+    /// The reply's tool calls: the third part, a log of records
+    /// ([`crate::tools`]). Never sent back as context of later replies.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tools: String,
 }
 
 impl Message {
@@ -180,7 +184,13 @@ impl Message {
         match part {
             Part::Answer => &self.body,
             Part::Thinking => &self.thinking,
+            Part::Tools => &self.tools,
         }
+    }
+
+    /// The length in bytes of each part's text (by [`Part::index`]).
+    pub fn part_lens(&self) -> [usize; Part::COUNT] {
+        Part::ALL.map(|part| self.part(part).len())
     }
 
     /// Whether the reply ended in a way Regenerate can retry.
@@ -213,9 +223,10 @@ pub struct Usage {
     pub reasoning_tokens: Option<i64>,
 }
 
-/// The two streams of one reply: the answer (the message body) and a
-/// reasoning model's thinking before it. Each has its own byte offsets.
-/// On the wire a number (0, 1), left out of a delta for the answer.
+/// The streams of one reply: the answer (the message body), a reasoning
+/// model's thinking before it, and its tool calls (a log of records, see
+/// [`crate::tools`]). Each has its own byte offsets. On the wire a number
+/// (0, 1, 2), left out of a delta for the answer.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
@@ -224,10 +235,12 @@ pub enum Part {
     #[default]
     Answer,
     Thinking,
+    Tools,
 }
 
 impl Part {
-    pub const ALL: [Part; 2] = [Part::Answer, Part::Thinking];
+    pub const ALL: [Part; 3] = [Part::Answer, Part::Thinking, Part::Tools];
+    pub const COUNT: usize = Part::ALL.len();
 
     pub fn is_answer(&self) -> bool {
         *self == Part::Answer
@@ -250,6 +263,7 @@ impl TryFrom<u8> for Part {
         match n {
             0 => Ok(Part::Answer),
             1 => Ok(Part::Thinking),
+            2 => Ok(Part::Tools),
             _ => Err(format!("no reply part {n}")),
         }
     }
@@ -363,7 +377,8 @@ pub enum ChatEvent {
     },
     /// Message `id` reached a terminal status; `len` (bytes) and `hash`
     /// ([`body_hash`]) describe the final body so a client can prove its
-    /// copy; `thinking_len` and `thinking_hash` the same of its thinking.
+    /// copy; `thinking_len` and `thinking_hash` the same of its thinking,
+    /// `tools_len` and `tools_hash` of its tool log.
     #[serde(rename = "f")]
     Finished {
         id: i64,
@@ -374,6 +389,10 @@ pub enum ChatEvent {
         thinking_len: usize,
         #[serde(default = "empty_hash")]
         thinking_hash: String,
+        #[serde(default)]
+        tools_len: usize,
+        #[serde(default = "empty_hash")]
+        tools_hash: String,
         error: Option<String>,
         finish_reason: Option<String>,
         stopped_by: Option<String>,
@@ -569,7 +588,7 @@ mod tests {
         assert_eq!(json, r#"{"t":"d","i":1,"p":1,"o":0,"x":"hm"}"#);
         assert_eq!(serde_json::from_str::<ChatEvent>(&json).unwrap(), thinking);
         assert!(
-            serde_json::from_str::<ChatEvent>(r#"{"t":"d","i":1,"p":7,"o":0,"x":""}"#).is_err()
+            serde_json::from_str::<ChatEvent>(r#"{"t":"d","i":1,"p":3,"o":0,"x":""}"#).is_err()
         );
     }
 

@@ -5,11 +5,13 @@ mod messages;
 mod replies;
 mod search;
 mod threads;
+mod tools;
 
 pub use messages::*;
 pub use replies::*;
 pub use search::*;
 pub use threads::*;
+pub use tools::*;
 
 /// The cookie that remembers the author name a browser last posted with.
 pub const AUTHOR_COOKIE: &str = "streamchat_author";

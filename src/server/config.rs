@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use crate::model::Granularity;
 
+mod tools;
+pub use tools::{Approval, Approver, Interrupted, McpServerConfig, ToolConfig, ToolsConfig};
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -24,6 +27,7 @@ pub struct Config {
     pub demo: DemoConfig,
     pub access: AccessConfig,
     pub search: SearchConfig,
+    pub tools: ToolsConfig,
     /// Provider endpoint; `None` with no API key means the embedded demo.
     #[serde(skip)]
     pub openai_base_url: Option<String>,
@@ -50,6 +54,10 @@ pub struct BotConfig {
     /// Most tokens one reply may have the provider generate (sent as
     /// `max_tokens`, or `max_completion_tokens` for a reasoning model).
     pub max_tokens: u32,
+    /// The tools it may call (`[[bots.tools]]`).
+    pub tools: Vec<ToolConfig>,
+    /// The MCP servers whose tools it may call (`[[bots.mcp_servers]]`).
+    pub mcp_servers: Vec<McpServerConfig>,
     /// The key read from `api_key_env`.
     #[serde(skip)]
     pub api_key: Option<Secret>,
@@ -241,6 +249,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             access: AccessConfig::default(),
             search: SearchConfig::default(),
+            tools: ToolsConfig::default(),
             openai_base_url: None,
             openai_api_key: None,
         }
@@ -257,6 +266,8 @@ impl Default for BotConfig {
             api_key: None,
             reasoning_effort: None,
             max_tokens: 4096,
+            tools: Vec::new(),
+            mcp_servers: Vec::new(),
             context_messages: 20,
             system_prompt: "You are @gpt, a terse assistant in a group chat. Answer the question \
                             you were mentioned in, briefly and plainly."
@@ -547,7 +558,14 @@ impl Config {
             self.stream.viewer_buffer > 0,
             "stream.viewer_buffer must be at least 1"
         );
-        Ok(())
+        if let Some(v) = set("STREAMCHAT_TOOL_APPROVER") {
+            self.tools.approver = match v.trim() {
+                "requester" => Approver::Requester,
+                "anyone" => Approver::Anyone,
+                _ => anyhow::bail!("STREAMCHAT_TOOL_APPROVER must be requester or anyone"),
+            };
+        }
+        tools::validate(&self.tools, &self.bots)
     }
 
     /// The PostgreSQL URL, when several instances share one database.

@@ -67,6 +67,8 @@ pub struct Metrics {
     token_to_publish: Histogram,
     provider_errors: Family<Labels, Counter>,
     replies_ended: Family<Labels, Counter>,
+    /// Tool calls run, by outcome (`done`, `failed`).
+    tool_calls: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +137,15 @@ impl Default for Metrics {
             "Replies ended, by status",
             replies_ended.clone(),
         );
+        let tool_calls = Family::<Labels, Counter>::default();
+        for outcome in ["done", "failed"] {
+            let _ = tool_calls.get_or_create(&vec![("outcome", outcome)]);
+        }
+        registry.register(
+            "tool_calls",
+            "Tool calls run, by outcome",
+            tool_calls.clone(),
+        );
         Self {
             registry,
             replies_live,
@@ -147,6 +158,7 @@ impl Default for Metrics {
             token_to_publish,
             provider_errors,
             replies_ended,
+            tool_calls,
         }
     }
 }
@@ -155,6 +167,13 @@ impl Metrics {
     pub fn provider_error(&self, kind: ProviderError) {
         self.provider_errors
             .get_or_create(&vec![("kind", kind.as_str())])
+            .inc();
+    }
+
+    pub fn tool_call(&self, done: bool) {
+        let outcome = if done { "done" } else { "failed" };
+        self.tool_calls
+            .get_or_create(&vec![("outcome", outcome)])
             .inc();
     }
 

@@ -1,6 +1,6 @@
 use leptos::{prelude::*, server_fn::ServerFn};
 
-use super::body::MessageBody;
+use super::{body::MessageBody, tool_calls::ToolCalls};
 use crate::{
     api::{
         continue_reply, regenerate_reply, stop_reply, ContinueReply, RegenerateReply, StopReply,
@@ -42,6 +42,7 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
         rendered,
         thinking,
         thinking_rendered,
+        tool_calls,
         status,
         error,
         stopped_by: _,
@@ -95,6 +96,7 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
             </header>
             {is_bot.then(|| view! {
                 <Thinking thinking rendered=thinking_rendered body streaming stats=thinking_stats/>
+                <ToolCalls id calls=tool_calls status/>
             })}
             <MessageBody rendered/>
             {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}

@@ -7,3 +7,4 @@ pub mod message;
 pub mod search;
 pub mod thread;
 pub mod toast;
+pub mod tool_calls;

@@ -80,7 +80,7 @@ async fn ours(url: &str) -> Vec<String> {
     };
     let provider = Provider::for_bot(&Config::default(), &bot, url);
     let stream = provider
-        .stream(Vec::new())
+        .stream(Vec::new(), Vec::new())
         .await
         .expect("the stream starts");
     stream.map(seen).collect().await

@@ -129,6 +129,7 @@ async fn a_sentence_view_regroups_both_parts() {
             match part {
                 Part::Thinking => thinking.push(text.clone()),
                 Part::Answer => answer.push(text.clone()),
+                Part::Tools => panic!("no tool calls here"),
             }
         }
         false

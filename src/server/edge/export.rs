@@ -109,6 +109,25 @@ fn write_message(out: &mut String, m: &Message) {
         }
         out.push('\n');
     }
+    let tools = crate::tools::ToolLog::parse(&m.tools);
+    for call in tools.calls() {
+        // Each call: its name and state, its arguments and result as code.
+        let mut line = format!("**Tool call `{}`** · {}", call.name, call.state.label());
+        if let Some(by) = &call.decided_by {
+            line.push_str(&format!(" (decided by {by})"));
+        }
+        if let Some(ms) = call.ms {
+            line.push_str(&format!(" · {ms} ms"));
+        }
+        out.push_str(&line);
+        out.push_str("\n\n");
+        out.push_str(&crate::ui::tool_calls::code_block(&call.arguments, "json"));
+        out.push_str("\n\n");
+        if let Some(output) = &call.output {
+            out.push_str(&crate::ui::tool_calls::code_block(output, ""));
+            out.push_str("\n\n");
+        }
+    }
     out.push_str(m.body.trim_end());
     out.push('\n');
 }

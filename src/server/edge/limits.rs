@@ -1,6 +1,6 @@
 //! The per-client budget of state-changing requests, checked before any
 //! handler runs: every post, new thread, rename, granularity change, Stop,
-//! Regenerate and Continue takes one from the client's per-minute budget;
+//! Regenerate, Continue and tool-call decision takes one from the client's per-minute budget;
 //! past it the request is refused (429, `Retry-After`) and changes nothing.
 
 use axum::{
@@ -14,7 +14,7 @@ use super::access::Requester;
 use crate::server::{ingest::budget::Budget, store::Coordination};
 
 /// The server functions that change something.
-pub const STATE_CHANGING: [&str; 7] = [
+pub const STATE_CHANGING: [&str; 8] = [
     "/api/send_message",
     "/api/create_thread",
     "/api/rename_thread",
@@ -22,6 +22,7 @@ pub const STATE_CHANGING: [&str; 7] = [
     "/api/stop_reply",
     "/api/regenerate_reply",
     "/api/continue_reply",
+    "/api/decide_tool_call",
 ];
 
 /// What the write limit uses (from `AppState`).

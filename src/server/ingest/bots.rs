@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
-use super::provider::Provider;
+use super::{provider::Provider, tools::Toolbox};
 use crate::model::mentions;
 use crate::server::config::{BotConfig, Config};
 
 pub struct Bot {
     pub config: BotConfig,
     pub provider: Provider,
+    /// The tools it may call.
+    pub tools: Toolbox,
 }
 
 #[derive(Clone)]
@@ -24,6 +26,7 @@ impl Bots {
                 .map(|bot| Bot {
                     config: bot.clone(),
                     provider: Provider::for_bot(config, bot, self_base_url),
+                    tools: Toolbox::new(bot, &config.tools),
                 })
                 .collect(),
         ))

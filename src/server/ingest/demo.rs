@@ -178,7 +178,15 @@ pub async fn completions(
         .map(|c| c.split_whitespace().count())
         .sum();
     let fail = demo.should_fail(&question);
-    let tokens = tokens(&question);
+    let turn = super::demo_tools::plan(&request, &question);
+    let (tokens, call) = match turn {
+        Some(super::demo_tools::Turn::Answer(text)) => (words(&text), None),
+        Some(super::demo_tools::Turn::Call { name, arguments }) => (
+            Vec::new(),
+            Some(super::demo_tools::call_fragments(name, &arguments)),
+        ),
+        None => (tokens(&question), None),
+    };
     let thinking = if request
         .get("reasoning_effort")
         .is_some_and(|e| !e.is_null())
@@ -206,8 +214,14 @@ pub async fn completions(
             }
             yield Ok(chunk(json!([{"index": 0, "delta": {"content": token}, "finish_reason": null}]), Value::Null));
         }
-        yield Ok(chunk(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), Value::Null));
-        let completion = tokens.len() + thinking.len();
+        let mut finish = "stop";
+        for fragment in call.iter().flatten() {
+            tick.tick().await;
+            yield Ok(chunk(fragment.clone(), Value::Null));
+            finish = "tool_calls";
+        }
+        yield Ok(chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]), Value::Null));
+        let completion = tokens.len() + thinking.len() + call.as_ref().map_or(0, Vec::len);
         let mut usage = json!({
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion,

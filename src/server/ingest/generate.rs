@@ -13,15 +13,22 @@ use tracing::Instrument;
 use super::{
     chunker::Chunker,
     generations::{EndRequest, Handle},
-    provider::{prompt_name, shown, stream_error, PromptMessage},
+    provider::{prompt_name, shown, stream_error, PromptMessage, ToolDefinition},
     Ingest,
 };
 use crate::model::{Message, Outcome, Part, ReplyStats, Role, Status, Usage};
 use crate::server::{metrics::ProviderError, sleep_until};
+use crate::tools::ToolLog;
+
+mod assemble;
+mod steps;
+
+use assemble::StepCalls;
 
 /// Starts generating `reply` (a committed `streaming` row). With `resume`,
 /// the stored text is sent as the start of the assistant turn and what
-/// comes back is appended to it (Continue).
+/// comes back is appended to it (Continue); a tool loop goes on from its
+/// last committed step (see `steps`).
 pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
     let id = reply.id;
     let span = tracing::info_span!("reply", message_id = id);
@@ -80,8 +87,15 @@ struct Progress {
     /// estimate when the provider sends no usage.
     text: String,
     prompt_text: String,
+    /// The answer so far (with the stored text a resumed reply had): the
+    /// tool log's offsets are into it, and a tool step's prompt takes its
+    /// pieces.
+    answer: String,
     finish_reason: Option<String>,
+    /// Usage summed over the model steps ...
     usage: Option<Usage>,
+    /// ... unless a step reported none (then the whole is estimated).
+    usage_missing: bool,
     /// The first text of either part (time to first token).
     first_text_at: Option<Instant>,
     first_thinking_at: Option<Instant>,
@@ -89,9 +103,13 @@ struct Progress {
     retries: i64,
 }
 
-/// One chunker per part of the reply (by [`Part::index`]): thinking and
-/// answer are grouped, committed and offset separately.
+/// One chunker per text part of the reply (by [`Part::index`]): thinking
+/// and answer are grouped, committed and offset separately. (Tool records
+/// are whole lines: they go to the writer as they are.)
 struct Chunkers([Chunker; 2]);
+
+/// The parts that stream text through a chunker.
+const TEXT_PARTS: [Part; 2] = [Part::Answer, Part::Thinking];
 
 impl Chunkers {
     fn deadline(&self) -> Option<Instant> {
@@ -113,16 +131,11 @@ impl Generation<'_> {
     async fn run(&self) -> Outcome {
         let started = Instant::now();
         let mut progress = Progress::default();
-        let ending = match self.prompt().await {
-            Ok(prompt) => {
-                progress.prompt_text = prompt.iter().map(|m| m.content.as_str()).collect();
-                self.stream(prompt, &mut progress).await
-            }
-            Err(e) => Ending::Failed(e),
-        };
+        let ending = self.run_steps(&mut progress).await;
         self.outcome(ending, progress, started).await
     }
 
+    /// The system prompt and the thread's messages before the reply.
     async fn prompt(&self) -> Result<Vec<PromptMessage>, String> {
         let bot = &self.state.bots.get(&self.reply.author).config;
         let before = self.reply.context_before.unwrap_or(self.reply.id);
@@ -132,39 +145,20 @@ impl Generation<'_> {
             .context(self.thread_id, before, bot.context_messages)
             .await
             .map_err(|e| format!("Could not read the thread: {e}"))?;
-        let mut prompt = vec![PromptMessage {
-            role: "system",
-            content: bot.system_prompt.clone(),
-            name: None,
-        }];
+        let mut prompt = vec![PromptMessage::text("system", bot.system_prompt.clone())];
         prompt.extend(history.into_iter().map(|m| {
+            let role = if m.role == Role::User {
+                "user"
+            } else {
+                "assistant"
+            };
             PromptMessage {
-                role: if m.role == Role::User {
-                    "user"
-                } else {
-                    "assistant"
-                },
                 name: (m.role == Role::User)
                     .then(|| prompt_name(&m.author))
                     .flatten(),
-                content: m.body,
+                ..PromptMessage::text(role, m.body)
             }
         }));
-        if self.resume {
-            let stored = self
-                .state
-                .store
-                .message(self.thread_id, self.reply.id)
-                .await
-                .map_err(|e| format!("Could not read the reply: {e}"))?
-                .map(|m| m.body)
-                .unwrap_or_default();
-            prompt.push(PromptMessage {
-                role: "assistant",
-                content: stored,
-                name: None,
-            });
-        }
         Ok(prompt)
     }
 
@@ -172,6 +166,7 @@ impl Generation<'_> {
     async fn start(
         &self,
         prompt: &[PromptMessage],
+        tools: &[ToolDefinition],
         progress: &mut Progress,
     ) -> Result<super::provider::ChunkStream, Ending> {
         let limits = &self.state.config.limits;
@@ -182,7 +177,7 @@ impl Generation<'_> {
                 .bots
                 .get(&self.reply.author)
                 .provider
-                .stream(prompt.to_vec());
+                .stream(prompt.to_vec(), tools.to_vec());
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(self.ended()),
@@ -256,8 +251,17 @@ impl Generation<'_> {
         }
     }
 
-    async fn stream(&self, prompt: Vec<PromptMessage>, progress: &mut Progress) -> Ending {
-        let mut stream = match self.start(&prompt, progress).await {
+    /// One model step: streams the completion's text into the reply and
+    /// its tool calls into `calls` (and the tool log).
+    async fn stream(
+        &self,
+        prompt: Vec<PromptMessage>,
+        tools: &[ToolDefinition],
+        progress: &mut Progress,
+        calls: &mut StepCalls,
+        log: &mut ToolLog,
+    ) -> Ending {
+        let mut stream = match self.start(&prompt, tools, progress).await {
             Ok(stream) => stream,
             Err(ending) => return ending,
         };
@@ -276,6 +280,7 @@ impl Generation<'_> {
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
         let max_bytes = self.state.config.limits.max_reply_bytes;
+        let mut usage = None;
         let ending = 'reading: loop {
             let deadline = chunkers.deadline();
             let item = tokio::select! {
@@ -283,7 +288,7 @@ impl Generation<'_> {
                 _ = &mut cancelled => break self.ended(),
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
-                    for part in Part::ALL {
+                    for part in TEXT_PARTS {
                         let chunker = &mut chunkers.0[part.index()];
                         let received = chunker.pending_since();
                         if let Some(piece) = chunker.poll(now) {
@@ -321,7 +326,7 @@ impl Generation<'_> {
                 break Ending::Failed(shown(&format!("The provider reported an error: {message}")));
             }
             if let Some(u) = chunk.usage {
-                progress.usage = Some(Usage {
+                usage = Some(Usage {
                     prompt_tokens: u.prompt_tokens,
                     completion_tokens: u.completion_tokens,
                     estimated: false,
@@ -329,6 +334,12 @@ impl Generation<'_> {
                 });
             }
             for mut choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+                if let Some(deltas) = choice.delta.tool_calls.take() {
+                    let records = calls.push(deltas, progress.answer.len());
+                    if !self.record_all(&mut chunkers, records, log).await {
+                        return Ending::Failed("The server is shutting down.".into());
+                    }
+                }
                 let thinking = choice.delta.thinking();
                 let answer = choice.delta.content.take().filter(|t| !t.is_empty());
                 for (part, text) in [(Part::Thinking, thinking), (Part::Answer, answer)] {
@@ -365,10 +376,37 @@ impl Generation<'_> {
         // Dropping the stream closes the provider connection; text received
         // so far is kept.
         drop(stream);
-        for part in Part::ALL {
+        progress.add_usage(usage);
+        let records = calls.finish(progress.answer.len());
+        self.record_all(&mut chunkers, records, log).await;
+        for part in TEXT_PARTS {
             self.flush(&mut chunkers, part).await;
         }
         ending
+    }
+
+    /// Appends tool records (after the text parts' pending text, so the
+    /// offsets they name are committed first).
+    async fn record_all(
+        &self,
+        chunkers: &mut Chunkers,
+        records: Vec<crate::tools::ToolRecord>,
+        log: &mut ToolLog,
+    ) -> bool {
+        if records.is_empty() {
+            return true;
+        }
+        for part in TEXT_PARTS {
+            if !self.flush(chunkers, part).await {
+                return false;
+            }
+        }
+        for record in records {
+            if !self.record(record, log).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Takes text of one part from the provider. The other part's pending
@@ -388,10 +426,13 @@ impl Generation<'_> {
         let answer_starts = part == Part::Answer && progress.first_answer_at.is_none();
         match part {
             Part::Thinking => progress.first_thinking_at.get_or_insert(now),
-            Part::Answer => progress.first_answer_at.get_or_insert(now),
+            _ => progress.first_answer_at.get_or_insert(now),
         };
         progress.text.push_str(text);
-        for other in Part::ALL.into_iter().filter(|p| *p != part) {
+        if part == Part::Answer {
+            progress.answer.push_str(text);
+        }
+        for other in TEXT_PARTS.into_iter().filter(|p| *p != part) {
             if !self.flush(chunkers, other).await {
                 return false;
             }
@@ -444,7 +485,7 @@ impl Generation<'_> {
 
     async fn outcome(&self, ending: Ending, mut progress: Progress, started: Instant) -> Outcome {
         let ended = Instant::now();
-        let usage = match progress.usage {
+        let usage = match progress.usage.filter(|_| !progress.usage_missing) {
             Some(usage) => Some(usage),
             None => {
                 let texts = vec![

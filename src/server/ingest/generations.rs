@@ -42,6 +42,9 @@ struct Running {
     started: Instant,
     /// Milliseconds after `started` of the last sign of life.
     last_activity: Arc<AtomicU64>,
+    /// Milliseconds spent waiting for people (tool approvals): not counted
+    /// against the total time.
+    paused: Arc<AtomicU64>,
     end: Arc<Mutex<Option<EndRequest>>>,
 }
 
@@ -79,6 +82,7 @@ pub struct Handle {
     cancel: CancellationToken,
     started: Instant,
     last_activity: Arc<AtomicU64>,
+    paused: Arc<AtomicU64>,
     end: Arc<Mutex<Option<EndRequest>>>,
     registry: Generations,
     _slot: Slot,
@@ -163,6 +167,7 @@ impl Generations {
             cancel: CancellationToken::new(),
             started: Instant::now(),
             last_activity: Arc::default(),
+            paused: Arc::default(),
             end: Arc::default(),
         };
         let handle = Handle {
@@ -170,6 +175,7 @@ impl Generations {
             cancel: running.cancel.clone(),
             started: running.started,
             last_activity: running.last_activity.clone(),
+            paused: running.paused.clone(),
             end: running.end.clone(),
             registry: self.clone(),
             _slot: slot,
@@ -238,7 +244,8 @@ impl Generations {
             for (id, r) in registry.running.lock().expect("running lock").iter() {
                 let last =
                     r.started + Duration::from_millis(r.last_activity.load(Ordering::Relaxed));
-                if now.duration_since(r.started) >= total {
+                let paused = Duration::from_millis(r.paused.load(Ordering::Relaxed));
+                if now.duration_since(r.started).saturating_sub(paused) >= total {
                     tracing::warn!(message_id = id, "reply over its total time; timing out");
                     r.end(EndRequest::TotalTimeout(total));
                 } else if now.duration_since(last) >= idle {
@@ -260,6 +267,13 @@ impl Handle {
     pub fn touch(&self) {
         let elapsed = self.started.elapsed().as_millis() as u64;
         self.last_activity.store(elapsed, Ordering::Relaxed);
+    }
+
+    /// Records time spent waiting for people (not counted against the
+    /// reply's total time).
+    pub fn paused(&self, waited: Duration) {
+        self.paused
+            .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {

@@ -4,10 +4,12 @@
 //! stream into deltas (the chunker) and hands them to the writer.
 
 pub mod adopt;
+pub mod approvals;
 pub mod bots;
 pub mod budget;
 pub mod chunker;
 pub mod demo;
+mod demo_tools;
 pub mod generate;
 pub mod generations;
 pub mod outbox;
@@ -15,6 +17,7 @@ pub mod provider;
 mod provider_body;
 mod provider_http;
 pub mod tokens;
+pub mod tools;
 
 use std::sync::Arc;
 

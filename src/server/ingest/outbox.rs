@@ -208,7 +208,7 @@ pub async fn stop(state: &Ingest, thread_id: &str, id: i64, by: &str) -> Result<
 }
 
 /// A name for who asked, from what the browser sent.
-fn requester(by: &str) -> String {
+pub(super) fn requester(by: &str) -> String {
     let by: String = by
         .trim()
         .chars()

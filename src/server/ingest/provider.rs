@@ -55,6 +55,25 @@ pub struct ChatRequest {
     /// ... and for reasoning models (OpenAI's o-series refuse `max_tokens`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
+    /// The tools the model may call (left out when it has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDefinition>,
+}
+
+/// A tool as the model is told of it (`{"type": "function", ...}`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolDefinition {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionDefinition,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FunctionDefinition {
+    pub name: String,
+    pub description: String,
+    /// A JSON Schema of the arguments.
+    pub parameters: serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,12 +81,44 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct PromptMessage {
     pub role: &'static str,
-    pub content: String,
+    /// Null for an assistant turn that only called tools.
+    pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The calls an assistant turn made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<PromptToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl PromptMessage {
+    pub fn text(role: &'static str, content: String) -> Self {
+        Self {
+            role,
+            content: Some(content),
+            ..Self::default()
+        }
+    }
+}
+
+/// A call as an assistant turn in the prompt carries it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PromptToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: PromptFunction,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PromptFunction {
+    pub name: String,
+    pub arguments: String,
 }
 
 /// One `data:` chunk of a streamed completion; every field optional.
@@ -102,6 +153,29 @@ pub struct Delta {
     pub reasoning_content: Option<String>,
     #[serde(default)]
     pub reasoning: Option<String>,
+    /// Fragments of tool calls, tied together by `index`.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// A fragment of a tool call: the first carries its id and name, the rest
+/// pieces of its arguments (some providers repeat `"id": ""` on those).
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallDelta {
+    #[serde(default)]
+    pub index: Option<u32>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<FunctionDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionDelta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<String>,
 }
 
 impl Delta {
@@ -262,8 +336,13 @@ impl Provider {
         &self.base_url
     }
 
-    /// Starts a streamed completion (`stream: true`, usage included).
-    pub async fn stream(&self, messages: Vec<PromptMessage>) -> Result<ChunkStream, StartError> {
+    /// Starts a streamed completion (`stream: true`, usage included),
+    /// offering `tools`.
+    pub async fn stream(
+        &self,
+        messages: Vec<PromptMessage>,
+        tools: Vec<ToolDefinition>,
+    ) -> Result<ChunkStream, StartError> {
         let request = ChatRequest {
             model: self.model.clone(),
             messages,
@@ -274,6 +353,7 @@ impl Provider {
             reasoning_effort: self.reasoning_effort.clone(),
             max_tokens: self.reasoning_effort.is_none().then_some(self.max_tokens),
             max_completion_tokens: self.reasoning_effort.is_some().then_some(self.max_tokens),
+            tools,
         };
         let chat = self.client.chat();
         let oversized = Arc::new(AtomicUsize::new(0));

@@ -95,6 +95,22 @@ pub enum SearchScope<'a> {
     Thread(&'a str),
 }
 
+/// Someone's decision on a tool call that waits for approval, binding the
+/// arguments they were shown (by their hash).
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct ToolDecision {
+    pub message_id: i64,
+    #[sqlx(try_from = "i64")]
+    pub call_index: u32,
+    /// Which round of waiting it answers (see [`crate::tools::ToolCall::round`]).
+    #[sqlx(try_from = "i64")]
+    pub round: u32,
+    pub arguments_hash: String,
+    pub approved: bool,
+    pub decided_by: String,
+    pub decided_at: i64,
+}
+
 /// Rows a subscriber must (re)load, and the revision they bring it to.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -149,10 +165,10 @@ pub struct LogAppend<'a> {
 
 /// Where a streaming reply's log stands: the length in bytes of each part's
 /// text (by [`Part::index`]) and the `seq` its next row takes (one sequence
-/// for both parts: a part's text is its rows in `seq` order).
+/// for every part: a part's text is its rows in `seq` order).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogCursor {
-    pub lens: [usize; 2],
+    pub lens: [usize; Part::COUNT],
     pub next_seq: u32,
 }
 
@@ -271,6 +287,33 @@ impl Store {
         async { on_backend!(self, s => s.rename_thread(id, title).await) }
             .await
             .map_err(doing!("Store::rename_thread (thread {id})"))
+    }
+
+    /// Records a decision on a tool call waiting for approval; false if one
+    /// was already recorded (the first stands).
+    pub async fn decide_tool_call(&self, decision: &ToolDecision) -> Result<bool, StoreError> {
+        async { on_backend!(self, s => s.decide_tool_call(decision).await) }
+            .await
+            .map_err(doing!(
+                "Store::decide_tool_call (message {}, call {})",
+                decision.message_id,
+                decision.call_index
+            ))
+    }
+
+    /// The decision on round `round` of call `call_index` of reply
+    /// `message_id`, if made.
+    pub async fn tool_decision(
+        &self,
+        message_id: i64,
+        call_index: u32,
+        round: u32,
+    ) -> Result<Option<ToolDecision>, StoreError> {
+        async { on_backend!(self, s => s.tool_decision(message_id, call_index, round).await) }
+            .await
+            .map_err(doing!(
+                "Store::tool_decision (message {message_id}, call {call_index})"
+            ))
     }
 
     /// Listed threads by last activity, newest first, with their streaming

@@ -132,9 +132,9 @@ impl Tx {
         .map_err(doing!("Tx::log_cursor (message {id})"))
     }
 
-    /// Ends a streaming reply: writes its log into its body and thinking
-    /// (once), removes the log rows, records the outcome. Returns the final
-    /// (body, thinking), or `None` if it had already ended.
+    /// Ends a streaming reply: writes its log into its body, thinking and
+    /// tool log (once), removes the log rows, records the outcome. Returns
+    /// the final (body, thinking, tools), or `None` if it had already ended.
     pub async fn finish(
         &mut self,
         thread_id: &str,
@@ -142,7 +142,7 @@ impl Tx {
         outcome: &Outcome,
         now: i64,
         rev: i64,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<(String, String, String)>, StoreError> {
         async {
             match self {
                 Tx::Sqlite(tx) => sqlite::writes::finish(tx, id, outcome, now, rev).await,

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     postgres::writes::Moved, Change, Coordination, PostgresStore, CONTROL_CHANNEL, WAKE_CHANNEL,
 };
-use crate::model::{body_hash, ChatEvent, Message, ReplyStats, Role, Status, Usage};
+use crate::model::{body_hash, ChatEvent, Message, Part, ReplyStats, Role, Status, Usage};
 use crate::server::{
     fanout::hub::{Hub, PRESENCE_REPEAT},
     Background,
@@ -106,7 +106,7 @@ struct Listener {
     /// published here: a reply whose end arrives with other lengths (its
     /// last log rows were folded into the row before they were read) is
     /// sent whole.
-    lengths: HashMap<i64, [usize; 2]>,
+    lengths: HashMap<i64, [usize; Part::COUNT]>,
 }
 
 impl Listener {
@@ -286,14 +286,11 @@ impl Listener {
     /// otherwise the row itself.
     fn row_event(&mut self, message: Message) -> ChatEvent {
         if message.status == Status::Streaming {
-            self.lengths
-                .insert(message.id, [message.body.len(), message.thinking.len()]);
+            self.lengths.insert(message.id, message.part_lens());
             return ChatEvent::Message { message };
         }
         let published = self.lengths.remove(&message.id);
-        if message.role != Role::Assistant
-            || published != Some([message.body.len(), message.thinking.len()])
-        {
+        if message.role != Role::Assistant || published != Some(message.part_lens()) {
             return ChatEvent::Message { message };
         }
         let usage = match (message.prompt_tokens, message.completion_tokens) {
@@ -312,6 +309,8 @@ impl Listener {
             hash: body_hash(&message.body),
             thinking_len: message.thinking.len(),
             thinking_hash: body_hash(&message.thinking),
+            tools_len: message.tools.len(),
+            tools_hash: body_hash(&message.tools),
             error: message.error,
             finish_reason: message.finish_reason,
             stopped_by: message.stopped_by,

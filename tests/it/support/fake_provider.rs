@@ -68,6 +68,10 @@ pub struct Scripted {
     /// Benchmarks: send this many tokens, each " xxxxx" stamped at emission
     /// with [`stamp_now`], instead of `deltas`.
     pub stamped: Option<usize>,
+    /// Tool calls after the text: (name, argument fragments), each streamed
+    /// as OpenAI does (id and name first, then the fragments by `index`);
+    /// the finish reason is then `tool_calls`.
+    pub tool_calls: Vec<(String, Vec<String>)>,
 }
 
 /// The shared clock of stamped tokens.
@@ -112,7 +116,30 @@ impl Scripted {
             retry_after: None,
             raw: None,
             stamped: None,
+            tool_calls: Vec::new(),
         }
+    }
+
+    /// A step that calls `name` with `arguments` (sent in three pieces).
+    pub fn tool_call(name: &str, arguments: &str) -> Self {
+        Self::new(&[]).and_call(name, arguments)
+    }
+
+    /// The same script with one more tool call.
+    pub fn and_call(mut self, name: &str, arguments: &str) -> Self {
+        let third = arguments.len() / 3;
+        let mut cuts = vec![0, third, 2 * third, arguments.len()];
+        for cut in &mut cuts {
+            while !arguments.is_char_boundary(*cut) {
+                *cut += 1;
+            }
+        }
+        let fragments = cuts
+            .windows(2)
+            .map(|w| arguments[w[0]..w[1]].to_owned())
+            .collect();
+        self.tool_calls.push((name.to_owned(), fragments));
+        self
     }
 
     /// `n` numbered words.
@@ -191,10 +218,32 @@ impl Scripted {
     /// The exact HTTP body of a complete stream.
     pub fn wire_body(&self) -> Vec<u8> {
         let mut body = self.body_before_ending();
+        for (index, (name, fragments)) in self.tool_calls.iter().enumerate() {
+            body += &Self::frame(
+                json!([{"index": 0, "delta": {"tool_calls": [{
+                    "index": index, "id": format!("call_fake_{index}"), "type": "function",
+                    "function": {"name": name, "arguments": ""}
+                }]}, "finish_reason": null}]),
+                Value::Null,
+            );
+            for fragment in fragments {
+                body += &Self::frame(
+                    json!([{"index": 0, "delta": {"tool_calls": [{
+                        "index": index, "function": {"arguments": fragment}
+                    }]}, "finish_reason": null}]),
+                    Value::Null,
+                );
+            }
+        }
+        let finish = if self.tool_calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        };
         match &self.ending {
             Ending::Complete => {
                 body += &Self::frame(
-                    json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+                    json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
                     Value::Null,
                 );
                 if let Some((prompt, completion)) = self.usage {

@@ -213,7 +213,8 @@ impl TestApp {
             for (part, text) in log {
                 match part {
                     0 => message.body.push_str(&text),
-                    _ => message.thinking.push_str(&text),
+                    1 => message.thinking.push_str(&text),
+                    _ => message.tools.push_str(&text),
                 }
             }
         }

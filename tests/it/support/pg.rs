@@ -86,7 +86,9 @@ impl PgDb {
              FROM reply_log l WHERE l.message_id = m.id AND l.part = 1), '') ELSE thinking END AS thinking, \
              status, error, finish_reason, model, created_at, updated_at, finished_at, prompt_tokens, \
              completion_tokens, rev, requested_by, context_before, stopped_by, notice, retries, \
-             usage_estimated, ttft_ms, tokens_per_second, thinking_ms, reasoning_tokens \
+             usage_estimated, ttft_ms, tokens_per_second, thinking_ms, reasoning_tokens, \
+             CASE WHEN status = 'streaming' THEN tools || COALESCE((SELECT string_agg(text, '' ORDER BY seq) \
+             FROM reply_log l WHERE l.message_id = m.id AND l.part = 2), '') ELSE tools END AS tools \
              FROM messages m WHERE id = $1",
         )
         .bind(id)
@@ -310,10 +312,19 @@ impl NodeProcess {
     /// The server binary on `port` (or a free one) answering from `fake`,
     /// with `env` (its database among it); waits until it serves.
     pub async fn spawn(fake: &FakeProvider, port: Option<u16>, env: &[(&str, &str)]) -> Self {
-        let dir = std::env::temp_dir();
+        Self::spawn_in(&std::env::temp_dir(), fake, port, env).await
+    }
+
+    /// [`NodeProcess::spawn`] in `dir` (it reads `dir/Leptos.toml`, if any).
+    pub async fn spawn_in(
+        dir: &std::path::Path,
+        fake: &FakeProvider,
+        port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = port.unwrap_or_else(free_port);
         let child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
-            .current_dir(&dir)
+            .current_dir(dir)
             .env("LEPTOS_OUTPUT_NAME", "streamchat")
             .env("LEPTOS_SITE_ROOT", dir.join("streamchat-test-site"))
             .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))

@@ -19,7 +19,7 @@ use sqlx::{
     Connection, PgConnection, PgPool,
 };
 
-use super::{LogAppend, SearchScope, Snapshot};
+use super::{LogAppend, SearchScope, Snapshot, ToolDecision};
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 use crate::search::FoundMessage;
 
@@ -28,7 +28,7 @@ pub use writes::PgTx;
 
 /// The message columns with `$body` for the text and `$rev` for the revision.
 macro_rules! pg_message_columns {
-    ($body:expr, $thinking:expr, $rev:expr) => {
+    ($body:expr, $thinking:expr, $tools:expr, $rev:expr) => {
         concat!(
             "messages.id, messages.thread_id, author, role, ",
             $body,
@@ -38,7 +38,8 @@ macro_rules! pg_message_columns {
             ", requested_by, context_before, stopped_by, \
              notice, retries, usage_estimated, ttft_ms, tokens_per_second, ",
             $thinking,
-            ", thinking_ms, reasoning_tokens"
+            ", thinking_ms, reasoning_tokens, ",
+            $tools
         )
     };
 }
@@ -54,6 +55,9 @@ pub(super) const MESSAGE_COLUMNS: &str = pg_message_columns!(
     "CASE WHEN messages.status = 'streaming' THEN messages.thinking || \
      COALESCE((SELECT string_agg(l.text, '' ORDER BY l.seq) FROM reply_log l \
      WHERE l.message_id = messages.id AND l.part = 1), '') ELSE messages.thinking END AS thinking",
+    "CASE WHEN messages.status = 'streaming' THEN messages.tools || \
+     COALESCE((SELECT string_agg(l.text, '' ORDER BY l.seq) FROM reply_log l \
+     WHERE l.message_id = messages.id AND l.part = 2), '') ELSE messages.tools END AS tools",
     "CASE WHEN messages.status = 'streaming' THEN GREATEST(messages.rev, \
      COALESCE((SELECT MAX(l.rev) FROM reply_log l WHERE l.message_id = messages.id), 0)) \
      ELSE messages.rev END AS rev"
@@ -62,8 +66,12 @@ pub(super) const MESSAGE_COLUMNS: &str = pg_message_columns!(
 /// How long a finished reply's log rows are kept for wake-ups to read.
 const LOG_KEPT_MS: i64 = 30_000;
 /// For `RETURNING` after a write that leaves the log as it was.
-pub(super) const STORED_COLUMNS: &str =
-    pg_message_columns!("messages.body", "messages.thinking", "messages.rev");
+pub(super) const STORED_COLUMNS: &str = pg_message_columns!(
+    "messages.body",
+    "messages.thinking",
+    "messages.tools",
+    "messages.rev"
+);
 
 const SUMMARY: &str = "SELECT t.id, t.title, t.last_activity_at, \
      (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
@@ -263,6 +271,42 @@ impl PostgresStore {
         .execute(&self.pool)
         .await
         .map(drop)
+    }
+
+    pub async fn decide_tool_call(&self, d: &ToolDecision) -> Result<bool, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO tool_decisions \
+             (message_id, call_index, round, arguments_hash, approved, decided_by, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(d.message_id)
+        .bind(i64::from(d.call_index))
+        .bind(i64::from(d.round))
+        .bind(&d.arguments_hash)
+        .bind(d.approved)
+        .bind(&d.decided_by)
+        .bind(d.decided_at)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+    }
+
+    pub async fn tool_decision(
+        &self,
+        message_id: i64,
+        call_index: u32,
+        round: u32,
+    ) -> Result<Option<ToolDecision>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT message_id, call_index::BIGINT AS call_index, round::BIGINT AS round, \
+             arguments_hash, approved, decided_by, decided_at FROM tool_decisions \
+             WHERE message_id = $1 AND call_index = $2 AND round = $3",
+        )
+        .bind(message_id)
+        .bind(i64::from(call_index))
+        .bind(i64::from(round))
+        .fetch_optional(&self.pool)
+        .await
     }
 
     pub async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {

@@ -253,21 +253,25 @@ impl PgTx {
     }
 
     pub async fn log_cursor(&mut self, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(
+        let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT octet_length(body)::BIGINT + COALESCE((SELECT SUM(octet_length(text)) FROM reply_log \
              WHERE message_id = $1 AND part = 0), 0)::BIGINT, \
              octet_length(thinking)::BIGINT + COALESCE((SELECT SUM(octet_length(text)) FROM reply_log \
              WHERE message_id = $1 AND part = 1), 0)::BIGINT, \
+             octet_length(tools)::BIGINT + COALESCE((SELECT SUM(octet_length(text)) FROM reply_log \
+             WHERE message_id = $1 AND part = 2), 0)::BIGINT, \
              COALESCE((SELECT MAX(seq) + 1 FROM reply_log WHERE message_id = $1), 0)::BIGINT \
              FROM messages WHERE id = $1 AND status = 'streaming'",
         )
         .bind(id)
         .fetch_optional(self.conn())
         .await?;
-        Ok(row.map(|(len, thinking_len, next_seq)| LogCursor {
-            lens: [len as usize, thinking_len as usize],
-            next_seq: next_seq as u32,
-        }))
+        Ok(
+            row.map(|(len, thinking_len, tools_len, next_seq)| LogCursor {
+                lens: [len as usize, thinking_len as usize, tools_len as usize],
+                next_seq: next_seq as u32,
+            }),
+        )
     }
 
     /// Ends a streaming reply, writing its log into its body once (the log
@@ -279,10 +283,12 @@ impl PgTx {
         outcome: &Outcome,
         now: i64,
         rev: i64,
-    ) -> Result<Option<(String, String)>, sqlx::Error> {
-        let (tail, thinking_tail): (Option<String>, Option<String>) = sqlx::query_as(
+    ) -> Result<Option<(String, String, String)>, sqlx::Error> {
+        type Tails = (Option<String>, Option<String>, Option<String>);
+        let (tail, thinking_tail, tools_tail): Tails = sqlx::query_as(
             "SELECT string_agg(text, '' ORDER BY seq) FILTER (WHERE part = 0), \
-             string_agg(text, '' ORDER BY seq) FILTER (WHERE part = 1) \
+             string_agg(text, '' ORDER BY seq) FILTER (WHERE part = 1), \
+             string_agg(text, '' ORDER BY seq) FILTER (WHERE part = 2) \
              FROM reply_log WHERE message_id = $1",
         )
         .bind(id)
@@ -297,8 +303,9 @@ impl PgTx {
              ttft_ms = $9, tokens_per_second = $10, retries = $11, \
              notice = CASE WHEN resumed > 0 THEN 'Resumed by another server after the one writing it stopped.' END, \
              finished_at = $12, updated_at = $12, rev = $13, lease_owner = NULL, lease_expires_at = NULL, \
-             thinking = thinking || $15, thinking_ms = COALESCE($16, thinking_ms), reasoning_tokens = $17 \
-             WHERE id = $14 AND status = 'streaming' RETURNING body, thinking",
+             thinking = thinking || $15, thinking_ms = COALESCE($16, thinking_ms), reasoning_tokens = $17, \
+             tools = tools || $18 \
+             WHERE id = $14 AND status = 'streaming' RETURNING body, thinking, tools",
         )
         .bind(tail.unwrap_or_default())
         .bind(outcome.status)
@@ -317,6 +324,7 @@ impl PgTx {
         .bind(thinking_tail.unwrap_or_default())
         .bind(stats.thinking_ms)
         .bind(stats.usage.and_then(|u| u.reasoning_tokens))
+        .bind(tools_tail.unwrap_or_default())
         .fetch_optional(self.conn())
         .await?;
         if !self.shared {

@@ -26,7 +26,7 @@ use sqlx::{
     Connection, SqliteConnection, SqlitePool,
 };
 
-use super::{SearchScope, Snapshot};
+use super::{SearchScope, Snapshot, ToolDecision};
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 use crate::search::FoundMessage;
 
@@ -35,7 +35,7 @@ const PAGE_SIZE: u32 = 512;
 
 /// The message columns, with `$body` for the text.
 macro_rules! message_columns {
-    ($body:expr, $thinking:expr, $rev:expr) => {
+    ($body:expr, $thinking:expr, $tools:expr, $rev:expr) => {
         concat!(
             "id, thread_id, author, role, ",
             $body,
@@ -45,7 +45,8 @@ macro_rules! message_columns {
             ", requested_by, context_before, stopped_by, \
              notice, retries, usage_estimated, ttft_ms, tokens_per_second, ",
             $thinking,
-            ", thinking_ms, reasoning_tokens"
+            ", thinking_ms, reasoning_tokens, ",
+            $tools
         )
     };
 }
@@ -64,7 +65,7 @@ macro_rules! log_of {
 }
 pub(super) use log_of;
 
-/// The text of one part (0 answer, 1 thinking) of reply `messages.id`'s
+/// The text of one part (0 answer, 1 thinking, 2 tools) of reply `messages.id`'s
 /// log, in order ('' without rows).
 macro_rules! log_text {
     ($part:literal) => {
@@ -91,13 +92,18 @@ pub(super) const MESSAGE_COLUMNS: &str = message_columns!(
         log_text!(1),
         " ELSE messages.thinking END AS thinking"
     ),
+    concat!(
+        "CASE WHEN messages.status = 'streaming' THEN messages.tools || ",
+        log_text!(2),
+        " ELSE messages.tools END AS tools"
+    ),
     "CASE WHEN messages.status = 'streaming' THEN MAX(messages.rev, COALESCE(\
      (SELECT rev FROM reply_log WHERE key >= (messages.id << 32) \
       AND key < ((messages.id + 1) << 32) ORDER BY key DESC LIMIT 1), 0)) \
      ELSE messages.rev END AS rev"
 );
 /// For `RETURNING`, where the log is known to be empty.
-pub(super) const STORED_COLUMNS: &str = message_columns!("body", "thinking", "rev");
+pub(super) const STORED_COLUMNS: &str = message_columns!("body", "thinking", "tools", "rev");
 
 /// The revision of a streaming reply's last log row (NULL without one).
 const LAST_LOG_REV: &str = "(SELECT rev FROM reply_log \
@@ -262,6 +268,43 @@ impl SqliteStore {
             .execute(&self.pool)
             .await
             .map(|done| done.rows_affected() == 1)
+    }
+
+    /// Records a decision on a tool call waiting for approval; false if one
+    /// was already recorded (the first stands).
+    pub async fn decide_tool_call(&self, d: &ToolDecision) -> Result<bool, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO tool_decisions \
+             (message_id, call_index, round, arguments_hash, approved, decided_by, decided_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(d.message_id)
+        .bind(i64::from(d.call_index))
+        .bind(i64::from(d.round))
+        .bind(&d.arguments_hash)
+        .bind(d.approved)
+        .bind(&d.decided_by)
+        .bind(d.decided_at)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+    }
+
+    pub async fn tool_decision(
+        &self,
+        message_id: i64,
+        call_index: u32,
+        round: u32,
+    ) -> Result<Option<ToolDecision>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT message_id, call_index, round, arguments_hash, approved, decided_by, \
+             decided_at FROM tool_decisions WHERE message_id = ? AND call_index = ? AND round = ?",
+        )
+        .bind(message_id)
+        .bind(i64::from(call_index))
+        .bind(i64::from(round))
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Threads by last activity, newest first, with their streaming replies
@@ -511,10 +554,11 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let interrupted = sqlx::query(&format!(
             "UPDATE messages SET status = 'interrupted', body = body || {}, thinking = thinking || {}, \
-             error = ?, notice = NULL, \
+             tools = tools || {}, error = ?, notice = NULL, \
              finished_at = ?, updated_at = ?, rev = ? WHERE status = 'streaming'",
             log_text!(0),
-            log_text!(1)
+            log_text!(1),
+            log_text!(2)
         ))
         .bind(crate::model::SERVER_STOPPED)
         .bind(now)

@@ -223,37 +223,58 @@ where
 }
 
 pub async fn log_cursor(tx: &mut SqliteTx, id: i64) -> Result<Option<LogCursor>, sqlx::Error> {
-    let row: Option<(i64, i64, i64)> = sqlx::query_as(concat!(
-        "SELECT length(CAST(body AS BLOB)) + COALESCE((SELECT SUM(length(CAST(text AS BLOB))) FROM ",
-        log_of!("?1"),
-        " AND part = 0), 0), length(CAST(thinking AS BLOB)) + COALESCE((SELECT SUM(length(CAST(text AS BLOB))) FROM ",
-        log_of!("?1"),
-        " AND part = 1), 0), COALESCE((SELECT MAX(key) - (?1 << 32) + 1 FROM ",
+    /// A part's length: its column and its log rows.
+    macro_rules! part_len {
+        ($column:literal, $part:literal) => {
+            concat!(
+                "length(CAST(",
+                $column,
+                " AS BLOB)) + COALESCE((SELECT SUM(length(CAST(text AS BLOB))) FROM ",
+                log_of!("?1"),
+                " AND part = ",
+                $part,
+                "), 0)"
+            )
+        };
+    }
+    let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(concat!(
+        "SELECT ",
+        part_len!("body", 0),
+        ", ",
+        part_len!("thinking", 1),
+        ", ",
+        part_len!("tools", 2),
+        ", COALESCE((SELECT MAX(key) - (?1 << 32) + 1 FROM ",
         log_of!("?1"),
         "), 0) FROM messages WHERE id = ?1 AND status = 'streaming'"
     ))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(row.map(|(len, thinking_len, next_seq)| LogCursor {
-        lens: [len as usize, thinking_len as usize],
-        next_seq: next_seq as u32,
-    }))
+    Ok(
+        row.map(|(len, thinking_len, tools_len, next_seq)| LogCursor {
+            lens: [len as usize, thinking_len as usize, tools_len as usize],
+            next_seq: next_seq as u32,
+        }),
+    )
 }
 
 /// Ends a streaming reply, writing its log into its body and thinking
-/// once. The log is read and deleted before the row grows, so in a full
-/// database the freed pages hold the text. Returns (body, thinking).
+/// once (and its tool log). The log is read and deleted before the row
+/// grows, so in a full database the freed pages hold the text. Returns the
+/// parts' final text.
 pub async fn finish(
     tx: &mut SqliteTx,
     id: i64,
     outcome: &Outcome,
     now: i64,
     rev: i64,
-) -> Result<Option<(String, String)>, sqlx::Error> {
-    let (tail, thinking_tail): (Option<String>, Option<String>) = sqlx::query_as(concat!(
+) -> Result<Option<(String, String, String)>, sqlx::Error> {
+    type Tails = (Option<String>, Option<String>, Option<String>);
+    let (tail, thinking_tail, tools_tail): Tails = sqlx::query_as(concat!(
         "SELECT group_concat(CASE WHEN part = 0 THEN text END, '' ORDER BY key), \
-         group_concat(CASE WHEN part = 1 THEN text END, '' ORDER BY key) FROM ",
+         group_concat(CASE WHEN part = 1 THEN text END, '' ORDER BY key), \
+         group_concat(CASE WHEN part = 2 THEN text END, '' ORDER BY key) FROM ",
         log_of!("?1")
     ))
     .bind(id)
@@ -269,8 +290,8 @@ pub async fn finish(
          finish_reason = ?, stopped_by = ?, prompt_tokens = ?, completion_tokens = ?, \
          usage_estimated = ?, ttft_ms = ?, tokens_per_second = ?, retries = ?, notice = NULL, \
          finished_at = ?, updated_at = ?, rev = ?, \
-         thinking_ms = COALESCE(?, thinking_ms), reasoning_tokens = ? \
-         WHERE id = ? AND status = 'streaming' RETURNING body, thinking",
+         thinking_ms = COALESCE(?, thinking_ms), reasoning_tokens = ?, tools = tools || ? \
+         WHERE id = ? AND status = 'streaming' RETURNING body, thinking, tools",
     )
     .bind(tail.unwrap_or_default())
     .bind(thinking_tail.unwrap_or_default())
@@ -289,6 +310,7 @@ pub async fn finish(
     .bind(rev)
     .bind(stats.thinking_ms)
     .bind(stats.usage.and_then(|u| u.reasoning_tokens))
+    .bind(tools_tail.unwrap_or_default())
     .bind(id)
     .fetch_optional(&mut **tx)
     .await

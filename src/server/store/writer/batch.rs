@@ -187,7 +187,7 @@ impl WriterTask {
                         outcome.clone()
                     };
                     let rev = self.rev(&mut tx, thread_id).await?;
-                    if let Some((body, thinking)) =
+                    if let Some((body, thinking, tools)) =
                         tx.finish(thread_id, id, &outcome, now, rev).await?
                     {
                         effects.cursors.insert(id, None);
@@ -199,6 +199,8 @@ impl WriterTask {
                             hash: body_hash(&body),
                             thinking_len: thinking.len(),
                             thinking_hash: body_hash(&thinking),
+                            tools_len: tools.len(),
+                            tools_hash: body_hash(&tools),
                             error: outcome.error,
                             finish_reason: outcome.finish_reason,
                             stopped_by: outcome.stopped_by,
@@ -237,7 +239,7 @@ impl WriterTask {
                             effects.cursors.insert(
                                 row.id,
                                 Some(LogCursor {
-                                    lens: [row.body.len(), row.thinking.len()],
+                                    lens: row.part_lens(),
                                     next_seq: 0,
                                 }),
                             );

@@ -1,0 +1,180 @@
+//! One model step's tool calls, assembled from the stream's fragments into
+//! records of the reply's tool log as they arrive. Providers differ: the
+//! first fragment may carry the role, the id and the name together, later
+//! ones repeat `"id": ""`, indexes may start at 1, a whole call may come in
+//! one chunk (even the finish chunk). Fragments are tied by `index` alone;
+//! an empty id or name never overwrites one already known.
+
+use crate::server::ingest::provider::ToolCallDelta;
+use crate::tools::ToolRecord;
+
+struct Assembling {
+    /// The provider's index for it.
+    provider_index: u32,
+    /// Ours: its number in the reply.
+    index: u32,
+    id: String,
+    name: String,
+    /// Bytes of arguments taken (more past the cap are dropped).
+    argument_bytes: usize,
+    /// Arguments that came before its name (held until the call begins).
+    held: String,
+    begun: bool,
+    oversized: bool,
+}
+
+/// The calls of one step.
+pub struct StepCalls {
+    step: u32,
+    /// The number the step's first call takes.
+    base: u32,
+    max_calls: usize,
+    max_argument_bytes: usize,
+    calls: Vec<Assembling>,
+}
+
+impl StepCalls {
+    pub fn new(step: u32, base: u32, max_calls: usize, max_argument_bytes: usize) -> Self {
+        Self {
+            step,
+            base,
+            max_calls,
+            max_argument_bytes,
+            calls: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Our numbers of the step's calls, in order.
+    pub fn indexes(&self) -> Vec<u32> {
+        self.calls.iter().map(|c| c.index).collect()
+    }
+
+    /// Whether call `index`'s arguments passed the cap (the rest was dropped).
+    pub fn oversized(&self, index: u32) -> bool {
+        self.calls.iter().any(|c| c.index == index && c.oversized)
+    }
+
+    /// Takes one chunk's fragments; `answer_len` is how much of the answer
+    /// is written. Returns the records to append now.
+    pub fn push(&mut self, deltas: Vec<ToolCallDelta>, answer_len: usize) -> Vec<ToolRecord> {
+        let mut records = Vec::new();
+        for delta in deltas {
+            let provider_index = delta.index.unwrap_or(0);
+            let at = match self
+                .calls
+                .iter()
+                .position(|c| c.provider_index == provider_index)
+            {
+                Some(at) => at,
+                None if self.calls.len() < self.max_calls => {
+                    self.calls.push(Assembling {
+                        provider_index,
+                        index: self.base + self.calls.len() as u32,
+                        id: String::new(),
+                        name: String::new(),
+                        argument_bytes: 0,
+                        held: String::new(),
+                        begun: false,
+                        oversized: false,
+                    });
+                    self.calls.len() - 1
+                }
+                None => continue, // past the step's cap: ignored
+            };
+            let call = &mut self.calls[at];
+            let (name, arguments) = delta
+                .function
+                .map(|f| (f.name, f.arguments))
+                .unwrap_or_default();
+            let new_id = delta.id.filter(|id| !id.is_empty() && call.id.is_empty());
+            if let Some(id) = &new_id {
+                call.id = id.clone();
+            }
+            let named = name.filter(|n| !n.is_empty() && call.name.is_empty());
+            if let Some(name) = named {
+                call.name = name;
+            }
+            if !call.begun && !call.name.is_empty() {
+                call.begun = true;
+                records.push(ToolRecord::Call {
+                    c: call.index,
+                    step: self.step,
+                    at: answer_len,
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                });
+                if !call.held.is_empty() {
+                    records.push(ToolRecord::Args {
+                        c: call.index,
+                        x: std::mem::take(&mut call.held),
+                    });
+                }
+            } else if call.begun && new_id.is_some() {
+                // The id came after the name: the fold takes it from here.
+                records.push(call_record(call, self.step, answer_len));
+            }
+            let Some(mut fragment) = arguments.filter(|a| !a.is_empty()) else {
+                continue;
+            };
+            let room = self.max_argument_bytes.saturating_sub(call.argument_bytes);
+            if fragment.len() > room {
+                call.oversized = true;
+                let mut cut = room;
+                while !fragment.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                fragment.truncate(cut);
+            }
+            if fragment.is_empty() {
+                continue;
+            }
+            call.argument_bytes += fragment.len();
+            if call.begun {
+                records.push(ToolRecord::Args {
+                    c: call.index,
+                    x: fragment,
+                });
+            } else {
+                call.held.push_str(&fragment);
+            }
+        }
+        records
+    }
+
+    /// At the step's end: calls that never got a name begin now (they fail
+    /// as nameless), and calls without an id get ours (`call_N`).
+    pub fn finish(&mut self, answer_len: usize) -> Vec<ToolRecord> {
+        let mut records = Vec::new();
+        for call in &mut self.calls {
+            let begun = call.begun;
+            if call.id.is_empty() {
+                call.id = format!("call_{}", call.index);
+            } else if begun {
+                continue;
+            }
+            call.begun = true;
+            records.push(call_record(call, self.step, answer_len));
+            if !begun && !call.held.is_empty() {
+                records.push(ToolRecord::Args {
+                    c: call.index,
+                    x: std::mem::take(&mut call.held),
+                });
+            }
+        }
+        records
+    }
+}
+
+fn call_record(call: &Assembling, step: u32, answer_len: usize) -> ToolRecord {
+    ToolRecord::Call {
+        c: call.index,
+        step,
+        at: answer_len,
+        id: call.id.clone(),
+        name: call.name.clone(),
+    }
+}

@@ -1,0 +1,155 @@
+//! A reply's tool calls on the page: one compact card per call (name,
+//! state, arguments, result folded, duration), between the thinking and
+//! the answer. Plain HTML (`<details>`), so it reads the same without
+//! JavaScript; a call waiting for approval carries Approve / Deny forms.
+
+use leptos::{prelude::*, server_fn::ServerFn};
+
+use super::message::Viewer;
+use crate::{
+    api::{decide_tool_call, DecideToolCall},
+    live::MessageList,
+    markdown::to_html,
+    model::Status,
+    tools::{ToolCall, ToolLog, ToolState},
+};
+
+/// A fenced code block holding `text` as it is (a fence longer than any
+/// run of backticks in it), so the one safe renderer draws it.
+pub fn code_block(text: &str, language: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}{language}\n{text}\n{fence}")
+}
+
+/// The arguments as the model wrote them, indented when they are JSON.
+fn pretty_arguments(arguments: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(arguments)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| arguments.to_owned())
+}
+
+/// What a card says about its call: its state, or, for a call the reply
+/// ended without finishing, that it never finished.
+fn state_label(state: ToolState, reply: Status) -> &'static str {
+    if reply != Status::Streaming && !state.is_final() {
+        "not finished"
+    } else {
+        state.label()
+    }
+}
+
+#[component]
+pub fn ToolCalls(id: i64, calls: ArcRwSignal<ToolLog>, status: Signal<Status>) -> impl IntoView {
+    move || {
+        calls.with(|log| {
+            (!log.is_empty()).then(|| {
+                let cards = log
+                    .calls()
+                    .iter()
+                    .map(|call| view! { <ToolCard id call=call.clone() status/> })
+                    .collect_view();
+                view! { <section class="tool-calls" aria-label="Tool calls">{cards}</section> }
+            })
+        })
+    }
+}
+
+#[component]
+fn ToolCard(id: i64, call: ToolCall, status: Signal<Status>) -> impl IntoView {
+    let state = call.state;
+    let decide = (state == ToolState::Waiting)
+        .then(|| view! { <Decide id call=call.index hash=call.arguments_hash() status/> });
+    let label = move || state_label(state, status.get());
+    let arguments = to_html(&code_block(&pretty_arguments(&call.arguments), "json"));
+    let output = call.output.as_deref().map(|o| to_html(&code_block(o, "")));
+    let duration = call.ms.map(|ms| format!("{ms} ms"));
+    let decided = call.decided_by.clone().map(|by| match state {
+        ToolState::Denied => format!("denied by {by}"),
+        _ => format!("approved by {by}"),
+    });
+    view! {
+        <details class="tool-call" data-state=state_attr(state) open=state == ToolState::Waiting>
+            <summary>
+                <span class="tool-name">{call.name.clone()}</span>
+                <span class="tool-state">{label}</span>
+                {duration.map(|d| view! { <span class="tool-ms">{d}</span> })}
+            </summary>
+            <div class="tool-arguments" aria-label="Arguments" inner_html=arguments></div>
+            {decide}
+            {decided.map(|d| view! { <p class="tool-decided">{d}</p> })}
+            {output.map(|o| view! { <div class="tool-output" aria-label="Result" inner_html=o></div> })}
+        </details>
+    }
+}
+
+/// Approve / Deny for a call waiting for approval: plain forms posting to
+/// the server function (no JavaScript needed), called in place once
+/// hydrated. They carry the hash of the arguments shown above them, so a
+/// decision binds exactly those.
+#[component]
+fn Decide(id: i64, call: u32, hash: String, status: Signal<Status>) -> impl IntoView {
+    let viewer = expect_context::<Viewer>().0;
+    let list = expect_context::<MessageList>();
+    let error = RwSignal::new(None::<String>);
+    let form = move |approve: bool| {
+        let hash = hash.clone();
+        let sent = hash.clone();
+        let submit = move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            error.set(None);
+            let (by, hash) = (viewer.get_untracked(), sent.clone());
+            let decision = if approve { "approve" } else { "deny" }.to_owned();
+            leptos::task::spawn_local(async move {
+                if let Err(e) = decide_tool_call(list.thread(), id, call, hash, decision, by).await
+                {
+                    error.set(Some(e.to_string()));
+                }
+            });
+        };
+        view! {
+            <form method="post" action=DecideToolCall::url() class="inline" on:submit=submit>
+                <input type="hidden" name="thread" value=list.thread()/>
+                <input type="hidden" name="id" value=id/>
+                <input type="hidden" name="call" value=call/>
+                <input type="hidden" name="arguments_hash" value=hash/>
+                <input type="hidden" name="decision" value=if approve { "approve" } else { "deny" }/>
+                <input type="hidden" name="by" prop:value=move || viewer.get() value=viewer.get_untracked()/>
+                <button type="submit" class:deny=!approve>{if approve { "Approve" } else { "Deny" }}</button>
+            </form>
+        }
+    };
+    view! {
+        <div class="tool-decide" hidden=move || status.get() != Status::Streaming>
+            {form(true)}
+            {form(false)}
+            <span class="action-error" role="alert">{move || error.get()}</span>
+        </div>
+    }
+}
+
+fn state_attr(state: ToolState) -> &'static str {
+    match state {
+        ToolState::Writing => "writing",
+        ToolState::Waiting => "waiting",
+        ToolState::Approved => "approved",
+        ToolState::Running => "running",
+        ToolState::Done => "done",
+        ToolState::Failed => "failed",
+        ToolState::Denied => "denied",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_block_keeps_backticks_inside() {
+        let block = code_block("a ``` b ```` c", "");
+        assert!(block.starts_with("`````\n"));
+        let html = to_html(&block);
+        assert!(html.contains("a ``` b ```` c"));
+    }
+}

@@ -1,0 +1,104 @@
+//! A bot with a Model Context Protocol server's tools: the reference
+//! server no one here wrote (`@modelcontextprotocol/server-everything`,
+//! from npm, installed by the test command into `end2end/node_modules`)
+//! over stdio. Its tools are offered to the model, a call to `echo` gives
+//! the server's answer; a server whose command is missing fails the reply
+//! with a message that says so.
+
+use streamchat::{
+    model::Status,
+    server::config::{Approval, Config, McpServerConfig, ToolConfig},
+    tools::{ToolLog, ToolState},
+};
+
+use crate::support::{spawn_app_with, FakeProvider, Scripted};
+
+fn everything_server() -> McpServerConfig {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("end2end/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        script.exists(),
+        "{} is required (scripts/test installs it with npm ci in end2end/)",
+        script.display()
+    );
+    McpServerConfig {
+        name: "everything".into(),
+        command: Some("node".into()),
+        args: vec![script.display().to_string(), "stdio".into()],
+        url: None,
+        timeout_secs: 30.0,
+    }
+}
+
+fn with_server(server: McpServerConfig) -> impl FnOnce(&mut Config) {
+    move |config: &mut Config| {
+        config.bots[0].mcp_servers = vec![server];
+        config.bots[0].tools = vec![ToolConfig {
+            name: "everything/echo".into(),
+            approval: Approval::Never,
+            idempotent: Some(true),
+        }];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_mcp_servers_echo_answers_through_a_bot() {
+    let fake = FakeProvider::start(|n, _| match n {
+        0 => Scripted::tool_call(
+            "everything__echo",
+            r#"{"message": "hello from the thread"}"#,
+        ),
+        _ => Scripted::new(&["It", " echoed."]),
+    })
+    .await;
+    let app = spawn_app_with(fake, with_server(everything_server())).await;
+    let reply = app
+        .post("lobby", "Ann", "@gpt echo")
+        .await
+        .replies
+        .remove(0);
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    // The server's tool was offered with the server's own schema.
+    let first = &app.fake.request_bodies()[0];
+    let offered: Vec<&serde_json::Value> = first["tools"].as_array().unwrap().iter().collect();
+    assert_eq!(offered.len(), 1, "only the configured tool: {offered:?}");
+    assert_eq!(offered[0]["function"]["name"], "everything__echo");
+    assert!(offered[0]["function"]["parameters"]["properties"]["message"].is_object());
+    let log = ToolLog::parse(&stored.tools);
+    let call = &log.calls()[0];
+    assert_eq!(call.state, ToolState::Done, "{:?}", call.output);
+    assert!(
+        call.output
+            .as_deref()
+            .unwrap()
+            .contains("hello from the thread"),
+        "{:?}",
+        call.output
+    );
+    assert_eq!(stored.body, "It echoed.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_mcp_server_fails_the_reply_saying_so() {
+    let fake = FakeProvider::with(Scripted::new(&["never asked"])).await;
+    let missing = McpServerConfig {
+        command: Some("/nonexistent/mcp-server".into()),
+        args: Vec::new(),
+        ..everything_server()
+    };
+    let app = spawn_app_with(fake, with_server(missing)).await;
+    let reply = app
+        .post("lobby", "Ann", "@gpt echo")
+        .await
+        .replies
+        .remove(0);
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(stored.status, Status::Failed);
+    let error = stored.error.unwrap_or_default();
+    assert!(
+        error.contains("MCP server `everything` could not be started"),
+        "{error}"
+    );
+    assert_eq!(app.fake.requests(), 0, "no provider call without the tools");
+}

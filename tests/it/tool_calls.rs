@@ -1,0 +1,425 @@
+//! Bots that call tools: the calls are parts of the reply (assembled from
+//! the providers' real shapes, stored, streamed, replayed exactly), the
+//! loop runs each call and asks the model again until it answers, and a
+//! call that needs approval waits for the thread to decide.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use streamchat::{
+    model::{ChatEvent, Status},
+    server::config::{Approval, Config, ToolConfig},
+    tools::{ToolCall, ToolLog, ToolState},
+};
+
+use crate::support::{
+    client_list, poll_until, spawn_app_with, FakeProvider, Scripted, SseClient, TestApp,
+};
+
+fn fixtures_dir() -> std::path::PathBuf {
+    std::env::var_os("STREAMCHAT_PROVIDER_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fixtures/provider-streams")
+        })
+}
+
+/// The default bot with these built-in tools.
+fn with_tools(tools: &[(&str, Approval)]) -> impl FnOnce(&mut Config) {
+    let tools: Vec<ToolConfig> = tools
+        .iter()
+        .map(|(name, approval)| ToolConfig {
+            name: (*name).into(),
+            approval: *approval,
+            idempotent: None,
+        })
+        .collect();
+    move |config: &mut Config| config.bots[0].tools = tools
+}
+
+/// The calls a recording makes, read independently of the app: by
+/// `index`, the first non-empty id and name, the argument fragments joined.
+fn recorded_calls(bytes: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(bytes).replace("\r\n", "\n");
+    let mut calls: Vec<(u64, String, String)> = Vec::new();
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let Ok(chunk) = serde_json::from_str::<Value>(data.trim()) else {
+            continue;
+        };
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            for delta in choice["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let index = delta["index"].as_u64().unwrap_or(0);
+                let at = match calls.iter().position(|c| c.0 == index) {
+                    Some(at) => at,
+                    None => {
+                        calls.push((index, String::new(), String::new()));
+                        calls.len() - 1
+                    }
+                };
+                let name = delta["function"]["name"].as_str().unwrap_or_default();
+                if calls[at].1.is_empty() {
+                    calls[at].1 = name.to_owned();
+                }
+                calls[at].2 += delta["function"]["arguments"].as_str().unwrap_or_default();
+            }
+        }
+    }
+    calls.into_iter().map(|(_, n, a)| (n, a)).collect()
+}
+
+fn calls_of(app_message: &streamchat::model::Message) -> Vec<ToolCall> {
+    ToolLog::parse(&app_message.tools).calls().to_vec()
+}
+
+crate::both_backends! {
+/// Every recording with tool calls (02, 07, 08, 09, 11) gives tool parts
+/// whose names and arguments equal the recording's; the calls (to tools
+/// this bot does not have) fail, the model is told so and answers.
+async fn recorded_tool_calls_become_tool_parts() {
+    let dir = fixtures_dir();
+    let mut checked = 0;
+    for prefix in ["02-", "07-", "08-", "09-", "11-"] {
+        let file = std::fs::read_dir(&dir)
+            .expect("the provider recordings are required")
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no recording {prefix}*"));
+        let bytes = std::fs::read(&file).unwrap();
+        let expected = recorded_calls(&bytes);
+        assert!(!expected.is_empty(), "{file:?} has tool calls");
+        let raw = bytes.clone();
+        let fake = FakeProvider::start(move |n, _| match n {
+            0 => Scripted {
+                raw: Some(raw.clone()),
+                piece_bytes: Some(61),
+                ..Scripted::new(&[])
+            },
+            _ => Scripted::new(&["Answered", " after the call."]),
+        })
+        .await;
+        let app = spawn_app_with(fake, with_tools(&[("current_time", Approval::Never)])).await;
+        let reply = app.post("lobby", "Ann", "@gpt go").await.replies.remove(0);
+        let stored = app.wait_finished(reply.id).await;
+        assert_eq!(stored.status, Status::Done, "{file:?}: {:?}", stored.error);
+        let calls = calls_of(&stored);
+        let got: Vec<(String, String)> = calls
+            .iter()
+            .map(|c| (c.name.clone(), c.arguments.clone()))
+            .collect();
+        assert_eq!(got, expected, "{file:?}: assembled calls");
+        assert!(calls.iter().all(|c| c.state == ToolState::Failed && !c.id.is_empty()));
+        assert!(stored.body.ends_with("Answered after the call."), "{file:?}");
+        // The second request carried the calls and their results.
+        let second = &app.fake.request_bodies()[1];
+        let messages = second["messages"].as_array().unwrap();
+        let asked = messages
+            .iter()
+            .find(|m| m["tool_calls"].is_array())
+            .expect("the assistant's calls are sent back");
+        assert_eq!(asked["tool_calls"].as_array().unwrap().len(), expected.len());
+        let results: Vec<&Value> = messages.iter().filter(|m| m["role"] == "tool").collect();
+        assert_eq!(results.len(), expected.len());
+        assert!(results[0]["content"].as_str().unwrap().contains("no tool named"));
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+}
+}
+
+/// Follows reply `id` on `client` until `done(list)` holds.
+async fn follow_until(
+    client: &mut SseClient,
+    list: &streamchat::live::MessageList,
+    done: impl Fn(&streamchat::live::MessageList) -> bool,
+) {
+    while !done(list) {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(20), client.next())
+            .await
+            .expect("events keep coming")
+            .expect("the subscription stays open");
+        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
+    }
+}
+
+crate::both_backends! {
+/// call, result, call, answer: the reply ends done with both calls and the
+/// answer stored, usage summed over the three model steps, and a viewer
+/// that reconnects between every step holds exactly what is stored.
+async fn a_two_step_loop_ends_done_and_replays_exactly() {
+    let fake = FakeProvider::start(|n, _| {
+        let script = match n {
+            0 => Scripted::tool_call("current_time", "{}"),
+            1 => Scripted::tool_call("recent_messages", r#"{"count": 5}"#),
+            _ => Scripted::words(40, Duration::from_millis(5)),
+        };
+        Scripted {
+            usage: Some((10, 3)),
+            pause: Duration::from_millis(20),
+            ..script
+        }
+    })
+    .await;
+    let app = spawn_app_with(
+        fake,
+        with_tools(&[
+            ("current_time", Approval::Never),
+            ("recent_messages", Approval::Never),
+        ]),
+    )
+    .await;
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&app.events_url("lobby"), None).await;
+    let reply = app.post("lobby", "Ann", "@gpt what now?").await.replies.remove(0);
+    let id = reply.id;
+    let call_done = |index: usize| {
+        move |l: &streamchat::live::MessageList| {
+            l.tool_calls(id)
+                .and_then(|c| c.get(index).map(|c| c.state == ToolState::Done))
+                .unwrap_or(false)
+        }
+    };
+    // Between every step: drop the connection, come back from the last id.
+    follow_until(&mut viewer, &list, call_done(0)).await;
+    let last = viewer.last_id.clone();
+    drop(viewer);
+    let mut viewer = SseClient::connect(&app.events_url("lobby"), last.as_deref()).await;
+    follow_until(&mut viewer, &list, call_done(1)).await;
+    let last = viewer.last_id.clone();
+    drop(viewer);
+    let mut viewer = SseClient::connect(&app.events_url("lobby"), last.as_deref()).await;
+    follow_until(&mut viewer, &list, |l| l.status(id) == Some(Status::Done)).await;
+
+    let stored = app.wait_finished(id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    let calls = calls_of(&stored);
+    assert_eq!(
+        calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["current_time", "recent_messages"]
+    );
+    assert!(calls.iter().all(|c| c.state == ToolState::Done));
+    assert!(calls[0].output.as_deref().unwrap().contains("UTC"));
+    assert!(calls[1].output.as_deref().unwrap().contains("what now?"));
+    assert_eq!(stored.body, Scripted::words(40, Duration::ZERO).text());
+    assert_eq!((stored.prompt_tokens, stored.completion_tokens), (Some(30), Some(9)));
+    assert!(!stored.usage_estimated);
+    // What the viewer holds is what is stored, byte for byte.
+    assert_eq!(list.body(id).unwrap(), stored.body);
+    assert_eq!(list.tool_calls(id).unwrap(), calls);
+    assert_eq!(app.fake.requests(), 3);
+    // The last request carried both steps: calls and results in order.
+    let last = &app.fake.request_bodies()[2];
+    let roles: Vec<&str> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles[roles.len() - 4..], ["assistant", "tool", "assistant", "tool"]);
+    assert!(last["tools"].as_array().unwrap().len() == 2);
+}
+}
+
+/// Waits until call 0 of reply `id` waits for approval; returns it.
+async fn waiting_call(app: &TestApp, id: i64) -> ToolCall {
+    let stored = poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(10),
+        "the call never waited for approval",
+        || app.message(id),
+        |m| {
+            calls_of(m)
+                .first()
+                .is_some_and(|c| c.state == ToolState::Waiting)
+        },
+    )
+    .await;
+    calls_of(&stored).remove(0)
+}
+
+async fn decide(app: &TestApp, id: i64, hash: &str, decision: &str, by: &str) -> reqwest::Response {
+    app.call(
+        "decide_tool_call",
+        &[
+            ("thread", "lobby"),
+            ("id", &id.to_string()),
+            ("call", "0"),
+            ("arguments_hash", hash),
+            ("decision", decision),
+            ("by", by),
+        ],
+    )
+    .await
+}
+
+/// Asked a question: calls `search_threads`; given a result: answers.
+fn approval_fake() -> impl Fn(usize, &Value) -> Scripted + Send + Sync + 'static {
+    |_, request| {
+        let answered = request["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
+        if answered {
+            Scripted::new(&["Found", " it."])
+        } else {
+            Scripted::tool_call("search_threads", r#"{"query": "lobby"}"#)
+        }
+    }
+}
+
+crate::both_backends! {
+/// A call needing approval waits with its arguments; a decision on other
+/// arguments, or by someone who may not decide, is refused and changes
+/// nothing; the asker's approval runs it, once.
+async fn approval_binds_the_arguments_shown() {
+    let app = spawn_app_with(
+        FakeProvider::start(approval_fake()).await,
+        with_tools(&[("search_threads", Approval::Always)]),
+    )
+    .await;
+    let reply = app.post("lobby", "Ann", "@gpt find it").await.replies.remove(0);
+    let call = waiting_call(&app, reply.id).await;
+    assert_eq!(call.arguments, r#"{"query": "lobby"}"#);
+    let other = streamchat::tools::arguments_hash(r#"{"query": "secrets"}"#);
+    let refused = decide(&app, reply.id, &other, "approve", "Ann").await;
+    assert_eq!(refused.status(), 409);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("not the ones you were shown"), "{text}");
+    let stranger = decide(&app, reply.id, &call.arguments_hash(), "approve", "Bob").await;
+    assert_eq!(stranger.status(), 403);
+    // Still waiting: nothing was decided.
+    assert_eq!(waiting_call(&app, reply.id).await.state, ToolState::Waiting);
+    let ok = decide(&app, reply.id, &call.arguments_hash(), "approve", "Ann").await;
+    assert!(ok.status().is_success(), "{}", ok.status());
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    let call = calls_of(&stored).remove(0);
+    assert_eq!(call.state, ToolState::Done);
+    assert_eq!(call.decided_by.as_deref(), Some("Ann"));
+    assert_eq!(stored.body, "Found it.");
+    let again = decide(&app, reply.id, &call.arguments_hash(), "approve", "Ann").await;
+    assert_eq!(again.status(), 409);
+}
+}
+
+/// Denied: the call does not run, the model is told, the reply answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_call_does_not_run_and_the_model_is_told() {
+    let app = spawn_app_with(FakeProvider::start(approval_fake()).await, |c| {
+        with_tools(&[("search_threads", Approval::Always)])(c);
+        c.tools.approver = streamchat::server::config::Approver::Anyone;
+    })
+    .await;
+    let reply = app
+        .post("lobby", "Ann", "@gpt find it")
+        .await
+        .replies
+        .remove(0);
+    let call = waiting_call(&app, reply.id).await;
+    let denied = decide(&app, reply.id, &call.arguments_hash(), "deny", "Bob").await;
+    assert!(denied.status().is_success());
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(stored.status, Status::Done);
+    let call = calls_of(&stored).remove(0);
+    assert_eq!(
+        (call.state, call.decided_by.as_deref()),
+        (ToolState::Denied, Some("Bob"))
+    );
+    assert!(call.output.is_some_and(|o| o.contains("Denied by Bob")));
+    let told = &app.fake.request_bodies()[1];
+    let tool = told["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap();
+    assert!(tool["content"].as_str().unwrap().contains("denied"));
+}
+
+/// Stop works while a call waits for approval; no one answering ends the
+/// wait after the configured time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_the_approval_timeout_end_a_wait() {
+    let app = spawn_app_with(FakeProvider::start(approval_fake()).await, |c| {
+        with_tools(&[("search_threads", Approval::Always)])(c);
+        c.tools.approval_timeout_secs = 1.0;
+    })
+    .await;
+    let stopped = app.post("lobby", "Ann", "@gpt one").await.replies.remove(0);
+    waiting_call(&app, stopped.id).await;
+    let stop = app
+        .call(
+            "stop_reply",
+            &[
+                ("thread", "lobby"),
+                ("id", &stopped.id.to_string()),
+                ("by", "Ann"),
+            ],
+        )
+        .await;
+    assert!(stop.status().is_success());
+    let stored = app.wait_finished(stopped.id).await;
+    assert_eq!(stored.status, Status::Cancelled);
+    let call = calls_of(&stored).remove(0);
+    assert_eq!(call.state, ToolState::Failed);
+    assert!(call.output.unwrap().contains("Stopped by Ann"));
+
+    let unanswered = app.post("lobby", "Ann", "@gpt two").await.replies.remove(0);
+    let stored = app.wait_finished(unanswered.id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    let call = calls_of(&stored).remove(0);
+    assert_eq!(call.state, ToolState::Denied);
+    assert!(call
+        .output
+        .unwrap()
+        .contains("No one approved it within 1 s"));
+}
+
+/// The tool parts are streamed like text: a viewer's deltas for the tool
+/// part carry their own offsets (part 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_records_stream_as_the_third_part() {
+    let fake = FakeProvider::start(|n, _| match n {
+        0 => Scripted::tool_call("current_time", "{}"),
+        _ => Scripted::new(&["ok"]),
+    })
+    .await;
+    let app = spawn_app_with(fake, with_tools(&[("current_time", Approval::Never)])).await;
+    let mut viewer = SseClient::connect(&app.events_url("lobby"), None).await;
+    let reply = app
+        .post("lobby", "Ann", "@gpt time?")
+        .await
+        .replies
+        .remove(0);
+    let mut tool_bytes = 0;
+    loop {
+        let (_, event) = tokio::time::timeout(Duration::from_secs(20), viewer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        match event {
+            ChatEvent::Delta {
+                id,
+                part,
+                offset,
+                text,
+            } if id == reply.id && part == streamchat::model::Part::Tools => {
+                assert_eq!(offset, tool_bytes, "tool deltas are contiguous");
+                tool_bytes += text.len();
+            }
+            ChatEvent::Finished { id, tools_len, .. } if id == reply.id => {
+                assert_eq!(tools_len, tool_bytes);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(stored.tools.len(), tool_bytes);
+}
