@@ -16,7 +16,11 @@ use streamchat::{
     tools::{ToolCall, ToolLog, ToolState},
 };
 
-use crate::support::{client_list, pg::NodeProcess, poll_until, FakeProvider, Scripted, SseClient};
+use crate::support::{
+    client_list,
+    pg::{NodeProcess, PgDb},
+    poll_until, FakeProvider, Scripted, SseClient,
+};
 
 /// A directory with the server's `Leptos.toml` (a bot whose one tool is
 /// the counting MCP server's `count`) and the count file.
@@ -62,15 +66,31 @@ approval = "{approval}"
             .unwrap_or(0)
     }
 
+    /// A server on the rig's SQLite file, or with `env` naming another database.
     async fn start(&self, fake: &FakeProvider, env: &[(&str, &str)]) -> NodeProcess {
         let count = self.count_file().display().to_string();
         let db = self.dir.path().join("tools.db").display().to_string();
-        let mut all = vec![
-            ("COUNT_FILE", count.as_str()),
-            ("STREAMCHAT_DATABASE", db.as_str()),
-        ];
+        let mut all = vec![("COUNT_FILE", count.as_str())];
+        if !env.iter().any(|(k, _)| *k == "DATABASE_URL") {
+            all.push(("STREAMCHAT_DATABASE", db.as_str()));
+        }
         all.extend_from_slice(env);
         NodeProcess::spawn_in(self.dir.path(), fake, None, &all).await
+    }
+
+    /// One of several instances on `db`, with a short lease.
+    async fn start_instance(&self, fake: &FakeProvider, db: &PgDb, name: &str) -> NodeProcess {
+        self.start(
+            fake,
+            &[
+                ("DATABASE_URL", db.url.as_str()),
+                ("STREAMCHAT_CLUSTER", "true"),
+                ("STREAMCHAT_INSTANCE", name),
+                ("STREAMCHAT_LEASE_SECS", "2"),
+                ("STREAMCHAT_DB_CONNECTIONS", "4"),
+            ],
+        )
+        .await
     }
 }
 
@@ -310,4 +330,66 @@ async fn kill_9_while_a_call_waits_for_approval_waits_again() {
     assert_eq!(calls(&stored)[0].state, ToolState::Done);
     assert_eq!(rig.runs(), 1);
     assert_eq!(stored.body, "Counted once.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_producer_while_a_tool_runs_another_instance_goes_on_without_rerunning() {
+    let db = PgDb::create().await;
+    let rig = Rig::new("never");
+    let fake = FakeProvider::start(|n, _| match n {
+        0 => counting_step(&[0.0, 20.0], Duration::from_millis(1)),
+        _ => Scripted::new(&["Taken", " over."]),
+    })
+    .await;
+    let mut producer = rig.start_instance(&fake, &db, "producer").await;
+    let other = rig.start_instance(&fake, &db, "other").await;
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&other.events_url("lobby"), None).await;
+    let reply = post(&producer.url, "@gpt count twice").await;
+    watch(&mut viewer, &list, reply.id, |c| {
+        c.len() == 2 && c[0].state == ToolState::Done && c[1].state == ToolState::Running
+    })
+    .await;
+    poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "the second call never started",
+        || async { rig.runs() },
+        |n| *n == 2,
+    )
+    .await;
+    let seen = list.tools(reply.id).unwrap();
+    producer.kill9();
+    // The other instance takes the reply over once the lease runs out and
+    // goes on from the last committed step; its viewer follows without a gap.
+    loop {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(30), viewer.next())
+            .await
+            .expect("events keep coming")
+            .expect("the subscription stays open");
+        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
+        if list
+            .status(reply.id)
+            .is_some_and(|s| s != Status::Streaming)
+        {
+            break;
+        }
+    }
+    let stored = ended(&other.url, reply.id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    assert!(
+        stored.tools.starts_with(&seen),
+        "nothing the viewer saw is lost"
+    );
+    let calls = calls(&stored);
+    assert_eq!(calls[0].state, ToolState::Done);
+    assert_eq!(calls[1].state, ToolState::Failed);
+    assert!(calls[1]
+        .output
+        .as_deref()
+        .unwrap()
+        .contains("not run again"));
+    assert_eq!(rig.runs(), 2, "no call ran twice");
+    assert_eq!(stored.body, "Taken over.");
+    assert_eq!(list.tools(reply.id).unwrap(), stored.tools);
 }
