@@ -216,19 +216,24 @@ impl ToolLog {
             | ToolRecord::Args { c, .. }
             | ToolRecord::State { c, .. } => *c,
         };
-        // Calls are numbered in order: the one addressed is nearly always the last.
+        // The one addressed is nearly always the last.
         let at = self.calls.iter().rposition(|call| call.index == c);
         let call = match (at, &record) {
             (Some(at), _) => &mut self.calls[at],
             (None, ToolRecord::Call { step, at, .. }) if self.calls.len() < MAX_CALLS => {
-                // Where it stands is fixed by its first record.
-                self.calls.push(ToolCall {
-                    index: c,
-                    step: *step,
-                    at: *at,
-                    ..ToolCall::default()
-                });
-                self.calls.last_mut().expect("just pushed")
+                // Kept in call order (a nameless call may begin late); where
+                // it stands is fixed by its first record.
+                let place = self.calls.partition_point(|call| call.index < c);
+                self.calls.insert(
+                    place,
+                    ToolCall {
+                        index: c,
+                        step: *step,
+                        at: *at,
+                        ..ToolCall::default()
+                    },
+                );
+                &mut self.calls[place]
             }
             _ => return,
         };
@@ -355,6 +360,88 @@ mod tests {
         let log = ToolLog::parse(&text);
         assert_eq!(log.calls().len(), MAX_CALLS);
         assert!(log.calls().iter().all(|c| c.arguments.is_empty()));
+    }
+
+    use proptest::prelude::*;
+
+    fn record() -> impl Strategy<Value = ToolRecord> {
+        let text = "\\PC{0,12}";
+        prop_oneof![
+            (0u32..4, 0u32..3, 0usize..50, text, text).prop_map(|(c, step, at, id, name)| {
+                ToolRecord::Call {
+                    c,
+                    step,
+                    at,
+                    id,
+                    name,
+                }
+            }),
+            (0u32..4, text).prop_map(|(c, x)| ToolRecord::Args { c, x }),
+            (0u32..4, 0usize..7, proptest::option::of(text)).prop_map(|(c, s, out)| {
+                let states = [
+                    ToolState::Writing,
+                    ToolState::Waiting,
+                    ToolState::Approved,
+                    ToolState::Running,
+                    ToolState::Done,
+                    ToolState::Failed,
+                    ToolState::Denied,
+                ];
+                ToolRecord::State {
+                    c,
+                    s: states[s],
+                    by: None,
+                    h: Some("h".into()),
+                    out,
+                    ms: None,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Records, hostile lines among them, fed in any pieces (cut
+        /// anywhere, even inside a character's bytes as text allows):
+        /// the same calls as the whole log, never a panic.
+        #[test]
+        fn any_log_in_any_pieces_folds_like_the_whole(
+            records in proptest::collection::vec(record(), 0..20),
+            junk in proptest::collection::vec("\\PC{0,20}", 0..4),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let mut text: String = records.iter().map(ToolRecord::line).collect();
+            for j in &junk {
+                text.push_str(j);
+                text.push('\n');
+            }
+            let whole = ToolLog::parse(&text);
+            let mut cuts: Vec<usize> = cuts
+                .into_iter()
+                .map(|c| c.min(text.len()))
+                .filter(|c| text.is_char_boundary(*c))
+                .collect();
+            cuts.sort_unstable();
+            let mut log = ToolLog::default();
+            let mut from = 0;
+            for cut in cuts {
+                log.feed(&text[from..cut]);
+                from = cut;
+            }
+            log.feed(&text[from..]);
+            prop_assert_eq!(log.calls(), whole.calls());
+            prop_assert_eq!(log.len(), text.len());
+            // Arguments are the concatenation of a call's fragments.
+            for call in whole.calls() {
+                let expected: String = records
+                    .iter()
+                    .filter_map(|r| match r {
+                        ToolRecord::Args { c, x } if *c == call.index => Some(x.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                prop_assert!(expected.ends_with(&call.arguments));
+            }
+        }
     }
 
     #[test]

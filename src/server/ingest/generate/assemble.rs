@@ -117,7 +117,8 @@ impl StepCalls {
                 // The id came after the name: the fold takes it from here.
                 records.push(call_record(call, self.step, answer_len));
             }
-            let Some(mut fragment) = arguments.filter(|a| !a.is_empty()) else {
+            // Past the cap nothing more is kept (what is kept stays a prefix).
+            let Some(mut fragment) = arguments.filter(|a| !a.is_empty() && !call.oversized) else {
                 continue;
             };
             let room = self.max_argument_bytes.saturating_sub(call.argument_bytes);
@@ -176,5 +177,114 @@ fn call_record(call: &Assembling, step: u32, answer_len: usize) -> ToolRecord {
         at: answer_len,
         id: call.id.clone(),
         name: call.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::server::ingest::provider::FunctionDelta;
+    use crate::tools::ToolLog;
+
+    fn delta(index: Option<u32>, id: &str, name: &str, arguments: &str) -> ToolCallDelta {
+        ToolCallDelta {
+            index,
+            id: Some(id.to_owned()),
+            function: Some(FunctionDelta {
+                name: Some(name.to_owned()),
+                arguments: Some(arguments.to_owned()),
+            }),
+        }
+    }
+
+    /// Folds what the assembler emitted for these chunks.
+    fn assembled(chunks: Vec<Vec<ToolCallDelta>>, max_args: usize) -> ToolLog {
+        let mut step = StepCalls::new(0, 0, 8, max_args);
+        let mut text = String::new();
+        for chunk in chunks {
+            text.extend(step.push(chunk, 0).iter().map(ToolRecord::line));
+        }
+        text.extend(step.finish(0).iter().map(ToolRecord::line));
+        ToolLog::parse(&text)
+    }
+
+    #[test]
+    fn providers_quirks_are_one_call_each() {
+        // Qwen: continuations repeat an empty id; Claude-compatible: index 1
+        // first; Groq: the whole call in one chunk.
+        let log = assembled(
+            vec![
+                vec![delta(Some(1), "call_a", "weather", "")],
+                vec![delta(Some(1), "", "", "{\"city\":")],
+                vec![delta(Some(1), "", "", "\"Oslo\"}")],
+                vec![delta(None, "call_b", "time", "{}")],
+            ],
+            1024,
+        );
+        let calls = log.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (
+                calls[0].id.as_str(),
+                calls[0].name.as_str(),
+                calls[0].arguments.as_str()
+            ),
+            ("call_a", "weather", "{\"city\":\"Oslo\"}")
+        );
+        assert_eq!((calls[1].index, calls[1].name.as_str()), (1, "time"));
+    }
+
+    #[test]
+    fn a_call_without_an_id_or_a_name_still_begins() {
+        let log = assembled(vec![vec![delta(Some(0), "", "", "{\"a\":1}")]], 1024);
+        let call = &log.calls()[0];
+        assert_eq!((call.id.as_str(), call.name.as_str()), ("call_0", ""));
+        assert_eq!(call.arguments, "{\"a\":1}");
+    }
+
+    proptest! {
+        /// Any fragments, any order of indexes: per index, the arguments
+        /// are the fragments joined (up to the cap, never past it), the
+        /// name the first non-empty one.
+        #[test]
+        fn fragments_assemble_per_index(
+            fragments in proptest::collection::vec(
+                (0u32..3, "[a-z]{0,3}", "\\PC{0,8}"), 1..30),
+            cap in 1usize..40,
+        ) {
+            let chunks: Vec<Vec<ToolCallDelta>> = fragments
+                .iter()
+                .map(|(i, name, args)| vec![delta(Some(*i), "", name, args)])
+                .collect();
+            let log = assembled(chunks, cap);
+            let mut order: Vec<u32> = Vec::new();
+            for (i, _, _) in &fragments {
+                if !order.contains(i) {
+                    order.push(*i);
+                }
+            }
+            prop_assert_eq!(log.calls().len(), order.len());
+            for (call, index) in log.calls().iter().zip(&order) {
+                let joined: String = fragments
+                    .iter()
+                    .filter(|(i, _, _)| i == index)
+                    .map(|(_, _, a)| a.as_str())
+                    .collect();
+                prop_assert!(call.arguments.len() <= cap);
+                prop_assert!(joined.starts_with(&call.arguments));
+                if joined.len() <= cap {
+                    prop_assert_eq!(&call.arguments, &joined);
+                }
+                let name = fragments
+                    .iter()
+                    .filter(|(i, n, _)| i == index && !n.is_empty())
+                    .map(|(_, n, _)| n.clone())
+                    .next()
+                    .unwrap_or_default();
+                prop_assert_eq!(&call.name, &name);
+            }
+        }
     }
 }
