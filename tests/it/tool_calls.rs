@@ -224,7 +224,92 @@ async fn a_two_step_loop_ends_done_and_replays_exactly() {
         .collect();
     assert_eq!(roles[roles.len() - 4..], ["assistant", "tool", "assistant", "tool"]);
     assert!(last["tools"].as_array().unwrap().len() == 2);
+    // The export has each call, its arguments and its result.
+    let export = app.page("/t/lobby/export.md").await;
+    assert!(export.contains("**Tool call `current_time`** · done"), "{export}");
+    assert!(export.contains("**Tool call `recent_messages`** · done"));
+    assert!(export.contains(r#""count": 5"#));
 }
+}
+
+/// A model that keeps calling tools is stopped by the step limit: the reply
+/// ends `failed`, saying so, after that many provider calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_limit_ends_a_model_that_never_answers() {
+    let fake = FakeProvider::with(Scripted::tool_call("current_time", "{}")).await;
+    let app = spawn_app_with(fake, |c| {
+        with_tools(&[("current_time", Approval::Never)])(c);
+        c.tools.max_steps = 3;
+    })
+    .await;
+    let reply = app
+        .post("lobby", "Ann", "@gpt loop")
+        .await
+        .replies
+        .remove(0);
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(stored.status, Status::Failed);
+    assert!(stored.error.as_deref().unwrap().contains("in each of its 3 steps"));
+    assert_eq!(app.fake.requests(), 3);
+    let calls = calls_of(&stored);
+    assert_eq!(calls.len(), 3);
+    assert_eq!(
+        calls[2].state,
+        ToolState::Failed,
+        "the last step's call is not run"
+    );
+    assert!(calls[..2].iter().all(|c| c.state == ToolState::Done));
+}
+
+/// A tool's result past the cap is cut (and says so); arguments past theirs
+/// fail the call without running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_and_arguments_are_bounded() {
+    let long_query = format!(r#"{{"query": "{}"}}"#, "x".repeat(600));
+    let fake = FakeProvider::start(move |n, _| match n {
+        0 => Scripted::tool_call("recent_messages", r#"{"count": 50}"#)
+            .and_call("search_threads", &long_query),
+        _ => Scripted::new(&["ok"]),
+    })
+    .await;
+    let app = spawn_app_with(fake, |c| {
+        with_tools(&[
+            ("recent_messages", Approval::Never),
+            ("search_threads", Approval::Never),
+        ])(c);
+        c.tools.max_result_bytes = 300;
+        c.tools.max_argument_bytes = 256;
+    })
+    .await;
+    for i in 0..5 {
+        app.post(
+            "lobby",
+            "Ann",
+            &format!("filler message {i} {}", "y".repeat(200)),
+        )
+        .await;
+    }
+    let reply = app
+        .post("lobby", "Ann", "@gpt read")
+        .await
+        .replies
+        .remove(0);
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    let calls = calls_of(&stored);
+    let out = calls[0].output.as_deref().unwrap();
+    assert_eq!(calls[0].state, ToolState::Done);
+    assert!(
+        out.ends_with("… (cut at 300 bytes)") && out.len() < 340,
+        "{out}"
+    );
+    assert_eq!(calls[1].state, ToolState::Failed);
+    assert!(calls[1].arguments.len() <= 256);
+    assert!(calls[1]
+        .output
+        .as_deref()
+        .unwrap()
+        .contains("longer than 256 bytes"));
 }
 
 /// Waits until call 0 of reply `id` waits for approval; returns it.

@@ -393,3 +393,93 @@ async fn kill_9_of_the_producer_while_a_tool_runs_another_instance_goes_on_witho
     assert_eq!(stored.body, "Taken over.");
     assert_eq!(list.tools(reply.id).unwrap(), stored.tools);
 }
+
+/// Follows reply `id` on `viewer` until it ends; every event applies cleanly.
+async fn follow_to_end(viewer: &mut SseClient, list: &MessageList, id: i64) {
+    while list.status(id) == Some(Status::Streaming) || list.status(id).is_none() {
+        let (rev, event) = tokio::time::timeout(Duration::from_secs(30), viewer.next())
+            .await
+            .expect("events keep coming")
+            .expect("the subscription stays open");
+        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_producer_while_the_model_writes_a_call_another_instance_asks_again() {
+    let db = PgDb::create().await;
+    let rig = Rig::new("never");
+    let fake = FakeProvider::start(|n, _| match n {
+        0 => counting_step(&[0.0], Duration::from_millis(300)),
+        _ => Scripted::new(&["Answered", " elsewhere."]),
+    })
+    .await;
+    let mut producer = rig.start_instance(&fake, &db, "producer").await;
+    let other = rig.start_instance(&fake, &db, "other").await;
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&other.events_url("lobby"), None).await;
+    let reply = post(&producer.url, "@gpt count").await;
+    watch(&mut viewer, &list, reply.id, |c| {
+        c.first().is_some_and(|c| !c.arguments.is_empty())
+    })
+    .await;
+    let seen = list.tools(reply.id).unwrap();
+    producer.kill9();
+    follow_to_end(&mut viewer, &list, reply.id).await;
+    let stored = ended(&other.url, reply.id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    assert!(
+        stored.tools.starts_with(&seen),
+        "nothing the viewer saw is lost"
+    );
+    assert_eq!(calls(&stored)[0].state, ToolState::Failed);
+    assert_eq!(rig.runs(), 0, "the cut-off call never ran");
+    assert_eq!(stored.body, "Answered elsewhere.");
+    assert_eq!(list.tools(reply.id).unwrap(), stored.tools);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_producer_while_a_call_waits_another_instance_waits_and_runs_it_once() {
+    let db = PgDb::create().await;
+    let rig = Rig::new("always");
+    let fake = FakeProvider::start(|n, _| match n {
+        0 => counting_step(&[0.0], Duration::from_millis(1)),
+        _ => Scripted::new(&["Counted", " once."]),
+    })
+    .await;
+    let mut producer = rig.start_instance(&fake, &db, "producer").await;
+    let other = rig.start_instance(&fake, &db, "other").await;
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&other.events_url("lobby"), None).await;
+    let reply = post(&producer.url, "@gpt count after approval").await;
+    watch(&mut viewer, &list, reply.id, |c| {
+        c.first().is_some_and(|c| c.state == ToolState::Waiting)
+    })
+    .await;
+    let call = list.tool_calls(reply.id).unwrap().remove(0);
+    producer.kill9();
+    // Approved on the surviving instance while no one produces the reply:
+    // the decision is a row, so whoever takes the reply over finds it.
+    let approved = call_fn(
+        &other.url,
+        "decide_tool_call",
+        &[
+            ("thread", "lobby"),
+            ("id", &reply.id.to_string()),
+            ("call", "0"),
+            ("arguments_hash", &call.arguments_hash()),
+            ("decision", "approve"),
+            ("by", "Ann"),
+        ],
+    )
+    .await;
+    assert!(approved.status().is_success(), "{}", approved.status());
+    follow_to_end(&mut viewer, &list, reply.id).await;
+    let stored = ended(&other.url, reply.id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    let stored_call = calls(&stored).remove(0);
+    assert_eq!(stored_call.state, ToolState::Done);
+    assert_eq!(stored_call.decided_by.as_deref(), Some("Ann"));
+    assert_eq!(rig.runs(), 1, "ran once, after the approval");
+    assert_eq!(stored.body, "Counted once.");
+}
