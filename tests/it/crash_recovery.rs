@@ -59,18 +59,7 @@ async fn start_server(dir: &std::path::Path, fake: &FakeProvider) -> Server {
     Server { child, url }
 }
 
-async fn post(url: &str, author: &str, body: &str) -> Message {
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/send_message"))
-        .header("accept", "application/json")
-        .form(&[("thread", "lobby"), ("author", author), ("body", body)])
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let mut posted: streamchat::model::Posted = response.json().await.unwrap();
-    posted.replies.remove(0)
-}
+use crate::support::post_to as post;
 
 /// Message `id` once it has left `streaming` (read from the database,
 /// waiting up to `within`).

@@ -249,7 +249,11 @@ async fn the_step_limit_ends_a_model_that_never_answers() {
         .remove(0);
     let stored = app.wait_finished(reply.id).await;
     assert_eq!(stored.status, Status::Failed);
-    assert!(stored.error.as_deref().unwrap().contains("in each of its 3 steps"));
+    assert!(stored
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("in each of its 3 steps"));
     assert_eq!(app.fake.requests(), 3);
     let calls = calls_of(&stored);
     assert_eq!(calls.len(), 3);

@@ -95,16 +95,37 @@ approval = "{approval}"
 }
 
 async fn post(url: &str, body: &str) -> Message {
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/send_message"))
-        .header("accept", "application/json")
-        .form(&[("thread", "lobby"), ("author", "Ann"), ("body", body)])
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let mut posted: streamchat::model::Posted = response.json().await.unwrap();
-    posted.replies.remove(0)
+    crate::support::post_to(url, "Ann", body).await
+}
+
+/// Ann approves call 0 of reply `id`, shown as `call`.
+async fn approve(url: &str, id: i64, call: &ToolCall) {
+    let approved = call_fn(
+        url,
+        "decide_tool_call",
+        &[
+            ("thread", "lobby"),
+            ("id", &id.to_string()),
+            ("call", "0"),
+            ("arguments_hash", &call.arguments_hash()),
+            ("decision", "approve"),
+            ("by", "Ann"),
+        ],
+    )
+    .await;
+    assert!(approved.status().is_success(), "{}", approved.status());
+}
+
+/// Waits until the tool has started `n` times.
+async fn runs_reach(rig: &Rig, n: usize) {
+    poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "the tool did not start",
+        || async { rig.runs() },
+        |runs| *runs == n,
+    )
+    .await;
 }
 
 async fn call_fn(url: &str, function: &str, fields: &[(&str, &str)]) -> reqwest::Response {
@@ -172,66 +193,151 @@ fn counting_step(seconds: &[f64], pause: Duration) -> Scripted {
     Scripted { pause, ..script }
 }
 
-/// After the restart the reply is `interrupted` with every byte the viewer
-/// saw; Continue goes on from the last committed step.
-async fn restart_and_continue(
-    rig: &Rig,
-    fake: &FakeProvider,
-    server: &mut NodeProcess,
-    list: &MessageList,
+/// Where the reply's producer runs: one server on SQLite (killed, then
+/// restarted, then Continue), or the first of two instances on PostgreSQL
+/// (killed; the other takes the reply over when the lease runs out).
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    One,
+    Two,
+}
+
+/// A reply being produced with a viewer following it.
+struct Scene {
+    setup: Setup,
+    rig: Rig,
+    fake: FakeProvider,
+    _db: Option<PgDb>,
+    producer: NodeProcess,
+    /// The second instance (Two), where the viewer watches.
+    other: Option<NodeProcess>,
+    _owner: leptos::prelude::Owner,
+    list: MessageList,
+    viewer: SseClient,
     id: i64,
-) -> NodeProcess {
-    server.kill9();
-    let restarted = rig.start(fake, &[]).await;
-    let stored = get_message(&restarted.url, id).await;
-    assert_eq!(stored.status, Status::Interrupted);
-    let seen = list.tool_calls(id).unwrap();
-    let seen_log: String = list_tools_text(list, id);
-    assert!(
-        stored.tools.starts_with(&seen_log),
-        "the stored tool log holds every byte the viewer saw"
-    );
-    assert!(!seen.is_empty());
-    let resumed = call_fn(
-        &restarted.url,
-        "continue_reply",
-        &[("thread", "lobby"), ("id", &id.to_string()), ("by", "Ann")],
-    )
-    .await;
-    assert!(resumed.status().is_success(), "{}", resumed.status());
-    restarted
 }
 
-fn list_tools_text(list: &MessageList, id: i64) -> String {
-    list.tools(id).unwrap_or_default()
+impl Scene {
+    /// Starts the servers; the model's first step is `first`, every later
+    /// one answers `answer`; asks `question`.
+    async fn start(
+        setup: Setup,
+        approval: &str,
+        first: Scripted,
+        answer: &'static [&'static str],
+    ) -> Self {
+        let rig = Rig::new(approval);
+        let fake = FakeProvider::start(move |n, _| match n {
+            0 => first.clone(),
+            _ => Scripted::new(answer),
+        })
+        .await;
+        let (db, producer, other) = match setup {
+            Setup::One => (None, rig.start(&fake, &[]).await, None),
+            Setup::Two => {
+                let db = PgDb::create().await;
+                let producer = rig.start_instance(&fake, &db, "producer").await;
+                let other = rig.start_instance(&fake, &db, "other").await;
+                (Some(db), producer, Some(other))
+            }
+        };
+        let (owner, list) = client_list();
+        let watched = other.as_ref().unwrap_or(&producer);
+        let viewer = SseClient::connect(&watched.events_url("lobby"), None).await;
+        let id = post(&producer.url, "@gpt count").await.id;
+        Self {
+            setup,
+            rig,
+            fake,
+            _db: db,
+            producer,
+            other,
+            _owner: owner,
+            list,
+            viewer,
+            id,
+        }
+    }
+
+    /// Follows the reply until `done` holds of its calls.
+    async fn until(&mut self, done: impl Fn(&[ToolCall]) -> bool) {
+        watch(&mut self.viewer, &self.list, self.id, done).await;
+    }
+
+    /// Kills the producer with SIGKILL; returns the URL of the server that
+    /// goes on. One server: restarted, the reply `interrupted` with every
+    /// byte the viewer saw, and continued. Two: the other instance.
+    async fn crash(&mut self) -> String {
+        let seen = self.list.tools(self.id).unwrap();
+        assert!(!seen.is_empty());
+        self.producer.kill9();
+        let url = match self.setup {
+            Setup::Two => self.other.as_ref().unwrap().url.clone(),
+            Setup::One => {
+                let restarted = self.rig.start(&self.fake, &[]).await;
+                let url = restarted.url.clone();
+                self.producer = restarted;
+                let stored = get_message(&url, self.id).await;
+                assert_eq!(stored.status, Status::Interrupted);
+                assert!(
+                    stored.tools.starts_with(&seen),
+                    "nothing the viewer saw is lost"
+                );
+                let resumed = call_fn(
+                    &url,
+                    "continue_reply",
+                    &[
+                        ("thread", "lobby"),
+                        ("id", &self.id.to_string()),
+                        ("by", "Ann"),
+                    ],
+                )
+                .await;
+                assert!(resumed.status().is_success(), "{}", resumed.status());
+                url
+            }
+        };
+        url
+    }
+
+    /// The reply once it ended `done`; with two instances the viewer
+    /// followed it to the end without a gap and holds what is stored.
+    async fn done(&mut self, url: &str) -> Message {
+        if self.setup == Setup::Two {
+            while self.list.status(self.id) == Some(Status::Streaming) {
+                let (rev, event) =
+                    tokio::time::timeout(Duration::from_secs(30), self.viewer.next())
+                        .await
+                        .expect("events keep coming")
+                        .expect("the subscription stays open");
+                assert_eq!(self.list.apply(event, rev), None, "no gap, whole copies");
+            }
+        }
+        let stored = ended(url, self.id).await;
+        assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+        if self.setup == Setup::Two {
+            assert_eq!(self.list.tools(self.id).unwrap(), stored.tools);
+        }
+        stored
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_while_the_model_writes_a_call_runs_nothing_and_asks_again() {
-    let rig = Rig::new("never");
-    let fake = FakeProvider::start(|n, _| match n {
-        0 => counting_step(&[0.0], Duration::from_millis(300)),
-        _ => Scripted::new(&["Answered", " without it."]),
-    })
-    .await;
-    let mut server = rig.start(&fake, &[]).await;
-    let (_owner, list) = client_list();
-    let mut viewer = SseClient::connect(&server.events_url("lobby"), None).await;
-    let reply = post(&server.url, "@gpt count").await;
-    watch(&mut viewer, &list, reply.id, |c| {
-        c.first().is_some_and(|c| !c.arguments.is_empty())
-    })
-    .await;
-    let server = restart_and_continue(&rig, &fake, &mut server, &list, reply.id).await;
-    let stored = ended(&server.url, reply.id).await;
-    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+/// Killed while the model writes a call: the call never runs, it is not
+/// sent back, and the step is asked again.
+async fn while_the_model_writes_a_call(setup: Setup) {
+    let first = counting_step(&[0.0], Duration::from_millis(300));
+    let mut scene = Scene::start(setup, "never", first, &["Answered", " without it."]).await;
+    scene
+        .until(|c| c.first().is_some_and(|c| !c.arguments.is_empty()))
+        .await;
+    let url = scene.crash().await;
+    let stored = scene.done(&url).await;
     let calls = calls(&stored);
     assert_eq!(calls[0].state, ToolState::Failed);
     assert!(!calls[0].complete, "a cut-off call is not sent back");
-    assert_eq!(rig.runs(), 0, "the tool never ran");
+    assert_eq!(scene.rig.runs(), 0, "the tool never ran");
     assert_eq!(stored.body, "Answered without it.");
-    // The step was asked again without the cut-off call.
-    let asked = &fake.request_bodies()[1];
+    let asked = &scene.fake.request_bodies()[1];
     assert!(asked["messages"]
         .as_array()
         .unwrap()
@@ -239,34 +345,20 @@ async fn kill_9_while_the_model_writes_a_call_runs_nothing_and_asks_again() {
         .all(|m| m["role"] != "tool"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_while_a_tool_runs_never_runs_a_stored_call_again() {
-    let rig = Rig::new("never");
-    let fake = FakeProvider::start(|n, _| match n {
-        0 => counting_step(&[0.0, 20.0], Duration::from_millis(1)),
-        _ => Scripted::new(&["Done", " counting."]),
-    })
-    .await;
-    let mut server = rig.start(&fake, &[]).await;
-    let (_owner, list) = client_list();
-    let mut viewer = SseClient::connect(&server.events_url("lobby"), None).await;
-    let reply = post(&server.url, "@gpt count twice").await;
-    // The first call's result is stored; the second is running.
-    watch(&mut viewer, &list, reply.id, |c| {
-        c.len() == 2 && c[0].state == ToolState::Done && c[1].state == ToolState::Running
-    })
-    .await;
-    poll_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        "the second call never started",
-        || async { rig.runs() },
-        |n| *n == 2,
-    )
-    .await;
-    let server = restart_and_continue(&rig, &fake, &mut server, &list, reply.id).await;
-    let stored = ended(&server.url, reply.id).await;
-    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+/// Killed while the second of two calls runs: the first's stored result
+/// is kept (never run again); the second is not run twice (the tool is not
+/// idempotent) and fails saying so.
+async fn while_a_tool_runs(setup: Setup) {
+    let first = counting_step(&[0.0, 20.0], Duration::from_millis(1));
+    let mut scene = Scene::start(setup, "never", first, &["Done", " counting."]).await;
+    scene
+        .until(|c| {
+            c.len() == 2 && c[0].state == ToolState::Done && c[1].state == ToolState::Running
+        })
+        .await;
+    runs_reach(&scene.rig, 2).await;
+    let url = scene.crash().await;
+    let stored = scene.done(&url).await;
     let calls = calls(&stored);
     assert_eq!(calls[0].state, ToolState::Done);
     assert_eq!(calls[1].state, ToolState::Failed);
@@ -275,211 +367,77 @@ async fn kill_9_while_a_tool_runs_never_runs_a_stored_call_again() {
         .as_deref()
         .unwrap()
         .contains("not run again"));
-    assert_eq!(rig.runs(), 2, "each call started once: none ran twice");
+    assert_eq!(
+        scene.rig.runs(),
+        2,
+        "each call started once: none ran twice"
+    );
     assert_eq!(stored.body, "Done counting.");
+}
+
+/// Killed while a call waits for approval: it waits again (the card still
+/// shows its arguments), and once approved it runs, once.
+async fn while_a_call_waits(setup: Setup) {
+    let first = counting_step(&[0.0], Duration::from_millis(1));
+    let mut scene = Scene::start(setup, "always", first, &["Counted", " once."]).await;
+    scene
+        .until(|c| c.first().is_some_and(|c| c.state == ToolState::Waiting))
+        .await;
+    let call = scene.list.tool_calls(scene.id).unwrap().remove(0);
+    let url = scene.crash().await;
+    if setup == Setup::One {
+        poll_until(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            "the call did not wait again",
+            || get_message(&url, scene.id),
+            |m| {
+                m.status == Status::Streaming
+                    && calls(m)
+                        .first()
+                        .is_some_and(|c| c.state == ToolState::Waiting)
+            },
+        )
+        .await;
+    }
+    // Two instances: approved while no one produces the reply; the
+    // decision is a row, so whoever takes the reply over finds it.
+    assert_eq!(scene.rig.runs(), 0);
+    approve(&url, scene.id, &call).await;
+    let stored = scene.done(&url).await;
+    let stored_call = calls(&stored).remove(0);
+    assert_eq!(stored_call.state, ToolState::Done);
+    assert_eq!(stored_call.decided_by.as_deref(), Some("Ann"));
+    assert_eq!(scene.rig.runs(), 1, "ran once, after the approval");
+    assert_eq!(stored.body, "Counted once.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_the_model_writes_a_call_runs_nothing_and_asks_again() {
+    while_the_model_writes_a_call(Setup::One).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_tool_runs_never_runs_a_call_twice() {
+    while_a_tool_runs(Setup::One).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_a_call_waits_for_approval_waits_again() {
-    let rig = Rig::new("always");
-    let fake = FakeProvider::start(|n, _| match n {
-        0 => counting_step(&[0.0], Duration::from_millis(1)),
-        _ => Scripted::new(&["Counted", " once."]),
-    })
-    .await;
-    let mut server = rig.start(&fake, &[]).await;
-    let (_owner, list) = client_list();
-    let mut viewer = SseClient::connect(&server.events_url("lobby"), None).await;
-    let reply = post(&server.url, "@gpt count after approval").await;
-    watch(&mut viewer, &list, reply.id, |c| {
-        c.first().is_some_and(|c| c.state == ToolState::Waiting)
-    })
-    .await;
-    let server = restart_and_continue(&rig, &fake, &mut server, &list, reply.id).await;
-    let waiting = poll_until(
-        Duration::from_secs(20),
-        Duration::from_millis(20),
-        "the call did not wait again",
-        || get_message(&server.url, reply.id),
-        |m| {
-            m.status == Status::Streaming
-                && calls(m)
-                    .first()
-                    .is_some_and(|c| c.state == ToolState::Waiting)
-        },
-    )
-    .await;
-    let call = calls(&waiting).remove(0);
-    assert_eq!(rig.runs(), 0);
-    let approved = call_fn(
-        &server.url,
-        "decide_tool_call",
-        &[
-            ("thread", "lobby"),
-            ("id", &reply.id.to_string()),
-            ("call", "0"),
-            ("arguments_hash", &call.arguments_hash()),
-            ("decision", "approve"),
-            ("by", "Ann"),
-        ],
-    )
-    .await;
-    assert!(approved.status().is_success(), "{}", approved.status());
-    let stored = ended(&server.url, reply.id).await;
-    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
-    assert_eq!(calls(&stored)[0].state, ToolState::Done);
-    assert_eq!(rig.runs(), 1);
-    assert_eq!(stored.body, "Counted once.");
+    while_a_call_waits(Setup::One).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_producer_while_a_tool_runs_another_instance_goes_on_without_rerunning() {
-    let db = PgDb::create().await;
-    let rig = Rig::new("never");
-    let fake = FakeProvider::start(|n, _| match n {
-        0 => counting_step(&[0.0, 20.0], Duration::from_millis(1)),
-        _ => Scripted::new(&["Taken", " over."]),
-    })
-    .await;
-    let mut producer = rig.start_instance(&fake, &db, "producer").await;
-    let other = rig.start_instance(&fake, &db, "other").await;
-    let (_owner, list) = client_list();
-    let mut viewer = SseClient::connect(&other.events_url("lobby"), None).await;
-    let reply = post(&producer.url, "@gpt count twice").await;
-    watch(&mut viewer, &list, reply.id, |c| {
-        c.len() == 2 && c[0].state == ToolState::Done && c[1].state == ToolState::Running
-    })
-    .await;
-    poll_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        "the second call never started",
-        || async { rig.runs() },
-        |n| *n == 2,
-    )
-    .await;
-    let seen = list.tools(reply.id).unwrap();
-    producer.kill9();
-    // The other instance takes the reply over once the lease runs out and
-    // goes on from the last committed step; its viewer follows without a gap.
-    loop {
-        let (rev, event) = tokio::time::timeout(Duration::from_secs(30), viewer.next())
-            .await
-            .expect("events keep coming")
-            .expect("the subscription stays open");
-        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
-        if list
-            .status(reply.id)
-            .is_some_and(|s| s != Status::Streaming)
-        {
-            break;
-        }
-    }
-    let stored = ended(&other.url, reply.id).await;
-    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
-    assert!(
-        stored.tools.starts_with(&seen),
-        "nothing the viewer saw is lost"
-    );
-    let calls = calls(&stored);
-    assert_eq!(calls[0].state, ToolState::Done);
-    assert_eq!(calls[1].state, ToolState::Failed);
-    assert!(calls[1]
-        .output
-        .as_deref()
-        .unwrap()
-        .contains("not run again"));
-    assert_eq!(rig.runs(), 2, "no call ran twice");
-    assert_eq!(stored.body, "Taken over.");
-    assert_eq!(list.tools(reply.id).unwrap(), stored.tools);
-}
-
-/// Follows reply `id` on `viewer` until it ends; every event applies cleanly.
-async fn follow_to_end(viewer: &mut SseClient, list: &MessageList, id: i64) {
-    while list.status(id) == Some(Status::Streaming) || list.status(id).is_none() {
-        let (rev, event) = tokio::time::timeout(Duration::from_secs(30), viewer.next())
-            .await
-            .expect("events keep coming")
-            .expect("the subscription stays open");
-        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
-    }
+async fn producer_killed_while_the_model_writes_a_call_another_instance_asks_again() {
+    while_the_model_writes_a_call(Setup::Two).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_producer_while_the_model_writes_a_call_another_instance_asks_again() {
-    let db = PgDb::create().await;
-    let rig = Rig::new("never");
-    let fake = FakeProvider::start(|n, _| match n {
-        0 => counting_step(&[0.0], Duration::from_millis(300)),
-        _ => Scripted::new(&["Answered", " elsewhere."]),
-    })
-    .await;
-    let mut producer = rig.start_instance(&fake, &db, "producer").await;
-    let other = rig.start_instance(&fake, &db, "other").await;
-    let (_owner, list) = client_list();
-    let mut viewer = SseClient::connect(&other.events_url("lobby"), None).await;
-    let reply = post(&producer.url, "@gpt count").await;
-    watch(&mut viewer, &list, reply.id, |c| {
-        c.first().is_some_and(|c| !c.arguments.is_empty())
-    })
-    .await;
-    let seen = list.tools(reply.id).unwrap();
-    producer.kill9();
-    follow_to_end(&mut viewer, &list, reply.id).await;
-    let stored = ended(&other.url, reply.id).await;
-    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
-    assert!(
-        stored.tools.starts_with(&seen),
-        "nothing the viewer saw is lost"
-    );
-    assert_eq!(calls(&stored)[0].state, ToolState::Failed);
-    assert_eq!(rig.runs(), 0, "the cut-off call never ran");
-    assert_eq!(stored.body, "Answered elsewhere.");
-    assert_eq!(list.tools(reply.id).unwrap(), stored.tools);
+async fn producer_killed_while_a_tool_runs_another_instance_never_runs_a_call_twice() {
+    while_a_tool_runs(Setup::Two).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_producer_while_a_call_waits_another_instance_waits_and_runs_it_once() {
-    let db = PgDb::create().await;
-    let rig = Rig::new("always");
-    let fake = FakeProvider::start(|n, _| match n {
-        0 => counting_step(&[0.0], Duration::from_millis(1)),
-        _ => Scripted::new(&["Counted", " once."]),
-    })
-    .await;
-    let mut producer = rig.start_instance(&fake, &db, "producer").await;
-    let other = rig.start_instance(&fake, &db, "other").await;
-    let (_owner, list) = client_list();
-    let mut viewer = SseClient::connect(&other.events_url("lobby"), None).await;
-    let reply = post(&producer.url, "@gpt count after approval").await;
-    watch(&mut viewer, &list, reply.id, |c| {
-        c.first().is_some_and(|c| c.state == ToolState::Waiting)
-    })
-    .await;
-    let call = list.tool_calls(reply.id).unwrap().remove(0);
-    producer.kill9();
-    // Approved on the surviving instance while no one produces the reply:
-    // the decision is a row, so whoever takes the reply over finds it.
-    let approved = call_fn(
-        &other.url,
-        "decide_tool_call",
-        &[
-            ("thread", "lobby"),
-            ("id", &reply.id.to_string()),
-            ("call", "0"),
-            ("arguments_hash", &call.arguments_hash()),
-            ("decision", "approve"),
-            ("by", "Ann"),
-        ],
-    )
-    .await;
-    assert!(approved.status().is_success(), "{}", approved.status());
-    follow_to_end(&mut viewer, &list, reply.id).await;
-    let stored = ended(&other.url, reply.id).await;
-    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
-    let stored_call = calls(&stored).remove(0);
-    assert_eq!(stored_call.state, ToolState::Done);
-    assert_eq!(stored_call.decided_by.as_deref(), Some("Ann"));
-    assert_eq!(rig.runs(), 1, "ran once, after the approval");
-    assert_eq!(stored.body, "Counted once.");
+async fn producer_killed_while_a_call_waits_another_instance_waits_and_runs_it_once() {
+    while_a_call_waits(Setup::Two).await;
 }

@@ -304,6 +304,21 @@ impl TestApp {
 
 /// Calls `read` until `done` holds for what it returned (every `every`),
 /// failing with `what` after `within`. Returns that value.
+/// Posts `body` as `author` to the lobby of the server at `url` (a child
+/// process); the first reply it started.
+pub async fn post_to(url: &str, author: &str, body: &str) -> Message {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/send_message"))
+        .header("accept", "application/json")
+        .form(&[("thread", "lobby"), ("author", author), ("body", body)])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut posted: Posted = response.json().await.unwrap();
+    posted.replies.remove(0)
+}
+
 pub async fn poll_until<T, Fut>(
     within: Duration,
     every: Duration,

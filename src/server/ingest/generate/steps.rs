@@ -283,14 +283,7 @@ impl Generation<'_> {
         log: &mut ToolLog,
     ) -> Result<(), Ending> {
         let shutting_down = || Ending::Failed("The server is shutting down.".into());
-        let running = ToolRecord::State {
-            c: index,
-            s: ToolState::Running,
-            by: None,
-            h: Some(h.to_owned()),
-            out: None,
-            ms: None,
-        };
+        let running = record_of(index, ToolState::Running, Some(h), None, None, None);
         if !self.record(running, log).await || self.state.writer.ping().await.is_err() {
             return Err(shutting_down());
         }
@@ -332,14 +325,7 @@ impl Generation<'_> {
             }
         };
         self.state.metrics.tool_call(s == ToolState::Done);
-        let ended = ToolRecord::State {
-            c: index,
-            s,
-            by: None,
-            h: Some(h.to_owned()),
-            out: Some(out),
-            ms: Some(ms),
-        };
+        let ended = record_of(index, s, Some(h), None, Some(out), Some(ms));
         if !self.record(ended, log).await {
             return Err(shutting_down());
         }
@@ -364,16 +350,35 @@ impl Generation<'_> {
     }
 }
 
-/// A call's end as failed, with why.
-fn failed(index: u32, h: Option<String>, out: &str) -> ToolRecord {
+/// Call `index` is now in state `s` (for the arguments hashing to `h`).
+fn record_of(
+    index: u32,
+    s: ToolState,
+    h: Option<&str>,
+    by: Option<String>,
+    out: Option<String>,
+    ms: Option<i64>,
+) -> ToolRecord {
     ToolRecord::State {
         c: index,
-        s: ToolState::Failed,
-        by: None,
-        h,
-        out: Some(out.to_owned()),
-        ms: None,
+        s,
+        by,
+        h: h.map(str::to_owned),
+        out,
+        ms,
     }
+}
+
+/// A call's end as failed, with why.
+fn failed(index: u32, h: Option<String>, out: &str) -> ToolRecord {
+    record_of(
+        index,
+        ToolState::Failed,
+        h.as_deref(),
+        None,
+        Some(out.to_owned()),
+        None,
+    )
 }
 
 /// How someone decided on a call waiting for approval.
@@ -410,14 +415,7 @@ impl Generation<'_> {
     ) -> Result<Decision, Ending> {
         let shutting_down = || Ending::Failed("The server is shutting down.".into());
         if state != ToolState::Waiting {
-            let waiting = ToolRecord::State {
-                c: index,
-                s: ToolState::Waiting,
-                by: None,
-                h: Some(h.to_owned()),
-                out: None,
-                ms: None,
-            };
+            let waiting = record_of(index, ToolState::Waiting, Some(h), None, None, None);
             if !self.record(waiting, log).await || self.state.writer.ping().await.is_err() {
                 return Err(shutting_down());
             }
@@ -460,14 +458,14 @@ impl Generation<'_> {
         self.handle.paused(started.elapsed());
         let (record, outcome) = match decision {
             Some(d) if d.approved && d.arguments_hash == h => (
-                ToolRecord::State {
-                    c: index,
-                    s: ToolState::Approved,
-                    by: Some(d.decided_by),
-                    h: Some(h.to_owned()),
-                    out: None,
-                    ms: None,
-                },
+                record_of(
+                    index,
+                    ToolState::Approved,
+                    Some(h),
+                    Some(d.decided_by),
+                    None,
+                    None,
+                ),
                 Decision::Approved,
             ),
             Some(d) => {
@@ -494,14 +492,7 @@ impl Generation<'_> {
 }
 
 fn denied(index: u32, h: &str, by: Option<String>, out: String) -> ToolRecord {
-    ToolRecord::State {
-        c: index,
-        s: ToolState::Denied,
-        by,
-        h: Some(h.to_owned()),
-        out: Some(out),
-        ms: None,
-    }
+    record_of(index, ToolState::Denied, Some(h), by, Some(out), None)
 }
 
 #[cfg(test)]
