@@ -5,6 +5,11 @@ import { createThread, hydrated, uniqueQuestion } from "./helpers";
 // under test lets anyone in the thread decide (STREAMCHAT_TOOL_APPROVER=anyone
 // in scripts/test), so a second person can approve.
 
+/** The card of a reply's tool call, by its tool's name. */
+function toolCard(reply: Locator, tool: string): Locator {
+  return reply.getByRole("group", { name: `Tool call ${tool}` });
+}
+
 /** The @helper bot's reply. */
 function helperReply(page: Page): Locator {
   return page
@@ -27,9 +32,8 @@ test("one asks, another approves: the card waits with its arguments, then the re
   const term = uniqueQuestion("needle").replace(/ /g, "");
   await askHelper(asker, "Asker", `search for ${term}`);
 
-  const card = helperReply(asker).locator("details.tool-call");
+  const card = toolCard(helperReply(asker), "search_threads");
   await expect(card).toHaveAttribute("data-state", "waiting");
-  await expect(card.locator("summary")).toContainText("search_threads");
   await expect(card.locator(".tool-arguments")).toContainText(term);
 
   // A reload mid-wait: still waiting, with the same arguments.
@@ -39,7 +43,7 @@ test("one asks, another approves: the card waits with its arguments, then the re
   await expect(card.locator(".tool-arguments")).toContainText(term);
 
   // The other person sees the same card and approves it.
-  const theirs = helperReply(approver).locator("details.tool-call");
+  const theirs = toolCard(helperReply(approver), "search_threads");
   await expect(theirs).toHaveAttribute("data-state", "waiting");
   await expect(theirs.locator(".tool-arguments")).toContainText(term);
   await approver.getByRole("textbox", { name: "Name" }).fill("Approver");
@@ -51,7 +55,7 @@ test("one asks, another approves: the card waits with its arguments, then the re
   const reply = helperReply(asker);
   await expect(reply).toHaveAttribute("data-status", "done", { timeout: 60_000 });
   await expect(reply.locator(":scope > .body")).toContainText("The result was");
-  await card.locator("summary").click();
+  await card.getByText("Result").click();
   await expect(card.locator(".tool-output")).toContainText("hits");
 });
 
@@ -62,11 +66,11 @@ test("a denied call does not run, and the bot still answers", async ({ browser }
   await other.goto(path);
   await hydrated(other);
   await askHelper(asker, "Asker", `search for ${uniqueQuestion("secret").replace(/ /g, "")}`);
-  const theirs = helperReply(other).locator("details.tool-call");
+  const theirs = toolCard(helperReply(other), "search_threads");
   await expect(theirs).toHaveAttribute("data-state", "waiting");
   await other.getByRole("textbox", { name: "Name" }).fill("Denier");
   await theirs.getByRole("button", { name: "Deny" }).click();
-  const card = helperReply(asker).locator("details.tool-call");
+  const card = toolCard(helperReply(asker), "search_threads");
   await expect(card).toHaveAttribute("data-state", "denied");
   await expect(card).toContainText("denied by Denier");
   await expect(helperReply(asker)).toHaveAttribute("data-status", "done", { timeout: 60_000 });
@@ -76,7 +80,7 @@ test("approving a call with other arguments than those shown is refused", async 
   const path = await createThread(page, uniqueQuestion("Tools mismatch"));
   await askHelper(page, "Asker", `search for ${uniqueQuestion("exact").replace(/ /g, "")}`);
   const reply = helperReply(page);
-  const card = reply.locator("details.tool-call");
+  const card = toolCard(reply, "search_threads");
   await expect(card).toHaveAttribute("data-state", "waiting");
   const id = await reply.getAttribute("data-id");
   const thread = path.replace("/t/", "");
@@ -108,7 +112,7 @@ test.describe("without JavaScript", () => {
     // The page is not live: reload until the call waits.
     await expect(async () => {
       await page.reload();
-      await expect(reply.locator("details.tool-call")).toHaveAttribute("data-state", "waiting", { timeout: 1000 });
+      await expect(toolCard(reply, "search_threads")).toHaveAttribute("data-state", "waiting", { timeout: 1000 });
     }).toPass({ timeout: 30_000 });
     await reply.getByRole("button", { name: "Approve" }).click();
     await page.waitForURL((url) => url.pathname === "/t/lobby");
@@ -116,7 +120,7 @@ test.describe("without JavaScript", () => {
       await page.reload();
       await expect(reply).toHaveAttribute("data-status", "done", { timeout: 1000 });
     }).toPass({ timeout: 60_000 });
-    await expect(reply.locator("details.tool-call")).toHaveAttribute("data-state", "done");
-    await expect(reply.locator("details.tool-call")).toContainText("approved by NoScript");
+    await expect(toolCard(reply, "search_threads")).toHaveAttribute("data-state", "done");
+    await expect(toolCard(reply, "search_threads")).toContainText("approved by NoScript");
   });
 });

@@ -1,7 +1,8 @@
 //! A reply's tool calls on the page: one compact card per call (name,
-//! state, arguments, result folded, duration), between the thinking and
-//! the answer. Plain HTML (`<details>`), so it reads the same without
-//! JavaScript; a call waiting for approval carries Approve / Deny forms.
+//! state, duration, arguments; the result folded in a `<details>`),
+//! between the thinking and the answer. Plain HTML, so it reads the same
+//! without JavaScript; a call waiting for approval carries Approve / Deny
+//! forms.
 
 use leptos::{prelude::*, server_fn::ServerFn};
 
@@ -42,17 +43,29 @@ fn state_label(state: ToolState, reply: Status) -> &'static str {
 
 #[component]
 pub fn ToolCalls(id: i64, calls: ArcRwSignal<ToolLog>, status: Signal<Status>) -> impl IntoView {
-    move || {
-        calls.with(|log| {
-            (!log.is_empty()).then(|| {
-                let cards = log
-                    .calls()
-                    .iter()
-                    .map(|call| view! { <ToolCard id call=call.clone() status/> })
-                    .collect_view();
-                view! { <section class="tool-calls" aria-label="Tool calls">{cards}</section> }
-            })
-        })
+    let has_calls = {
+        let calls = calls.clone();
+        Memo::new(move |_| calls.with(|log| !log.is_empty()))
+    };
+    // Keyed by what a card shows: a card is redrawn only when its own call
+    // changes (a viewer's open result stays open while another call streams).
+    let each = move || calls.with(|log| log.calls().to_vec());
+    let key = |call: &ToolCall| {
+        (
+            call.index,
+            state_attr(call.state),
+            call.arguments.len(),
+            call.output.is_some(),
+            call.decided_by.is_some(),
+            call.name.clone(),
+        )
+    };
+    view! {
+        <section class="tool-calls" aria-label="Tool calls" hidden=move || !has_calls.get()>
+            <For each key let:call>
+                <ToolCard id call status/>
+            </For>
+        </section>
     }
 }
 
@@ -69,18 +82,33 @@ fn ToolCard(id: i64, call: ToolCall, status: Signal<Status>) -> impl IntoView {
         ToolState::Denied => format!("denied by {by}"),
         _ => format!("approved by {by}"),
     });
+    let result_label = if state == ToolState::Done {
+        "Result"
+    } else {
+        "Why"
+    };
     view! {
-        <details class="tool-call" data-state=state_attr(state) open=state == ToolState::Waiting>
-            <summary>
+        <div
+            class="tool-call"
+            role="group"
+            aria-label=format!("Tool call {}", call.name)
+            data-state=state_attr(state)
+        >
+            <p class="tool-head">
                 <span class="tool-name">{call.name.clone()}</span>
                 <span class="tool-state">{label}</span>
                 {duration.map(|d| view! { <span class="tool-ms">{d}</span> })}
-            </summary>
+            </p>
             <div class="tool-arguments" aria-label="Arguments" inner_html=arguments></div>
             {decide}
             {decided.map(|d| view! { <p class="tool-decided">{d}</p> })}
-            {output.map(|o| view! { <div class="tool-output" aria-label="Result" inner_html=o></div> })}
-        </details>
+            {output.map(|o| view! {
+                <details class="tool-output">
+                    <summary>{result_label}</summary>
+                    <div inner_html=o></div>
+                </details>
+            })}
+        </div>
     }
 }
 

@@ -1,7 +1,7 @@
 //! A bot with a Model Context Protocol server's tools: the reference
 //! server no one here wrote (`@modelcontextprotocol/server-everything`,
 //! from npm, installed by the test command into `end2end/node_modules`)
-//! over stdio. Its tools are offered to the model, a call to `echo` gives
+//! over stdio, and over streamable HTTP. Its tools are offered to the model, a call to `echo` gives
 //! the server's answer; a server whose command is missing fails the reply
 //! with a message that says so.
 
@@ -101,4 +101,57 @@ async fn a_missing_mcp_server_fails_the_reply_saying_so() {
         "{error}"
     );
     assert_eq!(app.fake.requests(), 0, "no provider call without the tools");
+}
+
+/// The reference server again, over streamable HTTP (its `streamableHttp`
+/// mode on a free port): the bot's calls go to its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_mcp_server_answers_over_streamable_http() {
+    let stdio = everything_server();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("node")
+        .arg(&stdio.args[0])
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("node runs the reference server");
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    crate::support::poll_until(
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(50),
+        "the MCP server did not listen",
+        || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+        |up| *up,
+    )
+    .await;
+    let fake = FakeProvider::start(|n, _| match n {
+        0 => Scripted::tool_call("everything__echo", r#"{"message": "over http"}"#),
+        _ => Scripted::new(&["Echoed."]),
+    })
+    .await;
+    let over_http = McpServerConfig {
+        command: None,
+        args: Vec::new(),
+        url: Some(url),
+        ..stdio
+    };
+    let app = spawn_app_with(fake, with_server(over_http)).await;
+    let reply = app
+        .post("lobby", "Ann", "@gpt echo")
+        .await
+        .replies
+        .remove(0);
+    let stored = app.wait_finished(reply.id).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    let log = ToolLog::parse(&stored.tools);
+    let call = &log.calls()[0];
+    assert_eq!(call.state, ToolState::Done, "{:?}", call.output);
+    assert!(call.output.as_deref().unwrap().contains("over http"));
 }
