@@ -155,3 +155,44 @@ async fn the_reference_mcp_server_answers_over_streamable_http() {
     assert_eq!(call.state, ToolState::Done, "{:?}", call.output);
     assert!(call.output.as_deref().unwrap().contains("over http"));
 }
+
+/// A tool that runs longer than the reply's idle timeout is not cut short
+/// by the watchdog (a running tool is a sign of life; it has its own
+/// timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tool_is_not_an_idle_reply() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/counting_mcp.py");
+    let fake = FakeProvider::start(|n, _| match n {
+        0 => Scripted::tool_call("counter__count", r#"{"seconds": 2.5}"#),
+        _ => Scripted::new(&["Slow", " but done."]),
+    })
+    .await;
+    let app = spawn_app_with(fake, move |config| {
+        config.bots[0].mcp_servers = vec![McpServerConfig {
+            name: "counter".into(),
+            command: Some("python3".into()),
+            args: vec![script.display().to_string()],
+            url: None,
+            timeout_secs: 10.0,
+        }];
+        config.bots[0].tools = vec![ToolConfig {
+            name: "counter/count".into(),
+            approval: Approval::Never,
+            idempotent: None,
+        }];
+        config.limits.idle_timeout_secs = 1.0;
+        config.limits.watchdog_period_secs = 0.2;
+    })
+    .await;
+    let reply = app
+        .post("lobby", "Ann", "@gpt slowly")
+        .await
+        .replies
+        .remove(0);
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    let log = ToolLog::parse(&stored.tools);
+    assert_eq!(log.calls()[0].state, ToolState::Done);
+    assert!(log.calls()[0].ms.unwrap() >= 2500);
+}

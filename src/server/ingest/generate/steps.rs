@@ -302,12 +302,19 @@ impl Generation<'_> {
         };
         let bot = self.state.bots.get(&self.reply.author);
         let started = Instant::now();
-        self.handle.touch();
         let cancel = self.handle.cancel_token();
-        let result = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => None,
-            result = bot.tools.call(tool, &arguments, &cx) => Some(result),
+        let call = bot.tools.call(tool, &arguments, &cx);
+        tokio::pin!(call);
+        // A running tool is a sign of life (each has its own timeout, so
+        // the reply's idle timeout does not cut a slow one short).
+        let mut alive = tokio::time::interval(TOOL_ALIVE);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break None,
+                result = &mut call => break Some(result),
+                _ = alive.tick() => self.handle.touch(),
+            }
         };
         self.handle.touch();
         let ms = started.elapsed().as_millis() as i64;
@@ -396,6 +403,9 @@ fn step_calls(step: u32, base: u32, limits: &ToolsConfig) -> StepCalls {
         limits.max_argument_bytes,
     )
 }
+
+/// How often a running tool counts as a sign of life for the watchdog.
+const TOOL_ALIVE: Duration = Duration::from_secs(1);
 
 /// How often a call waiting for approval looks for a decision (made on any
 /// instance: the decision is a row).
