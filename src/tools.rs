@@ -47,6 +47,19 @@ impl ToolState {
         )
     }
 
+    /// Its name, as the page marks a card (`data-state`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolState::Writing => "writing",
+            ToolState::Waiting => "waiting",
+            ToolState::Approved => "approved",
+            ToolState::Running => "running",
+            ToolState::Done => "done",
+            ToolState::Failed => "failed",
+            ToolState::Denied => "denied",
+        }
+    }
+
     /// What the page says about a call in this state.
     pub fn label(self) -> &'static str {
         match self {

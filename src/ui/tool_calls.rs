@@ -53,7 +53,7 @@ pub fn ToolCalls(id: i64, calls: ArcRwSignal<ToolLog>, status: Signal<Status>) -
     let key = |call: &ToolCall| {
         (
             call.index,
-            state_attr(call.state),
+            call.state.as_str(),
             call.arguments.len(),
             call.output.is_some(),
             call.decided_by.is_some(),
@@ -92,7 +92,7 @@ fn ToolCard(id: i64, call: ToolCall, status: Signal<Status>) -> impl IntoView {
             class="tool-call"
             role="group"
             aria-label=format!("Tool call {}", call.name)
-            data-state=state_attr(state)
+            data-state=state.as_str()
         >
             <p class="tool-head">
                 <span class="tool-name">{call.name.clone()}</span>
@@ -154,18 +154,6 @@ fn Decide(id: i64, call: u32, hash: String, status: Signal<Status>) -> impl Into
             {form(false)}
             <span class="action-error" role="alert">{move || error.get()}</span>
         </div>
-    }
-}
-
-fn state_attr(state: ToolState) -> &'static str {
-    match state {
-        ToolState::Writing => "writing",
-        ToolState::Waiting => "waiting",
-        ToolState::Approved => "approved",
-        ToolState::Running => "running",
-        ToolState::Done => "done",
-        ToolState::Failed => "failed",
-        ToolState::Denied => "denied",
     }
 }
 

@@ -6,12 +6,12 @@
 //! with a message that says so.
 
 use streamchat::{
-    model::Status,
+    model::{Message, Status},
     server::config::{Approval, Config, McpServerConfig, ToolConfig},
-    tools::{ToolLog, ToolState},
+    tools::{ToolCall, ToolLog, ToolState},
 };
 
-use crate::support::{spawn_app_with, FakeProvider, Scripted};
+use crate::support::{spawn_app_with, FakeProvider, Scripted, TestApp};
 
 fn everything_server() -> McpServerConfig {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,17 +41,23 @@ fn with_server(server: McpServerConfig) -> impl FnOnce(&mut Config) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reference_mcp_servers_echo_answers_through_a_bot() {
-    let fake = FakeProvider::start(|n, _| match n {
+/// A bot with `server` asked once: the model calls `everything__echo` with
+/// `message`, then answers `answer`. The app, the reply as it ended, and
+/// its one call.
+async fn echo_through(
+    server: McpServerConfig,
+    message: &'static str,
+    answer: &'static [&'static str],
+) -> (TestApp, Message, ToolCall) {
+    let fake = FakeProvider::start(move |n, _| match n {
         0 => Scripted::tool_call(
             "everything__echo",
-            r#"{"message": "hello from the thread"}"#,
+            &serde_json::json!({ "message": message }).to_string(),
         ),
-        _ => Scripted::new(&["It", " echoed."]),
+        _ => Scripted::new(answer),
     })
     .await;
-    let app = spawn_app_with(fake, with_server(everything_server())).await;
+    let app = spawn_app_with(fake, with_server(server)).await;
     let reply = app
         .post("lobby", "Ann", "@gpt echo")
         .await
@@ -59,23 +65,30 @@ async fn the_reference_mcp_servers_echo_answers_through_a_bot() {
         .remove(0);
     let stored = app.wait_finished(reply.id).await;
     assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    let call = ToolLog::parse(&stored.tools).calls()[0].clone();
+    assert_eq!(call.state, ToolState::Done, "{:?}", call.output);
+    assert!(
+        call.output.as_deref().unwrap().contains(message),
+        "{:?}",
+        call.output
+    );
+    (app, stored, call)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_mcp_servers_echo_answers_through_a_bot() {
+    let (app, stored, _) = echo_through(
+        everything_server(),
+        "hello from the thread",
+        &["It", " echoed."],
+    )
+    .await;
     // The server's tool was offered with the server's own schema.
     let first = &app.fake.request_bodies()[0];
     let offered: Vec<&serde_json::Value> = first["tools"].as_array().unwrap().iter().collect();
     assert_eq!(offered.len(), 1, "only the configured tool: {offered:?}");
     assert_eq!(offered[0]["function"]["name"], "everything__echo");
     assert!(offered[0]["function"]["parameters"]["properties"]["message"].is_object());
-    let log = ToolLog::parse(&stored.tools);
-    let call = &log.calls()[0];
-    assert_eq!(call.state, ToolState::Done, "{:?}", call.output);
-    assert!(
-        call.output
-            .as_deref()
-            .unwrap()
-            .contains("hello from the thread"),
-        "{:?}",
-        call.output
-    );
     assert_eq!(stored.body, "It echoed.");
 }
 
@@ -113,13 +126,15 @@ async fn the_reference_mcp_server_answers_over_streamable_http() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = std::process::Command::new("node")
-        .arg(&stdio.args[0])
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("node runs the reference server");
+    let _server = KillOnDrop(
+        std::process::Command::new("node")
+            .arg(&stdio.args[0])
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node runs the reference server"),
+    );
     let url = format!("http://127.0.0.1:{port}/mcp");
     crate::support::poll_until(
         std::time::Duration::from_secs(20),
@@ -129,31 +144,23 @@ async fn the_reference_mcp_server_answers_over_streamable_http() {
         |up| *up,
     )
     .await;
-    let fake = FakeProvider::start(|n, _| match n {
-        0 => Scripted::tool_call("everything__echo", r#"{"message": "over http"}"#),
-        _ => Scripted::new(&["Echoed."]),
-    })
-    .await;
     let over_http = McpServerConfig {
         command: None,
         args: Vec::new(),
         url: Some(url),
         ..stdio
     };
-    let app = spawn_app_with(fake, with_server(over_http)).await;
-    let reply = app
-        .post("lobby", "Ann", "@gpt echo")
-        .await
-        .replies
-        .remove(0);
-    let stored = app.wait_finished(reply.id).await;
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
-    let log = ToolLog::parse(&stored.tools);
-    let call = &log.calls()[0];
-    assert_eq!(call.state, ToolState::Done, "{:?}", call.output);
-    assert!(call.output.as_deref().unwrap().contains("over http"));
+    echo_through(over_http, "over http", &["Echoed."]).await;
+}
+
+/// A child process stopped with the test, whether it passes or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A tool that runs longer than the reply's idle timeout is not cut short

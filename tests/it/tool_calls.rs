@@ -134,21 +134,6 @@ async fn recorded_tool_calls_become_tool_parts() {
 }
 }
 
-/// Follows reply `id` on `client` until `done(list)` holds.
-async fn follow_until(
-    client: &mut SseClient,
-    list: &streamchat::live::MessageList,
-    done: impl Fn(&streamchat::live::MessageList) -> bool,
-) {
-    while !done(list) {
-        let (rev, event) = tokio::time::timeout(Duration::from_secs(20), client.next())
-            .await
-            .expect("events keep coming")
-            .expect("the subscription stays open");
-        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
-    }
-}
-
 crate::both_backends! {
 /// call, result, call, answer: the reply ends done with both calls and the
 /// answer stored, usage summed over the three model steps, and a viewer
@@ -187,15 +172,17 @@ async fn a_two_step_loop_ends_done_and_replays_exactly() {
         }
     };
     // Between every step: drop the connection, come back from the last id.
-    follow_until(&mut viewer, &list, call_done(0)).await;
+    viewer.follow_until(&list, call_done(0)).await;
     let last = viewer.last_id.clone();
     drop(viewer);
     let mut viewer = SseClient::connect(&app.events_url("lobby"), last.as_deref()).await;
-    follow_until(&mut viewer, &list, call_done(1)).await;
+    viewer.follow_until(&list, call_done(1)).await;
     let last = viewer.last_id.clone();
     drop(viewer);
     let mut viewer = SseClient::connect(&app.events_url("lobby"), last.as_deref()).await;
-    follow_until(&mut viewer, &list, |l| l.status(id) == Some(Status::Done)).await;
+    viewer
+        .follow_until(&list, |l| l.status(id) == Some(Status::Done))
+        .await;
 
     let stored = app.wait_finished(id).await;
     assert_eq!(stored.status, Status::Done, "{:?}", stored.error);

@@ -154,25 +154,6 @@ fn calls(message: &Message) -> Vec<ToolCall> {
     ToolLog::parse(&message.tools).calls().to_vec()
 }
 
-/// Applies the viewer's events until `done` holds of reply `id`'s calls.
-async fn watch(
-    viewer: &mut SseClient,
-    list: &MessageList,
-    id: i64,
-    done: impl Fn(&[ToolCall]) -> bool,
-) {
-    loop {
-        if list.tool_calls(id).is_some_and(|c| done(&c)) {
-            return;
-        }
-        let (rev, event) = tokio::time::timeout(Duration::from_secs(20), viewer.next())
-            .await
-            .expect("events keep coming")
-            .expect("the subscription stays open");
-        assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
-    }
-}
-
 async fn ended(url: &str, id: i64) -> Message {
     poll_until(
         Duration::from_secs(30),
@@ -261,7 +242,10 @@ impl Scene {
 
     /// Follows the reply until `done` holds of its calls.
     async fn until(&mut self, done: impl Fn(&[ToolCall]) -> bool) {
-        watch(&mut self.viewer, &self.list, self.id, done).await;
+        let id = self.id;
+        self.viewer
+            .follow_until(&self.list, |l| l.tool_calls(id).is_some_and(|c| done(&c)))
+            .await;
     }
 
     /// Kills the producer with SIGKILL; returns the URL of the server that
@@ -304,14 +288,10 @@ impl Scene {
     /// followed it to the end without a gap and holds what is stored.
     async fn done(&mut self, url: &str) -> Message {
         if self.setup == Setup::Two {
-            while self.list.status(self.id) == Some(Status::Streaming) {
-                let (rev, event) =
-                    tokio::time::timeout(Duration::from_secs(30), self.viewer.next())
-                        .await
-                        .expect("events keep coming")
-                        .expect("the subscription stays open");
-                assert_eq!(self.list.apply(event, rev), None, "no gap, whole copies");
-            }
+            let id = self.id;
+            self.viewer
+                .follow_until(&self.list, |l| l.status(id) != Some(Status::Streaming))
+                .await;
         }
         let stored = ended(url, self.id).await;
         assert_eq!(stored.status, Status::Done, "{:?}", stored.error);

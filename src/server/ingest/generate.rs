@@ -87,10 +87,9 @@ struct Progress {
     /// estimate when the provider sends no usage.
     text: String,
     prompt_text: String,
-    /// The answer so far (with the stored text a resumed reply had): the
-    /// tool log's offsets are into it, and a tool step's prompt takes its
-    /// pieces.
-    answer: String,
+    /// Bytes of the answer so far (with the stored text a resumed reply
+    /// had): where a tool call began (`at`) is an offset into it.
+    answer_len: usize,
     finish_reason: Option<String>,
     /// Usage summed over the model steps ...
     usage: Option<Usage>,
@@ -335,7 +334,7 @@ impl Generation<'_> {
             }
             for mut choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
                 if let Some(deltas) = choice.delta.tool_calls.take() {
-                    let records = calls.push(deltas, progress.answer.len());
+                    let records = calls.push(deltas, progress.answer_len);
                     if !self.record_all(&mut chunkers, records, log).await {
                         return Ending::Failed("The server is shutting down.".into());
                     }
@@ -377,7 +376,7 @@ impl Generation<'_> {
         // so far is kept.
         drop(stream);
         progress.add_usage(usage);
-        let records = calls.finish(progress.answer.len());
+        let records = calls.finish(progress.answer_len);
         self.record_all(&mut chunkers, records, log).await;
         for part in TEXT_PARTS {
             self.flush(&mut chunkers, part).await;
@@ -430,7 +429,7 @@ impl Generation<'_> {
         };
         progress.text.push_str(text);
         if part == Part::Answer {
-            progress.answer.push_str(text);
+            progress.answer_len += text.len();
         }
         for other in TEXT_PARTS.into_iter().filter(|p| *p != part) {
             if !self.flush(chunkers, other).await {

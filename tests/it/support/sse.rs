@@ -123,6 +123,19 @@ impl SseClient {
         }
     }
 
+    /// Applies events to `list` (the browser's rules) until `done(list)`
+    /// holds; every event must apply cleanly.
+    pub async fn follow_until(&mut self, list: &MessageList, done: impl Fn(&MessageList) -> bool) {
+        while !done(list) {
+            let (rev, event) =
+                tokio::time::timeout(std::time::Duration::from_secs(30), self.next())
+                    .await
+                    .expect("events keep coming")
+                    .expect("the subscription stays open");
+            assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
+        }
+    }
+
     /// The next event's id and JSON text, unparsed.
     pub async fn next_raw(&mut self) -> Option<(Option<i64>, String)> {
         loop {

@@ -107,21 +107,18 @@ impl Generation<'_> {
             Err(e) => return Ending::Failed(e),
         };
         let definitions: Vec<_> = tools.iter().map(|t| t.definition.clone()).collect();
+        // The answer as stored when a step begins (the next step's prompt
+        // takes its pieces), and the tool log as this task appended it.
+        let mut answer = String::new();
         let mut log = ToolLog::default();
         if self.resume {
-            match self
-                .state
-                .store
-                .message(self.thread_id, self.reply.id)
-                .await
-            {
-                Ok(Some(stored)) => {
-                    progress.answer = stored.body;
-                    log = ToolLog::parse(&stored.tools);
-                }
-                Ok(None) => return Ending::Failed("The reply is gone.".into()),
-                Err(e) => return Ending::Failed(format!("Could not read the reply: {e}")),
-            }
+            let stored = match self.stored().await {
+                Ok(stored) => stored,
+                Err(ending) => return ending,
+            };
+            answer = stored.body;
+            progress.answer_len = answer.len();
+            log = ToolLog::parse(&stored.tools);
             let unfinished: Vec<u32> = log
                 .calls()
                 .iter()
@@ -137,7 +134,7 @@ impl Generation<'_> {
             let next_index = log.calls().iter().map(|c| c.index + 1).max().unwrap_or(0);
             let mut calls = step_calls(step, next_index, limits);
             let mut prompt = base.clone();
-            prompt.extend(continuation(&progress.answer, &log));
+            prompt.extend(continuation(&answer, &log));
             let ending = self
                 .stream(prompt, &definitions, progress, &mut calls, &mut log)
                 .await;
@@ -148,53 +145,72 @@ impl Generation<'_> {
             if tools.is_empty() {
                 // A model calling tools it was not offered: the calls are
                 // kept (failed), and the reply ends as the model ended it.
-                for &index in &indexes {
-                    let h = self.hash_of(&log, index);
-                    if !self
-                        .record(failed(index, h, "This bot has no tools."), &mut log)
-                        .await
-                    {
-                        break;
-                    }
-                }
+                self.fail_all(&indexes, "This bot has no tools.", &mut log)
+                    .await;
                 return ending;
             }
             if step + 1 >= limits.max_steps {
-                for &index in &indexes {
-                    let h = self.hash_of(&log, index);
-                    let failed = failed(index, h, "The bot reached its limit of tool steps.");
-                    if !self.record(failed, &mut log).await {
-                        break;
-                    }
-                }
+                self.fail_all(
+                    &indexes,
+                    "The bot reached its limit of tool steps.",
+                    &mut log,
+                )
+                .await;
                 return Ending::Failed(format!(
                     "The bot made tool calls in each of its {} steps without answering; \
                      the reply was ended.",
                     limits.max_steps
                 ));
             }
-            for &index in &indexes {
-                if calls.oversized(index) {
-                    let h = self.hash_of(&log, index);
-                    let out = format!(
-                        "The arguments were longer than {} bytes.",
-                        limits.max_argument_bytes
-                    );
-                    if !self.record(failed(index, h, &out), &mut log).await {
-                        return Ending::Failed("The server is shutting down.".into());
-                    }
-                }
+            let oversized: Vec<u32> = indexes
+                .iter()
+                .copied()
+                .filter(|&i| calls.oversized(i))
+                .collect();
+            let out = format!(
+                "The arguments were longer than {} bytes.",
+                limits.max_argument_bytes
+            );
+            if !self.fail_all(&oversized, &out, &mut log).await {
+                return Ending::Failed("The server is shutting down.".into());
             }
             if let Err(ending) = self.settle(&indexes, &tools, &mut log, false).await {
                 return ending;
             }
+            // Everything so far is committed (`settle` ends on the barrier).
+            answer = match self.stored().await {
+                Ok(stored) => stored.body,
+                Err(ending) => return ending,
+            };
             progress.finish_reason = None;
             step += 1;
         }
     }
 
-    fn hash_of(&self, log: &ToolLog, index: u32) -> Option<String> {
-        log.call(index).map(ToolCall::arguments_hash)
+    /// The reply as stored now.
+    async fn stored(&self) -> Result<crate::model::Message, Ending> {
+        match self
+            .state
+            .store
+            .message(self.thread_id, self.reply.id)
+            .await
+        {
+            Ok(Some(stored)) => Ok(stored),
+            Ok(None) => Err(Ending::Failed("The reply is gone.".into())),
+            Err(e) => Err(Ending::Failed(format!("Could not read the reply: {e}"))),
+        }
+    }
+
+    /// Ends calls `indexes` failed with `out` (their arguments as they
+    /// stand); false when the writer is gone.
+    async fn fail_all(&self, indexes: &[u32], out: &str, log: &mut ToolLog) -> bool {
+        for &index in indexes {
+            let h = log.call(index).map(ToolCall::arguments_hash);
+            if !self.record(failed(index, h, out), log).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Brings calls `indexes` to a final state, in order: runs them (after
