@@ -114,10 +114,11 @@ async fn a_stuck_viewer_is_resynced_and_others_are_unaffected() {
             ChatEvent::Finished { id, .. } => {
                 done.insert(*id);
             }
-            ChatEvent::Message { message } if replies.contains(&message.id) => {
-                if message.status != streamchat::model::Status::Streaming {
-                    done.insert(message.id);
-                }
+            ChatEvent::Message { message }
+                if replies.contains(&message.id)
+                    && message.status != streamchat::model::Status::Streaming =>
+            {
+                done.insert(message.id);
             }
             _ => {}
         }
