@@ -43,7 +43,12 @@ async fn sentence_viewer_and_token_viewer_end_identical() {
     let (sentence_text, sentence_deltas) = &results[1];
     assert_eq!(token_text, &stored);
     assert_eq!(sentence_text, &stored);
-    assert!(sentence_deltas.len() < token_deltas.len());
+    // Never more than a token viewer's (which a busy instance may also get
+    // merged: on PostgreSQL one wake-up read can carry several tokens).
+    assert!(
+        sentence_deltas.len() <= token_deltas.len(),
+        "{sentence_deltas:?} {token_deltas:?}"
+    );
     // Four sentences: four deltas, or fewer when the writer committed two
     // sentence ends together (tokens arriving in one group commit).
     assert!(
