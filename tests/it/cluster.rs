@@ -8,7 +8,9 @@ use std::{collections::HashSet, time::Duration};
 use crate::support::{
     client_list,
     pg::{node_config, spawn_node, NodeProcess, PgDb},
-    poll_until, FakeProvider, Scripted, SseClient,
+    poll_until,
+    sse::ended_reply,
+    FakeProvider, Scripted, SseClient,
 };
 use streamchat::{
     live::MessageList,
@@ -24,14 +26,8 @@ async fn follow_all(client: &mut SseClient, list: &MessageList, ids: &[i64]) {
             .await
             .expect("events keep coming")
             .expect("the subscription stays open");
-        match &event {
-            ChatEvent::Finished { id, .. } => {
-                open.remove(id);
-            }
-            ChatEvent::Message { message } if message.status != Status::Streaming => {
-                open.remove(&message.id);
-            }
-            _ => {}
+        if let Some(id) = ended_reply(&event) {
+            open.remove(&id);
         }
         assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
     }

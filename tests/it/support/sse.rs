@@ -107,15 +107,7 @@ impl SseClient {
             if let ChatEvent::Delta { text, .. } = &event {
                 deltas.push(text.clone());
             }
-            // Its end: the end event, or (several instances) the finished
-            // row itself when a wake-up read it after its last text.
-            let ended = match &event {
-                ChatEvent::Finished { id: done, .. } => *done == id,
-                ChatEvent::Message { message } => {
-                    message.id == id && message.status != streamchat::model::Status::Streaming
-                }
-                _ => false,
-            };
+            let ended = ended_reply(&event) == Some(id);
             assert_eq!(list.apply(event, rev), None, "no gap, whole copies");
             if ended {
                 return deltas;
@@ -171,5 +163,19 @@ impl SseClient {
                 None => return None,
             }
         }
+    }
+}
+
+/// The reply an event ends, if it ends one: its end event, or (a busy
+/// instance whose wake-up read covered the reply's end) its finished row.
+pub fn ended_reply(event: &ChatEvent) -> Option<i64> {
+    match event {
+        ChatEvent::Finished { id, .. } => Some(*id),
+        ChatEvent::Message { message }
+            if message.status != streamchat::model::Status::Streaming =>
+        {
+            Some(message.id)
+        }
+        _ => None,
     }
 }
