@@ -83,9 +83,13 @@ async fn main() {
 
     if want("S1") {
         // 1,000 tokens (20 s): enough CPU time to read in 10 ms ticks.
-        let (_dir, fake, server) = run_fresh(&binary, 50.0, 1000).await;
+        let tokens = std::env::var("S1_TOKENS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        let (_dir, fake, server) = run_fresh(&binary, 50.0, tokens).await;
         let idle = server.rss_mb();
-        let o = scenario(&server, &fake, "s1", 1, 1, 1, 1000).await;
+        let o = scenario(&server, &fake, "s1", 1, 1, 1, tokens).await;
         rows.push(Row {
             name: "S1 1 reply x 1 viewer, 50 tok/s".into(),
             figures: vec![
