@@ -67,6 +67,14 @@ fn cpu_split(o: &load::Outcome) -> (String, String) {
     )
 }
 
+/// A scenario's size from the environment (`S2_THREADS=20`), or its default.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn fmt_ms(v: f64) -> String {
     format!("{v:.2} ms")
 }
@@ -83,10 +91,7 @@ async fn main() {
 
     if want("S1") {
         // 1,000 tokens (20 s): enough CPU time to read in 10 ms ticks.
-        let tokens = std::env::var("S1_TOKENS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000);
+        let tokens = setting("S1_TOKENS", 1000);
         let (_dir, fake, server) = run_fresh(&binary, 50.0, tokens).await;
         let idle = server.rss_mb();
         let o = scenario(&server, &fake, "s1", 1, 1, 1, tokens).await;
@@ -112,10 +117,7 @@ async fn main() {
     }
     if want("S2") {
         let (_dir, fake, server) = run_fresh(&binary, 50.0, 200).await;
-        let threads = std::env::var("S2_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100);
+        let threads = setting("S2_THREADS", 100);
         let o = scenario(&server, &fake, "s2", threads, 1, 10, 200).await;
         rows.push(Row {
             name: "S2 100 replies x 10 viewers each, 50 tok/s".into(),
@@ -172,10 +174,7 @@ async fn main() {
     if want("S4") {
         let (_dir, fake, server) = run_fresh(&binary, 50.0, 200).await;
         let before = server.rss_mb();
-        let viewers = std::env::var("S4_VIEWERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000);
+        let viewers = setting("S4_VIEWERS", 10_000);
         let o = scenario(&server, &fake, "s4", 1, 1, viewers, 200).await;
         rows.push(Row {
             name: format!("S4 {viewers} idle viewers on one thread, then 1 reply"),
