@@ -1,6 +1,10 @@
 //! Wiring: state, routes, and the serve loop tests call on port 0.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
 
 use axum::http::HeaderName;
 use axum::{
@@ -9,7 +13,7 @@ use axum::{
     Router,
 };
 use leptos::{config::LeptosOptions, prelude::provide_context};
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use tokio::net::TcpListener;
 use tower_http::{
     catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, set_header::SetResponseHeaderLayer,
@@ -153,8 +157,18 @@ fn instance_name(config: &Config) -> String {
     })
 }
 
+/// The app's routes, listed once per process. Leptos lists them by running
+/// the app with every resource's load held back by a process-wide flag, and
+/// a resource first polled meanwhile, by any render in the process, never
+/// loads (leptos#4773): a page being served by another router in the same
+/// process (the tests run many) would hang. The routes never change.
+fn routes() -> Vec<AxumRouteListing> {
+    static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    let routes = routes();
     let context_state = state.clone();
     let mut router = Router::new()
         .route("/api/threads/events", get(sse::thread_list_events))

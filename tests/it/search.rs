@@ -349,3 +349,52 @@ async fn concurrent_result_pages_all_render() {
         assert!(body.contains("<mark>comet</mark>"));
     }
 }
+
+/// Pages render while other routers are built in the same process (the
+/// tests do that all the time; leptos holds every resource's first load
+/// back while it lists routes, and a render caught by that hung forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_render_while_another_router_is_built() {
+    use futures::StreamExt;
+    let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
+    app.post("lobby", "Ann", "the comet returns").await;
+    let state = app.state.clone();
+    let building = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let builder = std::thread::spawn({
+        let building = building.clone();
+        move || {
+            let mut built = 0;
+            while building.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(streamchat::server::router(state.clone()));
+                built += 1;
+            }
+            built
+        }
+    });
+    let pages: Vec<_> = futures::stream::iter(0..200)
+        .map(|_| {
+            let app = &app;
+            async move {
+                let response = app
+                    .http
+                    .get(format!("{}/search?q=comet", app.url))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .expect("the page is answered");
+                (
+                    response.status(),
+                    response.text().await.expect("the page ends"),
+                )
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    building.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(builder.join().unwrap() > 0, "routers were built meanwhile");
+    for (status, body) in pages {
+        assert_eq!(status, 200);
+        assert!(body.contains("<mark>comet</mark>"));
+    }
+}
