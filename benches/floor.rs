@@ -136,7 +136,7 @@ fn serve(variant: &str, db: &Path) {
     let (provider, _) = listener.accept().unwrap();
     let (viewer, _) = listener.accept().unwrap();
     viewer.set_nodelay(true).unwrap();
-    let log = (variant != "tokio-nodb").then(|| Log::open(db));
+    let mut log = (variant != "tokio-nodb").then(|| Log::open(db));
     if variant == "blocking" {
         let (mut provider, mut viewer) = (provider, viewer);
         let mut buf = [0u8; 4096];
@@ -146,7 +146,7 @@ fn serve(variant: &str, db: &Path) {
                 return;
             }
             let text = String::from_utf8_lossy(&buf[..n]);
-            let frame = log.as_ref().unwrap().append(&text);
+            let frame = log.as_mut().unwrap().append(&text);
             viewer.write_all(frame.as_bytes()).unwrap();
         }
     }
@@ -175,7 +175,7 @@ fn serve(variant: &str, db: &Path) {
         let writer = tokio::spawn(async move {
             let mut offset = 0;
             while let Some(text) = commands.recv().await {
-                let frame = match &log {
+                let frame = match &mut log {
                     Some(log) => log.append(&text),
                     None => {
                         offset += text.len();
@@ -200,7 +200,8 @@ fn serve(variant: &str, db: &Path) {
 /// stores it.
 struct Log {
     conn: rusqlite::Connection,
-    next: std::cell::Cell<(i64, usize)>,
+    /// The next row's key and the reply's length.
+    next: (i64, usize),
 }
 
 impl Log {
@@ -212,15 +213,12 @@ impl Log {
                  offset INTEGER NOT NULL, rev INTEGER NOT NULL, text TEXT NOT NULL);",
         )
         .unwrap();
-        Self {
-            conn,
-            next: std::cell::Cell::new((1, 0)),
-        }
+        Self { conn, next: (1, 0) }
     }
 
     /// Commits one row; returns the delta's SSE frame.
-    fn append(&self, text: &str) -> String {
-        let (key, offset) = self.next.get();
+    fn append(&mut self, text: &str) -> String {
+        let (key, offset) = self.next;
         self.conn
             .prepare_cached(
                 "INSERT INTO reply_log (key, part, offset, rev, text) VALUES (?, 0, ?, ?, ?)",
@@ -228,7 +226,7 @@ impl Log {
             .unwrap()
             .execute(rusqlite::params![key, offset as i64, key, text])
             .unwrap();
-        self.next.set((key + 1, offset + text.len()));
+        self.next = (key + 1, offset + text.len());
         frame(offset, text)
     }
 }
