@@ -318,31 +318,16 @@ async fn turned_off_there_is_no_box_and_no_endpoint() {
 /// loaded the machine is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_result_pages_all_render() {
-    use futures::StreamExt;
     let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
     app.post("lobby", "Ann", "the comet returns").await;
-    let pages: Vec<_> = futures::stream::iter(0..160)
-        .map(|i| {
-            let app = &app;
-            async move {
-                let path = if i % 2 == 0 {
-                    "/search?q=comet"
-                } else {
-                    "/search?q=comet&thread=lobby"
-                };
-                let response = app
-                    .http
-                    .get(format!("{}{path}", app.url))
-                    .timeout(Duration::from_secs(60))
-                    .send()
-                    .await
-                    .unwrap();
-                (response.status(), response.text().await.unwrap())
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let paths = (0..160).map(|i| {
+        if i % 2 == 0 {
+            "/search?q=comet"
+        } else {
+            "/search?q=comet&thread=lobby"
+        }
+    });
+    let pages = get_all(&app, paths, 16, Duration::from_secs(60)).await;
     assert_eq!(pages.len(), 160);
     for (status, body) in pages {
         assert_eq!(status, 200);
@@ -355,7 +340,6 @@ async fn concurrent_result_pages_all_render() {
 /// back while it lists routes, and a render caught by that hung forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_render_while_another_router_is_built() {
-    use futures::StreamExt;
     let app = spawn_app(FakeProvider::with(Scripted::new(&["ok"])).await).await;
     app.post("lobby", "Ann", "the comet returns").await;
     let state = app.state.clone();
@@ -371,30 +355,40 @@ async fn pages_render_while_another_router_is_built() {
             built
         }
     });
-    let pages: Vec<_> = futures::stream::iter(0..200)
-        .map(|_| {
-            let app = &app;
-            async move {
-                let response = app
-                    .http
-                    .get(format!("{}/search?q=comet", app.url))
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .await
-                    .expect("the page is answered");
-                (
-                    response.status(),
-                    response.text().await.expect("the page ends"),
-                )
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let paths = std::iter::repeat_n("/search?q=comet", 200);
+    let pages = get_all(&app, paths, 8, Duration::from_secs(30)).await;
     building.store(false, std::sync::atomic::Ordering::Relaxed);
     assert!(builder.join().unwrap() > 0, "routers were built meanwhile");
     for (status, body) in pages {
         assert_eq!(status, 200);
         assert!(body.contains("<mark>comet</mark>"));
     }
+}
+
+/// GETs every path, `at_once` at a time, each within `timeout`; the
+/// answers' statuses and bodies (in no particular order).
+async fn get_all(
+    app: &TestApp,
+    paths: impl Iterator<Item = &'static str>,
+    at_once: usize,
+    timeout: Duration,
+) -> Vec<(reqwest::StatusCode, String)> {
+    use futures::StreamExt;
+    futures::stream::iter(paths)
+        .map(|path| async move {
+            let response = app
+                .http
+                .get(format!("{}{path}", app.url))
+                .timeout(timeout)
+                .send()
+                .await
+                .expect("the page is answered");
+            (
+                response.status(),
+                response.text().await.expect("the page ends"),
+            )
+        })
+        .buffer_unordered(at_once)
+        .collect()
+        .await
 }
