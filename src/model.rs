@@ -678,3 +678,16 @@ pub struct Outcome {
     pub stopped_by: Option<String>,
     pub stats: ReplyStats,
 }
+
+impl Outcome {
+    /// A reply that failed with `error` and nothing else known.
+    pub fn failed(error: String) -> Self {
+        Self {
+            status: Status::Failed,
+            error: Some(error),
+            finish_reason: None,
+            stopped_by: None,
+            stats: ReplyStats::default(),
+        }
+    }
+}

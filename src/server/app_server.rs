@@ -203,11 +203,13 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         // A panic in a handler is a 500 with a plain message, never a hang.
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(security::same_origin))
         .layer(axum::middleware::from_fn_with_state(
             <limits::Writes as FromRef<AppState>>::from_ref(&state),
             limits::writes,
         ))
+        // Before the write budget: a cross-site request (refused) costs
+        // the visitor it was forged for nothing.
+        .layer(axum::middleware::from_fn(security::same_origin))
         // The door, before anything else runs: the host, the identity, and
         // who is asking (for every limit after it).
         .layer(axum::middleware::from_fn_with_state(

@@ -95,6 +95,9 @@ pub struct LimitsConfig {
     pub watchdog_period_secs: f64,
     /// Replies one client may have generating at once (beside the global cap).
     pub replies_per_client: usize,
+    /// Replies one client may have waiting for a tool-call decision at once
+    /// (a waiting reply holds no generation slot).
+    pub waiting_replies_per_client: usize,
     /// State-changing requests (posts, new threads, renames, granularity,
     /// Stop / Regenerate / Continue) per client per minute.
     pub writes_per_minute: u32,
@@ -108,10 +111,12 @@ pub struct LimitsConfig {
     /// A connection whose client takes nothing of what it is sent for this
     /// long is closed.
     pub write_timeout_secs: f64,
-    /// Largest reply (answer and thinking together, in bytes); a reply
-    /// reaching it ends `done` with the finish reason `length`, its text kept.
+    /// Largest reply (answer, thinking and tool log together, in bytes; a
+    /// continued reply's kept text counts); a reply reaching it ends `done`
+    /// with the finish reason `length`, its text kept.
     pub max_reply_bytes: usize,
-    /// Largest line of a provider's stream; a longer one fails the reply.
+    /// Largest line of a provider's stream, and largest event (its lines
+    /// up to the blank line); a longer one fails the reply.
     pub max_provider_line_bytes: usize,
     /// Database reads (pages, exports, search) longer than this are
     /// cancelled (PostgreSQL; the writer is not affected).
@@ -297,6 +302,7 @@ impl Default for LimitsConfig {
             total_timeout_secs: 600.0,
             watchdog_period_secs: 2.0,
             replies_per_client: 4,
+            waiting_replies_per_client: 4,
             writes_per_minute: 60,
             connections_per_client: 64,
             subscriptions_per_client: 16,
@@ -454,6 +460,7 @@ impl Config {
         }
         limit! {
             "STREAMCHAT_REPLIES_PER_CLIENT" => replies_per_client,
+            "STREAMCHAT_WAITING_REPLIES_PER_CLIENT" => waiting_replies_per_client,
             "STREAMCHAT_WRITES_PER_MINUTE" => writes_per_minute,
             "STREAMCHAT_CONNECTIONS_PER_CLIENT" => connections_per_client,
             "STREAMCHAT_SUBSCRIPTIONS_PER_CLIENT" => subscriptions_per_client,

@@ -14,6 +14,7 @@ mod crash_recovery;
 mod granularity_view;
 mod history;
 mod hostile_markdown;
+mod hostile_peers;
 mod idempotent_send;
 mod lagging_listener;
 mod layering;

@@ -25,8 +25,8 @@ fn everything_server() -> McpServerConfig {
         name: "everything".into(),
         command: Some("node".into()),
         args: vec![script.display().to_string(), "stdio".into()],
-        url: None,
         timeout_secs: 30.0,
+        ..McpServerConfig::default()
     }
 }
 
@@ -180,8 +180,8 @@ async fn a_slow_tool_is_not_an_idle_reply() {
             name: "counter".into(),
             command: Some("python3".into()),
             args: vec![script.display().to_string()],
-            url: None,
             timeout_secs: 10.0,
+            ..McpServerConfig::default()
         }];
         config.bots[0].tools = vec![ToolConfig {
             name: "counter/count".into(),

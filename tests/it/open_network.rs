@@ -504,3 +504,95 @@ async fn a_viewer_that_takes_nothing_is_dropped_after_the_write_timeout() {
     assert_eq!(done.status, streamchat::model::Status::Done);
     drop((lean, routed));
 }
+
+/// A proxy that adds its own `X-Forwarded-For` line instead of merging
+/// leaves the client's own line first: the key is the last line's last
+/// address, the one the trusted proxy wrote, so a client cannot pick it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_forwarded_header_is_read_by_the_proxys_own_line() {
+    let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |c| {
+        c.limits.writes_per_minute = 60;
+        c.access.client_ip_header = Some("X-Forwarded-For".into());
+    })
+    .await;
+    let started = Instant::now();
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..70 {
+        let response = app
+            .http
+            .post(format!("{}/api/send_message", app.url))
+            .header("accept", "application/json")
+            .header("x-forwarded-for", format!("10.9.0.{i}"))
+            .header("x-forwarded-for", "10.0.0.77")
+            .form(&[("thread", "lobby"), ("author", "A"), ("body", "hi")])
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => accepted += 1,
+            429 => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let refilled = started.elapsed().as_secs() as usize + 1;
+    assert!(
+        (60..=60 + refilled).contains(&accepted) && refused > 0,
+        "{accepted} accepted, {refused} refused: one client, whatever its first line says"
+    );
+    assert_eq!(app.message_count().await, accepted as i64);
+}
+
+/// `Forwarded` (RFC 7239) is understood: its last element's `for=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarded_header_keys_clients_by_its_last_for() {
+    let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |c| {
+        c.limits.writes_per_minute = 2;
+        c.access.client_ip_header = Some("Forwarded".into());
+    })
+    .await;
+    let post = |forwarded: String| {
+        app.http
+            .post(format!("{}/api/send_message", app.url))
+            .header("accept", "application/json")
+            .header("forwarded", forwarded)
+            .form(&[("thread", "lobby"), ("author", "A"), ("body", "hi")])
+            .send()
+    };
+    for i in 0..2 {
+        let ok = post(format!(
+            "for=10.9.0.{i}, for=\"[2001:db8::1]:4711\";proto=https"
+        ))
+        .await;
+        assert_eq!(ok.unwrap().status(), 200);
+    }
+    let refused = post("for=10.9.0.9, for=\"[2001:db8::2]\"".into())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429, "the same /64, whatever came first");
+    let other = post("for=192.0.2.60;proto=http".into()).await.unwrap();
+    assert_eq!(other.status(), 200, "another client has its own budget");
+}
+
+/// The identity header is set by the proxy once; a request carrying it
+/// twice (one line the client's) is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_identity_header_is_refused() {
+    let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |c| {
+        c.access.identity_header = Some("X-Forwarded-User".into());
+    })
+    .await;
+    let response = app
+        .http
+        .post(format!("{}/api/send_message", app.url))
+        .header("accept", "application/json")
+        .header("x-forwarded-user", "admin@example.com")
+        .header("x-forwarded-user", "ann@example.com")
+        .form(&[("thread", "lobby"), ("author", "x"), ("body", "claimed")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(error_text(&body).contains("more than once"), "{body}");
+    assert_eq!(app.message_count().await, 0);
+}

@@ -108,11 +108,7 @@ async fn same(name: &str, body: Vec<u8>) {
 }
 
 fn fixtures() -> Vec<PathBuf> {
-    let dir = std::env::var_os("STREAMCHAT_PROVIDER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/provider-streams")
-        });
+    let dir = crate::support::provider_fixtures_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("the recorded streams in {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

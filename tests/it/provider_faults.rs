@@ -84,6 +84,37 @@ async fn a_retry_after_longer_than_the_idle_timeout_fails_saying_so() {
 }
 
 crate::both_backends! {
+/// `Retry-After` is the provider's to write, any number: an infinite or
+/// huge one (which `Duration` cannot hold) ends the reply `failed` at once,
+/// never a panic that leaves it `streaming` (with its lease renewed).
+async fn an_absurd_retry_after_fails_the_reply_at_once() {
+    for header in ["inf", "1e20", "18446744073709551616"] {
+        let fake = FakeProvider::start(move |n, _| match n {
+            0 => Scripted::http_error(429, "Slow down", Some(header)),
+            _ => Scripted::new(&["still ", "here"]),
+        })
+        .await;
+        let app = spawn_app_with(fake, |c| {
+            c.limits.idle_timeout_secs = 3.0;
+            c.limits.total_timeout_secs = 6.0;
+        })
+        .await;
+        let failed = ask(&app).await;
+        assert_eq!(failed.status, Status::Failed, "Retry-After: {header}");
+        let error = failed.error.unwrap();
+        assert!(
+            error.contains("Slow down") && error.contains("longer than this app waits"),
+            "Retry-After: {header}: {error}"
+        );
+        assert_eq!(app.fake.requests(), 1, "Retry-After: {header}");
+        // The app goes on serving: the next reply is written.
+        let done = ask(&app).await;
+        assert_eq!((done.status, done.body.as_str()), (Status::Done, "still here"));
+    }
+}
+}
+
+crate::both_backends! {
 async fn a_server_error_then_success_is_done() {
     let ok = Scripted::new(&["fine ", "now"]);
     let fake = FakeProvider::start(move |n, _| match n {

@@ -1,4 +1,4 @@
-//! Every recorded provider stream in `../shared/fixtures/provider-streams/`
+//! Every recorded provider stream in `tests/fixtures/provider-streams/`
 //! (or `$STREAMCHAT_PROVIDER_FIXTURES`), served byte for byte by the fake
 //! provider, ends with the text, thinking (a reasoning model's
 //! `reasoning_content` / `reasoning`), usage and state the recording implies.
@@ -102,18 +102,10 @@ fn read_http(bytes: &[u8]) -> (u16, String) {
     (status, body.to_owned())
 }
 
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("STREAMCHAT_PROVIDER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/provider-streams")
-        })
-}
-
 crate::both_backends! {
 async fn every_recorded_provider_stream_ends_right() {
-    let dir = fixtures_dir();
-    // Required: CI always has them at ../shared/ (or set STREAMCHAT_PROVIDER_FIXTURES).
+    let dir = crate::support::provider_fixtures_dir();
+    // Required: they are in the repository (tests/fixtures/provider-streams/).
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
         panic!(
             "the provider recordings are required at {} (set STREAMCHAT_PROVIDER_FIXTURES): {e}",

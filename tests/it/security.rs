@@ -1,7 +1,7 @@
 //! Safety at the edge: state-changing server functions refuse other
 //! origins; pages carry a nonce-based CSP and the usual headers.
 
-use crate::support::{spawn_app, FakeProvider, Scripted};
+use crate::support::{spawn_app, spawn_app_with, FakeProvider, Scripted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_posts_are_refused() {
@@ -45,6 +45,36 @@ async fn cross_origin_posts_are_refused() {
         .await
         .unwrap();
     assert!(same.status().is_success(), "{}", same.status());
+    assert_eq!(app.message_count().await, 1);
+}
+
+/// A page on another site can make a visitor's browser post here, but the
+/// refusals cost the visitor nothing: the origin is checked before the
+/// write budget is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_posts_spend_nothing_of_the_visitors_budget() {
+    let app = spawn_app_with(FakeProvider::with(Scripted::new(&["ok"])).await, |c| {
+        c.limits.writes_per_minute = 60;
+    })
+    .await;
+    let post = |origin: String| {
+        app.http
+            .post(format!("{}/api/send_message", app.url))
+            .header("accept", "application/json")
+            .header("origin", origin)
+            .form(&[("thread", "lobby"), ("author", "Ann"), ("body", "hello")])
+            .send()
+    };
+    for _ in 0..60 {
+        let refused = post("https://evil.example".into()).await.unwrap();
+        assert_eq!(refused.status(), 403);
+    }
+    let own = post(format!("http://{}", app.addr)).await.unwrap();
+    assert_eq!(
+        own.status(),
+        200,
+        "the visitor's own post after 60 forged ones"
+    );
     assert_eq!(app.message_count().await, 1);
 }
 

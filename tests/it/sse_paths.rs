@@ -112,3 +112,40 @@ async fn fresh_and_kept_alive_connections_get_the_same_stream() {
     assert_eq!(texts[0], script.text());
     assert_eq!(texts[1], script.text());
 }
+
+crate::both_backends! {
+/// A snapshot's page is sized in bytes: ten replies of 60 KB and their
+/// questions go out ten rows to a 256 KiB page (not twenty), and a
+/// subscriber from the start gets every message, once, in order.
+async fn a_snapshot_of_long_messages_is_paged_by_bytes() {
+    let piece = "z".repeat(1000);
+    let long = Scripted::new(&[piece.as_str(); 60]);
+    let app = crate::support::spawn_app(FakeProvider::with(long).await).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let posted = app.post("lobby", "Ann", &format!("@gpt {i}")).await;
+        let reply = app.wait_finished(posted.replies[0].id).await;
+        assert_eq!(reply.body.len(), 60_000);
+        ids.extend([posted.message.id, reply.id]);
+    }
+    let page = app
+        .state
+        .store
+        .changed_page("lobby", Some(0), 0, 20, 256 * 1024)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 10, "the rows before the tenth hold 240 KB, before the eleventh 300 KB");
+    let mut viewer = SseClient::connect(&format!("{}?since=0", app.events_url("lobby")), None).await;
+    let mut seen = Vec::new();
+    while seen.len() < ids.len() {
+        let (_, event) = tokio::time::timeout(Duration::from_secs(20), viewer.next())
+            .await
+            .expect("the snapshot keeps coming")
+            .expect("open");
+        if let ChatEvent::Message { message } = event {
+            seen.push(message.id);
+        }
+    }
+    assert_eq!(seen, ids);
+}
+}

@@ -16,15 +16,6 @@ use crate::support::{
     client_list, poll_until, spawn_app_with, FakeProvider, Scripted, SseClient, TestApp,
 };
 
-fn fixtures_dir() -> std::path::PathBuf {
-    std::env::var_os("STREAMCHAT_PROVIDER_FIXTURES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/fixtures/provider-streams")
-        })
-}
-
 /// The default bot with these built-in tools.
 fn with_tools(tools: &[(&str, Approval)]) -> impl FnOnce(&mut Config) {
     let tools: Vec<ToolConfig> = tools
@@ -84,7 +75,7 @@ crate::both_backends! {
 /// whose names and arguments equal the recording's; the calls (to tools
 /// this bot does not have) fail, the model is told so and answers.
 async fn recorded_tool_calls_become_tool_parts() {
-    let dir = fixtures_dir();
+    let dir = crate::support::provider_fixtures_dir();
     let mut checked = 0;
     for prefix in ["02-", "07-", "08-", "09-", "11-"] {
         let file = std::fs::read_dir(&dir)
@@ -498,4 +489,92 @@ async fn tool_records_stream_as_the_third_part() {
     }
     let stored = app.wait_finished(reply.id).await;
     assert_eq!(stored.tools.len(), tool_bytes);
+}
+
+crate::both_backends! {
+/// Replies waiting for approval hold no generation slot: four of them from
+/// one client, with four slots in all, leave another client's `@gpt`
+/// answered; a fifth wait from that client is refused (the model is told);
+/// and the wait does not count against the total time: approved after
+/// more than `total_timeout_secs`, the reply ends `done`.
+async fn waiting_approvals_hold_no_slot_and_no_time() {
+    let fake = FakeProvider::start(|_, request| {
+        let plain = crate::support::fake_provider::last_user_message(request).contains("plain");
+        let answered = request["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
+        if plain || answered {
+            Scripted::new(&["Found", " it."])
+        } else {
+            Scripted::tool_call("search_threads", r#"{"query": "rust"}"#)
+        }
+    })
+    .await;
+    let app = spawn_app_with(fake, |c| {
+        with_tools(&[("search_threads", Approval::Always)])(c);
+        c.limits.max_concurrent_replies = 4;
+        c.limits.replies_per_client = 4;
+        c.limits.waiting_replies_per_client = 4;
+        c.limits.idle_timeout_secs = 3.0;
+        c.limits.total_timeout_secs = 3.0;
+        c.limits.watchdog_period_secs = 0.2;
+        c.tools.approval_timeout_secs = 60.0;
+        c.access.client_ip_header = Some("X-Forwarded-For".into());
+    })
+    .await;
+    let post = |ip: &'static str, body: &'static str| {
+        let http = app.http.clone();
+        let url = format!("{}/api/send_message", app.url);
+        async move {
+            http.post(url)
+                .header("accept", "application/json")
+                .header("x-forwarded-for", ip)
+                .form(&[("thread", "lobby"), ("author", "Ann"), ("body", body)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let posted = post("10.0.0.1", "@gpt search for rust").await;
+        assert_eq!(posted.status(), 200);
+        let posted: streamchat::model::Posted = posted.json().await.unwrap();
+        let id = posted.replies[0].id;
+        waiting.push((id, waiting_call(&app, id).await));
+    }
+    // Another client is answered while all four wait.
+    let other = post("10.0.0.2", "@gpt plain question").await;
+    assert_eq!(other.status(), 200, "{}", other.text().await.unwrap());
+    let other: streamchat::model::Posted = other.json().await.unwrap();
+    let answered = app.wait_finished(other.replies[0].id).await;
+    assert_eq!((answered.status, answered.body.as_str()), (Status::Done, "Found it."));
+    // A fifth wait from the first client is refused; its reply goes on.
+    let fifth = post("10.0.0.1", "@gpt search for rust").await;
+    assert_eq!(fifth.status(), 200);
+    let fifth: streamchat::model::Posted = fifth.json().await.unwrap();
+    let fifth = app.wait_finished(fifth.replies[0].id).await;
+    assert_eq!(fifth.status, Status::Done, "{:?}", fifth.error);
+    let call = calls_of(&fifth).remove(0);
+    assert_eq!(call.state, ToolState::Failed);
+    assert!(call.output.unwrap().contains("already has 4 replies waiting"));
+    // Past the total time while waiting: approved, each still ends done.
+    let past_total = std::time::Duration::from_secs(4).saturating_sub(started.elapsed());
+    tokio::time::sleep(past_total).await;
+    for (id, call) in &waiting {
+        let ok = decide(&app, *id, &call.arguments_hash(), "approve", "Ann").await;
+        assert!(ok.status().is_success(), "{}", ok.status());
+    }
+    for (id, _) in &waiting {
+        let stored = app.wait_finished(*id).await;
+        assert_eq!(
+            (stored.status, stored.body.as_str()),
+            (Status::Done, "Found it."),
+            "{:?}",
+            stored.error
+        );
+        assert_eq!(calls_of(&stored)[0].state, ToolState::Done);
+    }
+}
 }

@@ -100,7 +100,7 @@ async fn post(url: &str, body: &str) -> Message {
 
 /// Ann approves call 0 of reply `id`, shown as `call`.
 async fn approve(url: &str, id: i64, call: &ToolCall) {
-    let approved = call_fn(
+    let approved = crate::support::call_at(
         url,
         "decide_tool_call",
         &[
@@ -128,41 +128,8 @@ async fn runs_reach(rig: &Rig, n: usize) {
     .await;
 }
 
-async fn call_fn(url: &str, function: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{url}/api/{function}"))
-        .header("accept", "application/json")
-        .form(fields)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get_message(url: &str, id: i64) -> Message {
-    call_fn(
-        url,
-        "get_message",
-        &[("thread", "lobby"), ("id", &id.to_string())],
-    )
-    .await
-    .json()
-    .await
-    .unwrap()
-}
-
 fn calls(message: &Message) -> Vec<ToolCall> {
     ToolLog::parse(&message.tools).calls().to_vec()
-}
-
-async fn ended(url: &str, id: i64) -> Message {
-    poll_until(
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        &format!("reply {id} did not end"),
-        || get_message(url, id),
-        |m| m.status != Status::Streaming,
-    )
-    .await
 }
 
 /// A step calling `count` once per entry of `seconds` (how long each runs).
@@ -261,13 +228,13 @@ impl Scene {
                 let restarted = self.rig.start(&self.fake, &[]).await;
                 let url = restarted.url.clone();
                 self.producer = restarted;
-                let stored = get_message(&url, self.id).await;
+                let stored = crate::support::message_at(&url, self.id).await;
                 assert_eq!(stored.status, Status::Interrupted);
                 assert!(
                     stored.tools.starts_with(&seen),
                     "nothing the viewer saw is lost"
                 );
-                let resumed = call_fn(
+                let resumed = crate::support::call_at(
                     &url,
                     "continue_reply",
                     &[
@@ -293,7 +260,7 @@ impl Scene {
                 .follow_until(&self.list, |l| l.status(id) != Some(Status::Streaming))
                 .await;
         }
-        let stored = ended(url, self.id).await;
+        let stored = crate::support::ended_at(url, self.id).await;
         assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
         if self.setup == Setup::Two {
             assert_eq!(self.list.tools(self.id).unwrap(), stored.tools);
@@ -370,7 +337,7 @@ async fn while_a_call_waits(setup: Setup) {
             Duration::from_secs(20),
             Duration::from_millis(20),
             "the call did not wait again",
-            || get_message(&url, scene.id),
+            || crate::support::message_at(&url, scene.id),
             |m| {
                 m.status == Status::Streaming
                     && calls(m)

@@ -1,6 +1,8 @@
 //! The settings of bots' tools: which tools a bot may call (built in, or
 //! an MCP server's), which need approval, and the limits of the loop.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::BotConfig;
@@ -54,7 +56,11 @@ pub struct ToolConfig {
     pub idempotent: Option<bool>,
 }
 
-/// A Model Context Protocol server whose tools a bot may call.
+/// A Model Context Protocol server whose tools a bot may call. It gets
+/// only what it is given: a program starts with a cleared environment
+/// (`PATH` and what `env` / `env_passthrough` name); an endpoint gets its
+/// credential from a header whose value is read from this server's
+/// environment (`bearer_env`, `headers`), never from its URL.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
@@ -65,12 +71,42 @@ pub struct McpServerConfig {
     pub command: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Variables the program gets, with these values.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Variables of this server's own environment the program gets too.
+    #[serde(default)]
+    pub env_passthrough: Vec<String>,
     /// ... or a streamable-HTTP endpoint.
     #[serde(default)]
     pub url: Option<String>,
+    /// The environment variable holding the endpoint's bearer token
+    /// (sent as `Authorization: Bearer ...`).
+    #[serde(default)]
+    pub bearer_env: Option<String>,
+    /// Headers sent to the endpoint: header name -> the environment
+    /// variable holding its value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// Longest wait for the server to start, list its tools or answer a call.
     #[serde(default = "default_mcp_timeout")]
     pub timeout_secs: f64,
+}
+
+impl Default for McpServerConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            env_passthrough: Vec::new(),
+            url: None,
+            bearer_env: None,
+            headers: BTreeMap::new(),
+            timeout_secs: default_mcp_timeout(),
+        }
+    }
 }
 
 fn default_mcp_timeout() -> f64 {
@@ -90,6 +126,9 @@ pub struct ToolsConfig {
     pub max_result_bytes: usize,
     /// Largest arguments a call may have, in bytes (the call fails past it).
     pub max_argument_bytes: usize,
+    /// Largest message an MCP server may send (a stdio line, an HTTP body
+    /// or event), counted as it is read; past it the call fails.
+    pub max_message_bytes: usize,
     /// How long a built-in tool may run.
     pub timeout_secs: f64,
     /// How long a call waits for approval before it is denied.
@@ -107,6 +146,7 @@ impl Default for ToolsConfig {
             max_calls_per_step: 8,
             max_result_bytes: 16 * 1024,
             max_argument_bytes: 16 * 1024,
+            max_message_bytes: 1024 * 1024,
             timeout_secs: 10.0,
             approval_timeout_secs: 600.0,
             approver: Approver::Requester,
@@ -124,6 +164,7 @@ pub(super) fn validate(tools: &ToolsConfig, bots: &[BotConfig]) -> anyhow::Resul
             && tools.max_calls_per_step >= 1
             && tools.max_result_bytes >= 256
             && tools.max_argument_bytes >= 256
+            && tools.max_message_bytes >= 1024
             && tools.timeout_secs > 0.0
             && tools.approval_timeout_secs > 0.0,
         "tools: steps and calls must be at least 1, sizes at least 256 bytes, timeouts positive"
@@ -148,6 +189,39 @@ pub(super) fn validate(tools: &ToolsConfig, bots: &[BotConfig]) -> anyhow::Resul
                 bot.handle,
                 server.name
             );
+            if let Some(url) = &server.url {
+                let parsed = reqwest::Url::parse(url).map_err(|e| {
+                    anyhow::anyhow!("@{}: MCP server {:?}: url: {e}", bot.handle, server.name)
+                })?;
+                anyhow::ensure!(
+                    parsed.username().is_empty() && parsed.password().is_none(),
+                    "@{}: MCP server {:?}: no credential in the url; name the variable holding \
+                     it in bearer_env or headers",
+                    bot.handle,
+                    server.name
+                );
+            }
+            anyhow::ensure!(
+                server.command.is_some()
+                    || (server.env.is_empty() && server.env_passthrough.is_empty()),
+                "@{}: MCP server {:?}: env and env_passthrough are for a command",
+                bot.handle,
+                server.name
+            );
+            anyhow::ensure!(
+                server.url.is_some() || (server.bearer_env.is_none() && server.headers.is_empty()),
+                "@{}: MCP server {:?}: bearer_env and headers are for a url",
+                bot.handle,
+                server.name
+            );
+            for header in server.headers.keys() {
+                anyhow::ensure!(
+                    axum::http::HeaderName::from_bytes(header.as_bytes()).is_ok(),
+                    "@{}: MCP server {:?}: {header:?} is not a header name",
+                    bot.handle,
+                    server.name
+                );
+            }
             anyhow::ensure!(
                 server.timeout_secs > 0.0,
                 "@{}: MCP server {:?}: timeout_secs must be positive",

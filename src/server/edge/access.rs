@@ -138,6 +138,13 @@ impl Gate {
         let operator = self.operator_paths.iter().any(|p| p == parts.uri.path());
         let identity = match &self.identity_header {
             Some(name) if !operator => {
+                // The proxy sets one identity; two lines mean one came from
+                // the client past a proxy that appends instead of replacing.
+                if parts.headers.get_all(name).iter().nth(1).is_some() {
+                    return Err(AppError::Invalid(format!(
+                        "The request carries the {name} header more than once; refused."
+                    )));
+                }
                 let user = header(name).filter(|_| from_proxy).ok_or_else(|| {
                     AppError::Unauthorized(
                         "Sign in first: this app takes its users' names from the sign-in service."
@@ -152,9 +159,7 @@ impl Gate {
             .client_ip_header
             .as_ref()
             .filter(|_| from_proxy)
-            .and_then(header)
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+            .and_then(|name| forwarded_client(name, &parts.headers));
         let client = match (&identity, forwarded.or(peer)) {
             (Some(user), _) => format!("user:{user}"),
             (None, Some(ip)) => client_key(ip),
@@ -181,6 +186,37 @@ impl Gate {
             .iter()
             .any(|(allowed, want)| allowed == name && want.is_none_or(|w| Some(w) == port))
     }
+}
+
+/// The client address our proxy reports in header `name`: the last entry
+/// of the last line (a proxy appends the address it saw, whether it merges
+/// lines or adds its own; everything before it the client could write).
+/// `Forwarded` (RFC 7239) is read by its last element's `for=`; others
+/// (`X-Forwarded-For`, `X-Real-IP`) as a comma-separated list of addresses.
+fn forwarded_client(name: &HeaderName, headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    let last_line = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+    let last = last_line.rsplit(',').next()?.trim();
+    if name == header::FORWARDED {
+        let value = last.split(';').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            key.trim().eq_ignore_ascii_case("for").then(|| value.trim())
+        })?;
+        return address_of(value.trim_matches('"'));
+    }
+    address_of(last)
+}
+
+/// An address as proxies write it: `a.b.c.d`, `a.b.c.d:port`, an IPv6
+/// address, or `[v6]` / `[v6]:port`.
+fn address_of(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    text.parse::<SocketAddr>().ok().map(|a| a.ip()).or_else(|| {
+        text.strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse().ok())
+    })
 }
 
 /// `name[:port]` (an IPv6 literal in brackets) to its parts.
@@ -280,6 +316,69 @@ mod tests {
                 .insert(ConnectInfo(ClientAddr(peer.parse().unwrap())));
         }
         request.into_parts().0
+    }
+
+    #[test]
+    fn the_proxys_address_is_the_last_one_written() {
+        let read = |name: &'static str, lines: &[&'static str]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for line in lines {
+                headers.append(name, line.parse().unwrap());
+            }
+            forwarded_client(&HeaderName::from_static(name), &headers).map(|ip| ip.to_string())
+        };
+        let xff = "x-forwarded-for";
+        assert_eq!(read(xff, &["1.1.1.1, 2.2.2.2"]).as_deref(), Some("2.2.2.2"));
+        assert_eq!(
+            read(xff, &["1.1.1.1", "2.2.2.2"]).as_deref(),
+            Some("2.2.2.2")
+        );
+        assert_eq!(
+            read(xff, &["9.9.9.9", " 2.2.2.2:80 "]).as_deref(),
+            Some("2.2.2.2")
+        );
+        assert_eq!(
+            read(xff, &["[2001:db8::1]:80"]).as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(
+            read(xff, &["1.1.1.1", "junk"]),
+            None,
+            "never an earlier line"
+        );
+        let fwd = "forwarded";
+        assert_eq!(
+            read(
+                fwd,
+                &["for=1.1.1.1", "for=\"[2001:db8::1]:4711\";proto=https"]
+            )
+            .as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(
+            read(fwd, &["for=1.1.1.1, By=10.0.0.1;For=\"2.2.2.2:8080\""]).as_deref(),
+            Some("2.2.2.2")
+        );
+        assert_eq!(read(fwd, &["for=unknown"]), None);
+        assert_eq!(read(fwd, &["proto=https"]), None);
+    }
+
+    #[test]
+    fn a_repeated_identity_is_refused() {
+        let g = gate(AccessConfig {
+            identity_header: Some("X-Forwarded-User".into()),
+            ..AccessConfig::default()
+        });
+        let one = g.admit(&parts(
+            &[("x-forwarded-user", "ann")],
+            Some("127.0.0.1:5555"),
+        ));
+        assert_eq!(one.unwrap().identity.as_deref(), Some("ann"));
+        let two = g.admit(&parts(
+            &[("x-forwarded-user", "mallory"), ("x-forwarded-user", "ann")],
+            Some("127.0.0.1:5555"),
+        ));
+        assert!(matches!(two, Err(AppError::Invalid(_))), "{two:?}");
     }
 
     fn gate(config: AccessConfig) -> Gate {

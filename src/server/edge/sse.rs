@@ -216,8 +216,11 @@ async fn open(
 }
 
 /// Rows a snapshot sends at most per page (read when the previous page
-/// has been taken by the connection).
+/// has been taken by the connection) ...
 const SNAPSHOT_PAGE: i64 = 20;
+/// ... and bytes of text: a page holds rows while those before hold less
+/// (one long message is still sent whole).
+const SNAPSHOT_PAGE_BYTES: i64 = 256 * 1024;
 
 /// The snapshot's rows as SSE frames, a page at a time: every message
 /// changed after `since`, or without it the replies still streaming. The
@@ -231,9 +234,10 @@ fn snapshot(
     async_stream::stream! {
         let mut after = 0;
         loop {
-            match store.changed_page(&thread_id, since, after, SNAPSHOT_PAGE).await {
+            match store.changed_page(&thread_id, since, after, SNAPSHOT_PAGE, SNAPSHOT_PAGE_BYTES).await {
                 Ok(rows) => {
-                    let last = (rows.len() as i64) < SNAPSHOT_PAGE;
+                    // A page cut by its bytes is not the last: read until one is empty.
+                    let last = rows.is_empty();
                     after = rows.last().map_or(after, |m| m.id);
                     let mut frames = String::new();
                     for message in rows {

@@ -42,6 +42,10 @@ async fn adopt_expired(state: &Ingest) {
         }
     };
     for (thread_id, id) in expired {
+        // Shutdown waits for an adoption under way; none starts after it.
+        let Some(_busy) = state.generations.busy() else {
+            return;
+        };
         // This instance's own producer of it, paused past its lease,
         // is still winding down: let another instance take it.
         if state.generations.is_running(id) {
@@ -90,6 +94,19 @@ async fn take_over(state: &Ingest, adopted: Adopted) {
                 );
                 let handle = state.generations.register(id, slot);
                 generate::spawn(state.clone(), message, handle, true);
+                None
+            }
+            Err(_) if state.generations.is_closed() => {
+                // Adopted as this instance stops: handed straight back (its
+                // lease released), so another instance takes it now, not
+                // when the lease expires.
+                tracing::info!(
+                    message_id = id,
+                    "shutting down: handing an adopted reply back"
+                );
+                if let Err(e) = state.writer.release(&thread_id, id).await {
+                    tracing::error!(message_id = id, error = %e, "could not hand an adopted reply back");
+                }
                 None
             }
             Err(_) => Some(end(

@@ -31,6 +31,7 @@ pub struct PerClient {
 }
 
 /// One thing a client holds; dropping it frees its place.
+#[derive(Debug)]
 pub struct Held {
     key: String,
     counts: Arc<Mutex<HashMap<String, usize>>>,
@@ -60,6 +61,13 @@ impl PerClient {
             key: key.to_owned(),
             counts: self.counts.clone(),
         })
+    }
+}
+
+impl Held {
+    /// The client key this is held for.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 

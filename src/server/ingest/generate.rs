@@ -4,9 +4,15 @@
 //! task, so the browser that asked has no say in its lifetime; it ends on
 //! the provider's finish, an error, Stop, the watchdog, or shutdown.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -32,19 +38,36 @@ use assemble::StepCalls;
 pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
     let id = reply.id;
     let span = tracing::info_span!("reply", message_id = id);
-    let state_generations = state.generations.clone();
+    let generations = state.generations.clone();
     let task = async move {
-        state.metrics.replies_live.inc();
         let thread_id: Arc<str> = reply.thread_id.as_str().into();
-        let outcome = Generation {
+        // Settles the reply if this task is dropped before it recorded an
+        // end (cancelled by the runtime, or a panic in the recording).
+        let mut unsettled = Unsettled::new(&state, &thread_id, id);
+        state.metrics.replies_live.inc();
+        let generation = Generation {
             state: &state,
             thread_id: &thread_id,
             reply: &reply,
             handle: &handle,
             resume,
-        }
-        .run()
-        .await;
+            bytes: AtomicUsize::new(0),
+        };
+        let run = generation.run();
+        // A panic anywhere in the generation (a provider's header, a
+        // model's hostile output) ends the reply `failed`, never leaves it
+        // `streaming` with its lease renewed.
+        let outcome = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                tracing::error!(
+                    message_id = id,
+                    panic = panic_words(panic.as_ref()),
+                    "a reply's task panicked; ending it failed"
+                );
+                Outcome::failed(PANICKED.into())
+            }
+        };
         state.metrics.replies_live.dec();
         state.metrics.reply_ended(outcome.status);
         tracing::info!(
@@ -63,13 +86,71 @@ pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
         } else {
             state.writer.finish(&thread_id, id, outcome).await
         };
+        unsettled.disarm();
         if let Err(e) = recorded {
             tracing::error!(message_id = id, error = %e, "could not record the end of a reply");
         }
         drop(handle);
     };
-    let generations = state_generations;
     generations.spawn(task.instrument(span));
+}
+
+/// What a reply whose task failed unexpectedly says.
+pub const PANICKED: &str =
+    "The server failed while writing this reply (an internal error); it was ended.";
+
+/// A panic's message, for the log.
+fn panic_words(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// A reply's task that has not recorded its end yet. Dropped armed (the
+/// task was dropped or unwound past its recording), it queues the reply's
+/// end as `failed` on its own task, so no reply stays `streaming`.
+struct Unsettled {
+    writer: crate::server::store::writer::Writer,
+    thread_id: Arc<str>,
+    id: i64,
+    armed: bool,
+}
+
+impl Unsettled {
+    fn new(state: &Ingest, thread_id: &Arc<str>, id: i64) -> Self {
+        Self {
+            writer: state.writer.clone(),
+            thread_id: thread_id.clone(),
+            id,
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (writer, thread_id, id) = (self.writer.clone(), self.thread_id.clone(), self.id);
+        tracing::error!(
+            message_id = id,
+            "a reply's task ended without its end; ending it failed"
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = writer
+                    .finish(&thread_id, id, Outcome::failed(PANICKED.into()))
+                    .await;
+            });
+        }
+    }
 }
 
 struct Generation<'a> {
@@ -78,6 +159,10 @@ struct Generation<'a> {
     reply: &'a Message,
     handle: &'a Handle,
     resume: bool,
+    /// Bytes of the reply: its parts as stored when this task began (a
+    /// resumed reply's), the text taken since and the tool records
+    /// appended; `limits.max_reply_bytes` caps it (see [`Generation::room`]).
+    bytes: AtomicUsize,
 }
 
 /// What one attempt produced so far.
@@ -100,6 +185,9 @@ struct Progress {
     first_thinking_at: Option<Instant>,
     first_answer_at: Option<Instant>,
     retries: i64,
+    /// The reply reached `max_reply_bytes` (its finish reason is then
+    /// [`REPLY_CAP_REASON`]).
+    capped: bool,
 }
 
 /// One chunker per text part of the reply (by [`Part::index`]): thinking
@@ -127,6 +215,32 @@ enum Ending {
 }
 
 impl Generation<'_> {
+    /// Bytes the reply may still take.
+    fn room(&self) -> usize {
+        self.state
+            .config
+            .limits
+            .max_reply_bytes
+            .saturating_sub(self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Counts `n` more bytes of the reply.
+    fn took(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The reply ends at its size cap, as a provider's own length cut does.
+    fn capped(&self, progress: &mut Progress) -> Ending {
+        tracing::warn!(
+            message_id = self.reply.id,
+            max_bytes = self.state.config.limits.max_reply_bytes,
+            "reply reached the size cap; ending it"
+        );
+        progress.finish_reason = Some(REPLY_CAP_REASON.into());
+        progress.capped = true;
+        Ending::Finished
+    }
+
     async fn run(&self) -> Outcome {
         let started = Instant::now();
         let mut progress = Progress::default();
@@ -205,8 +319,8 @@ impl Generation<'_> {
                 return Err(Ending::Failed(error.message));
             }
             progress.retries += 1;
-            let backoff =
-                Duration::from_millis(limits.retry_base_ms) * 2u32.pow(progress.retries as u32 - 1);
+            let backoff = Duration::from_millis(limits.retry_base_ms)
+                .saturating_mul(2u32.saturating_pow(progress.retries as u32 - 1));
             let wait = error.retry_after.unwrap_or(backoff);
             if wait >= limits.idle_timeout() {
                 // Waiting would only end in a timeout that blames the provider's silence.
@@ -278,15 +392,25 @@ impl Generation<'_> {
         // Made once, not per token (each one joins and leaves a waiter list).
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
-        let max_bytes = self.state.config.limits.max_reply_bytes;
         let mut usage = None;
+        // Since when the step's calls hold arguments not yet written.
+        let mut arguments_since: Option<Instant> = None;
         let ending = 'reading: loop {
-            let deadline = chunkers.deadline();
+            let deadline = [chunkers.deadline(), arguments_since.map(|t| t + max_delay)]
+                .into_iter()
+                .flatten()
+                .min();
             let item = tokio::select! {
                 biased;
                 _ = &mut cancelled => break self.ended(),
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
+                    if arguments_since.is_some_and(|t| now >= t + max_delay) {
+                        arguments_since = None;
+                        if !self.record_all(&mut chunkers, calls.take_arguments(), log).await {
+                            return Ending::Failed("The server is shutting down.".into());
+                        }
+                    }
                     for part in TEXT_PARTS {
                         let chunker = &mut chunkers.0[part.index()];
                         let received = chunker.pending_since();
@@ -334,9 +458,17 @@ impl Generation<'_> {
             }
             for mut choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
                 if let Some(deltas) = choice.delta.tool_calls.take() {
-                    let records = calls.push(deltas, progress.answer_len);
+                    let records = calls.push(deltas, progress.answer_len, self.room());
                     if !self.record_all(&mut chunkers, records, log).await {
                         return Ending::Failed("The server is shutting down.".into());
+                    }
+                    arguments_since = match arguments_since {
+                        _ if !calls.holds_arguments() => None,
+                        None => Some(Instant::now()),
+                        held => held,
+                    };
+                    if calls.reply_full() {
+                        break 'reading self.capped(progress);
                     }
                 }
                 let thinking = choice.delta.thinking();
@@ -345,7 +477,7 @@ impl Generation<'_> {
                     let Some(mut text) = text else { continue };
                     // The reply size cap: what fits is kept, and the reply
                     // ends as a provider's own length cut does.
-                    let room = max_bytes.saturating_sub(progress.text.len());
+                    let room = self.room();
                     let capped = text.len() > room;
                     if capped {
                         let mut at = room;
@@ -358,13 +490,7 @@ impl Generation<'_> {
                         return Ending::Failed("The server is shutting down.".into());
                     }
                     if capped {
-                        tracing::warn!(
-                            message_id = self.reply.id,
-                            max_bytes,
-                            "reply reached the size cap; ending it"
-                        );
-                        progress.finish_reason = Some(REPLY_CAP_REASON.into());
-                        break 'reading Ending::Finished;
+                        break 'reading self.capped(progress);
                     }
                 }
                 if choice.finish_reason.is_some() {
@@ -428,6 +554,7 @@ impl Generation<'_> {
             _ => progress.first_answer_at.get_or_insert(now),
         };
         progress.text.push_str(text);
+        self.took(text.len());
         if part == Part::Answer {
             progress.answer_len += text.len();
         }

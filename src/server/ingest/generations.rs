@@ -45,6 +45,9 @@ struct Running {
     /// Milliseconds spent waiting for people (tool approvals): not counted
     /// against the total time.
     paused: Arc<AtomicU64>,
+    /// While the reply waits for people: 1 + milliseconds after `started`
+    /// when it began (0: not waiting). Neither clock runs meanwhile.
+    waiting_since: Arc<AtomicU64>,
     end: Arc<Mutex<Option<EndRequest>>>,
 }
 
@@ -67,6 +70,9 @@ pub struct Generations {
     max_replies: usize,
     /// Replies generating now per client key.
     per_client: PerClient,
+    /// Replies waiting for a tool-call decision per client key (they hold
+    /// no slot meanwhile).
+    waiting: PerClient,
     /// Replies started per client per minute (each bot mention is one).
     asks: Budget,
     /// Every reply's task, so that shutdown can wait until each has
@@ -83,16 +89,31 @@ pub struct Handle {
     started: Instant,
     last_activity: Arc<AtomicU64>,
     paused: Arc<AtomicU64>,
+    waiting_since: Arc<AtomicU64>,
     end: Arc<Mutex<Option<EndRequest>>>,
     registry: Generations,
-    _slot: Slot,
+    /// The client whose slot the reply holds (none: adopted).
+    client: Option<String>,
+    /// The reply's slot: given back while it waits for people.
+    slot: Mutex<Option<Slot>>,
 }
+
+/// How often a reply back from waiting looks for a free slot.
+const SLOT_POLL: Duration = Duration::from_millis(100);
 
 /// A reserved generation slot, not yet tied to a message; it holds one of
 /// its client's replies too.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    _client: Option<Held>,
+    client: Option<Held>,
+}
+
+/// A reply waiting for people, holding none of the slots; one of its
+/// client's waiting places.
+#[derive(Debug)]
+pub struct Waiting {
+    _place: Option<Held>,
+    since: Instant,
 }
 
 impl Generations {
@@ -102,6 +123,7 @@ impl Generations {
             slots: Arc::new(Semaphore::new(limits.max_concurrent_replies)),
             max_replies: limits.max_concurrent_replies,
             per_client: PerClient::new(limits.replies_per_client),
+            waiting: PerClient::new(limits.waiting_replies_per_client),
             asks: Budget::new(Spend::Replies, limits.mentions_per_minute),
             tasks: TaskTracker::new(),
             closed: Arc::default(),
@@ -144,7 +166,7 @@ impl Generations {
         };
         Ok(Slot {
             _permit: permit,
-            _client: client,
+            client,
         })
     }
 
@@ -168,6 +190,7 @@ impl Generations {
             started: Instant::now(),
             last_activity: Arc::default(),
             paused: Arc::default(),
+            waiting_since: Arc::default(),
             end: Arc::default(),
         };
         let handle = Handle {
@@ -176,15 +199,36 @@ impl Generations {
             started: running.started,
             last_activity: running.last_activity.clone(),
             paused: running.paused.clone(),
+            waiting_since: running.waiting_since.clone(),
             end: running.end.clone(),
             registry: self.clone(),
-            _slot: slot,
+            client: slot.client.as_ref().map(|held| held.key().to_owned()),
+            slot: Mutex::new(Some(slot)),
         };
-        self.running
-            .lock()
-            .expect("running lock")
-            .insert(id, running);
+        let mut all = self.running.lock().expect("running lock");
+        // Registered after shutdown began (a reply adopted, or restarted,
+        // at that moment): it is told to end at once, so its task hands it
+        // over (releases its lease) like every other.
+        if self.closed.load(Ordering::Acquire) {
+            running.end(EndRequest::Shutdown);
+        }
+        all.insert(id, running);
+        drop(all);
         handle
+    }
+
+    /// Keeps shutdown waiting while this is held (an adoption under way:
+    /// its reply is then either generating here, told to hand itself over,
+    /// or released); `None` once shutdown began.
+    pub fn busy(&self) -> Option<tokio_util::task::task_tracker::TaskTrackerToken> {
+        // Under the lock `end_all_and_wait` sets `closed` under.
+        let _running = self.running.lock().expect("running lock");
+        (!self.closed.load(Ordering::Acquire)).then(|| self.tasks.token())
+    }
+
+    /// Whether shutdown has begun (no reply starts here any more).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Asks reply `id` to end; false if it is not generating here.
@@ -219,9 +263,14 @@ impl Generations {
     /// its end or its handover with the writer), or after `within`, with
     /// how many were still running then.
     pub async fn end_all_and_wait(&self, within: Duration) -> usize {
-        self.closed.store(true, Ordering::Release);
-        for r in self.running.lock().expect("running lock").values() {
-            r.end(EndRequest::Shutdown);
+        {
+            // Under the lock `register` takes: every reply is either ended
+            // here or sees `closed` there.
+            let running = self.running.lock().expect("running lock");
+            self.closed.store(true, Ordering::Release);
+            for r in running.values() {
+                r.end(EndRequest::Shutdown);
+            }
         }
         self.tasks.close();
         match tokio::time::timeout(within, self.tasks.wait()).await {
@@ -242,6 +291,10 @@ impl Generations {
         background.every(period, move || {
             let now = Instant::now();
             for (id, r) in registry.running.lock().expect("running lock").iter() {
+                if r.waiting_since.load(Ordering::Relaxed) != 0 {
+                    // Waiting for people: bounded by the approval timeout.
+                    continue;
+                }
                 let last =
                     r.started + Duration::from_millis(r.last_activity.load(Ordering::Relaxed));
                 let paused = Duration::from_millis(r.paused.load(Ordering::Relaxed));
@@ -274,6 +327,64 @@ impl Handle {
     pub fn paused(&self, waited: Duration) {
         self.paused
             .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The reply waits for people (a tool-call decision): its slots (the
+    /// global one and its client's) are given back and its clocks stop,
+    /// until [`Handle::back_to_work`]. Refused when its client already has
+    /// `waiting_replies_per_client` replies waiting.
+    pub fn wait_for_people(&self) -> Result<Waiting, String> {
+        let place = match &self.client {
+            Some(key) => Some(self.registry.waiting.hold(key).ok_or_else(|| {
+                format!(
+                    "Not asked: the person who asked already has {} replies waiting for a \
+                     decision, the limit. Decide on those first.",
+                    self.registry.waiting.max()
+                )
+            })?),
+            None => None,
+        };
+        let since = Instant::now();
+        let at = since.saturating_duration_since(self.started).as_millis() as u64 + 1;
+        self.waiting_since.store(at, Ordering::Relaxed);
+        self.slot.lock().expect("slot lock").take();
+        Ok(Waiting {
+            _place: place,
+            since,
+        })
+    }
+
+    /// Back from waiting: takes a slot again (its client's too), waiting
+    /// for one at most `within`, or says why it could not (the bots stayed
+    /// busy, the server is stopping). The wait is not counted against the
+    /// reply's time limits. A cancelled reply returns at once.
+    pub async fn back_to_work(&self, waiting: Waiting, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let result = loop {
+            match self.registry.reserve(self.client.as_deref()) {
+                Ok(slot) => {
+                    *self.slot.lock().expect("slot lock") = Some(slot);
+                    break Ok(());
+                }
+                Err(AppError::Unavailable(why)) => break Err(why),
+                Err(_) if Instant::now() >= deadline => {
+                    break Err(format!(
+                        "The bots stayed busy for {} s after the decision, so this reply \
+                         stopped here; press Continue to go on.",
+                        within.as_secs()
+                    ))
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => break Ok(()),
+                _ = tokio::time::sleep(SLOT_POLL) => {}
+            }
+        };
+        self.paused(waiting.since.elapsed());
+        self.touch();
+        self.waiting_since.store(0, Ordering::Relaxed);
+        result
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
@@ -334,6 +445,56 @@ mod tests {
         let _other = g.reserve(Some("ip:10.0.0.2")).unwrap();
         drop(a);
         assert!(g.reserve(Some("ip:10.0.0.1")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_an_adoption_and_ends_what_registers_late() {
+        let g = Generations::new(&limits(4, 10));
+        let slot = g.reserve(None).unwrap();
+        let busy = g.busy().expect("not closed yet");
+        let waiting = tokio::spawn({
+            let g = g.clone();
+            async move { g.end_all_and_wait(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "shutdown waits for the adoption");
+        assert!(g.is_closed() && g.busy().is_none());
+        // The adoption registers its reply after shutdown began: told to
+        // end (hand itself over) at once.
+        let handle = g.register(9, slot);
+        assert!(handle.cancel_token().is_cancelled());
+        assert_eq!(handle.end_request(), Some(EndRequest::Shutdown));
+        drop(busy);
+        drop(handle);
+        assert_eq!(waiting.await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reply_waiting_for_people_holds_no_slot() {
+        let g = Generations::new(&LimitsConfig {
+            waiting_replies_per_client: 1,
+            ..limits(1, 10)
+        });
+        let handle = g.register(1, g.reserve(Some("ip:a")).unwrap());
+        let waiting = handle.wait_for_people().unwrap();
+        drop(
+            g.reserve(Some("ip:b"))
+                .expect("the slot is free while it waits"),
+        );
+        let second = g.register(2, g.reserve(Some("ip:a")).unwrap());
+        assert!(
+            second
+                .wait_for_people()
+                .unwrap_err()
+                .contains("already has 1 replies waiting"),
+            "one waiting reply per client"
+        );
+        drop(second);
+        handle
+            .back_to_work(waiting, Duration::from_secs(1))
+            .await
+            .expect("the slot is taken back");
+        assert!(g.reserve(None).is_err(), "held again");
     }
 
     #[tokio::test]

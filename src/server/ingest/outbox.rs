@@ -132,6 +132,14 @@ pub async fn restart(
     if !allowed {
         return Err(cannot_restart(original.status, kind));
     }
+    let max = state.config.limits.max_reply_bytes;
+    if kind == Restart::Continue
+        && original.body.len() + original.thinking.len() + original.tools.len() >= max
+    {
+        return Err(AppError::Conflict(format!(
+            "This reply reached its size limit ({max} bytes); it cannot be continued."
+        )));
+    }
     let slot = state.generations.reserve(Some(client))?;
     state
         .generations

@@ -39,6 +39,8 @@ pub struct Provider {
     base_url: String,
     reasoning_effort: Option<String>,
     max_tokens: u32,
+    /// The cap on a line, and on an event, of the stream's body.
+    max_line: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -243,14 +245,15 @@ tokio::task_local! {
     static OVERSIZED_LINE: Arc<AtomicUsize>;
 }
 
-/// Parses `Retry-After` in seconds (HTTP dates are treated as absent).
+/// The longest `Retry-After` taken as it is: a larger (or infinite) one is
+/// this, which is past any idle timeout, so the reply fails saying so.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Parses `Retry-After` in seconds (HTTP dates are treated as absent),
+/// clamped to [`MAX_RETRY_AFTER`]: the header is the provider's, any number.
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let seconds = value.trim().parse::<f64>().ok().filter(|s| *s >= 0.0)?;
+    Some(Duration::try_from_secs_f64(seconds).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
 impl Provider {
@@ -324,6 +327,7 @@ impl Provider {
             base_url,
             reasoning_effort: bot.reasoning_effort.clone(),
             max_tokens: bot.max_tokens,
+            max_line,
         }
     }
 
@@ -357,6 +361,7 @@ impl Provider {
         };
         let chat = self.client.chat();
         let oversized = Arc::new(AtomicUsize::new(0));
+        let max_line = self.max_line;
         let (result, retry_after, body) = RETRY_AFTER
             .scope(
                 Cell::new(None),
@@ -387,9 +392,13 @@ impl Provider {
                 // the one `InvalidArgument` a started stream can carry).
                 Box::pin(futures::StreamExt::map(chunks, move |item| match item {
                     Err(_) if oversized.load(Ordering::Relaxed) > 0 => {
+                        let what = match oversized.load(Ordering::Relaxed) {
+                            2 => "an event",
+                            _ => "a line",
+                        };
                         Err(OpenAIError::InvalidArgument(format!(
-                            "The provider sent a line longer than {} bytes; the reply was ended.",
-                            oversized.load(Ordering::Relaxed)
+                            "The provider sent {what} longer than {max_line} bytes; the reply \
+                             was ended."
                         )))
                     }
                     other => other,
@@ -470,6 +479,31 @@ pub fn shown(text: &str) -> String {
     } else {
         out
     }
+}
+
+/// [`shown`], with every URL (anything from `scheme://` to the next space,
+/// its query string and credentials included) replaced by `[url]`: for
+/// errors of services whose addresses may carry secrets (MCP servers).
+pub fn shown_without_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_SHOWN_CHARS * 4));
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        // The scheme: the letters (and + - .) right before `://`.
+        let scheme_start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | ')'))
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..scheme_start]);
+        out.push_str("[url]");
+        rest = &rest[end..];
+        if out.len() > MAX_SHOWN_CHARS * 8 {
+            break;
+        }
+    }
+    out.push_str(rest);
+    shown(&out)
 }
 
 /// The words of a provider's error. Some answers (5xx above all) reach us
@@ -572,6 +606,31 @@ pub fn prompt_name(author: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+mod retry_after_tests {
+    use super::{parse_retry_after, MAX_RETRY_AFTER};
+    use std::time::Duration;
+
+    #[test]
+    fn any_number_is_clamped_never_a_panic() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
+        for huge in ["inf", "+inf", "1e20", "18446744073709551616", "1.8e308"] {
+            assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        for bad in [
+            "-1",
+            "-inf",
+            "NaN",
+            "nan",
+            "",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+        ] {
+            assert_eq!(parse_retry_after(bad), None, "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod readable_error_tests {
     use super::readable_error;
 
@@ -587,6 +646,33 @@ mod readable_error_tests {
         assert_eq!(readable_error(r#"{"error":"busy"}"#), "busy");
         assert_eq!(readable_error("Bad Gateway"), "Bad Gateway");
         assert_eq!(readable_error(&"x".repeat(1000)).chars().count(), 301);
+    }
+
+    #[test]
+    fn urls_are_never_shown() {
+        let text = super::shown_without_urls(
+            "Send request: error sending request for url (http://127.0.0.1:9/mcp?token=s3cr3t&x=1): \
+             connection refused; see https://user:pw@example.com/x",
+        );
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("pw@") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+        assert_eq!(
+            text,
+            "Send request: error sending request for url ([url]): connection refused; see [url]"
+        );
+        assert_eq!(
+            super::shown_without_urls("no address here"),
+            "no address here"
+        );
+        assert_eq!(super::shown_without_urls("://x"), "[url]");
+        assert!(
+            super::shown_without_urls(&"http://a ".repeat(10_000))
+                .chars()
+                .count()
+                <= 301
+        );
     }
 
     #[test]

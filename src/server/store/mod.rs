@@ -409,7 +409,8 @@ impl Store {
     }
 
     /// One page of what a subscriber needs on (re)connecting: up to `limit`
-    /// messages with ids above `after`, oldest first, that changed after
+    /// messages with ids above `after`, oldest first, while those before a
+    /// row hold less than `max_bytes` of text (the first row always comes), that changed after
     /// `since` (their text included), or without `since` the replies still
     /// streaming. Read page by page as the subscriber's socket drains, after
     /// [`Store::thread_rev`]: a row read later is only newer, and the
@@ -420,10 +421,13 @@ impl Store {
         since: Option<i64>,
         after: i64,
         limit: i64,
+        max_bytes: i64,
     ) -> Result<Vec<Message>, StoreError> {
-        async { on_backend!(self, s => s.changed_page(thread_id, since, after, limit).await) }
-            .await
-            .map_err(doing!("Store::changed_page (thread {thread_id})"))
+        async {
+            on_backend!(self, s => s.changed_page(thread_id, since, after, limit, max_bytes).await)
+        }
+        .await
+        .map_err(doing!("Store::changed_page (thread {thread_id})"))
     }
 
     /// The revision a thread is at now.

@@ -43,6 +43,10 @@ pub enum Ending {
     /// One `data:` line of this many bytes that never ends, sent in 64 KiB
     /// pieces (never held whole here either).
     HugeLine(usize),
+    /// One event that never ends: `data:` lines of this many bytes each,
+    /// without the blank line that would end it, for as long as the client
+    /// takes them.
+    EndlessEvent(usize),
 }
 
 /// What the fake answers one request with.
@@ -271,7 +275,8 @@ impl Scripted {
             | Ending::Stall
             | Ending::Truncated
             | Ending::Forever
-            | Ending::HugeLine(_) => {}
+            | Ending::HugeLine(_)
+            | Ending::EndlessEvent(_) => {}
         }
         body.into_bytes()
     }
@@ -495,6 +500,17 @@ async fn completions(
                     yield Ok(piece.clone());
                     sent += piece.len();
                     log.huge_sent.fetch_add(piece.len(), Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ending::EndlessEvent(bytes) => {
+                let mut line = b"data: ".to_vec();
+                line.resize(bytes, b'x');
+                line.push(b'\n');
+                let line = Bytes::from(line);
+                loop {
+                    yield Ok(line.clone());
+                    log.huge_sent.fetch_add(line.len(), Ordering::SeqCst);
                     tokio::task::yield_now().await;
                 }
             }

@@ -77,6 +77,55 @@ pub struct TestApp {
 
 pub use load::ROOMY_LIMITS;
 
+/// Calls server function `function` of the server at `url` with form
+/// fields, as a hydrated page does.
+pub async fn call_at(url: &str, function: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{url}/api/{function}"))
+        .header("accept", "application/json")
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Message `id` of the lobby, from the server at `url`.
+pub async fn message_at(url: &str, id: i64) -> Message {
+    call_at(
+        url,
+        "get_message",
+        &[("thread", "lobby"), ("id", &id.to_string())],
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+/// Waits (up to 30 s) until message `id` of the server at `url` has left
+/// `streaming`.
+pub async fn ended_at(url: &str, id: i64) -> Message {
+    poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        &format!("reply {id} did not end"),
+        || message_at(url, id),
+        |m: &Message| m.status != Status::Streaming,
+    )
+    .await
+}
+
+/// The recorded provider streams, copied into the repository
+/// (`tests/fixtures/provider-streams/`), or the folder
+/// `STREAMCHAT_PROVIDER_FIXTURES` names.
+pub fn provider_fixtures_dir() -> PathBuf {
+    std::env::var_os("STREAMCHAT_PROVIDER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/provider-streams")
+        })
+}
+
 /// [`ROOMY_LIMITS`] on a configuration.
 pub fn roomy(config: &mut Config) {
     config.limits.replies_per_client = 100_000;

@@ -3,10 +3,19 @@
 //! first fragment may carry the role, the id and the name together, later
 //! ones repeat `"id": ""`, indexes may start at 1, a whole call may come in
 //! one chunk (even the finish chunk). Fragments are tied by `index` alone;
-//! an empty id or name never overwrites one already known.
+//! an empty id or name never overwrites one already known. Ids and names
+//! are cut to [`MAX_LABEL_BYTES`]; a call's argument fragments are merged
+//! into one record per flush (like text per commit), and are bounded by the
+//! call's cap and by the room left in the reply.
 
 use crate::server::ingest::provider::ToolCallDelta;
 use crate::tools::ToolRecord;
+
+/// Longest id or name a call keeps, in bytes.
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// Arguments held for one call before they are written anyway.
+const HOLD_ARGS_BYTES: usize = 4096;
 
 struct Assembling {
     /// The provider's index for it.
@@ -19,6 +28,8 @@ struct Assembling {
     argument_bytes: usize,
     /// Arguments that came before its name (held until the call begins).
     held: String,
+    /// Arguments of a begun call not yet written (merged into one record).
+    pending: String,
     begun: bool,
     oversized: bool,
 }
@@ -31,6 +42,8 @@ pub struct StepCalls {
     max_calls: usize,
     max_argument_bytes: usize,
     calls: Vec<Assembling>,
+    /// Set once arguments were cut because the reply was full.
+    reply_full: bool,
 }
 
 impl StepCalls {
@@ -41,6 +54,35 @@ impl StepCalls {
             max_calls,
             max_argument_bytes,
             calls: Vec::new(),
+            reply_full: false,
+        }
+    }
+
+    /// Whether arguments were cut because the reply reached its size cap.
+    pub fn reply_full(&self) -> bool {
+        self.reply_full
+    }
+
+    /// Whether arguments are held, not yet written.
+    pub fn holds_arguments(&self) -> bool {
+        self.calls.iter().any(|c| !c.pending.is_empty())
+    }
+
+    /// The held arguments, one record per call.
+    pub fn take_arguments(&mut self) -> Vec<ToolRecord> {
+        let mut records = Vec::new();
+        self.drain(&mut records);
+        records
+    }
+
+    fn drain(&mut self, records: &mut Vec<ToolRecord>) {
+        for call in &mut self.calls {
+            if !call.pending.is_empty() {
+                records.push(ToolRecord::Args {
+                    c: call.index,
+                    x: std::mem::take(&mut call.pending),
+                });
+            }
         }
     }
 
@@ -59,8 +101,15 @@ impl StepCalls {
     }
 
     /// Takes one chunk's fragments; `answer_len` is how much of the answer
-    /// is written. Returns the records to append now.
-    pub fn push(&mut self, deltas: Vec<ToolCallDelta>, answer_len: usize) -> Vec<ToolRecord> {
+    /// is written, `room` how many bytes (as the log writes them: JSON
+    /// escapes included) the reply has left for arguments. Returns the
+    /// records to append now (arguments are held, see `take_arguments`).
+    pub fn push(
+        &mut self,
+        deltas: Vec<ToolCallDelta>,
+        answer_len: usize,
+        mut room: usize,
+    ) -> Vec<ToolRecord> {
         let mut records = Vec::new();
         for delta in deltas {
             let provider_index = delta.index.unwrap_or(0);
@@ -78,6 +127,7 @@ impl StepCalls {
                         name: String::new(),
                         argument_bytes: 0,
                         held: String::new(),
+                        pending: String::new(),
                         begun: false,
                         oversized: false,
                     });
@@ -85,16 +135,25 @@ impl StepCalls {
                 }
                 None => continue, // past the step's cap: ignored
             };
-            let call = &mut self.calls[at];
             let (name, arguments) = delta
                 .function
                 .map(|f| (f.name, f.arguments))
                 .unwrap_or_default();
-            let new_id = delta.id.filter(|id| !id.is_empty() && call.id.is_empty());
+            let new_id = delta
+                .id
+                .filter(|id| !id.is_empty() && self.calls[at].id.is_empty())
+                .map(|id| label(&id));
+            let named = name
+                .filter(|n| !n.is_empty() && self.calls[at].name.is_empty())
+                .map(|n| label(&n));
+            if !self.calls[at].begun && named.is_some() {
+                // A new record: what other calls hold is written first.
+                self.drain(&mut records);
+            }
+            let call = &mut self.calls[at];
             if let Some(id) = &new_id {
                 call.id = id.clone();
             }
-            let named = name.filter(|n| !n.is_empty() && call.name.is_empty());
             if let Some(name) = named {
                 call.name = name;
             }
@@ -121,24 +180,34 @@ impl StepCalls {
             let Some(mut fragment) = arguments.filter(|a| !a.is_empty() && !call.oversized) else {
                 continue;
             };
-            let room = self.max_argument_bytes.saturating_sub(call.argument_bytes);
-            if fragment.len() > room {
+            let cap = self.max_argument_bytes.saturating_sub(call.argument_bytes);
+            if fragment.len() > cap {
                 call.oversized = true;
-                let mut cut = room;
+                let mut cut = cap;
                 while !fragment.is_char_boundary(cut) {
                     cut -= 1;
                 }
                 fragment.truncate(cut);
             }
+            let (fits, written) = escaped_prefix(&fragment, room);
+            if fits < fragment.len() {
+                call.oversized = true;
+                self.reply_full = true;
+                fragment.truncate(fits);
+            }
+            room -= written;
             if fragment.is_empty() {
                 continue;
             }
             call.argument_bytes += fragment.len();
             if call.begun {
-                records.push(ToolRecord::Args {
-                    c: call.index,
-                    x: fragment,
-                });
+                call.pending.push_str(&fragment);
+                if call.pending.len() >= HOLD_ARGS_BYTES {
+                    records.push(ToolRecord::Args {
+                        c: call.index,
+                        x: std::mem::take(&mut call.pending),
+                    });
+                }
             } else {
                 call.held.push_str(&fragment);
             }
@@ -150,6 +219,7 @@ impl StepCalls {
     /// as nameless), and calls without an id get ours (`call_N`).
     pub fn finish(&mut self, answer_len: usize) -> Vec<ToolRecord> {
         let mut records = Vec::new();
+        self.drain(&mut records);
         for call in &mut self.calls {
             let begun = call.begun;
             if call.id.is_empty() {
@@ -168,6 +238,34 @@ impl StepCalls {
         }
         records
     }
+}
+
+/// An id or a name as kept: at most [`MAX_LABEL_BYTES`].
+fn label(text: &str) -> String {
+    let mut at = text.len().min(MAX_LABEL_BYTES);
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text[..at].to_owned()
+}
+
+/// How much of `text` fits in `room` bytes once written as a JSON string
+/// (serde_json's escapes: `"`, `\\` and `\n`-style controls take 2 bytes,
+/// other controls 6): the prefix's length in `text`, and in the log.
+pub fn escaped_prefix(text: &str, room: usize) -> (usize, usize) {
+    let mut written = 0;
+    for (at, c) in text.char_indices() {
+        let bytes = match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if written + bytes > room {
+            return (at, written);
+        }
+        written += bytes;
+    }
+    (text.len(), written)
 }
 
 fn call_record(call: &Assembling, step: u32, answer_len: usize) -> ToolRecord {
@@ -204,7 +302,7 @@ mod tests {
         let mut step = StepCalls::new(0, 0, 8, max_args);
         let mut text = String::new();
         for chunk in chunks {
-            text.extend(step.push(chunk, 0).iter().map(ToolRecord::line));
+            text.extend(step.push(chunk, 0, usize::MAX).iter().map(ToolRecord::line));
         }
         text.extend(step.finish(0).iter().map(ToolRecord::line));
         ToolLog::parse(&text)
@@ -234,6 +332,47 @@ mod tests {
             ("call_a", "weather", "{\"city\":\"Oslo\"}")
         );
         assert_eq!((calls[1].index, calls[1].name.as_str()), (1, "time"));
+    }
+
+    #[test]
+    fn fragments_merge_into_one_record_and_labels_are_short() {
+        let long = "n".repeat(1000);
+        let mut step = StepCalls::new(0, 0, 8, 1 << 20);
+        let mut records = step.push(vec![delta(Some(0), &long, &long, "")], 0, usize::MAX);
+        for _ in 0..150 {
+            records.extend(step.push(vec![delta(Some(0), "", "", "0123456789")], 0, usize::MAX));
+        }
+        assert!(step.holds_arguments());
+        records.extend(step.finish(0));
+        let args = records
+            .iter()
+            .filter(|r| matches!(r, ToolRecord::Args { .. }))
+            .count();
+        assert_eq!(args, 1, "1,500 bytes in 150 fragments: one record");
+        let log = ToolLog::parse(&records.iter().map(ToolRecord::line).collect::<String>());
+        let call = &log.calls()[0];
+        assert_eq!(
+            (call.id.len(), call.name.len()),
+            (MAX_LABEL_BYTES, MAX_LABEL_BYTES)
+        );
+        assert_eq!(call.arguments, "0123456789".repeat(150));
+    }
+
+    #[test]
+    fn arguments_stop_where_the_reply_is_full() {
+        let mut step = StepCalls::new(0, 0, 8, 1 << 20);
+        step.push(vec![delta(Some(0), "id", "t", "")], 0, 100);
+        step.push(vec![delta(Some(0), "", "", "\"ab\"")], 0, 4);
+        assert!(step.reply_full() && step.oversized(0));
+        let records = step.take_arguments();
+        let ToolRecord::Args { x, .. } = &records[0] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(
+            x, "\"ab",
+            "a quote is 2 bytes written: \"ab is 4, the last quote does not fit"
+        );
+        assert_eq!(escaped_prefix("é\u{1}x", 100), (4, 9));
     }
 
     #[test]

@@ -116,6 +116,9 @@ impl Generation<'_> {
                 Ok(stored) => stored,
                 Err(ending) => return ending,
             };
+            // What is stored counts against the reply's size cap (Stop and
+            // Continue never take a reply past it).
+            self.took(stored.body.len() + stored.thinking.len() + stored.tools.len());
             answer = stored.body;
             progress.answer_len = answer.len();
             log = ToolLog::parse(&stored.tools);
@@ -142,6 +145,14 @@ impl Generation<'_> {
                 return ending;
             }
             let indexes = calls.indexes();
+            if progress.capped {
+                let out = format!(
+                    "Not run: the reply reached its size limit of {} bytes.",
+                    self.state.config.limits.max_reply_bytes
+                );
+                self.fail_all(&indexes, &out, &mut log).await;
+                return ending;
+            }
             if tools.is_empty() {
                 // A model calling tools it was not offered: the calls are
                 // kept (failed), and the reply ends as the model ended it.
@@ -182,6 +193,10 @@ impl Generation<'_> {
                 Ok(stored) => stored.body,
                 Err(ending) => return ending,
             };
+            if self.room() == 0 {
+                // No room for the model's next step: the reply ends here.
+                return self.capped(progress);
+            }
             progress.finish_reason = None;
             step += 1;
         }
@@ -334,7 +349,7 @@ impl Generation<'_> {
         };
         self.handle.touch();
         let ms = started.elapsed().as_millis() as i64;
-        let (s, out) = match result {
+        let (s, mut out) = match result {
             Some(Ok(out)) => (ToolState::Done, out),
             Some(Err(e)) => (ToolState::Failed, e),
             None => {
@@ -348,6 +363,9 @@ impl Generation<'_> {
             }
         };
         self.state.metrics.tool_call(s == ToolState::Done);
+        // The result takes what room the reply has left.
+        let (fits, _) = super::assemble::escaped_prefix(&out, self.room());
+        out.truncate(fits);
         let ended = record_of(index, s, Some(h), None, Some(out), Some(ms));
         if !self.record(ended, log).await {
             return Err(shutting_down());
@@ -359,6 +377,7 @@ impl Generation<'_> {
     pub(super) async fn record(&self, record: ToolRecord, log: &mut ToolLog) -> bool {
         let line = record.line();
         log.feed(&line);
+        self.took(line.len());
         self.state
             .writer
             .append(
@@ -430,8 +449,9 @@ const DECISION_POLL: Duration = Duration::from_millis(250);
 impl Generation<'_> {
     /// Waits for someone to decide on call `index` (whose arguments hash to
     /// `h`), for at most `tools.approval_timeout_secs`; records `waiting`
-    /// first unless the log says it already waits. The wait does not count
-    /// against the reply's time limits.
+    /// first unless the log says it already waits. The wait holds no
+    /// generation slot and does not count against the reply's time limits;
+    /// past its client's `waiting_replies_per_client` the call is refused.
     async fn approval(
         &self,
         index: u32,
@@ -440,6 +460,18 @@ impl Generation<'_> {
         log: &mut ToolLog,
     ) -> Result<Decision, Ending> {
         let shutting_down = || Ending::Failed("The server is shutting down.".into());
+        let waiting = match self.handle.wait_for_people() {
+            Ok(waiting) => waiting,
+            Err(refused) => {
+                if !self
+                    .record(failed(index, Some(h.to_owned()), &refused), log)
+                    .await
+                {
+                    return Err(shutting_down());
+                }
+                return Ok(Decision::Denied);
+            }
+        };
         if state != ToolState::Waiting {
             let waiting = record_of(index, ToolState::Waiting, Some(h), None, None, None);
             if !self.record(waiting, log).await || self.state.writer.ping().await.is_err() {
@@ -481,7 +513,10 @@ impl Generation<'_> {
                 break None;
             }
         };
-        self.handle.paused(started.elapsed());
+        let back = self
+            .handle
+            .back_to_work(waiting, self.state.config.limits.idle_timeout())
+            .await;
         let (record, outcome) = match decision {
             Some(d) if d.approved && d.arguments_hash == h => (
                 record_of(
@@ -513,6 +548,10 @@ impl Generation<'_> {
         if !self.record(record, log).await {
             return Err(shutting_down());
         }
+        if cancel.is_cancelled() {
+            return Err(self.ended());
+        }
+        back.map_err(Ending::Failed)?;
         Ok(outcome)
     }
 }

@@ -3,21 +3,37 @@
 //! streamable-HTTP endpoint. One connection per configured server, made on
 //! first use and kept (a server that went away is connected again on the
 //! next use); every step (start, listing, call) has the server's timeout.
-//! What a server says is untrusted: names are made safe for the model,
-//! descriptions and results are bounded.
+//! What a server says is untrusted: every message is capped while it is
+//! read (a stdio line, an HTTP body or event: `tools.max_message_bytes`),
+//! names are made safe for the model, descriptions and results are
+//! bounded, and its errors are shown cut, without URLs or key-like text.
+//! What a server is given is only what its configuration names (see
+//! [`McpServerConfig`]).
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use rmcp::{
     model::CallToolRequestParams,
     service::{Peer, RunningService},
-    transport::{StreamableHttpClientTransport, TokioChildProcess},
+    transport::{
+        async_rw::AsyncRwTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+        StreamableHttpClientTransport,
+    },
     RoleClient, ServiceExt,
 };
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::capped::CappedLines;
 use crate::server::config::McpServerConfig;
+use crate::server::ingest::provider::shown_without_urls;
 
 /// Longest tool description passed to the model, in bytes.
 const MAX_DESCRIPTION: usize = 2048;
@@ -35,12 +51,18 @@ pub struct ListedTool {
 struct Connected {
     /// Kept so the connection (and a child process) lives; dropped, it ends.
     service: RunningService<RoleClient, ()>,
+    /// A stdio server's process, killed when this is dropped.
+    _child: Option<tokio::process::Child>,
     peer: Peer<RoleClient>,
     tools: Vec<ListedTool>,
 }
 
 pub struct McpServer {
     config: McpServerConfig,
+    /// Largest message read from it (a line, a body, an event).
+    max_message: usize,
+    /// Set when the server sent a longer one (its connection is then closed).
+    oversized: Arc<AtomicBool>,
     /// The connection, made on first use. The lock is held while
     /// connecting (so one use connects), never during a call.
     connection: Mutex<Option<Connected>>,
@@ -64,9 +86,11 @@ pub fn model_name(server: &str, tool: &str) -> String {
 }
 
 impl McpServer {
-    pub fn new(config: McpServerConfig) -> Self {
+    pub fn new(config: McpServerConfig, max_message: usize) -> Self {
         Self {
             config,
+            max_message,
+            oversized: Arc::default(),
             connection: Mutex::new(None),
         }
     }
@@ -81,12 +105,32 @@ impl McpServer {
 
     /// The server's tools, connecting first if needed.
     pub async fn tools(&self) -> Result<Vec<ListedTool>, String> {
-        let (_, tools) = self.connected().await?;
+        let (_, tools) = self.connected().await.map_err(|e| self.said(&e))?;
         Ok(tools)
     }
 
-    /// Calls `tool`; `Err` is the server's refusal or a failure to reach it.
+    /// Calls `tool`; `Err` is the server's refusal or a failure to reach it,
+    /// in words safe to show (cut, no URL, nothing key-like).
     pub async fn call(&self, tool: &str, arguments: Value) -> Result<String, String> {
+        self.call_unshown(tool, arguments)
+            .await
+            .map_err(|e| self.said(&e))
+    }
+
+    /// A server's (or our) words about it, as viewers may see them. A
+    /// message past the cap is said to be so, whatever else failed.
+    fn said(&self, words: &str) -> String {
+        if self.oversized.load(Ordering::Relaxed) {
+            return format!(
+                "The MCP server `{}` sent a message longer than {} bytes; the call was ended.",
+                self.name(),
+                self.max_message
+            );
+        }
+        shown_without_urls(words)
+    }
+
+    async fn call_unshown(&self, tool: &str, arguments: Value) -> Result<String, String> {
         let (peer, _) = self.connected().await?;
         let Value::Object(arguments) = arguments else {
             return Err("The arguments must be a JSON object.".into());
@@ -147,24 +191,40 @@ impl McpServer {
 
     async fn connect(&self) -> Result<Connected, String> {
         let name = self.name();
-        let service = match (&self.config.command, &self.config.url) {
+        self.oversized.store(false, Ordering::Relaxed);
+        let (service, child) = match (&self.config.command, &self.config.url) {
             (Some(command), _) => {
-                let mut cmd = tokio::process::Command::new(command);
-                cmd.args(&self.config.args)
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true);
-                let transport = TokioChildProcess::new(cmd).map_err(|e| {
+                let mut child = self.command(command).spawn().map_err(|e| {
                     format!("The MCP server `{name}` could not be started (`{command}`): {e}")
                 })?;
-                ().serve(transport).await.map_err(|e| {
+                let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+                    return Err(format!("The MCP server `{name}` has no stdin or stdout."));
+                };
+                let stdout = CappedLines::new(stdout, self.max_message, self.oversized.clone());
+                let transport = AsyncRwTransport::new_client(stdout, stdin)
+                    .with_max_line_length(self.max_message.saturating_add(1));
+                let service = ().serve(transport).await.map_err(|e| {
                     format!("The MCP server `{name}` (`{command}`) did not start: {e}")
-                })?
+                })?;
+                (service, Some(child))
             }
             (None, Some(url)) => {
-                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-                ().serve(transport).await.map_err(|e| {
-                    format!("The MCP server `{name}` ({url}) could not be reached: {e}")
-                })?
+                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .custom_headers(self.headers()?)
+                    .max_json_response_size(self.max_message)
+                    .max_sse_event_size(self.max_message)
+                    .max_error_response_size(self.max_message.min(64 * 1024));
+                let config = match &self.config.bearer_env {
+                    Some(var) => config.auth_header(secret_from(name, var)?),
+                    None => config,
+                };
+                let transport =
+                    StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+                let service = ()
+                    .serve(transport)
+                    .await
+                    .map_err(|e| format!("The MCP server `{name}` could not be reached: {e}"))?;
+                (service, None)
             }
             (None, None) => {
                 return Err(format!(
@@ -192,7 +252,57 @@ impl McpServer {
         Ok(Connected {
             peer: service.peer().clone(),
             service,
+            _child: child,
             tools,
         })
     }
+
+    /// A stdio server's command: a cleared environment with only `PATH`
+    /// (so a script finds its interpreter), the variables `env_passthrough`
+    /// names and those `env` sets; its stderr discarded.
+    fn command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&self.config.args).env_clear();
+        let passed =
+            std::iter::once("PATH").chain(self.config.env_passthrough.iter().map(String::as_str));
+        for var in passed {
+            if let Some(value) = std::env::var_os(var) {
+                cmd.env(var, value);
+            }
+        }
+        cmd.envs(&self.config.env)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// An endpoint's configured headers, each value read from the variable
+    /// it names.
+    fn headers(&self) -> Result<HashMap<axum::http::HeaderName, axum::http::HeaderValue>, String> {
+        let name = self.name();
+        self.config
+            .headers
+            .iter()
+            .map(|(header, var)| {
+                let header =
+                    axum::http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                        format!("The MCP server `{name}`: {header:?} is not a header name.")
+                    })?;
+                let value =
+                    axum::http::HeaderValue::from_str(&secret_from(name, var)?).map_err(|_| {
+                        format!("The MCP server `{name}`: ${var} is not a header value.")
+                    })?;
+                Ok((header, value))
+            })
+            .collect()
+    }
+}
+
+/// The value of environment variable `var`, the credential of server `name`.
+fn secret_from(name: &str, var: &str) -> Result<String, String> {
+    std::env::var(var).map_err(|_| {
+        format!("The MCP server `{name}` needs its credential in ${var}, which is not set.")
+    })
 }

@@ -7,6 +7,7 @@
 //! page's safe renderer.
 
 pub mod builtin;
+mod capped;
 pub mod mcp;
 
 use std::{sync::Arc, time::Duration};
@@ -72,7 +73,12 @@ impl Toolbox {
             servers: bot
                 .mcp_servers
                 .iter()
-                .map(|config| Arc::new(mcp::McpServer::new(config.clone())))
+                .map(|config| {
+                    Arc::new(mcp::McpServer::new(
+                        config.clone(),
+                        limits.max_message_bytes,
+                    ))
+                })
                 .collect(),
             mcp_rules: bot
                 .tools

@@ -440,24 +440,29 @@ impl PostgresStore {
         since: Option<i64>,
         after: i64,
         limit: i64,
+        max_bytes: i64,
     ) -> Result<Vec<Message>, sqlx::Error> {
-        let query = match since {
-            Some(_) => format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
-                 SELECT id FROM (\
-                 SELECT id FROM messages WHERE thread_id = $1 AND id > $2 AND rev > $4 \
-                 UNION SELECT message_id FROM reply_log WHERE thread_id = $1 AND message_id > $2 AND rev > $4) AS changed \
-                 ORDER BY id LIMIT $3) ORDER BY id"
-            ),
-            None => format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages \
-                 WHERE thread_id = $1 AND id > $2 AND status = 'streaming' ORDER BY id LIMIT $3"
-            ),
+        let candidates = match since {
+            Some(_) => "SELECT id FROM (\
+                 SELECT id FROM messages WHERE thread_id = $1 AND id > $2 AND rev > $5 \
+                 UNION SELECT message_id FROM reply_log WHERE thread_id = $1 AND message_id > $2 AND rev > $5) AS changed \
+                 ORDER BY id LIMIT $3",
+            None => "SELECT id FROM messages \
+                 WHERE thread_id = $1 AND id > $2 AND status = 'streaming' ORDER BY id LIMIT $3",
         };
+        // A row is in the page while the rows before it hold less than
+        // `max_bytes` (so a page is at most that plus one row).
+        let size = "octet_length(m.body) + octet_length(m.thinking) + octet_length(m.tools)";
+        let query = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
+             SELECT id FROM (SELECT m.id, SUM({size}) OVER (ORDER BY m.id) - ({size}) AS before \
+             FROM messages m WHERE m.id IN ({candidates})) AS sized WHERE before < $4) ORDER BY id"
+        );
         let mut select = sqlx::query_as(&query)
             .bind(thread_id)
             .bind(after)
-            .bind(limit);
+            .bind(limit)
+            .bind(max_bytes);
         if let Some(since) = since {
             select = select.bind(since);
         }

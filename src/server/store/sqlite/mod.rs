@@ -430,20 +430,27 @@ impl SqliteStore {
         since: Option<i64>,
         after: i64,
         limit: i64,
+        max_bytes: i64,
     ) -> Result<Vec<Message>, sqlx::Error> {
         let filter = match since {
-            Some(_) => format!("(m.rev > ?4 OR (m.status = 'streaming' AND {LAST_LOG_REV} > ?4))"),
+            Some(_) => format!("(m.rev > ?5 OR (m.status = 'streaming' AND {LAST_LOG_REV} > ?5))"),
             None => "m.status = 'streaming'".to_owned(),
         };
+        // A row is in the page while the rows before it hold less than
+        // `max_bytes` (so a page is at most that plus one row).
+        let size = "length(CAST(m.body AS BLOB)) + length(CAST(m.thinking AS BLOB)) \
+                    + length(CAST(m.tools AS BLOB))";
         let query = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (\
-             SELECT m.id FROM messages m WHERE m.thread_id = ?1 AND m.id > ?2 AND {filter} \
-             ORDER BY m.id LIMIT ?3) ORDER BY id"
+             SELECT id FROM (SELECT m.id AS id, SUM({size}) OVER (ORDER BY m.id) - ({size}) AS before \
+             FROM messages m WHERE m.thread_id = ?1 AND m.id > ?2 AND {filter} \
+             ORDER BY m.id LIMIT ?3) WHERE before < ?4) ORDER BY id"
         );
         let mut select = sqlx::query_as(&query)
             .bind(thread_id)
             .bind(after)
-            .bind(limit);
+            .bind(limit)
+            .bind(max_bytes);
         if let Some(since) = since {
             select = select.bind(since);
         }
