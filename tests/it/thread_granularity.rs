@@ -43,6 +43,15 @@ async fn a_thread_set_to_words_publishes_whole_words() {
         .replies
         .remove(0);
     let deltas = viewer.follow(&list, reply.id).await;
+    // The viewer's copy is the stored reply, whole (its end's length and
+    // hash were checked); the reply itself must have been written.
+    let stored = app.wait_finished(reply.id).await;
+    assert_eq!(list.body(reply.id).unwrap(), stored.body);
+    assert_eq!(
+        (stored.status, stored.error.as_deref()),
+        (streamchat::model::Status::Done, None),
+        "the reply ended early"
+    );
     assert_eq!(list.body(reply.id).unwrap(), script.text());
     assert_eq!(deltas.concat(), script.text());
     assert!(deltas.len() < script.deltas.len());

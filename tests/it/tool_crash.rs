@@ -44,6 +44,7 @@ model = "fake-model"
 name = "counter"
 command = "python3"
 args = ["{}"]
+env_passthrough = ["COUNT_FILE"]
 [[bots.tools]]
 name = "counter/count"
 approval = "{approval}"
