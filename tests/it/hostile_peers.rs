@@ -12,7 +12,7 @@ use streamchat::{
 };
 
 use crate::support::{
-    ended_at, fake_provider::Ending, pg::NodeProcess, post_to, FakeProvider, Scripted,
+    ended_at, fake_provider::Ending, pg::NodeProcess, post_to, FakeProvider, KillOnDrop, Scripted,
 };
 
 /// How much more than its resident memory before the attack the server
@@ -135,7 +135,10 @@ async fn a_300_mb_result_over_stdio_is_refused_while_read() {
 }
 
 /// An MCP server over HTTP, started here; stopped with the test.
-struct HttpMcp(std::process::Child, u16);
+struct HttpMcp {
+    _process: KillOnDrop,
+    port: u16,
+}
 
 impl HttpMcp {
     async fn start(env: &[(&str, &str)]) -> Self {
@@ -157,14 +160,10 @@ impl HttpMcp {
             |up| *up,
         )
         .await;
-        Self(child, port)
-    }
-}
-
-impl Drop for HttpMcp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Self {
+            _process: KillOnDrop(child),
+            port,
+        }
     }
 }
 
@@ -173,7 +172,7 @@ async fn a_300_mb_result_over_http_is_refused_while_read() {
     let mcp = HttpMcp::start(&[]).await;
     let toml = format!(
         "url = \"http://127.0.0.1:{}/mcp\"\ntimeout_secs = 60",
-        mcp.1
+        mcp.port
     );
     a_huge_result_is_refused_while_read(&toml, &[]).await;
 }
@@ -243,7 +242,7 @@ async fn an_mcp_endpoints_credential_is_a_header_and_its_url_is_never_shown() {
     let fake = calling("hostile__whoami", "{}").await;
     let toml = format!(
         "url = \"http://127.0.0.1:{}/mcp\"\nbearer_env = \"HOSTILE_MCP_TOKEN\"",
-        mcp.1
+        mcp.port
     );
     let server = server_with_mcp(
         dir.path(),

@@ -126,7 +126,7 @@ async fn the_reference_mcp_server_answers_over_streamable_http() {
         .local_addr()
         .unwrap()
         .port();
-    let _server = KillOnDrop(
+    let _server = crate::support::KillOnDrop(
         std::process::Command::new("node")
             .arg(&stdio.args[0])
             .arg("streamableHttp")
@@ -151,16 +151,6 @@ async fn the_reference_mcp_server_answers_over_streamable_http() {
         ..stdio
     };
     echo_through(over_http, "over http", &["Echoed."]).await;
-}
-
-/// A child process stopped with the test, whether it passes or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A tool that runs longer than the reply's idle timeout is not cut short

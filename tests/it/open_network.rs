@@ -505,6 +505,9 @@ async fn a_viewer_that_takes_nothing_is_dropped_after_the_write_timeout() {
     drop((lean, routed));
 }
 
+/// A plain post's fields.
+const HI: &[(&str, &str)] = &[("thread", "lobby"), ("author", "A"), ("body", "hi")];
+
 /// A proxy that adds its own `X-Forwarded-For` line instead of merging
 /// leaves the client's own line first: the key is the last line's last
 /// address, the one the trusted proxy wrote, so a client cannot pick it.
@@ -518,16 +521,12 @@ async fn a_repeated_forwarded_header_is_read_by_the_proxys_own_line() {
     let started = Instant::now();
     let (mut accepted, mut refused) = (0, 0);
     for i in 0..70 {
-        let response = app
-            .http
-            .post(format!("{}/api/send_message", app.url))
-            .header("accept", "application/json")
-            .header("x-forwarded-for", format!("10.9.0.{i}"))
-            .header("x-forwarded-for", "10.0.0.77")
-            .form(&[("thread", "lobby"), ("author", "A"), ("body", "hi")])
-            .send()
-            .await
-            .unwrap();
+        let first = format!("10.9.0.{i}");
+        let lines = [
+            ("x-forwarded-for", first.as_str()),
+            ("x-forwarded-for", "10.0.0.77"),
+        ];
+        let response = app.post_with(&lines, HI).await;
         match response.status().as_u16() {
             200 => accepted += 1,
             429 => refused += 1,
@@ -550,26 +549,21 @@ async fn the_forwarded_header_keys_clients_by_its_last_for() {
         c.access.client_ip_header = Some("Forwarded".into());
     })
     .await;
-    let post = |forwarded: String| {
-        app.http
-            .post(format!("{}/api/send_message", app.url))
-            .header("accept", "application/json")
-            .header("forwarded", forwarded)
-            .form(&[("thread", "lobby"), ("author", "A"), ("body", "hi")])
-            .send()
+    let app = &app;
+    let post = |forwarded: String| async move {
+        app.post_with(&[("forwarded", forwarded.as_str())], HI)
+            .await
     };
     for i in 0..2 {
         let ok = post(format!(
             "for=10.9.0.{i}, for=\"[2001:db8::1]:4711\";proto=https"
         ))
         .await;
-        assert_eq!(ok.unwrap().status(), 200);
+        assert_eq!(ok.status(), 200);
     }
-    let refused = post("for=10.9.0.9, for=\"[2001:db8::2]\"".into())
-        .await
-        .unwrap();
+    let refused = post("for=10.9.0.9, for=\"[2001:db8::2]\"".into()).await;
     assert_eq!(refused.status(), 429, "the same /64, whatever came first");
-    let other = post("for=192.0.2.60;proto=http".into()).await.unwrap();
+    let other = post("for=192.0.2.60;proto=http".into()).await;
     assert_eq!(other.status(), 200, "another client has its own budget");
 }
 
@@ -581,16 +575,11 @@ async fn a_repeated_identity_header_is_refused() {
         c.access.identity_header = Some("X-Forwarded-User".into());
     })
     .await;
-    let response = app
-        .http
-        .post(format!("{}/api/send_message", app.url))
-        .header("accept", "application/json")
-        .header("x-forwarded-user", "admin@example.com")
-        .header("x-forwarded-user", "ann@example.com")
-        .form(&[("thread", "lobby"), ("author", "x"), ("body", "claimed")])
-        .send()
-        .await
-        .unwrap();
+    let twice = [
+        ("x-forwarded-user", "admin@example.com"),
+        ("x-forwarded-user", "ann@example.com"),
+    ];
+    let response = app.post_with(&twice, HI).await;
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert!(error_text(&body).contains("more than once"), "{body}");

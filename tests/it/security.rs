@@ -57,19 +57,16 @@ async fn cross_site_posts_spend_nothing_of_the_visitors_budget() {
         c.limits.writes_per_minute = 60;
     })
     .await;
-    let post = |origin: String| {
-        app.http
-            .post(format!("{}/api/send_message", app.url))
-            .header("accept", "application/json")
-            .header("origin", origin)
-            .form(&[("thread", "lobby"), ("author", "Ann"), ("body", "hello")])
-            .send()
+    let app = &app;
+    let post = |origin: String| async move {
+        let fields = [("thread", "lobby"), ("author", "Ann"), ("body", "hello")];
+        app.post_with(&[("origin", origin.as_str())], &fields).await
     };
     for _ in 0..60 {
-        let refused = post("https://evil.example".into()).await.unwrap();
+        let refused = post("https://evil.example".into()).await;
         assert_eq!(refused.status(), 403);
     }
-    let own = post(format!("http://{}", app.addr)).await.unwrap();
+    let own = post(format!("http://{}", app.addr)).await;
     assert_eq!(
         own.status(),
         200,

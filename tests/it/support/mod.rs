@@ -115,6 +115,16 @@ pub async fn ended_at(url: &str, id: i64) -> Message {
     .await
 }
 
+/// A child process stopped with the test, whether it passes or not.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The recorded provider streams, copied into the repository
 /// (`tests/fixtures/provider-streams/`), or the folder
 /// `STREAMCHAT_PROVIDER_FIXTURES` names.
@@ -196,6 +206,23 @@ impl TestApp {
     /// Calls the `send_message` server function the way a hydrated client does.
     pub async fn post_raw(&self, fields: &[(&str, &str)]) -> reqwest::Response {
         self.call("send_message", fields).await
+    }
+
+    /// `send_message` with these header lines besides (a name given twice
+    /// is sent on two lines), as a hydrated client posts.
+    pub async fn post_with(
+        &self,
+        headers: &[(&str, &str)],
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/api/send_message", self.url))
+            .header("accept", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.form(fields).send().await.unwrap()
     }
 
     pub async fn post(&self, thread: &str, author: &str, body: &str) -> Posted {
