@@ -4,6 +4,8 @@
 //! `interrupted`, its stored text holding every byte a viewer saw, and the
 //! viewer got each end before its subscription closed. Several (PostgreSQL): the other instance continues each one
 //! long before the stopped instance's lease would have run out.
+//! An instance stopped while it adopts a killed instance's replies hands
+//! every one back at once (none ended for want of a slot, no lease kept).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -265,5 +267,84 @@ async fn sigterm_on_one_of_two_instances_hands_every_reply_over_at_once() {
         );
         assert_eq!(stored.body, full.text(), "reply {id} whole, no word twice");
     }
+    db.drop_db().await;
+}
+
+/// SIGTERM reaching an instance while it takes replies over (their
+/// producer was killed): every reply it adopted is handed back at once,
+/// none is ended `interrupted` for want of a slot and none keeps its lease;
+/// a third instance continues them all to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_adopting_hands_every_adopted_reply_back() {
+    let db = PgDb::create().await;
+    let full = Scripted::words(300, Duration::from_millis(15));
+    let fake = FakeProvider::continuing(full.clone()).await;
+    let mut dying = NodeProcess::start(&db, &fake, "dying", 1.0, None).await;
+    // Its leases last 30 s: only a handover lets another go on soon.
+    let mut adopting = NodeProcess::start(&db, &fake, "adopting", 30.0, None).await;
+    let (_owner, list) = client_list();
+    let mut viewer = SseClient::connect(&dying.events_url("lobby"), None).await;
+    let ids = ask_many(&dying.url).await;
+    watch_until_all_have(&mut viewer, &list, &ids, 10).await;
+    drop(viewer);
+    dying.kill9();
+
+    // The first adoption seen: SIGTERM, while the rest are under way.
+    let owned_by = |owner: &'static str| {
+        let (pool, ids) = (db.pool.clone(), ids.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM messages WHERE id = ANY($1) AND status = 'streaming' \
+                 AND lease_owner = $2 AND lease_expires_at > clock_timestamp()",
+            )
+            .bind(&ids)
+            .bind(owner)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    crate::support::poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(2),
+        "no reply was adopted",
+        || owned_by("adopting"),
+        |n| *n > 0,
+    )
+    .await;
+    adopting.signal("TERM");
+    let status = adopting.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "exits 0, got {status}");
+    assert_eq!(
+        owned_by("adopting").await,
+        0,
+        "no lease kept by a stopped instance"
+    );
+    let interrupted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE id = ANY($1) AND status = 'interrupted'",
+    )
+    .bind(&ids)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(interrupted, 0, "handed back, not ended");
+
+    let started = Instant::now();
+    let _staying = NodeProcess::start(&db, &fake, "staying", 30.0, None).await;
+    for id in &ids {
+        let stored = db.wait_finished(*id, Duration::from_secs(60)).await;
+        assert_eq!(
+            stored.status,
+            Status::Done,
+            "reply {id}: {:?}",
+            stored.error
+        );
+        assert_eq!(stored.body, full.text(), "reply {id} whole, no word twice");
+    }
+    println!(
+        "SIGTERM while adopting {REPLIES} replies: all continued by a third instance, \
+         ended {:?} after it started",
+        started.elapsed()
+    );
     db.drop_db().await;
 }
