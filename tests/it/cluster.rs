@@ -234,7 +234,7 @@ async fn wait_owner(db: &PgDb, id: i64, owner: &str, within: Duration) {
 
 /// Posts `@gpt go` to the lobby through the instance at `url`; its reply.
 async fn ask_on(url: &str) -> streamchat::model::Message {
-    crate::support::pg::post(&reqwest::Client::new(), url, "lobby", "Ann", "@gpt go")
+    crate::support::post_at(&reqwest::Client::new(), url, "lobby", "Ann", "@gpt go")
         .await
         .replies
         .remove(0)

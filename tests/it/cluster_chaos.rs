@@ -11,8 +11,8 @@ use std::{
 
 use crate::support::{
     client_list,
-    pg::{post, NodeProcess, PgDb},
-    FakeProvider, Scripted, SseClient,
+    pg::{NodeProcess, PgDb},
+    post_at, FakeProvider, Scripted, SseClient,
 };
 use streamchat::{live::MessageList, model::Status};
 
@@ -86,7 +86,7 @@ async fn random_kills_lose_nothing_any_viewer_saw() {
     let mut replies = Vec::new();
     for i in 0..6 {
         let port = ports[i % ports.len()];
-        let posted = post(
+        let posted = post_at(
             &http,
             &format!("http://127.0.0.1:{port}"),
             "lobby",

@@ -42,20 +42,14 @@ async fn start_server(dir: &std::path::Path, fake: &FakeProvider) -> Server {
         .spawn()
         .expect("server starts");
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if reqwest::get(format!("{url}/api/threads/lobby/events"))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _up = crate::support::poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        "server did not come up",
+        || reqwest::get(format!("{url}/api/threads/lobby/events")),
+        |answer| answer.is_ok(),
+    )
+    .await;
     Server { child, url }
 }
 

@@ -11,8 +11,8 @@ use streamchat::model::{ChatEvent, Status};
 
 use crate::support::{
     client_list,
-    pg::{post, NodeProcess, PgDb},
-    FakeProvider, Scripted, SseClient,
+    pg::{NodeProcess, PgDb},
+    post_at, FakeProvider, Scripted, SseClient,
 };
 
 /// How a paused instance loses track of the database meanwhile.
@@ -47,7 +47,9 @@ async fn a_whole_reply_read_at_once_reaches_the_viewer_whole(lag: Lag) {
     }
     // A first message B reads normally: B has read the thread.
     let http = reqwest::Client::new();
-    let first = post(&http, &a.url, "lobby", "Ann", "hello").await.message;
+    let first = post_at(&http, &a.url, "lobby", "Ann", "hello")
+        .await
+        .message;
     while list.body(first.id).is_none() {
         let (rev, event) = tokio::time::timeout(Duration::from_secs(10), viewer.next())
             .await
@@ -64,7 +66,10 @@ async fn a_whole_reply_read_at_once_reaches_the_viewer_whole(lag: Lag) {
             "B's listening connection terminated: {killed:?}"
         );
     }
-    let reply = post(&http, &a.url, "lobby", "Ann", "@gpt go").await.replies[0].clone();
+    let reply = post_at(&http, &a.url, "lobby", "Ann", "@gpt go")
+        .await
+        .replies[0]
+        .clone();
     let stored = db.wait_finished(reply.id, Duration::from_secs(20)).await;
     assert_eq!(stored.status, Status::Done);
     b.signal("CONT");

@@ -32,20 +32,16 @@ async fn metrics_during_a_reply_and_health() {
     let tokens_before = metric(&first, "streamchat_tokens_total");
     assert!(tokens_before > 0.0);
     // The counter rises while the reply streams.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = scrape().await;
-        if metric(&now, "streamchat_tokens_total") > tokens_before {
-            assert!(metric(&now, "streamchat_commits_total") > 0.0);
-            assert!(now.contains("streamchat_token_to_publish_seconds_count"));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "token counter did not rise"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let now = crate::support::poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "token counter did not rise",
+        &scrape,
+        |now| metric(now, "streamchat_tokens_total") > tokens_before,
+    )
+    .await;
+    assert!(metric(&now, "streamchat_commits_total") > 0.0);
+    assert!(now.contains("streamchat_token_to_publish_seconds_count"));
     app.wait_finished(reply.id).await;
     let after = scrape().await;
     assert_eq!(metric(&after, "streamchat_replies_live"), 0.0);

@@ -80,15 +80,14 @@ async fn upgrade(crashed: bool) {
     // Two replies: the second's prompt reads the first (the readers' pool).
     for _ in 0..2 {
         let reply = app.post("lobby", "Ann", "@gpt go").await.replies.remove(0);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let ended = loop {
-            let message = app.get_message("lobby", reply.id).await;
-            if message.status != Status::Streaming {
-                break message;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the reply ended");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let ended = crate::support::poll_until(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            "the reply did not end",
+            || app.get_message("lobby", reply.id),
+            |m| m.status != Status::Streaming,
+        )
+        .await;
         assert_eq!(ended.status, Status::Done, "{:?}", ended.error);
         assert_eq!(ended.body, script.text());
     }

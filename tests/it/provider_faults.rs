@@ -211,15 +211,16 @@ async fn the_ui_sees_retrying_while_it_waits() {
     let app = spawn_app(fake).await;
     let reply = app.post("lobby", "Ann", "@gpt hi").await.replies.remove(0);
     // While waiting out Retry-After the stored row says it is retrying.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let notice = loop {
-        let m = app.message(reply.id).await;
-        if let Some(notice) = m.notice {
-            break notice;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no retry notice");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let notice = crate::support::poll_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        "no retry notice",
+        || app.message(reply.id),
+        |m| m.notice.is_some(),
+    )
+    .await
+    .notice
+    .unwrap();
     assert!(
         notice.contains("Retrying") && notice.contains("slow down"),
         "{notice}"

@@ -27,7 +27,7 @@ async fn ask_many(url: &str) -> Vec<i64> {
     let mut ids = Vec::new();
     for n in 0..REPLIES {
         let posted =
-            crate::support::pg::post(&http, url, "lobby", &format!("user{n}"), "@gpt go").await;
+            crate::support::post_at(&http, url, "lobby", &format!("user{n}"), "@gpt go").await;
         ids.push(posted.replies[0].id);
     }
     ids

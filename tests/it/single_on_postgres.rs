@@ -60,7 +60,7 @@ async fn a_lone_instance_on_postgres_streams_refuses_company_and_recovers() {
     let (_owner, list) = client_list();
     let mut viewer = SseClient::connect(&lone.events_url("lobby"), None).await;
     let http = reqwest::Client::new();
-    let first = crate::support::pg::post(&http, &lone.url, "lobby", "Ann", "@gpt go")
+    let first = crate::support::post_at(&http, &lone.url, "lobby", "Ann", "@gpt go")
         .await
         .replies[0]
         .clone();
@@ -84,7 +84,7 @@ async fn a_lone_instance_on_postgres_streams_refuses_company_and_recovers() {
     assert!(cluster.contains("without cluster.enabled"), "{cluster}");
 
     // kill -9 mid-reply; the next start-up ends it interrupted, text kept.
-    let second = crate::support::pg::post(&http, &lone.url, "lobby", "Ann", "@gpt again")
+    let second = crate::support::post_at(&http, &lone.url, "lobby", "Ann", "@gpt again")
         .await
         .replies[0]
         .clone();

@@ -53,10 +53,14 @@ async fn stop_closes_the_provider_connection_and_keeps_the_text() {
     assert!(stopped.usage_estimated, "stopped early: usage estimated");
 
     // The fake saw its connection closed within a second of the stop.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while app.fake.closed_at().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::support::poll_until(
+        Duration::from_secs(2),
+        Duration::from_millis(5),
+        "the provider's connection was not closed",
+        || std::future::ready(app.fake.closed_at()),
+        |closed| !closed.is_empty(),
+    )
+    .await;
     let closed = *app
         .fake
         .closed_at()

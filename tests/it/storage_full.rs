@@ -135,14 +135,14 @@ async fn a_full_database_fails_the_reply_by_name_and_the_app_recovers() {
 
     // Room again: healthy without a restart, and a new reply ends done.
     limit_pages(&app, Some(1_073_741_823)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while health(&app).await != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never healthy again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        "never healthy again",
+        || health(&app),
+        |status| *status == 200,
+    )
+    .await;
     let again = app
         .post("lobby", "Ann", "@gpt again")
         .await

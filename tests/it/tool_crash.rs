@@ -95,10 +95,6 @@ approval = "{approval}"
     }
 }
 
-async fn post(url: &str, body: &str) -> Message {
-    crate::support::post_to(url, "Ann", body).await
-}
-
 /// Ann approves call 0 of reply `id`, shown as `call`.
 async fn approve(url: &str, id: i64, call: &ToolCall) {
     let approved = crate::support::call_at(
@@ -193,7 +189,9 @@ impl Scene {
         let (owner, list) = client_list();
         let watched = other.as_ref().unwrap_or(&producer);
         let viewer = SseClient::connect(&watched.events_url("lobby"), None).await;
-        let id = post(&producer.url, "@gpt count").await.id;
+        let id = crate::support::post_to(&producer.url, "Ann", "@gpt count")
+            .await
+            .id;
         Self {
             setup,
             rig,

@@ -28,6 +28,11 @@ pub const ROOMY_LIMITS: [(&str, &str); 4] = [
     ("STREAMCHAT_SUBSCRIPTIONS_PER_CLIENT", "100000"),
 ];
 
+/// The live events of `thread` on the server at `url`.
+pub fn events_url(url: &str, thread: &str) -> String {
+    format!("{url}/api/threads/{thread}/events")
+}
+
 /// Writes `count` user messages of about `bytes` bytes into the lobby of
 /// the SQLite file `db`, beside a running server (a big thread to read).
 pub async fn seed_lobby(db: &Path, count: i64, bytes: usize) {
@@ -330,7 +335,7 @@ pub async fn scenario(
         for _ in 0..viewers {
             clients.push((
                 id.clone(),
-                SseClient::connect(&format!("{}/api/threads/{id}/events", server.url), None).await,
+                SseClient::connect(&events_url(&server.url, id), None).await,
             ));
         }
     }
@@ -637,8 +642,7 @@ pub async fn long_replies(
     let mut clients = Vec::new();
     for id in &ids {
         for _ in 0..viewers {
-            let mut c =
-                SseClient::connect(&format!("{}/api/threads/{id}/events", server.url), None).await;
+            let mut c = SseClient::connect(&events_url(&server.url, id), None).await;
             let (_, first) = c.next().await.expect("snapshot");
             assert!(matches!(first, ChatEvent::Sync { .. }));
             clients.push(c);
@@ -727,8 +731,7 @@ pub async fn cluster_scenario(
     for (t, id) in ids.iter().enumerate() {
         let on = &servers[(t + 1) % n];
         for _ in 0..viewers {
-            let mut client =
-                SseClient::connect(&format!("{}/api/threads/{id}/events", on.url), None).await;
+            let mut client = SseClient::connect(&events_url(&on.url, id), None).await;
             let (_, first) = client.next().await.expect("snapshot");
             assert!(matches!(first, ChatEvent::Sync { .. }));
             clients.push(client);

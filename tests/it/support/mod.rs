@@ -75,7 +75,7 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-pub use load::ROOMY_LIMITS;
+pub use load::{events_url, ROOMY_LIMITS};
 
 /// Calls server function `function` of the server at `url` with form
 /// fields, as a hydrated page does.
@@ -226,15 +226,7 @@ impl TestApp {
     }
 
     pub async fn post(&self, thread: &str, author: &str, body: &str) -> Posted {
-        let response = self
-            .post_raw(&[("thread", thread), ("author", author), ("body", body)])
-            .await;
-        assert!(
-            response.status().is_success(),
-            "post failed: {}",
-            response.status()
-        );
-        response.json().await.expect("Posted")
+        post_at(&self.http, &self.url, thread, author, body).await
     }
 
     /// Calls a server function with form fields, as a hydrated client does.
@@ -364,7 +356,7 @@ impl TestApp {
     }
 
     pub fn events_url(&self, thread: &str) -> String {
-        format!("{}/api/threads/{thread}/events", self.url)
+        events_url(&self.url, thread)
     }
 
     /// Message `id` of `thread` through the server function a browser calls.
@@ -383,16 +375,32 @@ impl TestApp {
 /// Posts `body` as `author` to the lobby of the server at `url` (a child
 /// process); the first reply it started.
 pub async fn post_to(url: &str, author: &str, body: &str) -> Message {
-    let response = reqwest::Client::new()
+    let posted = post_at(&reqwest::Client::new(), url, "lobby", author, body).await;
+    posted.replies.into_iter().next().expect("a reply")
+}
+
+/// Posts `body` as `author` to `thread` of the server at `url`, as a
+/// hydrated page does; what was stored. The one way tests post.
+pub async fn post_at(
+    http: &reqwest::Client,
+    url: &str,
+    thread: &str,
+    author: &str,
+    body: &str,
+) -> Posted {
+    let response = http
         .post(format!("{url}/api/send_message"))
         .header("accept", "application/json")
-        .form(&[("thread", "lobby"), ("author", author), ("body", body)])
+        .form(&[("thread", thread), ("author", author), ("body", body)])
         .send()
         .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let mut posted: Posted = response.json().await.unwrap();
-    posted.replies.remove(0)
+        .expect("send_message");
+    assert!(
+        response.status().is_success(),
+        "post failed: {}",
+        response.status()
+    );
+    response.json().await.expect("Posted")
 }
 
 pub async fn poll_until<T, Fut>(

@@ -215,7 +215,7 @@ pub async fn spawn_node(config: Config) -> Node {
 
 impl Node {
     pub fn events_url(&self, thread: &str) -> String {
-        format!("{}/api/threads/{thread}/events", self.url)
+        super::events_url(&self.url, thread)
     }
 
     pub async fn call(&self, function: &str, fields: &[(&str, &str)]) -> reqwest::Response {
@@ -229,35 +229,13 @@ impl Node {
     }
 
     pub async fn post(&self, thread: &str, author: &str, body: &str) -> Posted {
-        post(&self.http, &self.url, thread, author, body).await
+        super::post_at(&self.http, &self.url, thread, author, body).await
     }
 
     /// Stops serving (graceful: its replies end `interrupted`).
     pub fn shutdown(&self) {
         self.stop.cancel();
     }
-}
-
-pub async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    thread: &str,
-    author: &str,
-    body: &str,
-) -> Posted {
-    let response = http
-        .post(format!("{url}/api/send_message"))
-        .header("accept", "application/json")
-        .form(&[("thread", thread), ("author", author), ("body", body)])
-        .send()
-        .await
-        .expect("send_message");
-    assert!(
-        response.status().is_success(),
-        "post failed: {}",
-        response.status()
-    );
-    response.json().await.expect("Posted")
 }
 
 /// An instance as a child process (the built server binary).
@@ -369,7 +347,7 @@ impl NodeProcess {
     }
 
     pub fn events_url(&self, thread: &str) -> String {
-        format!("{}/api/threads/{thread}/events", self.url)
+        super::events_url(&self.url, thread)
     }
 
     pub fn signal(&self, signal: &str) {
