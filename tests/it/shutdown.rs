@@ -53,6 +53,20 @@ async fn watch_until_all_have(
     }
 }
 
+/// Waits for each of `ids` to end, and checks it ended `done` with `text`.
+async fn every_reply_done_whole(db: &PgDb, ids: &[i64], text: &str) {
+    for id in ids {
+        let stored = db.wait_finished(*id, Duration::from_secs(60)).await;
+        assert_eq!(
+            stored.status,
+            Status::Done,
+            "reply {id}: {:?}",
+            stored.error
+        );
+        assert_eq!(stored.body, text, "reply {id} whole, no word twice");
+    }
+}
+
 /// Where a lone instance keeps its data, read back after it exited.
 enum LoneDatabase {
     Sqlite(tempfile::TempDir),
@@ -257,16 +271,7 @@ async fn sigterm_on_one_of_two_instances_hands_every_reply_over_at_once() {
         delays[delays.len() - 1] < Duration::from_secs(10),
         "every reply continued well before the 30 s lease ran out: {delays:?}"
     );
-    for id in &ids {
-        let stored = db.wait_finished(*id, Duration::from_secs(60)).await;
-        assert_eq!(
-            stored.status,
-            Status::Done,
-            "reply {id}: {:?}",
-            stored.error
-        );
-        assert_eq!(stored.body, full.text(), "reply {id} whole, no word twice");
-    }
+    every_reply_done_whole(&db, &ids, &full.text()).await;
     db.drop_db().await;
 }
 
@@ -331,16 +336,7 @@ async fn sigterm_while_adopting_hands_every_adopted_reply_back() {
 
     let started = Instant::now();
     let _staying = NodeProcess::start(&db, &fake, "staying", 30.0, None).await;
-    for id in &ids {
-        let stored = db.wait_finished(*id, Duration::from_secs(60)).await;
-        assert_eq!(
-            stored.status,
-            Status::Done,
-            "reply {id}: {:?}",
-            stored.error
-        );
-        assert_eq!(stored.body, full.text(), "reply {id} whole, no word twice");
-    }
+    every_reply_done_whole(&db, &ids, &full.text()).await;
     println!(
         "SIGTERM while adopting {REPLIES} replies: all continued by a third instance, \
          ended {:?} after it started",

@@ -236,8 +236,11 @@ fn snapshot(
         loop {
             match store.changed_page(&thread_id, since, after, SNAPSHOT_PAGE, SNAPSHOT_PAGE_BYTES).await {
                 Ok(rows) => {
-                    // A page cut by its bytes is not the last: read until one is empty.
-                    let last = rows.is_empty();
+                    // A short page is the last unless its bytes cut it (the
+                    // rows' text, as sent, is at least what the page counted).
+                    let bytes: usize = rows.iter().map(|m| m.part_lens().iter().sum::<usize>()).sum();
+                    let last = (rows.len() as i64) < SNAPSHOT_PAGE
+                        && (bytes as i64) < SNAPSHOT_PAGE_BYTES;
                     after = rows.last().map_or(after, |m| m.id);
                     let mut frames = String::new();
                     for message in rows {
