@@ -87,6 +87,9 @@ impl FromServerFnError for AppError {
 }
 
 #[cfg(feature = "ssr")]
+pub use server::causes;
+
+#[cfg(feature = "ssr")]
 mod server {
     use super::AppError;
     use axum::{http::StatusCode, response::IntoResponse};
@@ -114,19 +117,20 @@ mod server {
         }
     }
 
-    impl From<sqlx::Error> for AppError {
-        fn from(e: sqlx::Error) -> Self {
-            AppError::internal(e)
+    /// An error and its whole `source()` chain, as one line: "a: b: c"
+    /// (a cause whose text its wrapper already shows is not repeated).
+    pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+        let mut line = error.to_string();
+        let mut next = error.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            next = cause.source();
         }
-    }
-
-    /// A database error becomes the plain "something went wrong" answer;
-    /// the server's log gets it once, with what was being done.
-    impl From<crate::server::store::StoreError> for AppError {
-        fn from(e: crate::server::store::StoreError) -> Self {
-            tracing::error!(doing = %e.doing, error = %e.source, "database error");
-            AppError::Internal
-        }
+        line
     }
 
     impl AppError {
@@ -158,6 +162,24 @@ mod server {
                     .insert(axum::http::header::RETRY_AFTER, secs.into());
             }
             response
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::causes;
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading thread lobby")]
+        struct Outer(#[source] std::io::Error);
+
+        #[test]
+        fn an_error_is_logged_with_every_cause() {
+            let inner = std::io::Error::other("disk on fire");
+            assert_eq!(causes(&Outer(inner)), "reading thread lobby: disk on fire");
+            // A cause its wrapper already shows is not repeated.
+            let shown = std::io::Error::other("x");
+            assert_eq!(causes(&shown), "x");
         }
     }
 }

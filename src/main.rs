@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use leptos::config::get_configuration;
-use streamchat::server::{config::Config, run};
+use streamchat::server::{app_server::run, config::Config};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]

@@ -514,6 +514,14 @@ fn bare_url(rest: &str) -> Option<&str> {
     (url.len() > "https://".len()).then_some(url)
 }
 
+/// A fenced code block holding `text` as it is (a fence longer than any
+/// run of backticks in it), so the one safe renderer draws it.
+pub fn code_block(text: &str, language: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}{language}\n{text}\n{fence}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

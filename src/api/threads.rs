@@ -48,7 +48,6 @@ pub async fn create_thread(
     #[server(default)] unlisted: bool,
 ) -> Result<Thread, AppError> {
     use super::respond;
-    use crate::server::store::wakeups;
     let state = respond::state();
     let result = async {
         let title = validate_title(&title)?;
@@ -57,7 +56,7 @@ pub async fn create_thread(
         let listed = !unlisted;
         state.store.create_thread(&id, &title, listed).await?;
         state.hub.thread_changed(&id);
-        wakeups::thread_changed(&state.coordination, &id).await;
+        state.coordination.thread_changed(&id).await;
         tracing::info!(thread_id = %id, listed, "thread created");
         Ok(Thread { id, title, listed })
     }
@@ -77,7 +76,6 @@ pub async fn rename_thread(
 ) -> Result<Thread, AppError> {
     use super::respond;
     use crate::model::ChatEvent;
-    use crate::server::store::wakeups;
     let state = respond::state();
     let result = async {
         let title = validate_title(&title)?;
@@ -91,7 +89,7 @@ pub async fn rename_thread(
                 .publish_ephemeral(&thread, ChatEvent::Thread { thread: summary });
         }
         state.hub.thread_changed(&thread);
-        wakeups::thread_changed(&state.coordination, &thread).await;
+        state.coordination.thread_changed(&thread).await;
         Ok(Thread {
             id: thread,
             title,

@@ -24,7 +24,8 @@ use super::{
     config::Config,
     edge::{
         access::{self, Gate},
-        connections::{self, ConnectionLimits, DRAIN_MARGIN},
+        close_delimited::ConnectionLimits,
+        connections::{self, DRAIN_MARGIN},
         export, health, limits, security, sse,
         sse_listener::{Lean, SseListener},
         thread_list,
@@ -36,11 +37,12 @@ use super::{
         budget::{Budget, PerClient, Spend},
         demo::{self, DemoModel},
         generations::{EndRequest, Generations},
+        Ingest,
     },
     metrics::Metrics,
     state::AppState,
     store::{
-        coordination, wakeups,
+        coordination,
         writer::{Unwritable, Writer},
     },
     Background,
@@ -59,13 +61,7 @@ impl AppState {
         self_base_url: &str,
     ) -> anyhow::Result<Self> {
         let (store, coordination) = coordination::open(&config, instance_name(&config)).await?;
-        match coordination.cluster() {
-            Some(cluster) => tracing::info!(
-                instance = cluster.instance(),
-                "sharing a PostgreSQL database with other instances"
-            ),
-            None => tracing::info!("the only instance on its database"),
-        }
+        coordination.announce();
         let interrupted = coordination.recover(&store).await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -73,7 +69,6 @@ impl AppState {
                 "replies left streaming by a previous run marked interrupted"
             );
         }
-        let revisions = store.revisions().await?;
         let hub = Hub::new(config.stream.viewer_buffer);
         let metrics = Arc::new(Metrics::default());
         let generations = Generations::new(&config.limits);
@@ -94,23 +89,11 @@ impl AppState {
                     );
                 }
             },
-            revisions,
         );
         let bots = Bots::from_config(&config, self_base_url);
         let background = Background::default();
         generations.spawn_watchdog(&config.limits, &background);
         thread_list::spawn(store.clone(), hub.clone(), &background);
-        wakeups::spawn(
-            &coordination,
-            hub.clone(),
-            {
-                let generations = generations.clone();
-                move |id, by| {
-                    generations.end(id, EndRequest::Stop { by });
-                }
-            },
-            &background,
-        );
         for bot in bots.iter() {
             tracing::info!(
                 handle = %bot.config.handle,
@@ -140,7 +123,21 @@ impl AppState {
             writes: Budget::new(Spend::Writes, writes_per_minute),
             subscriptions: PerClient::new(subscriptions_per_client),
         };
-        adopt::spawn(FromRef::from_ref(&state), &state.background);
+        let ingest: Ingest = FromRef::from_ref(&state);
+        state.coordination.start(
+            state.hub.clone(),
+            {
+                let generations = state.generations.clone();
+                move |id, by| {
+                    generations.end(id, EndRequest::Stop { by });
+                }
+            },
+            move |thread_id, id| {
+                let ingest = ingest.clone();
+                async move { adopt::orphan(&ingest, thread_id, id).await }
+            },
+            &state.background,
+        );
         Ok(state)
     }
 }
@@ -183,8 +180,8 @@ pub fn router(state: AppState) -> Router {
     // operators behind a load balancer, and the cluster's browser test).
     let instance = state
         .coordination
-        .cluster()
-        .and_then(|cluster| axum::http::HeaderValue::from_str(cluster.instance()).ok());
+        .answering_instance()
+        .and_then(|name| axum::http::HeaderValue::from_str(name).ok());
     let router = router
         .leptos_routes_with_context(
             &state,

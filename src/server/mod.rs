@@ -12,8 +12,7 @@ pub mod metrics;
 pub mod state;
 pub mod store;
 
-mod app_server;
-pub use app_server::{router, run, self_base_url, serve};
+pub mod app_server;
 
 /// Wall-clock time as Unix epoch milliseconds.
 pub fn now_ms() -> i64 {

@@ -6,7 +6,7 @@ use crate::{
     error::AppError,
     live::MessageList,
     model::{MAX_AUTHOR_CHARS, MAX_BODY_BYTES},
-    ui::message::Viewer,
+    ui::viewer::Viewer,
 };
 
 /// A plain form posting to `send_message`: it works without JavaScript

@@ -1,6 +1,6 @@
 use leptos::{prelude::*, server_fn::ServerFn};
 
-use super::{body::MessageBody, tool_calls::ToolCalls};
+use super::{body::MessageBody, tool_calls::ToolCalls, viewer::Viewer};
 use crate::{
     api::{
         continue_reply, regenerate_reply, stop_reply, ContinueReply, RegenerateReply, StopReply,
@@ -24,11 +24,6 @@ fn author_hue(author: &str) -> u32 {
 /// highlighted once it is on the page.
 #[derive(Clone, Copy)]
 pub struct Highlighted(pub RwSignal<Option<i64>>);
-
-/// The name of whoever uses this page (shared by the composer and the
-/// reply buttons, so Stop records who pressed it).
-#[derive(Clone, Copy)]
-pub struct Viewer(pub RwSignal<String>);
 
 #[component]
 pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl IntoView {

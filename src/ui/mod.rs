@@ -8,3 +8,4 @@ pub mod search;
 pub mod thread;
 pub mod toast;
 pub mod tool_calls;
+pub mod viewer;

@@ -7,9 +7,10 @@ use leptos_router::{
 
 use super::{
     composer::Composer,
-    message::{Highlighted, MessageItem, Viewer},
+    message::{Highlighted, MessageItem},
     search::SearchBox,
     toast::toast,
+    viewer::Viewer,
 };
 use crate::{
     api::{

@@ -6,22 +6,14 @@
 
 use leptos::{prelude::*, server_fn::ServerFn};
 
-use super::message::Viewer;
+use super::viewer::Viewer;
 use crate::{
     api::{decide_tool_call, DecideToolCall},
     live::MessageList,
-    markdown::to_html,
+    markdown::{code_block, to_html},
     model::Status,
     tools::{ToolCall, ToolLog, ToolState},
 };
-
-/// A fenced code block holding `text` as it is (a fence longer than any
-/// run of backticks in it), so the one safe renderer draws it.
-pub fn code_block(text: &str, language: &str) -> String {
-    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let fence = "`".repeat(longest.max(2) + 1);
-    format!("{fence}{language}\n{text}\n{fence}")
-}
 
 /// The arguments as the model wrote them, indented when they are JSON.
 fn pretty_arguments(arguments: &str) -> String {

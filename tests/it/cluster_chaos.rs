@@ -149,6 +149,8 @@ async fn random_kills_lose_nothing_any_viewer_saw() {
                 let port = node.port;
                 drop(node);
                 kills += 1;
+                // Down for a while, as a crashed instance is (not a wait for
+                // anything: the others must cope meanwhile).
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 nodes[victim] = Some(
                     NodeProcess::start(

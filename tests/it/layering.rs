@@ -152,8 +152,8 @@ fn no_backend_question_outside_the_store() {
     let questions = [
         "as_postgres",
         "as_sqlite",
-        "Store::Postgres",
-        "Store::Sqlite",
+        "Backend::Postgres",
+        "Backend::Sqlite",
         "postgres_url",
     ];
     let mut offenders = Vec::new();
@@ -170,6 +170,64 @@ fn no_backend_question_outside_the_store() {
     }
     assert!(offenders.is_empty(), "{offenders:?}");
     // The check sees the questions where they are asked.
-    assert!(code(&store.join("coordination.rs")).contains("postgres_url"));
-    assert!(code(&store.join("mod.rs")).contains("Store::Postgres"));
+    assert!(code(&store.join("coordination/mod.rs")).contains("postgres_url"));
+    assert!(code(&store.join("mod.rs")).contains("Backend::Postgres"));
+}
+
+/// The backends are the store's own: their modules and `Store`'s variants
+/// are private, so the rule above is held by the compiler, not only by a
+/// search.
+#[test]
+fn the_backends_are_private_to_the_store() {
+    let text = code(&Path::new(SERVER).join("store/mod.rs"));
+    for backend in ["postgres", "sqlite"] {
+        assert!(text.contains(&format!("\nmod {backend};")), "{backend}");
+        assert!(!text.contains(&format!("pub mod {backend}")), "{backend}");
+    }
+    assert!(text.contains("pub struct Store(Backend);"));
+    assert!(text.contains("\nenum Backend {"));
+}
+
+/// "Alone or shared" is asked of `Coordination`, never inspected: outside
+/// its folder nothing names its implementations or asks which one it is
+/// (the predicates it once had are gone), and nothing reads the setting
+/// that chooses it.
+#[test]
+fn no_branch_on_the_coordination_kind_outside_its_folder() {
+    let folder = Path::new(SERVER).join("store/coordination");
+    let config = Path::new(SERVER).join("config");
+    let src = Path::new(SERVER).parent().unwrap();
+    let questions = [
+        "cluster()",
+        "writer_publishes",
+        "Coordination::Single",
+        "Coordination::Cluster",
+        "Kind::Solo",
+        "Kind::Shared",
+        "Solo",
+        "Shared(",
+        "Cluster",
+        "cluster.enabled",
+        ".postgres()",
+        "Revisions",
+    ];
+    let mut offenders = Vec::new();
+    for file in files(src) {
+        if file.starts_with(&folder)
+            || file.starts_with(&config)
+            || file == config.with_extension("rs")
+        {
+            continue;
+        }
+        let text = code(&file);
+        for question in questions {
+            if text.contains(question) {
+                offenders.push(format!("{}: {question}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:?}");
+    // The check sees the kinds where they are chosen.
+    let chosen = code(&folder.join("mod.rs"));
+    assert!(chosen.contains("Kind::Shared(") && chosen.contains("cluster.enabled"));
 }

@@ -23,6 +23,7 @@ mod load_smoke;
 mod long_reply;
 mod mcp_tools;
 mod memory_bound;
+mod module_graph;
 mod no_mention_no_request;
 mod open_network;
 mod operations;

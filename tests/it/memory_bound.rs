@@ -125,6 +125,7 @@ async fn three_hundred_non_reading_subscriptions_hold_little_memory() {
     )
     .await;
     let mut peak = before;
+    // Sampled for 3 s (a measurement, not a wait for a condition).
     for _ in 0..30 {
         peak = peak.max(rss_of(pid));
         tokio::time::sleep(Duration::from_millis(100)).await;

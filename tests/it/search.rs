@@ -231,7 +231,7 @@ async fn explain(app: &TestApp) -> String {
                 .unwrap();
             let sql = format!(
                 "EXPLAIN {}",
-                streamchat::server::store::postgres::SEARCH_LISTED
+                streamchat::server::store::search_sql::POSTGRES_LISTED
             );
             let rows: Vec<String> = sqlx::query_scalar(&sql)
                 .bind("zephyr")
@@ -245,7 +245,7 @@ async fn explain(app: &TestApp) -> String {
         None => {
             let sql = format!(
                 "EXPLAIN QUERY PLAN {}",
-                streamchat::server::store::sqlite::SEARCH_LISTED
+                streamchat::server::store::search_sql::SQLITE_LISTED
             );
             let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&sql)
                 .bind("\"zephyr\"")
@@ -349,7 +349,7 @@ async fn pages_render_while_another_router_is_built() {
         move || {
             let mut built = 0;
             while building.load(std::sync::atomic::Ordering::Relaxed) {
-                drop(streamchat::server::router(state.clone()));
+                drop(streamchat::server::app_server::router(state.clone()));
                 built += 1;
             }
             built

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{client_list, spawn_app, FakeProvider, Scripted, SseClient};
+use crate::support::{client_list, poll_until, spawn_app, FakeProvider, Scripted, SseClient};
 use streamchat::model::ChatEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,23 +28,23 @@ async fn fresh_and_kept_alive_connections_get_the_same_stream() {
     // which hyper does on its own task; under load the next request may
     // still find the pool empty and open a fresh connection (the lean
     // path), so ask again until it rides the kept-alive one.
-    let mut attempts = 0;
-    let routed = loop {
-        let health = pooled
-            .get(format!("{}/healthz", app.url))
-            .send()
-            .await
-            .unwrap();
-        assert!(health.status().is_success());
-        health.text().await.unwrap();
-        let routed = pooled.get(app.events_url("lobby")).send().await.unwrap();
-        if routed.headers().get("transfer-encoding").is_some() {
-            break routed;
-        }
-        attempts += 1;
-        assert!(attempts < 50, "a kept-alive connection is never reused");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let routed = poll_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        "a kept-alive connection is never reused",
+        || async {
+            let health = pooled
+                .get(format!("{}/healthz", app.url))
+                .send()
+                .await
+                .unwrap();
+            assert!(health.status().is_success());
+            health.text().await.unwrap();
+            pooled.get(app.events_url("lobby")).send().await.unwrap()
+        },
+        |routed| routed.headers().get("transfer-encoding").is_some(),
+    )
+    .await;
     assert_eq!(routed.headers()["transfer-encoding"], "chunked");
     for response in [&lean, &routed] {
         assert_eq!(response.status(), 200);

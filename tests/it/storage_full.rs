@@ -9,44 +9,13 @@ use std::time::Duration;
 use crate::support::{spawn_app, FakeProvider, Scripted, SseClient, TestApp};
 use streamchat::model::{ChatEvent, Status};
 
-/// Sets `PRAGMA max_page_count` (a per-connection setting) on every
-/// connection of the app's own (the readers' pool and the writer's two): `None`
-/// lowers it to the current size.
+/// Caps the database at `pages` pages (`None`: its size now) on every
+/// connection of the app's own (the readers' pool and the writer's two).
 async fn limit_pages(app: &TestApp, pages: Option<i64>) {
-    let store = app.state.store.as_sqlite().expect("a SQLite store");
-    let pool = store.pool();
-    let mut held = Vec::new();
-    for _ in 0..pool.options().get_max_connections() {
-        held.push(pool.acquire().await.unwrap());
-    }
-    let mut writer = store.writer_connection().await;
-    let mut connections: Vec<&mut sqlx::SqliteConnection> =
-        held.iter_mut().map(|c| &mut **c).collect();
-    connections.push(&mut writer.conn);
-    for conn in connections {
-        let pages = match pages {
-            Some(pages) => pages,
-            None => sqlx::query_scalar("PRAGMA page_count")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap(),
-        };
-        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-    }
-    // The writer's append connection (driven without sqlx).
-    let appends = &writer.appends;
-    let pages: i64 = match pages {
-        Some(pages) => pages,
-        None => appends
-            .query_row("PRAGMA page_count", [], |row| row.get(0))
-            .unwrap(),
-    };
-    appends
-        .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-        .unwrap();
+    assert!(
+        app.state.store.cap_pages_for_tests(pages).await,
+        "a SQLite store"
+    );
 }
 
 async fn health(app: &TestApp) -> u16 {

@@ -39,7 +39,8 @@ async fn threads_are_created_renamed_and_listed_by_activity() {
         .status()
         .is_success());
 
-    // Newest activity first: posting in the older thread moves it up.
+    // Newest activity first: posting in the older thread moves it up
+    // (activity is stamped in milliseconds: the post comes a few later).
     tokio::time::sleep(Duration::from_millis(5)).await;
     let reply = app
         .post(&first.id, "Ann", "@gpt plan it")

@@ -25,17 +25,11 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
     time::Sleep,
 };
 use tower::ServiceExt;
 
-use super::{
-    access::ClientAddr,
-    sse_listener::{answer_error, SseListener},
-};
-use crate::error::AppError;
-use crate::server::{config::LimitsConfig, ingest::budget::PerClient};
+use super::{access::ClientAddr, close_delimited::ConnectionLimits, sse_listener::SseListener};
 
 /// Largest buffer hyper keeps per connection (request head, queued
 /// response bytes).
@@ -43,28 +37,6 @@ const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 /// How long connections get to finish once subscriptions have ended, past
 /// the shutdown deadline.
 pub const DRAIN_MARGIN: Duration = Duration::from_secs(2);
-
-/// The limits every connection is held to.
-#[derive(Clone)]
-pub struct ConnectionLimits {
-    /// Open connections per client address.
-    pub per_client: PerClient,
-    /// A request head must arrive within this (and the next one on an idle
-    /// kept-alive connection).
-    pub header_timeout: Duration,
-    /// A client that takes nothing for this long is disconnected.
-    pub write_timeout: Duration,
-}
-
-impl ConnectionLimits {
-    pub fn new(limits: &LimitsConfig) -> Self {
-        Self {
-            per_client: PerClient::new(limits.connections_per_client),
-            header_timeout: limits.header_timeout(),
-            write_timeout: limits.write_timeout(),
-        }
-    }
-}
 
 /// Serves `router` on every connection `listener` hands over until
 /// `shutdown` resolves; then runs `drain` (the app's own shutdown, at most
@@ -122,18 +94,6 @@ pub async fn serve(
         }
     };
     tokio::join!(drain, connections);
-}
-
-/// Answers a connection over its client's connection cap and closes it.
-pub async fn refuse_connection(mut stream: TcpStream, max: usize) {
-    let refusal = AppError::limited(
-        format!(
-            "Too many connections from your address ({max} at once is the limit). Close some \
-             tabs and try again."
-        ),
-        Duration::from_secs(10),
-    );
-    answer_error(&mut stream, &refusal, Duration::from_secs(1)).await;
 }
 
 /// A connection whose writes fail once the client has taken nothing for

@@ -121,10 +121,10 @@ fn write_message(out: &mut String, m: &Message) {
         }
         out.push_str(&line);
         out.push_str("\n\n");
-        out.push_str(&crate::ui::tool_calls::code_block(&call.arguments, "json"));
+        out.push_str(&crate::markdown::code_block(&call.arguments, "json"));
         out.push_str("\n\n");
         if let Some(output) = &call.output {
-            out.push_str(&crate::ui::tool_calls::code_block(output, ""));
+            out.push_str(&crate::markdown::code_block(output, ""));
             out.push_str("\n\n");
         }
     }

@@ -3,6 +3,7 @@
 //! security headers, export, health and metrics endpoints.
 
 pub mod access;
+pub mod close_delimited;
 pub mod connections;
 pub mod export;
 pub mod health;

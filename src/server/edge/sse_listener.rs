@@ -26,7 +26,7 @@ use std::sync::Arc;
 use axum::{
     body::Body,
     extract::ConnectInfo,
-    http::{header, request::Parts, Method, Request, Response, StatusCode, Uri},
+    http::{request::Parts, Method, Request, Response, Uri},
     serve::Listener,
     Router,
 };
@@ -40,8 +40,7 @@ use tower::ServiceExt;
 
 use super::{
     access::{client_key, ClientAddr, Gate},
-    connections::{refuse_connection, ConnectionLimits},
-    security,
+    close_delimited::{self, refuse_connection, ConnectionLimits},
 };
 use crate::server::{ingest::budget::Held, Background};
 
@@ -208,7 +207,7 @@ async fn serve_subscription(
     // staying in every viewer's task for its whole life.
     let Ok(response) = Box::pin(state.router.oneshot(request)).await;
     let (parts, body) = response.into_parts();
-    let head = response_head_of(&Response::from_parts(parts, ()));
+    let head = close_delimited::head(&Response::from_parts(parts, ()));
     let wrote = tokio::time::timeout(limits.write_timeout, stream.write_all(&head)).await;
     if !matches!(wrote, Ok(Ok(()))) {
         return;
@@ -266,61 +265,4 @@ async fn next_ready<S: futures::Stream + Unpin>(
         }
     }
     Some(items)
-}
-
-/// The head of the router's answer as a close-delimited HTTP/1.1 response
-/// (this connection serves this one response).
-fn response_head_of(response: &Response<()>) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {}\r\n", response.status()).into_bytes();
-    for (name, value) in response.headers() {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"connection: close\r\n\r\n");
-    head
-}
-
-/// Answers a connection's (only) request with `error` and closes it, giving
-/// up after `within`.
-pub(super) async fn answer_error(
-    stream: &mut TcpStream,
-    error: &crate::error::AppError,
-    within: std::time::Duration,
-) {
-    let body = error.to_string();
-    let mut response = response_head(
-        error.status(),
-        "text/plain; charset=utf-8",
-        Some(body.len()),
-    );
-    if let Some(secs) = error.retry_after() {
-        response.insert_str(response.len() - 2, &format!("retry-after: {secs}\r\n"));
-    }
-    response.push_str(&body);
-    let _ = tokio::time::timeout(within, async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
-}
-
-/// A close-delimited HTTP/1.1 response head (the connection serves this one
-/// response), with the app's security headers.
-fn response_head(status: StatusCode, content_type: &str, length: Option<usize>) -> String {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n"
-    );
-    if let Some(length) = length {
-        head.push_str(&format!("content-length: {length}\r\n"));
-    }
-    for (name, value) in security::HEADERS {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    head
 }

@@ -1,62 +1,37 @@
 //! Several instances: taking over replies whose producer died.
 //!
 //! An instance generating a reply holds a lease on it and renews it every
-//! third of its term. One task per instance looks for streaming replies
-//! whose lease ran out (their instance was killed, or paused past it) and
-//! takes them over through the writer (a new epoch: anything the old
+//! third of its term. Coordination looks for streaming replies whose lease
+//! ran out (their instance was killed, or paused past it) and hands each
+//! to [`orphan`], which takes it over through the writer (a new epoch: anything the old
 //! producer still tries to write is refused). Then, as configured, it
 //! continues the reply from its stored text (the Continue path, with a
 //! notice that it was resumed), or ends it `interrupted`. A reply someone
 //! pressed Stop on meanwhile ends `cancelled`.
 
-use std::time::Duration;
-
 use super::{generate, Ingest};
 use crate::model::{Outcome, ReplyStats, Status};
-use crate::server::{config::OrphanedReplies, store::writer::Adopted, Background};
+use crate::server::{config::OrphanedReplies, store::writer::Adopted};
 
-/// Starts the task (on a shared database only). It looks every `period`.
-pub fn spawn(state: Ingest, background: &Background) {
-    let Some(lease) = state.coordination.lease() else {
-        return; // one instance: start-up ended what a crash left streaming
+/// Takes over reply `id` of `thread_id`, whose producer's lease ran out,
+/// if no one else did first. False once shutdown began (no adoption
+/// starts then).
+pub async fn orphan(state: &Ingest, thread_id: String, id: i64) -> bool {
+    // Shutdown waits for an adoption under way; none starts after it.
+    let Some(_busy) = state.generations.busy() else {
+        return false;
     };
-    // Often enough that a reply is taken over within its lease plus a
-    // fraction of a second.
-    let period = (lease / 4).clamp(Duration::from_millis(100), Duration::from_millis(500));
-    background.every(period, move || {
-        let state = state.clone();
-        async move { adopt_expired(&state).await }
-    });
-}
-
-/// Takes over every reply whose lease ran out, one by one.
-async fn adopt_expired(state: &Ingest) {
-    let Some(cluster) = state.coordination.cluster() else {
-        return;
-    };
-    let expired = match cluster.expired_leases().await {
-        Ok(expired) => expired,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look for orphaned replies");
-            return;
-        }
-    };
-    for (thread_id, id) in expired {
-        // Shutdown waits for an adoption under way; none starts after it.
-        let Some(_busy) = state.generations.busy() else {
-            return;
-        };
-        // This instance's own producer of it, paused past its lease,
-        // is still winding down: let another instance take it.
-        if state.generations.is_running(id) {
-            continue;
-        }
-        match state.writer.adopt(&thread_id, id).await {
-            Ok(Some(adopted)) => take_over(state, adopted).await,
-            Ok(None) => {} // renewed, ended, or another instance was first
-            Err(e) => tracing::warn!(message_id = id, error = %e, "could not adopt a reply"),
-        }
+    // This instance's own producer of it, paused past its lease, is still
+    // winding down: let another instance take it.
+    if state.generations.is_running(id) {
+        return true;
     }
+    match state.writer.adopt(&thread_id, id).await {
+        Ok(Some(adopted)) => take_over(state, adopted).await,
+        Ok(None) => {} // renewed, ended, or another instance was first
+        Err(e) => tracing::warn!(message_id = id, error = %e, "could not adopt a reply"),
+    }
+    true
 }
 
 async fn take_over(state: &Ingest, adopted: Adopted) {

@@ -17,8 +17,6 @@ use std::{
     time::Duration,
 };
 
-use governor::clock::{Clock, DefaultClock};
-
 use crate::error::AppError;
 use crate::server::store::Coordination;
 
@@ -101,25 +99,17 @@ impl Spend {
     }
 }
 
-/// Clients held in memory before idle ones are forgotten.
-const PRUNE_AT: usize = 10_000;
-
 #[derive(Clone)]
 pub struct Budget {
     spend: Spend,
     per_minute: u32,
-    local: Arc<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 impl Budget {
     pub fn new(spend: Spend, per_minute: u32) -> Self {
-        let per_minute = per_minute.max(1);
-        let quota =
-            governor::Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
         Self {
             spend,
-            per_minute,
-            local: Arc::new(governor::RateLimiter::keyed(quota)),
+            per_minute: per_minute.max(1),
         }
     }
 
@@ -138,23 +128,10 @@ impl Budget {
             return Err(self.refusal(n.get(), Duration::from_secs(60)));
         }
         let key = format!("{}:{key}", self.spend.prefix());
-        if let Some(cluster) = coordination.cluster() {
-            return cluster
-                .take_budget(&key, n.get(), self.per_minute)
-                .await?
-                .map_err(|wait| self.refusal(n.get(), wait));
-        }
-        if self.local.len() > PRUNE_AT {
-            self.local.retain_recent();
-        }
-        match self.local.check_key_n(&key, n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(self.refusal(
-                n.get(),
-                not_until.wait_time_from(DefaultClock::default().now()),
-            )),
-            Err(_) => Err(self.refusal(n.get(), Duration::from_secs(60))),
-        }
+        coordination
+            .take_budget(&key, n.get(), self.per_minute)
+            .await?
+            .map_err(|wait| self.refusal(n.get(), wait))
     }
 
     fn refusal(&self, n: u32, wait: Duration) -> AppError {
@@ -186,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_spends_its_budget_and_others_keep_theirs() {
-        let store = Coordination::Single;
+        let store = Coordination::solo();
         let budget = Budget::new(Spend::Replies, 3);
         budget.take(&store, "ip:10.0.0.1", 2).await.unwrap();
         let refused = budget.take(&store, "ip:10.0.0.1", 2).await.unwrap_err();

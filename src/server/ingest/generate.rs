@@ -23,7 +23,7 @@ use super::{
     Ingest,
 };
 use crate::model::{Message, Outcome, Part, ReplyStats, Role, Status, Usage};
-use crate::server::{metrics::ProviderError, sleep_until};
+use crate::server::{metrics::ProviderError, sleep_until, store::AtShutdown};
 use crate::tools::ToolLog;
 
 mod assemble;
@@ -78,7 +78,7 @@ pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
         );
         // Several instances: a reply cut short by this instance's shutdown
         // is handed over (another instance continues it), not ended.
-        let handover = state.coordination.cluster().is_some()
+        let handover = state.coordination.at_shutdown() == AtShutdown::HandOver
             && handle.end_request() == Some(EndRequest::Shutdown);
         let recorded = if handover {
             tracing::info!(message_id = id, "shutting down: handing the reply over");

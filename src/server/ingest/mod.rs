@@ -14,8 +14,6 @@ pub mod generate;
 pub mod generations;
 pub mod outbox;
 pub mod provider;
-mod provider_body;
-mod provider_http;
 pub mod tokens;
 pub mod tools;
 

@@ -204,10 +204,8 @@ pub async fn stop(state: &Ingest, thread_id: &str, id: i64, by: &str) -> Result<
     }
     // Several instances: the one generating it stops it (or, if none does
     // now, the one that takes it over ends it stopped).
-    if let Some(cluster) = state.coordination.cluster() {
-        if cluster.request_stop(thread_id, id, &by).await? {
-            return Ok(());
-        }
+    if state.coordination.request_stop(thread_id, id, &by).await? {
+        return Ok(());
     }
     Err(AppError::Conflict(format!(
         "This reply has already ended ({}).",

@@ -24,24 +24,28 @@ macro_rules! doing {
 }
 
 pub mod coordination;
-pub mod postgres;
-pub mod sqlite;
+mod postgres;
+mod sqlite;
 mod tx;
-pub mod wakeups;
 pub mod writer;
 
 pub use tx::Tx;
-
-use std::path::Path;
 
 use crate::{
     error::AppError,
     model::{Granularity, Message, Part, Posted, Role, Status, Thread, ThreadSummary, UsageTotals},
 };
 
-pub use coordination::Coordination;
-pub use postgres::{Cluster, Lease, PostgresStore};
+pub use coordination::LISTENER_APP_NAME;
+pub use coordination::{AtShutdown, Coordination};
 pub use sqlite::LIST_THREADS;
+
+/// The search statements, for tests that read their query plans.
+#[doc(hidden)]
+pub mod search_sql {
+    pub use super::postgres::SEARCH_LISTED as POSTGRES_LISTED;
+    pub use super::sqlite::SEARCH_LISTED as SQLITE_LISTED;
+}
 
 /// The PostgreSQL channel of wake-ups: a commit names the threads whose
 /// revisions moved (JSON `[{t, first, last, m}]`), never their text.
@@ -84,6 +88,16 @@ pub struct StoreError {
     pub doing: String,
     #[source]
     pub source: sqlx::Error,
+}
+
+/// A database error becomes the plain "something went wrong" answer; the
+/// server's log gets it once, with what was being done and every cause
+/// behind the driver's error.
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(doing = %e.doing, error = %crate::error::causes(&e.source), "database error");
+        AppError::Internal
+    }
 }
 
 /// Where a search looks.
@@ -185,21 +199,13 @@ impl LogCursor {
     }
 }
 
-/// Who numbers a thread's changes (revisions only ever grow, per thread).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Revisions {
-    /// The writer, with one counter for the database, continuing after
-    /// `last` (SQLite: one process writes it).
-    Writer { last: i64 },
-    /// The database, one counter per thread (`threads.rev`), moved under
-    /// the thread's row lock (PostgreSQL, which several instances may
-    /// write). A change then needs a transaction: no lone statement.
-    PerThread,
-}
-
-/// The store, over one backend. Cheap to clone (a pool handle).
+/// The store, over one backend (private: nothing outside this folder
+/// asks which). Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store(Backend);
+
+#[derive(Clone, Debug)]
+enum Backend {
     Sqlite(sqlite::SqliteStore),
     Postgres(postgres::PostgresStore),
 }
@@ -207,26 +213,34 @@ pub enum Store {
 /// Calls the same method on whichever backend `$self` holds.
 macro_rules! on_backend {
     ($self:expr, $backend:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($backend) => $call,
-            Store::Postgres($backend) => $call,
+        match &$self.0 {
+            Backend::Sqlite($backend) => $call,
+            Backend::Postgres($backend) => $call,
         }
     };
 }
 
 impl Store {
-    /// Opens (creating if needed) a SQLite database file and runs the
-    /// embedded migrations.
-    pub async fn open_sqlite(path: &Path) -> anyhow::Result<Self> {
-        Ok(Self::Sqlite(sqlite::SqliteStore::open(path).await?))
+    fn sqlite(store: sqlite::SqliteStore) -> Self {
+        Self(Backend::Sqlite(store))
     }
 
-    /// The SQLite backend, if that is this store's (tests inject faults
-    /// through its pool).
-    pub fn as_sqlite(&self) -> Option<&sqlite::SqliteStore> {
-        match self {
-            Store::Sqlite(s) => Some(s),
-            Store::Postgres(_) => None,
+    fn postgres(store: postgres::PostgresStore) -> Self {
+        Self(Backend::Postgres(store))
+    }
+
+    /// Tests: caps the database at `pages` pages (`None`: its size now)
+    /// on every connection the app holds, so a write that needs one more
+    /// page fails as on a full disk; false where the database has no such
+    /// cap (PostgreSQL).
+    #[doc(hidden)]
+    pub async fn cap_pages_for_tests(&self, pages: Option<i64>) -> bool {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                s.cap_pages(pages).await;
+                true
+            }
+            Backend::Postgres(_) => false,
         }
     }
 
@@ -238,9 +252,9 @@ impl Store {
     /// Opens a transaction for the writer.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         async {
-            Ok(match self {
-                Store::Sqlite(s) => Tx::Sqlite(s.begin().await?),
-                Store::Postgres(s) => Tx::Postgres(s.begin().await?),
+            Ok(match &self.0 {
+                Backend::Sqlite(s) => Tx::Sqlite(s.begin().await?),
+                Backend::Postgres(s) => Tx::Postgres(s.begin().await?),
             })
         }
         .await
@@ -252,9 +266,9 @@ impl Store {
     /// lets it write the file; PostgreSQL, whether the server takes writes
     /// (not a read-only standby).
     pub async fn probe_write(&self) -> Result<(), String> {
-        match self {
-            Store::Sqlite(s) => s.probe_write().map_err(|e| e.to_string()),
-            Store::Postgres(s) => s.probe_write().await,
+        match &self.0 {
+            Backend::Sqlite(s) => s.probe_write().map_err(|e| e.to_string()),
+            Backend::Postgres(s) => s.probe_write().await,
         }
     }
 
@@ -489,45 +503,28 @@ impl Store {
             .map_err(doing!("Store::usage_totals (thread {thread_id})"))
     }
 
-    /// Who numbers changes in this database (read once, before the writer
-    /// starts).
-    pub async fn revisions(&self) -> Result<Revisions, StoreError> {
-        Ok(match self {
-            Store::Sqlite(s) => Revisions::Writer {
-                last: s.max_rev().await.map_err(doing!("Store::revisions"))?,
-            },
-            Store::Postgres(_) => Revisions::PerThread,
-        })
-    }
-
     /// A lone instance's start-up recovery (see [`Coordination::recover`]):
     /// replies a crash left `streaming` become `interrupted`, their body
     /// written from the log (every byte that was committed) and their log
     /// rows removed. Runs before the writer starts.
     pub(in crate::server::store) async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
-        async {
-            match self {
-                Store::Sqlite(s) => {
-                    let rev = s.max_rev().await? + 1;
-                    s.interrupt_streaming(rev).await
-                }
-                Store::Postgres(s) => s.interrupt_streaming().await,
-            }
-        }
-        .await
-        .map_err(doing!("Store::interrupt_streaming"))
+        async { on_backend!(self, s => s.interrupt_streaming().await) }
+            .await
+            .map_err(doing!("Store::interrupt_streaming"))
     }
 
     /// Appends log rows in one atomic statement without a transaction
-    /// around it (the writer's path for a batch of nothing but text, where
-    /// it numbers revisions); `None`, with nothing written, when the rows
-    /// are not for one statement (too many, or the database is busy with
-    /// another process's write).
-    pub async fn append_log(&self, rows: &[LogAppend<'_>]) -> Result<Option<()>, StoreError> {
+    /// around it (the writer's path for a batch of nothing but text),
+    /// stamping each with the database's next revision; `None`, with
+    /// nothing written, when the rows cannot be one statement: too many,
+    /// the database busy with another process's write, or revisions kept
+    /// per thread (PostgreSQL numbers a change under its thread's lock,
+    /// inside a transaction).
+    pub async fn append_log(&self, rows: &mut [LogAppend<'_>]) -> Result<Option<()>, StoreError> {
         async {
-            match self {
-                Store::Sqlite(s) => sqlite::writes::append_log_alone(s, rows).await,
-                Store::Postgres(s) => s.append_log(rows).await.map(Some),
+            match &self.0 {
+                Backend::Sqlite(s) => sqlite::writes::append_log_alone(s, rows).await,
+                Backend::Postgres(_) => Ok(None),
             }
         }
         .await
@@ -554,7 +551,11 @@ mod tests {
     #[tokio::test]
     async fn a_database_error_keeps_what_was_being_done() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("e.db")).await.unwrap();
+        let store = Store::sqlite(
+            sqlite::SqliteStore::open(&dir.path().join("e.db"))
+                .await
+                .unwrap(),
+        );
         store.close().await;
         let error = store.thread("lobby").await.unwrap_err();
         assert_eq!(error.doing, "Store::thread (thread lobby)");

@@ -12,19 +12,35 @@ pub enum Tx {
 }
 
 impl Tx {
-    /// The PostgreSQL transaction, for what only PostgreSQL stores:
-    /// per-thread revisions (see [`super::Revisions`]) and a cluster's
-    /// thread locks, leases, fencing and adoption. Asked of any other, an
-    /// error, never a silent no-op.
-    pub fn postgres(&mut self) -> Result<&mut postgres::PgTx, StoreError> {
+    /// The PostgreSQL transaction, for what only instances sharing a
+    /// PostgreSQL database do (coordination's `Shared`: thread locks,
+    /// leases, fencing and adoption). Asked of any other, an error, never
+    /// a silent no-op.
+    pub(in crate::server::store) fn postgres(&mut self) -> Result<&mut postgres::PgTx, StoreError> {
         match self {
             Tx::Postgres(tx) => Ok(tx),
             Tx::Sqlite(_) => Err(StoreError {
                 doing: "a PostgreSQL statement".into(),
                 source: sqlx::Error::Configuration(
-                    "a SQLite database has no per-thread revisions, leases or cluster".into(),
+                    "a SQLite database has no leases: it serves one instance".into(),
                 ),
             }),
+        }
+    }
+
+    /// The next revision of thread `thread_id`: greater than every revision
+    /// of it committed before, in commit order. SQLite numbers every change
+    /// of the database with the writer's one counter (one process writes
+    /// it); PostgreSQL numbers each thread's changes under the thread's row
+    /// lock (`threads.rev`), which this transaction takes if it has not, so
+    /// several instances writing one thread still number in commit order.
+    pub async fn next_rev(&mut self, thread_id: &str) -> Result<i64, StoreError> {
+        match self {
+            Tx::Sqlite(tx) => Ok(tx.next_rev()),
+            Tx::Postgres(tx) => tx
+                .next_rev(thread_id)
+                .await
+                .map_err(doing!("numbering a change of thread {thread_id}")),
         }
     }
 

@@ -14,7 +14,12 @@ use serde_json::Value;
 use sqlx::{sqlite::SqliteConnectOptions, SqlitePool};
 use streamchat::{
     model::{Message, Posted, Status},
-    server::{config::Config, config::Secret, self_base_url, serve, state::AppState},
+    server::{
+        app_server::{self_base_url, serve},
+        config::Config,
+        config::Secret,
+        state::AppState,
+    },
 };
 
 pub use fake_provider::{FakeProvider, Scripted};

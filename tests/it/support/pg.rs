@@ -12,7 +12,12 @@ use leptos::config::LeptosOptions;
 use sqlx::{postgres::PgPoolOptions, Connection, PgConnection, PgPool};
 use streamchat::{
     model::{Message, Posted, Status},
-    server::{config::Config, config::Secret, self_base_url, serve, state::AppState},
+    server::{
+        app_server::{self_base_url, serve},
+        config::Config,
+        config::Secret,
+        state::AppState,
+    },
 };
 use tokio_util::sync::CancellationToken;
 

@@ -9,7 +9,6 @@
 //! once when it ends. Revisions are per thread (`threads.rev`), allocated
 //! by the committing transaction under the thread row's lock.
 
-pub mod cluster;
 pub(super) mod writes;
 
 use std::time::Duration;
@@ -19,11 +18,10 @@ use sqlx::{
     Connection, PgConnection, PgPool,
 };
 
-use super::{LogAppend, SearchScope, Snapshot, ToolDecision};
+use super::{SearchScope, Snapshot, ToolDecision};
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 use crate::search::FoundMessage;
 
-pub use cluster::Cluster;
 pub use writes::PgTx;
 
 /// The message columns with `$body` for the text and `$rev` for the revision.
@@ -111,8 +109,10 @@ pub struct PostgresStore {
     pool: PgPool,
     reads: PgPool,
     lease: Lease,
-    /// Several instances share the database (`cluster.enabled`).
-    shared: bool,
+    /// Every instance's listener reads this instance's commits back (set
+    /// by coordination): a commit then NOTIFYs the threads it moved, and a
+    /// finished reply's log rows are kept for the listeners (pruned later).
+    listened: bool,
     /// The connection holding this instance's claim on the database (an
     /// advisory lock: exclusive for a lone instance, shared in a cluster),
     /// so that a lone instance and any other never run on one database.
@@ -133,7 +133,7 @@ impl PostgresStore {
         lease: Lease,
         max_connections: u32,
         read_timeout: Duration,
-        shared: bool,
+        listened: bool,
     ) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         // A session left idle inside a transaction (its process stopped by
@@ -149,24 +149,6 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres")
             .run(&mut conn)
             .await?;
-        let claimed: bool = sqlx::query_scalar(if shared {
-            "SELECT pg_try_advisory_lock_shared($1)"
-        } else {
-            "SELECT pg_try_advisory_lock($1)"
-        })
-        .bind(CLAIM_KEY)
-        .fetch_one(&mut conn)
-        .await?;
-        anyhow::ensure!(
-            claimed,
-            if shared {
-                "an instance without cluster.enabled runs on this PostgreSQL database: stop it, \
-                 or run every instance with cluster.enabled = true (STREAMCHAT_CLUSTER=true)"
-            } else {
-                "another instance runs on this PostgreSQL database: to run several, set \
-                 cluster.enabled = true (STREAMCHAT_CLUSTER=true) on every one of them"
-            }
-        );
         let reads = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(read_timeout)
@@ -184,9 +166,30 @@ impl PostgresStore {
             pool,
             reads,
             lease,
-            shared,
+            listened,
             claim: std::sync::Arc::new(tokio::sync::Mutex::new(Some(conn))),
         })
+    }
+
+    /// Takes this instance's claim on the database on the connection kept
+    /// for it: an advisory lock, `exclusive` or shared; false if another
+    /// instance's claim excludes it.
+    pub(in crate::server::store) async fn claim(
+        &self,
+        exclusive: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let mut claim = self.claim.lock().await;
+        let Some(conn) = claim.as_mut() else {
+            return Ok(false);
+        };
+        sqlx::query_scalar(if exclusive {
+            "SELECT pg_try_advisory_lock($1)"
+        } else {
+            "SELECT pg_try_advisory_lock_shared($1)"
+        })
+        .bind(CLAIM_KEY)
+        .fetch_one(conn)
+        .await
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -243,7 +246,7 @@ impl PostgresStore {
     }
 
     pub async fn begin(&self) -> Result<PgTx, sqlx::Error> {
-        PgTx::begin(&self.pool, self.lease.clone(), self.shared).await
+        PgTx::begin(&self.pool, self.lease.clone(), self.listened).await
     }
 
     pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
@@ -408,7 +411,9 @@ impl PostgresStore {
     }
 
     /// A read-only transaction with one snapshot for all its statements.
-    async fn snapshot_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pub(in crate::server::store) async fn snapshot_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -556,11 +561,6 @@ impl PostgresStore {
         .execute(&self.pool)
         .await
         .map(|done| done.rows_affected())
-    }
-
-    /// Log rows appended in one statement, outside any transaction.
-    pub async fn append_log(&self, rows: &[LogAppend<'_>]) -> Result<(), sqlx::Error> {
-        writes::insert_log_rows(&self.pool, rows).await
     }
 
     /// Whether the server takes writes: not a read-only standby.

@@ -30,9 +30,10 @@ struct ThreadRevs {
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
     lease: Lease,
-    /// Several instances share the database: commits wake them, and an
-    /// ended reply's log rows stay a while for their listeners to read.
-    shared: bool,
+    /// Every instance's listener reads commits back (see
+    /// `PostgresStore::listened`): commits wake them, and an ended reply's
+    /// log rows stay a while for them to read.
+    listened: bool,
     threads: BTreeMap<String, ThreadRevs>,
 }
 
@@ -54,12 +55,12 @@ impl PgTx {
     pub(super) async fn begin(
         pool: &PgPool,
         lease: Lease,
-        shared: bool,
+        listened: bool,
     ) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tx: pool.begin().await?,
             lease,
-            shared,
+            listened,
             threads: BTreeMap::new(),
         })
     }
@@ -140,7 +141,7 @@ impl PgTx {
                 m: r.rows_changed,
             })
             .collect();
-        if !moved.is_empty() && !self.shared {
+        if !moved.is_empty() && !self.listened {
             let ids: Vec<&str> = moved.iter().map(|m| m.t.as_str()).collect();
             let revs: Vec<i64> = moved.iter().map(|m| m.last).collect();
             sqlx::query(
@@ -327,7 +328,7 @@ impl PgTx {
         .bind(tools_tail.unwrap_or_default())
         .fetch_optional(self.conn())
         .await?;
-        if !self.shared {
+        if !self.listened {
             // No other instance's listener will read them.
             sqlx::query("DELETE FROM reply_log WHERE message_id = $1")
                 .bind(id)

@@ -28,6 +28,11 @@ pub struct WriterConnection {
     /// Commits on `appends` since the last checkpoint.
     appended: u32,
     in_transaction: bool,
+    /// The last revision handed out. One writer writes the file, so one
+    /// counter numbers every change of the database (a revision handed to
+    /// a batch that is not stored leaves a gap: revisions only need to
+    /// grow).
+    last_rev: i64,
 }
 
 impl std::fmt::Debug for WriterConnection {
@@ -43,13 +48,24 @@ impl std::fmt::Debug for WriterConnection {
 const APPENDS_PER_CHECKPOINT: u32 = 1000;
 
 impl WriterConnection {
-    pub(super) fn new(conn: SqliteConnection, appends: rusqlite::Connection) -> Self {
+    pub(super) fn new(
+        conn: SqliteConnection,
+        appends: rusqlite::Connection,
+        last_rev: i64,
+    ) -> Self {
         Self {
             conn,
             appends,
             appended: 0,
             in_transaction: false,
+            last_rev,
         }
+    }
+
+    /// The database's next revision.
+    pub fn next_rev(&mut self) -> i64 {
+        self.last_rev += 1;
+        self.last_rev
     }
 
     /// Counts a commit on `appends`; every [`APPENDS_PER_CHECKPOINT`],
@@ -96,6 +112,11 @@ impl SqliteTx {
         sqlx::query("COMMIT").execute(&mut self.0.conn).await?;
         self.0.in_transaction = false;
         Ok(())
+    }
+
+    /// The database's next revision (see [`WriterConnection::next_rev`]).
+    pub fn next_rev(&mut self) -> i64 {
+        self.0.next_rev()
     }
 }
 

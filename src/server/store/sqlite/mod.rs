@@ -177,10 +177,11 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let appends = open_appends(path)?;
+        let last_rev = max_rev(&mut conn).await?;
         Ok(Self {
             pool,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(WriterConnection::new(
-                conn, appends,
+                conn, appends, last_rev,
             ))),
             path: path.to_owned(),
         })
@@ -192,9 +193,42 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    /// The readers' pool (tests inject faults through it).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// See `Store::cap_pages_for_tests`: `PRAGMA max_page_count` is a
+    /// per-connection setting, so it is set on every reader's connection
+    /// (all held at once) and on the writer's two.
+    pub async fn cap_pages(&self, pages: Option<i64>) {
+        let mut held = Vec::new();
+        for _ in 0..self.pool.options().get_max_connections() {
+            held.push(self.pool.acquire().await.expect("a reader's connection"));
+        }
+        let mut writer = self.writer_connection().await;
+        let mut connections: Vec<&mut SqliteConnection> =
+            held.iter_mut().map(|c| &mut **c).collect();
+        connections.push(&mut writer.conn);
+        for conn in connections {
+            let pages = match pages {
+                Some(pages) => pages,
+                None => sqlx::query_scalar("PRAGMA page_count")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .expect("page count"),
+            };
+            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+                .execute(&mut *conn)
+                .await
+                .expect("max page count");
+        }
+        // The writer's append connection (driven without sqlx).
+        let appends = &writer.appends;
+        let pages: i64 = match pages {
+            Some(pages) => pages,
+            None => appends
+                .query_row("PRAGMA page_count", [], |row| row.get(0))
+                .expect("page count"),
+        };
+        appends
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .expect("max page count");
     }
 
     /// The writer's connection, waiting while the writer uses it (tests
@@ -541,24 +575,14 @@ impl SqliteStore {
         Ok(UsageTotals::from_authors(by_author))
     }
 
-    /// The highest revision stamped so far (on a message or a log row);
-    /// the writer continues after it.
-    pub async fn max_rev(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT MAX((SELECT COALESCE(MAX(rev), 0) FROM messages), \
-             (SELECT COALESCE(MAX(rev), 0) FROM reply_log))",
-        )
-        .fetch_one(&self.pool)
-        .await
-    }
-
     /// Start-up recovery: replies a crash left `streaming` become
     /// `interrupted`, their body written from the log (every committed
     /// byte) and the log emptied, in one transaction. Runs before the
     /// writer starts.
-    pub async fn interrupt_streaming(&self, rev: i64) -> Result<u64, sqlx::Error> {
+    pub async fn interrupt_streaming(&self) -> Result<u64, sqlx::Error> {
         let now = crate::server::now_ms();
         let mut tx = self.begin().await?;
+        let rev = tx.next_rev();
         let interrupted = sqlx::query(&format!(
             "UPDATE messages SET status = 'interrupted', body = body || {}, thinking = thinking || {}, \
              tools = tools || {}, error = ?, notice = NULL, \
@@ -588,6 +612,17 @@ impl SqliteStore {
             .fetch_one(&self.pool)
             .await
     }
+}
+
+/// The highest revision stamped so far (on a message or a log row): the
+/// writer's counter continues after it.
+async fn max_rev(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT MAX((SELECT COALESCE(MAX(rev), 0) FROM messages), \
+         (SELECT COALESCE(MAX(rev), 0) FROM reply_log))",
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// The revision a thread is current to: its messages' and its streaming

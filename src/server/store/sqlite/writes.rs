@@ -156,12 +156,16 @@ const INLINE_ROWS: usize = 4;
 /// or while another process holds the write lock.
 pub async fn append_log_alone(
     store: &super::SqliteStore,
-    rows: &[LogAppend<'_>],
+    rows: &mut [LogAppend<'_>],
 ) -> Result<Option<()>, sqlx::Error> {
     if rows.len() > LOG_ROWS_PER_INSERT {
         return Ok(None);
     }
     let mut writer = store.writer_connection().await;
+    for row in rows.iter_mut() {
+        row.rev = writer.next_rev();
+    }
+    let rows = &*rows;
     if rows.len() > INLINE_ROWS {
         // Many replies at once: the statement runs on sqlx's worker thread,
         // beside the runtime's threads that read the next tokens.

@@ -25,19 +25,19 @@
 //! back (`store/wakeups.rs`), its own included, so all viewers see one
 //! order.
 
-mod batch;
-mod coordinate;
-mod faults;
+mod effects;
+mod pending;
+mod replies;
 mod task;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
 
-use super::{Coordination, Revisions, Store};
+use super::{Coordination, Store};
 use crate::server::{fanout::hub::Hub, metrics::Metrics};
 use crate::{
     error::AppError,
@@ -65,7 +65,7 @@ pub struct NewAttempt {
     pub context_before: i64,
 }
 
-enum Command {
+pub(super) enum Command {
     Post(NewPost, PostReply),
     /// Inserts a placeholder reply.
     Attempt(NewAttempt, RestartReply),
@@ -122,6 +122,52 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Gives the command's caller its answer (on the command's own channel).
+    fn answer(self, answer: effects::Answer) {
+        use effects::Answer;
+        match (self, answer) {
+            (Command::Post(_, reply), Answer::Posted(result)) => {
+                let _ = reply.send(result);
+            }
+            (
+                Command::Attempt(_, reply) | Command::Reopen { reply, .. },
+                Answer::Restarted(result),
+            ) => {
+                let _ = reply.send(result);
+            }
+            (Command::Adopt { reply, .. }, Answer::Adopted(adopted)) => {
+                let _ = reply.send(Ok(adopted));
+            }
+            (Command::Ping(reply), Answer::Pong) => {
+                let _ = reply.send(());
+            }
+            (_, Answer::Nothing) => {}
+            (command, answer) => {
+                debug_assert!(false, "{answer:?} answers another command");
+                drop(command);
+            }
+        }
+    }
+
+    /// Refuses the command's caller, if one waits (nothing was stored).
+    fn refuse(self, error: AppError) {
+        match self {
+            Command::Post(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Attempt(_, reply) | Command::Reopen { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Adopt { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            // Dropped unanswered: the health check reports the writer failing.
+            _ => {}
+        }
+    }
+}
+
 /// A reply this instance took over from one that stopped renewing its
 /// lease: the row as stored (its text so far) and whether someone pressed
 /// Stop while no one produced it.
@@ -146,8 +192,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task, numbering changes as `revisions` says.
-    /// `on_unstorable` is called with a reply whose text can no longer be
+    /// Starts the writer task. `on_unstorable` is called with a reply whose text can no longer be
     /// written, and why (its producer should end it).
     pub fn start(
         store: Store,
@@ -155,29 +200,17 @@ impl Writer {
         hub: Hub,
         metrics: Arc<Metrics>,
         on_unstorable: impl Fn(i64, Unwritable) + Send + Sync + 'static,
-        revisions: Revisions,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let shared = coordination.lease();
-        let task = task::WriterTask {
+        let task = task::WriterTask::new(
             store,
+            coordination.clone(),
             hub,
             metrics,
-            on_unstorable: Box::new(on_unstorable),
-            next_rev: match revisions {
-                Revisions::Writer { last } => last + 1,
-                Revisions::PerThread => 0,
-            },
-            revisions,
-            replies: HashMap::new(),
-            deferred: Vec::new(),
-            writes_failing: false,
-            coordination: coordination.clone(),
-        };
+            Box::new(on_unstorable),
+        );
         tokio::spawn(task.run(rx));
-        if let Some(ttl) = shared {
-            coordinate::spawn_renewals(tx.downgrade(), ttl / 3);
-        }
+        coordination.keep_claims(tx.downgrade());
         Self { tx }
     }
 

@@ -3,66 +3,69 @@
 //! coordination acts, callers get their answers. One instance of it runs;
 //! it alone writes messages.
 
-use std::{collections::HashMap, sync::Arc};
+mod apply;
+mod faults;
+mod fencing;
+
+use std::sync::Arc;
 
 use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
 
-use super::{batch::Effects, faults::RETRY_PERIOD, Command, Unwritable, MAX_BATCH};
+use super::{
+    effects::{Answer, Effects, Settled},
+    replies::Replies,
+    Command, Unwritable, MAX_BATCH,
+};
 use crate::server::{
     fanout::hub::Hub,
     metrics::Metrics,
-    store::{Coordination, LogCursor, Revisions, Store},
+    store::{Coordination, Store},
 };
+use faults::RETRY_PERIOD;
 
+/// The writer's task and everything only it touches.
 pub(super) struct WriterTask {
-    pub(super) store: Store,
-    pub(super) hub: Hub,
-    pub(super) metrics: Arc<Metrics>,
+    store: Store,
+    hub: Hub,
+    metrics: Arc<Metrics>,
     /// Told when a reply's text cannot be stored, so its producer ends it.
-    pub(super) on_unstorable: Box<dyn Fn(i64, Unwritable) + Send + Sync>,
-    /// Who numbers changes; where the writer does, its next number.
-    pub(super) revisions: Revisions,
-    pub(super) next_rev: i64,
-    /// What the writer knows of each reply streaming here (committed
-    /// state), one entry per reply until its producer's end arrives.
-    pub(super) replies: HashMap<i64, LiveReply>,
-    /// One instance (the writer publishes its commits) or a cluster
-    /// (leases and fencing; the wake-up listener publishes).
-    pub(super) coordination: Coordination,
+    on_unstorable: Box<dyn Fn(i64, Unwritable) + Send + Sync>,
+    /// What the writer knows of each reply streaming here.
+    replies: Replies,
+    /// Alone (the writer publishes its commits) or shared (claims and
+    /// fencing; every instance's listener publishes).
+    coordination: Coordination,
     /// Ends of replies that could not be stored yet, retried every
     /// [`RETRY_PERIOD`] and with every batch until they are.
-    pub(super) deferred: Vec<Command>,
+    deferred: Vec<Command>,
     /// Set when a write was refused; cleared only when a probe shows the
     /// database can grow again (a ping answers only then: `/healthz` is 503).
-    pub(super) writes_failing: bool,
-}
-
-/// What the writer knows of one reply streaming here (committed state).
-#[derive(Debug, Default)]
-pub(super) struct LiveReply {
-    /// Where its log stands: the next delta's offset and log row (`None`
-    /// once it does not stream here: ended, handed over, taken over).
-    pub(super) cursor: Option<LogCursor>,
-    /// The epoch of the lease this instance holds on it (0 alone).
-    pub(super) epoch: Option<i64>,
-    /// Another instance took its lease over: nothing more of it is written
-    /// (until its producer's end arrives).
-    pub(super) lost: bool,
-    /// An append of it could not be stored: later appends are dropped (a
-    /// reply never continues past a hole) and its end is recorded `failed`.
-    pub(super) broken: bool,
-}
-
-impl LiveReply {
-    pub(super) fn is_known(&self) -> bool {
-        self.cursor.is_some() || self.epoch.is_some() || self.lost || self.broken
-    }
+    writes_failing: bool,
 }
 
 impl WriterTask {
+    pub(super) fn new(
+        store: Store,
+        coordination: Coordination,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        on_unstorable: Box<dyn Fn(i64, Unwritable) + Send + Sync>,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            metrics,
+            on_unstorable,
+            replies: Replies::default(),
+            coordination,
+            deferred: Vec::new(),
+            writes_failing: false,
+        }
+    }
+
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -126,11 +129,11 @@ impl WriterTask {
     /// Commits `commands` in one transaction, then publishes. When that
     /// fails, each command is tried alone: one that still fails is refused
     /// ([`WriterTask::refuse`]) and the others commit and publish as usual.
-    pub(super) async fn commit(&mut self, mut commands: Vec<Command>) {
+    async fn commit(&mut self, mut commands: Vec<Command>) {
         if commands.is_empty() {
             return;
         }
-        if !self.replies.values().any(|r| r.epoch.is_some()) {
+        if self.replies.held().is_empty() {
             // Nothing to renew: no transaction for the renewal tick.
             commands.retain(|c| !matches!(c, Command::Renew));
             if commands.is_empty() {
@@ -161,86 +164,44 @@ impl WriterTask {
         }
     }
 
-    pub(super) async fn committed(&mut self, effects: Effects, commands: Vec<Command>) {
+    async fn committed(&mut self, effects: Effects, commands: Vec<Command>) {
         self.metrics.commit(commands.len());
-        self.metrics.notifications.inc_by(effects.notifications);
-        if self.writes_failing && !effects.pings.is_empty() {
+        if self.writes_failing && effects.pinged() {
             self.writes_failing = !self.probe().await;
             if !self.writes_failing {
                 tracing::info!("the database takes writes again");
             }
         }
-        self.settle(effects, commands);
+        self.settle(effects.settle(), commands);
     }
 
-    /// After a commit: the writer's state follows it, coordination acts
-    /// (one instance publishes), the metrics, and callers get their answers.
-    pub(super) fn settle(&mut self, effects: Effects, commands: Vec<Command>) {
-        // A producer's end arrived: its flags go (a Continue in the same
-        // batch streams it again, with the cursor and lease set below).
-        for id in effects.finished {
-            if let Some(reply) = self.replies.get_mut(&id) {
-                reply.lost = false;
-                reply.broken = false;
-            }
-        }
-        for (id, cursor) in effects.cursors {
-            self.replies.entry(id).or_default().cursor = cursor;
-        }
-        for (id, epoch) in effects.leases {
-            let reply = self.replies.entry(id).or_default();
-            if epoch.is_some() {
-                reply.lost = false;
-            }
-            reply.epoch = epoch;
-        }
-        self.replies.retain(|_, r| r.is_known());
-        self.after_commit(effects.events);
+    /// After a commit: the writer's replies follow it, coordination acts
+    /// (alone, the writer publishes), the metrics, and each caller gets its
+    /// command's answer.
+    fn settle(&mut self, settled: Settled, commands: Vec<Command>) {
+        let Settled {
+            events,
+            answers,
+            changes,
+            notifications,
+            received,
+        } = settled;
+        self.metrics.notifications.inc_by(notifications);
+        self.replies.settle(changes);
+        self.coordination.after_commit(&self.hub, events);
         let published = Instant::now();
-        self.metrics
-            .deltas_published
-            .inc_by(effects.received.len() as u64);
-        for received in effects.received {
+        self.metrics.deltas_published.inc_by(received.len() as u64);
+        for received in received {
             self.metrics.published(published.duration_since(received));
         }
-        // Answer the callers, by position in the batch.
-        let mut commands: Vec<Option<Command>> = commands.into_iter().map(Some).collect();
-        for at in effects.pings {
-            if let Some(Command::Ping(reply)) = commands[at].take() {
-                if !self.writes_failing {
-                    let _ = reply.send(());
-                }
+        debug_assert_eq!(answers.len(), commands.len(), "one answer per command");
+        for (command, answer) in commands.into_iter().zip(answers) {
+            // A ping answers only while writes succeed (`/healthz`).
+            if matches!(answer, Answer::Pong) && self.writes_failing {
+                continue;
             }
+            command.answer(answer);
         }
-        for (at, result) in effects.replies {
-            if let Some(Command::Post(_, reply)) = commands[at].take() {
-                let _ = reply.send(result);
-            }
-        }
-        for (at, adopted) in effects.adoptions {
-            if let Some(Command::Adopt { reply, .. }) = commands[at].take() {
-                let _ = reply.send(Ok(adopted));
-            }
-        }
-        for (at, result) in effects.restarts {
-            if let Some(Command::Attempt(_, reply) | Command::Reopen { reply, .. }) =
-                commands[at].take()
-            {
-                let _ = reply.send(result);
-            }
-        }
-    }
-
-    pub(super) fn cursor_of(&self, id: i64) -> Option<LogCursor> {
-        self.replies.get(&id).and_then(|r| r.cursor)
-    }
-
-    pub(super) fn is_lost(&self, id: i64) -> bool {
-        self.replies.get(&id).is_some_and(|r| r.lost)
-    }
-
-    pub(super) fn is_broken(&self, id: i64) -> bool {
-        self.replies.get(&id).is_some_and(|r| r.broken)
     }
 }
 

@@ -1,56 +1,36 @@
-//! What several instances on one database need beyond the shared reads:
-//! the rows a wake-up reads, leases to adopt, Stop for a reply produced
-//! elsewhere, the `@gpt` limit every instance counts in, and control
-//! messages between instances.
+//! The statements several instances on one database share beyond the
+//! reads: expired leases, Stop for a reply produced elsewhere, the
+//! per-client budgets every instance counts in, the rows a wake-up reads,
+//! and control messages between instances. (A transaction's lease
+//! statements, run by the writer, are the PostgreSQL backend's `PgTx`.)
 
 use std::time::Duration;
 
-use super::{PostgresStore, MESSAGE_COLUMNS};
+use super::Shared;
 use crate::{
     model::{Message, Part, Status},
-    server::store::{Change, CONTROL_CHANNEL},
+    server::store::{
+        postgres::{PostgresStore, MESSAGE_COLUMNS},
+        Change, CONTROL_CHANNEL,
+    },
 };
 
-/// This instance's part in a cluster: its lease, and what instances share
-/// through the database (Stop, the per-client budgets, expired leases).
-#[derive(Clone, Debug)]
-pub struct Cluster {
-    store: PostgresStore,
-}
-
-impl Cluster {
-    pub(in crate::server::store) fn new(store: PostgresStore) -> Self {
-        Self { store }
-    }
-
-    pub(in crate::server::store) fn store(&self) -> &PostgresStore {
-        &self.store
-    }
-
-    /// This instance's name in leases.
-    pub fn instance(&self) -> &str {
-        &self.store.lease().owner
-    }
-
-    /// How long a lease lasts unrenewed.
-    pub fn lease(&self) -> Duration {
-        self.store.lease().ttl
-    }
+impl Shared {
     /// Streaming replies whose producer's lease ran out (thread, id).
-    pub async fn expired_leases(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    pub(super) async fn expired_leases(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT thread_id, id FROM messages WHERE status = 'streaming' \
              AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp()) \
              ORDER BY lease_expires_at NULLS FIRST LIMIT 100",
         )
-        .fetch_all(&self.store.pool)
+        .fetch_all(self.store.pool())
         .await
     }
 
     /// Records that `by` pressed Stop on a streaming reply produced
     /// elsewhere or by no one (an adopter then ends it `cancelled`) and tells every instance; false if it is not
     /// streaming.
-    pub async fn request_stop(
+    pub(super) async fn mark_stop(
         &self,
         thread_id: &str,
         id: i64,
@@ -63,7 +43,7 @@ impl Cluster {
         .bind(by)
         .bind(id)
         .bind(thread_id)
-        .execute(&self.store.pool)
+        .execute(self.store.pool())
         .await?
         .rows_affected()
             == 1;
@@ -77,7 +57,7 @@ impl Cluster {
     /// Takes `n` from client `key`'s budget of `per_minute`, shared by
     /// every instance (GCRA: one row per client and budget, one atomic
     /// statement); `Err(wait)` when the client must wait.
-    pub async fn take_budget(
+    pub(super) async fn spend_budget(
         &self,
         key: &str,
         n: u32,
@@ -97,7 +77,7 @@ impl Cluster {
         )
         .bind(key)
         .bind(cost)
-        .fetch_optional(&self.store.pool)
+        .fetch_optional(self.store.pool())
         .await?;
         if allowed.is_some() {
             return Ok(Ok(()));
@@ -108,7 +88,7 @@ impl Cluster {
         )
         .bind(key)
         .bind(cost)
-        .fetch_optional(&self.store.pool)
+        .fetch_optional(self.store.pool())
         .await?
         .unwrap_or(1.0);
         Ok(Err(Duration::from_secs_f64(wait)))
@@ -120,7 +100,11 @@ impl PostgresStore {
     /// order, read in one snapshot: rows of messages (their text composed
     /// with their log, so a row carries everything up to its revision) and
     /// log rows of replies whose row did not change.
-    pub async fn changes(&self, thread_id: &str, after: i64) -> Result<Vec<Change>, sqlx::Error> {
+    pub(super) async fn changes(
+        &self,
+        thread_id: &str,
+        after: i64,
+    ) -> Result<Vec<Change>, sqlx::Error> {
         let mut tx = self.snapshot_tx().await?;
         let messages: Vec<Message> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND rev > $2"
@@ -165,11 +149,11 @@ impl PostgresStore {
     }
 
     /// Sends a control message to every instance (this one included).
-    pub async fn notify(&self, payload: &str) -> Result<(), sqlx::Error> {
+    pub(super) async fn notify(&self, payload: &str) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CONTROL_CHANNEL)
             .bind(payload)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map(drop)
     }

@@ -27,10 +27,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    postgres::writes::Moved, Change, Coordination, PostgresStore, CONTROL_CHANNEL, WAKE_CHANNEL,
-};
 use crate::model::{body_hash, ChatEvent, Message, Part, ReplyStats, Role, Status, Usage};
+use crate::server::store::{
+    postgres::{writes::Moved, PostgresStore},
+    Change, CONTROL_CHANNEL, WAKE_CHANNEL,
+};
 use crate::server::{
     fanout::hub::{Hub, PRESENCE_REPEAT},
     Background,
@@ -62,11 +63,7 @@ enum Control {
 
 /// Tells the other instances that a thread was created or renamed (their
 /// home pages and the thread's viewers show it).
-pub async fn thread_changed(coordination: &Coordination, thread_id: &str) {
-    let Some(cluster) = coordination.cluster() else {
-        return; // one instance: the hub told this one's viewers already
-    };
-    let pg = cluster.store();
+pub(super) async fn thread_changed(pg: &PostgresStore, thread_id: &str) {
     let message = Control::Thread {
         thread: thread_id.to_owned(),
         instance: pg.lease().owner.to_string(),
@@ -78,19 +75,15 @@ pub async fn thread_changed(coordination: &Coordination, thread_id: &str) {
 }
 
 /// Starts the listener; `on_stop(id, by)` is called when someone pressed
-/// Stop on reply `id` (on any instance). Only in a cluster: a lone
-/// instance's writer publishes its own commits.
-pub fn spawn(
-    coordination: &Coordination,
+/// Stop on reply `id` (on any instance).
+pub(super) fn spawn(
+    store: PostgresStore,
     hub: Hub,
     on_stop: impl Fn(i64, String) + Send + Sync + 'static,
     background: &Background,
 ) {
-    let Some(cluster) = coordination.cluster() else {
-        return;
-    };
     let listener = Listener {
-        store: cluster.store().clone(),
+        store,
         hub,
         on_stop: Arc::new(on_stop),
         lengths: HashMap::new(),

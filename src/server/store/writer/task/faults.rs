@@ -3,7 +3,7 @@
 //! whose text it carried ended `failed`), and the end of a reply is kept
 //! and retried (with the storage reserve freed) until it is recorded.
 
-use super::{task::WriterTask, Command, Unwritable};
+use super::{Command, Unwritable, WriterTask};
 use crate::server::store::StoreError;
 use crate::{
     error::AppError,
@@ -70,14 +70,11 @@ impl WriterTask {
             )
         };
         match command {
-            Command::Post(_, reply) => {
-                let _ = reply.send(Err(unavailable()));
-            }
-            Command::Attempt(_, reply) | Command::Reopen { reply, .. } => {
-                let _ = reply.send(Err(unavailable()));
-            }
-            Command::Adopt { reply, .. } => {
-                let _ = reply.send(Err(unavailable()));
+            Command::Post(..)
+            | Command::Attempt(..)
+            | Command::Reopen { .. }
+            | Command::Adopt { .. } => {
+                command.refuse(unavailable());
             }
             // Dropped unanswered: the health check reports the writer failing.
             // (A release not stored: the lease simply runs out.)
@@ -89,8 +86,7 @@ impl WriterTask {
                 );
             }
             Command::Append { id, .. } => {
-                let reply = self.replies.entry(id).or_default();
-                if !std::mem::replace(&mut reply.broken, true) {
+                if self.replies.break_off(id) {
                     tracing::error!(
                         message_id = id,
                         "a reply's text could not be stored; ending it"
