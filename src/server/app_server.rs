@@ -77,18 +77,7 @@ impl AppState {
             coordination.clone(),
             hub.clone(),
             metrics.clone(),
-            {
-                let generations = generations.clone();
-                move |id, why| {
-                    generations.end(
-                        id,
-                        match why {
-                            Unwritable::Storage => EndRequest::Storage,
-                            Unwritable::LeaseLost => EndRequest::LeaseLost,
-                        },
-                    );
-                }
-            },
+            unwritable_ends(generations.clone()),
         );
         let bots = Bots::from_config(&config, self_base_url);
         let background = Background::default();
@@ -123,22 +112,42 @@ impl AppState {
             writes: Budget::new(Spend::Writes, writes_per_minute),
             subscriptions: PerClient::new(subscriptions_per_client),
         };
-        let ingest: Ingest = FromRef::from_ref(&state);
-        state.coordination.start(
-            state.hub.clone(),
-            {
-                let generations = state.generations.clone();
-                move |id, by| {
-                    generations.end(id, EndRequest::Stop { by });
-                }
+        state.start_coordination();
+        Ok(state)
+    }
+}
+
+impl AppState {
+    /// Coordination's background tasks: Stop from any instance ends the
+    /// generation here; a reply whose producer died is adopted here.
+    fn start_coordination(&self) {
+        let ingest: Ingest = FromRef::from_ref(self);
+        let generations = self.generations.clone();
+        self.coordination.start(
+            self.hub.clone(),
+            move |id, by| {
+                generations.end(id, EndRequest::Stop { by });
             },
             move |thread_id, id| {
                 let ingest = ingest.clone();
                 async move { adopt::orphan(&ingest, thread_id, id).await }
             },
-            &state.background,
+            &self.background,
         );
-        Ok(state)
+    }
+}
+
+/// What the writer calls with a reply whose text cannot be written: its
+/// generation ends, saying why.
+fn unwritable_ends(generations: Generations) -> impl Fn(i64, Unwritable) + Send + Sync + 'static {
+    move |id, why| {
+        generations.end(
+            id,
+            match why {
+                Unwritable::Storage => EndRequest::Storage,
+                Unwritable::LeaseLost => EndRequest::LeaseLost,
+            },
+        );
     }
 }
 

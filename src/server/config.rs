@@ -365,6 +365,19 @@ impl Config {
     /// Overrides settings from environment variables (see README.md).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        self.database_env(&set)?;
+        self.bots_env(&set)?;
+        self.stream_env(&set)?;
+        self.limits_env(&set)?;
+        self.access_env(&set)?;
+        self.secrets_env(&set)?;
+        self.check_limits()?;
+        self.tools_env(&set)?;
+        tools::validate(&self.tools, &self.bots)
+    }
+
+    /// The database and how instances share it.
+    fn database_env(&mut self, set: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(v) = set("STREAMCHAT_DATABASE") {
             if is_postgres_url(&v) {
                 self.database_url = Some(v);
@@ -412,6 +425,11 @@ impl Config {
             self.cluster.lease_secs >= 0.3 && self.cluster.max_connections >= 2,
             "cluster: lease_secs must be at least 0.3 and max_connections at least 2"
         );
+        Ok(())
+    }
+
+    /// The first (default) bot, which the environment configures.
+    fn bots_env(&mut self, set: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         anyhow::ensure!(
             !self.bots.is_empty(),
             "at least one [[bots]] entry is needed"
@@ -427,6 +445,11 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_CONTEXT_MESSAGES") {
             first.context_messages = v.parse().context("STREAMCHAT_CONTEXT_MESSAGES")?;
         }
+        Ok(())
+    }
+
+    /// The demo model and how replies stream.
+    fn stream_env(&mut self, set: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(v) = set("STREAMCHAT_DEMO_TOKENS_PER_SECOND") {
             self.demo.tokens_per_second = v.parse().context("STREAMCHAT_DEMO_TOKENS_PER_SECOND")?;
         }
@@ -437,6 +460,11 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_MAX_DELAY_MS") {
             self.stream.max_delay_ms = v.parse().context("STREAMCHAT_MAX_DELAY_MS")?;
         }
+        Ok(())
+    }
+
+    /// Limits and timeouts.
+    fn limits_env(&mut self, set: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(v) = set("STREAMCHAT_MAX_CONCURRENT_REPLIES") {
             self.limits.max_concurrent_replies =
                 v.parse().context("STREAMCHAT_MAX_CONCURRENT_REPLIES")?;
@@ -471,6 +499,11 @@ impl Config {
             "STREAMCHAT_READ_TIMEOUT_SECS" => read_timeout_secs,
             "STREAMCHAT_SHUTDOWN_SECS" => shutdown_secs,
         }
+        Ok(())
+    }
+
+    /// Search, and who may ask (identity, proxies, hosts).
+    fn access_env(&mut self, set: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(v) = set("STREAMCHAT_SEARCH") {
             self.search.enabled = match v.trim() {
                 "1" | "true" | "on" => true,
@@ -511,6 +544,11 @@ impl Config {
                 "access: {header:?} is not a header name"
             );
         }
+        Ok(())
+    }
+
+    /// Secrets (environment only), and each bot's handle and key.
+    fn secrets_env(&mut self, set: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         self.openai_base_url = set("OPENAI_BASE_URL");
         self.openai_api_key = set("OPENAI_API_KEY").map(Secret);
         anyhow::ensure!(
@@ -536,6 +574,11 @@ impl Config {
                 bot.handle
             );
         }
+        Ok(())
+    }
+
+    /// Limits that would make the app refuse everything, or nothing.
+    fn check_limits(&self) -> anyhow::Result<()> {
         let l = &self.limits;
         anyhow::ensure!(
             l.idle_timeout_secs > 0.0 && l.total_timeout_secs > 0.0 && l.watchdog_period_secs > 0.0,
@@ -565,6 +608,11 @@ impl Config {
             self.stream.viewer_buffer > 0,
             "stream.viewer_buffer must be at least 1"
         );
+        Ok(())
+    }
+
+    /// Who may approve a tool call.
+    fn tools_env(&mut self, set: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(v) = set("STREAMCHAT_TOOL_APPROVER") {
             self.tools.approver = match v.trim() {
                 "requester" => Approver::Requester,
@@ -572,7 +620,7 @@ impl Config {
                 _ => anyhow::bail!("STREAMCHAT_TOOL_APPROVER must be requester or anyone"),
             };
         }
-        tools::validate(&self.tools, &self.bots)
+        Ok(())
     }
 
     /// The PostgreSQL URL, when several instances share one database.

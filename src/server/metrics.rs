@@ -7,7 +7,7 @@ use std::{sync::atomic::AtomicI64, time::Duration};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
+    registry::{Metric, Registry},
 };
 
 use crate::model::Status;
@@ -74,78 +74,65 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("streamchat");
-        let replies_live = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "replies_live",
-            "Replies generating now",
-            replies_live.clone(),
-        );
-        let viewers = Gauge::<i64, AtomicI64>::default();
-        registry.register("viewers", "Open live subscriptions (SSE)", viewers.clone());
-        let tokens = Counter::default();
-        registry.register(
-            "tokens",
-            "Text deltas received from providers",
-            tokens.clone(),
-        );
-        let deltas_published = Counter::default();
-        registry.register(
-            "deltas_published",
-            "Text deltas committed and published to viewers",
-            deltas_published.clone(),
-        );
-        let commits = Counter::default();
-        registry.register("commits", "Writer transactions committed", commits.clone());
-        let notifications = Counter::default();
-        registry.register(
-            "notifications",
-            "Wake-ups sent to other instances (PostgreSQL NOTIFY)",
-            notifications.clone(),
-        );
-        let commit_batch = Histogram::new([
-            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-        ]);
-        registry.register(
+        let r = &mut registry;
+        let [replies_live, viewers] = [
+            ("replies_live", "Replies generating now"),
+            ("viewers", "Open live subscriptions (SSE)"),
+        ]
+        .map(|(name, help)| add(r, name, help, Gauge::default()));
+        let [tokens, deltas_published, commits, notifications] = [
+            ("tokens", "Text deltas received from providers"),
+            (
+                "deltas_published",
+                "Text deltas committed and published to viewers",
+            ),
+            ("commits", "Writer transactions committed"),
+            (
+                "notifications",
+                "Wake-ups sent to other instances (PostgreSQL NOTIFY)",
+            ),
+        ]
+        .map(|(name, help)| add(r, name, help, Counter::default()));
+        let commit_batch = add(
+            r,
             "commit_batch_size",
             "Commands per writer transaction",
-            commit_batch.clone(),
+            Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
         );
-        let token_to_publish = Histogram::new([
-            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-        ]);
-        registry.register(
+        let token_to_publish = add(
+            r,
             "token_to_publish_seconds",
             "From a token's arrival from the provider to its publication after commit",
-            token_to_publish.clone(),
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
         );
         // Every kind and status is shown from the start, at zero.
-        let provider_errors = Family::<Labels, Counter>::default();
-        for kind in ProviderError::ALL {
-            let _ = provider_errors.get_or_create(&vec![("kind", kind.as_str())]);
-        }
-        registry.register(
-            "provider_errors",
-            "Provider failures by kind",
-            provider_errors.clone(),
-        );
-        let replies_ended = Family::<Labels, Counter>::default();
-        for status in ENDS {
-            let _ = replies_ended.get_or_create(&vec![("status", status.as_str())]);
-        }
-        registry.register(
-            "replies_ended",
-            "Replies ended, by status",
-            replies_ended.clone(),
-        );
-        let tool_calls = Family::<Labels, Counter>::default();
-        for outcome in ["done", "failed"] {
-            let _ = tool_calls.get_or_create(&vec![("outcome", outcome)]);
-        }
-        registry.register(
-            "tool_calls",
-            "Tool calls run, by outcome",
-            tool_calls.clone(),
-        );
+        let kinds = ProviderError::ALL.map(ProviderError::as_str);
+        let statuses = ENDS.map(|status| status.as_str());
+        let [provider_errors, replies_ended, tool_calls] = [
+            (
+                "provider_errors",
+                "Provider failures by kind",
+                "kind",
+                &kinds[..],
+            ),
+            (
+                "replies_ended",
+                "Replies ended, by status",
+                "status",
+                &statuses[..],
+            ),
+            (
+                "tool_calls",
+                "Tool calls run, by outcome",
+                "outcome",
+                &["done", "failed"][..],
+            ),
+        ]
+        .map(|(name, help, label, values)| add(r, name, help, at_zero(label, values)));
         Self {
             registry,
             replies_live,
@@ -202,6 +189,22 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Registers `metric` under `name` and returns it (a handle to the same
+/// values).
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A counter per value of `label`, each shown from the start at zero.
+fn at_zero(label: &'static str, values: &[&'static str]) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    for value in values {
+        let _ = family.get_or_create(&vec![(label, *value)]);
+    }
+    family
 }
 
 #[cfg(test)]

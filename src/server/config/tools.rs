@@ -173,61 +173,12 @@ pub(super) fn validate(tools: &ToolsConfig, bots: &[BotConfig]) -> anyhow::Resul
         let mut names = std::collections::HashSet::new();
         for server in &bot.mcp_servers {
             anyhow::ensure!(
-                !server.name.is_empty() && !server.name.contains('/'),
-                "@{}: an MCP server needs a name without '/'",
-                bot.handle
-            );
-            anyhow::ensure!(
                 names.insert(server.name.as_str()),
                 "@{}: MCP server {:?} is configured twice",
                 bot.handle,
                 server.name
             );
-            anyhow::ensure!(
-                server.command.is_some() != server.url.is_some(),
-                "@{}: MCP server {:?} needs either a command or a url",
-                bot.handle,
-                server.name
-            );
-            if let Some(url) = &server.url {
-                let parsed = reqwest::Url::parse(url).map_err(|e| {
-                    anyhow::anyhow!("@{}: MCP server {:?}: url: {e}", bot.handle, server.name)
-                })?;
-                anyhow::ensure!(
-                    parsed.username().is_empty() && parsed.password().is_none(),
-                    "@{}: MCP server {:?}: no credential in the url; name the variable holding \
-                     it in bearer_env or headers",
-                    bot.handle,
-                    server.name
-                );
-            }
-            anyhow::ensure!(
-                server.command.is_some()
-                    || (server.env.is_empty() && server.env_passthrough.is_empty()),
-                "@{}: MCP server {:?}: env and env_passthrough are for a command",
-                bot.handle,
-                server.name
-            );
-            anyhow::ensure!(
-                server.url.is_some() || (server.bearer_env.is_none() && server.headers.is_empty()),
-                "@{}: MCP server {:?}: bearer_env and headers are for a url",
-                bot.handle,
-                server.name
-            );
-            for header in server.headers.keys() {
-                anyhow::ensure!(
-                    axum::http::HeaderName::from_bytes(header.as_bytes()).is_ok(),
-                    "@{}: MCP server {:?}: {header:?} is not a header name",
-                    bot.handle,
-                    server.name
-                );
-            }
-            anyhow::ensure!(
-                server.timeout_secs > 0.0,
-                "@{}: MCP server {:?}: timeout_secs must be positive",
-                bot.handle,
-                server.name
-            );
+            validate_server(&bot.handle, server)?;
         }
         for tool in &bot.tools {
             match tool.name.split_once('/') {
@@ -247,5 +198,59 @@ pub(super) fn validate(tools: &ToolsConfig, bots: &[BotConfig]) -> anyhow::Resul
             }
         }
     }
+    Ok(())
+}
+
+/// One MCP server's settings: a name, a command or a url (without a
+/// credential in it), each setting where it applies, a positive timeout.
+fn validate_server(handle: &str, server: &McpServerConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !server.name.is_empty() && !server.name.contains('/'),
+        "@{}: an MCP server needs a name without '/'",
+        handle
+    );
+    anyhow::ensure!(
+        server.command.is_some() != server.url.is_some(),
+        "@{}: MCP server {:?} needs either a command or a url",
+        handle,
+        server.name
+    );
+    if let Some(url) = &server.url {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("@{}: MCP server {:?}: url: {e}", handle, server.name))?;
+        anyhow::ensure!(
+            parsed.username().is_empty() && parsed.password().is_none(),
+            "@{}: MCP server {:?}: no credential in the url; name the variable holding \
+                 it in bearer_env or headers",
+            handle,
+            server.name
+        );
+    }
+    anyhow::ensure!(
+        server.command.is_some() || (server.env.is_empty() && server.env_passthrough.is_empty()),
+        "@{}: MCP server {:?}: env and env_passthrough are for a command",
+        handle,
+        server.name
+    );
+    anyhow::ensure!(
+        server.url.is_some() || (server.bearer_env.is_none() && server.headers.is_empty()),
+        "@{}: MCP server {:?}: bearer_env and headers are for a url",
+        handle,
+        server.name
+    );
+    for header in server.headers.keys() {
+        anyhow::ensure!(
+            axum::http::HeaderName::from_bytes(header.as_bytes()).is_ok(),
+            "@{}: MCP server {:?}: {header:?} is not a header name",
+            handle,
+            server.name
+        );
+    }
+    anyhow::ensure!(
+        server.timeout_secs > 0.0,
+        "@{}: MCP server {:?}: timeout_secs must be positive",
+        handle,
+        server.name
+    );
     Ok(())
 }

@@ -31,7 +31,13 @@ use axum::{
 };
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use tokio::{sync::broadcast::error::RecvError, time::Instant};
+use tokio::{
+    sync::broadcast::{
+        error::{RecvError, TryRecvError},
+        Receiver,
+    },
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::access::Requester;
@@ -110,14 +116,48 @@ async fn open(
         .hold(client)
         .ok_or_else(|| too_many(&state.per_client))?;
     state.store.existing_thread(&thread_id).await?;
-    let mut live = state.hub.subscribe(&thread_id);
+    let live = state.hub.subscribe(&thread_id);
     let first_rev = state.store.thread_rev(&thread_id).await?;
-    let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);
-    let metrics = state.metrics.clone();
-    let presence = state.hub.join(&thread_id);
+    let guard = (
+        ViewerGuard::new(state.metrics.clone()),
+        state.hub.join(&thread_id),
+        held,
+    );
+    let from = Position {
+        since,
+        first_rev,
+        granularity,
+    };
+    Ok(stream(state, thread_id, from, live, guard))
+}
 
-    let stream = async_stream::stream! {
-        let _viewer = (ViewerGuard::new(metrics), presence, held);
+/// Where a subscription starts.
+struct Position {
+    /// The revision the client holds (`None`: nothing).
+    since: Option<i64>,
+    /// The thread's revision when the live channel was joined.
+    first_rev: i64,
+    granularity: Granularity,
+}
+
+/// A subscription's bytes: the snapshot from `from`, then live events
+/// (resynced from the database after a lag) until shutdown. `guard` is
+/// held for its life (viewer count, presence, the client's slot).
+fn stream(
+    state: Subscriptions,
+    thread_id: String,
+    from: Position,
+    live: Receiver<Arc<Envelope>>,
+    guard: impl Send + 'static,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);
+    let Position {
+        since,
+        first_rev,
+        granularity,
+    } = from;
+    async_stream::stream! {
+        let _viewer = guard;
         let mut out = Output::new(granularity, max_delay);
         out.rev = first_rev;
         // The snapshot goes out a page at a time, each read only once the
@@ -135,6 +175,22 @@ async fn open(
         for bytes in out.take() {
             yield bytes;
         }
+        let mut events = std::pin::pin!(live_events(state, thread_id, out, live));
+        while let Some(bytes) = events.next().await {
+            yield bytes;
+        }
+    }
+}
+
+/// After the snapshot: live events, gathered and written together, the
+/// subscriber resynced from the database after a lag, until shutdown.
+fn live_events(
+    state: Subscriptions,
+    thread_id: String,
+    mut out: Output,
+    mut live: Receiver<Arc<Envelope>>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    async_stream::stream! {
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         // Made once, not per event (each one joins and leaves a waiter list).
         let stopping = state.shutdown.clone().cancelled_owned();
@@ -162,16 +218,8 @@ async fn open(
             let mut written = 0;
             // This event and every one already waiting go out in one write.
             while let Some(result) = received.take() {
-                let resync = match &result {
-                    Ok(envelope) if envelope.resync => true,
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::debug!(thread_id, missed, "subscriber lagged; resyncing from the database");
-                        true
-                    }
-                    _ => false,
-                };
                 match result {
-                    _ if resync => {
+                    _ if needs_resync(&result, &thread_id) => {
                         out.flush_held();
                         let Ok(rev) = state.store.thread_rev(&thread_id).await else {
                             tracing::error!("resync failed; closing the subscription");
@@ -195,11 +243,7 @@ async fn open(
                 }
                 written += 1;
                 if written < MAX_WRITE {
-                    received = match live.try_recv() {
-                        Ok(envelope) => Some(Ok(envelope)),
-                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                        Err(_) => None,
-                    };
+                    received = waiting(&mut live);
                 }
             }
             let ready = out.take();
@@ -211,8 +255,33 @@ async fn open(
                 }
             }
         }
-    };
-    Ok(stream)
+    }
+}
+
+/// Whether a received item means the subscriber must reload from the
+/// database: a resync asked for, or events it lagged behind and lost.
+fn needs_resync(result: &Result<Arc<Envelope>, RecvError>, thread_id: &str) -> bool {
+    match result {
+        Ok(envelope) => envelope.resync,
+        Err(RecvError::Lagged(missed)) => {
+            tracing::debug!(
+                thread_id,
+                missed,
+                "subscriber lagged; resyncing from the database"
+            );
+            true
+        }
+        Err(RecvError::Closed) => false,
+    }
+}
+
+/// The next event already waiting, if any.
+fn waiting(live: &mut Receiver<Arc<Envelope>>) -> Option<Result<Arc<Envelope>, RecvError>> {
+    match live.try_recv() {
+        Ok(envelope) => Some(Ok(envelope)),
+        Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+        Err(_) => None,
+    }
 }
 
 /// Rows a snapshot sends at most per page (read when the previous page

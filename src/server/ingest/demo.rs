@@ -159,88 +159,122 @@ pub async fn completions(
         let error = json!({"error": {"message": "the demo model only streams", "type": "invalid_request_error"}});
         return (StatusCode::BAD_REQUEST, Json(error)).into_response();
     }
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let question = messages
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|word| !word.starts_with('@'))
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim()
-        .to_owned();
-    let prompt_tokens: usize = messages
-        .iter()
-        .filter_map(|m| m["content"].as_str())
-        .map(|c| c.split_whitespace().count())
-        .sum();
-    let fail = demo.should_fail(&question);
-    let turn = super::demo_tools::plan(&request, &question);
-    let (tokens, call) = match turn {
-        Some(super::demo_tools::Turn::Answer(text)) => (words(&text), None),
-        Some(super::demo_tools::Turn::Call { name, arguments }) => (
-            Vec::new(),
-            Some(super::demo_tools::call_fragments(name, &arguments)),
-        ),
-        None => (tokens(&question), None),
-    };
-    let thinking = if request
-        .get("reasoning_effort")
-        .is_some_and(|e| !e.is_null())
-    {
-        thinking_tokens(&question)
-    } else {
-        Vec::new()
-    };
-    let speed = if question.contains(LONG) { 10.0 } else { 1.0 };
-    let pause = Duration::from_secs_f64(1.0 / (config.demo.tokens_per_second * speed));
-
-    let stream = async_stream::stream! {
-        yield Ok::<_, Infallible>(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
-        let mut tick = tokio::time::interval(pause);
-        for token in &thinking {
-            tick.tick().await;
-            yield Ok(chunk(json!([{"index": 0, "delta": {"content": null, "reasoning_content": token}, "finish_reason": null}]), Value::Null));
-        }
-        for (i, token) in tokens.iter().enumerate() {
-            tick.tick().await;
-            if fail && i == 12 {
-                let error = json!({"error": {"message": "The demo model failed on purpose ([fail once] in the question).", "type": "demo_error"}});
-                yield Ok(Bytes::from(format!("data: {error}\n\n")));
-                return;
-            }
-            yield Ok(chunk(json!([{"index": 0, "delta": {"content": token}, "finish_reason": null}]), Value::Null));
-        }
-        let mut finish = "stop";
-        for fragment in call.iter().flatten() {
-            tick.tick().await;
-            yield Ok(chunk(fragment.clone(), Value::Null));
-            finish = "tool_calls";
-        }
-        yield Ok(chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]), Value::Null));
-        let completion = tokens.len() + thinking.len() + call.as_ref().map_or(0, Vec::len);
-        let mut usage = json!({
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion,
-        });
-        if !thinking.is_empty() {
-            usage["completion_tokens_details"] = json!({"reasoning_tokens": thinking.len()});
-        }
-        yield Ok(chunk(json!([]), usage));
-        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
-    };
+    let answer = Answer::to(&demo, &config, &request);
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(answer.stream()),
     )
         .into_response()
+}
+
+/// What the demo model will stream for one request.
+struct Answer {
+    thinking: Vec<String>,
+    tokens: Vec<String>,
+    /// A tool call's fragments (chunks' `choices`), instead of text.
+    call: Option<Vec<Value>>,
+    /// Fails after a few tokens (`[fail once]` in the question).
+    fail: bool,
+    prompt_tokens: usize,
+    pause: Duration,
+}
+
+impl Answer {
+    fn to(demo: &DemoModel, config: &Config, request: &Value) -> Self {
+        let messages = request["messages"].as_array().cloned().unwrap_or_default();
+        let question = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|word| !word.starts_with('@'))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim()
+            .to_owned();
+        let prompt_tokens: usize = messages
+            .iter()
+            .filter_map(|m| m["content"].as_str())
+            .map(|c| c.split_whitespace().count())
+            .sum();
+        let (tokens, call) = match super::demo_tools::plan(request, &question) {
+            Some(super::demo_tools::Turn::Answer(text)) => (words(&text), None),
+            Some(super::demo_tools::Turn::Call { name, arguments }) => (
+                Vec::new(),
+                Some(super::demo_tools::call_fragments(name, &arguments)),
+            ),
+            None => (tokens(&question), None),
+        };
+        let thinking = if request
+            .get("reasoning_effort")
+            .is_some_and(|e| !e.is_null())
+        {
+            thinking_tokens(&question)
+        } else {
+            Vec::new()
+        };
+        let speed = if question.contains(LONG) { 10.0 } else { 1.0 };
+        Self {
+            thinking,
+            tokens,
+            call,
+            fail: demo.should_fail(&question),
+            prompt_tokens,
+            pause: Duration::from_secs_f64(1.0 / (config.demo.tokens_per_second * speed)),
+        }
+    }
+
+    /// The chunks, one every `pause`, then usage and `[DONE]`.
+    fn stream(self) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
+        let Answer {
+            thinking,
+            tokens,
+            call,
+            fail,
+            prompt_tokens,
+            pause,
+        } = self;
+        async_stream::stream! {
+            yield Ok::<_, Infallible>(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
+            let mut tick = tokio::time::interval(pause);
+            for token in &thinking {
+                tick.tick().await;
+                yield Ok(chunk(json!([{"index": 0, "delta": {"content": null, "reasoning_content": token}, "finish_reason": null}]), Value::Null));
+            }
+            for (i, token) in tokens.iter().enumerate() {
+                tick.tick().await;
+                if fail && i == 12 {
+                    let error = json!({"error": {"message": "The demo model failed on purpose ([fail once] in the question).", "type": "demo_error"}});
+                    yield Ok(Bytes::from(format!("data: {error}\n\n")));
+                    return;
+                }
+                yield Ok(chunk(json!([{"index": 0, "delta": {"content": token}, "finish_reason": null}]), Value::Null));
+            }
+            let mut finish = "stop";
+            for fragment in call.iter().flatten() {
+                tick.tick().await;
+                yield Ok(chunk(fragment.clone(), Value::Null));
+                finish = "tool_calls";
+            }
+            yield Ok(chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]), Value::Null));
+            let completion = tokens.len() + thinking.len() + call.as_ref().map_or(0, Vec::len);
+            let mut usage = json!({
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            });
+            if !thinking.is_empty() {
+                usage["completion_tokens_details"] = json!({"reasoning_tokens": thinking.len()});
+            }
+            yield Ok(chunk(json!([]), usage));
+            yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,10 @@ use tracing::Instrument;
 use super::{
     chunker::Chunker,
     generations::{EndRequest, Handle},
-    provider::{prompt_name, shown, stream_error, PromptMessage, ToolDefinition},
+    provider::{
+        prompt_name, shown, stream_error, ChoiceDelta, Chunk, PromptMessage, StartError,
+        ToolDefinition,
+    },
     Ingest,
 };
 use crate::model::{Message, Outcome, Part, ReplyStats, Role, Status, Usage};
@@ -93,6 +96,55 @@ pub fn spawn(state: Ingest, reply: Message, handle: Handle, resume: bool) {
         drop(handle);
     };
     generations.spawn(task.instrument(span));
+}
+
+/// How a reply that came to `ending` ends: its status, its error, and who
+/// stopped it.
+fn ended_as(ending: Ending) -> (Status, Option<String>, Option<String>) {
+    match ending {
+        Ending::Finished => (Status::Done, None, None),
+        Ending::Failed(message) => (Status::Failed, Some(message), None),
+        Ending::Ended(EndRequest::Stop { by }) => (
+            Status::Cancelled,
+            Some(format!("Stopped by {by}.")),
+            Some(by),
+        ),
+        Ending::Ended(EndRequest::IdleTimeout(after)) => (
+            Status::TimedOut,
+            Some(format!(
+                "No reply from the provider for {} s; gave up.",
+                after.as_secs_f64()
+            )),
+            None,
+        ),
+        Ending::Ended(EndRequest::TotalTimeout(after)) => (
+            Status::TimedOut,
+            Some(format!(
+                "The reply took longer than {} s; gave up.",
+                after.as_secs_f64()
+            )),
+            None,
+        ),
+        Ending::Ended(EndRequest::Storage) => (
+            Status::Failed,
+            Some(
+                "The reply could not be stored (the server's database refused the write); \
+                 the text above is what was saved."
+                    .into(),
+            ),
+            None,
+        ),
+        Ending::Ended(EndRequest::LeaseLost) => (
+            Status::Interrupted,
+            Some("Another server took this reply over.".into()),
+            None,
+        ),
+        Ending::Ended(EndRequest::Shutdown) => (
+            Status::Interrupted,
+            Some(crate::model::SERVER_STOPPED.into()),
+            None,
+        ),
+    }
 }
 
 /// What a reply whose task failed unexpectedly says.
@@ -198,6 +250,27 @@ struct Chunkers([Chunker; 2]);
 /// The parts that stream text through a chunker.
 const TEXT_PARTS: [Part; 2] = [Part::Answer, Part::Thinking];
 
+/// How a reply ends when the writer is gone under it.
+const SHUTTING_DOWN: &str = "The server is shutting down.";
+
+/// What a chunk's choice came to.
+enum Step {
+    Going,
+    /// The reply ends (what it holds is flushed first).
+    Ended(Ending),
+    /// The reply ends at once (nothing more can be written).
+    Aborted(Ending),
+}
+
+/// The state of reading one step's stream that a choice changes.
+struct Reading<'a> {
+    chunkers: &'a mut Chunkers,
+    progress: &'a mut Progress,
+    calls: &'a mut StepCalls,
+    log: &'a mut ToolLog,
+    arguments_since: &'a mut Option<Instant>,
+}
+
 impl Chunkers {
     fn deadline(&self) -> Option<Instant> {
         self.0.iter().filter_map(Chunker::deadline).min()
@@ -282,7 +355,6 @@ impl Generation<'_> {
         tools: &[ToolDefinition],
         progress: &mut Progress,
     ) -> Result<super::provider::ChunkStream, Ending> {
-        let limits = &self.state.config.limits;
         let cancel = self.handle.cancel_token();
         loop {
             let attempt = self
@@ -309,52 +381,7 @@ impl Generation<'_> {
                 }
                 Err(error) => error,
             };
-            self.state.metrics.provider_error(match error.status {
-                Some(429) => ProviderError::RateLimited,
-                Some(500..=599) => ProviderError::ServerError,
-                Some(_) => ProviderError::Refused,
-                None => ProviderError::Unreachable,
-            });
-            if !error.retryable() || progress.retries >= i64::from(limits.provider_retries) {
-                return Err(Ending::Failed(error.message));
-            }
-            progress.retries += 1;
-            let backoff = Duration::from_millis(limits.retry_base_ms)
-                .saturating_mul(2u32.saturating_pow(progress.retries as u32 - 1));
-            let wait = error.retry_after.unwrap_or(backoff);
-            if wait >= limits.idle_timeout() {
-                // Waiting would only end in a timeout that blames the provider's silence.
-                return Err(Ending::Failed(format!(
-                    "{} The provider asked to wait {:.0} s before retrying, longer than this \
-                     app waits for a reply ({:.0} s). Try again later.",
-                    error.message,
-                    wait.as_secs_f64().ceil(),
-                    limits.idle_timeout_secs
-                )));
-            }
-            let notice = format!(
-                "{} Retrying in {:.0} s (retry {} of {}).",
-                error.message,
-                wait.as_secs_f64().ceil(),
-                progress.retries,
-                limits.provider_retries
-            );
-            tracing::warn!(
-                message_id = self.reply.id,
-                retries = progress.retries,
-                ?wait,
-                "provider refused; retrying"
-            );
-            let _ = self
-                .state
-                .writer
-                .notice(
-                    self.thread_id,
-                    self.reply.id,
-                    Some(notice),
-                    progress.retries,
-                )
-                .await;
+            let wait = self.retry(error, progress).await?;
             self.handle.touch();
             tokio::select! {
                 biased;
@@ -362,6 +389,61 @@ impl Generation<'_> {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// A refused start: the metric, then the wait before the next attempt
+    /// (the provider's `Retry-After`, else exponential backoff) with a
+    /// notice on the reply; `Err` when the reply ends instead (not worth
+    /// retrying, out of retries, or a wait past the idle timeout).
+    async fn retry(&self, error: StartError, progress: &mut Progress) -> Result<Duration, Ending> {
+        let limits = &self.state.config.limits;
+        self.state.metrics.provider_error(match error.status {
+            Some(429) => ProviderError::RateLimited,
+            Some(500..=599) => ProviderError::ServerError,
+            Some(_) => ProviderError::Refused,
+            None => ProviderError::Unreachable,
+        });
+        if !error.retryable() || progress.retries >= i64::from(limits.provider_retries) {
+            return Err(Ending::Failed(error.message));
+        }
+        progress.retries += 1;
+        let backoff = Duration::from_millis(limits.retry_base_ms)
+            .saturating_mul(2u32.saturating_pow(progress.retries as u32 - 1));
+        let wait = error.retry_after.unwrap_or(backoff);
+        if wait >= limits.idle_timeout() {
+            // Waiting would only end in a timeout that blames the provider's silence.
+            return Err(Ending::Failed(format!(
+                "{} The provider asked to wait {:.0} s before retrying, longer than this \
+                 app waits for a reply ({:.0} s). Try again later.",
+                error.message,
+                wait.as_secs_f64().ceil(),
+                limits.idle_timeout_secs
+            )));
+        }
+        let notice = format!(
+            "{} Retrying in {:.0} s (retry {} of {}).",
+            error.message,
+            wait.as_secs_f64().ceil(),
+            progress.retries,
+            limits.provider_retries
+        );
+        tracing::warn!(
+            message_id = self.reply.id,
+            retries = progress.retries,
+            ?wait,
+            "provider refused; retrying"
+        );
+        let _ = self
+            .state
+            .writer
+            .notice(
+                self.thread_id,
+                self.reply.id,
+                Some(notice),
+                progress.retries,
+            )
+            .await;
+        Ok(wait)
     }
 
     /// One model step: streams the completion's text into the reply and
@@ -378,16 +460,7 @@ impl Generation<'_> {
             Ok(stream) => stream,
             Err(ending) => return ending,
         };
-        let stream_config = &self.state.config.stream;
-        let granularity = match self.state.store.thread_granularity(self.thread_id).await {
-            Ok(Some(g)) => g,
-            _ => stream_config.granularity,
-        };
-        let max_delay = Duration::from_millis(stream_config.max_delay_ms);
-        let mut chunkers = Chunkers([
-            Chunker::new(granularity, max_delay),
-            Chunker::new(granularity, max_delay),
-        ]);
+        let (mut chunkers, max_delay) = self.chunkers().await;
         let cancel = self.handle.cancel_token();
         // Made once, not per token (each one joins and leaves a waiter list).
         let cancelled = cancel.cancelled();
@@ -395,7 +468,7 @@ impl Generation<'_> {
         let mut usage = None;
         // Since when the step's calls hold arguments not yet written.
         let mut arguments_since: Option<Instant> = None;
-        let ending = 'reading: loop {
+        let ending = loop {
             let deadline = [chunkers.deadline(), arguments_since.map(|t| t + max_delay)]
                 .into_iter()
                 .flatten()
@@ -404,21 +477,12 @@ impl Generation<'_> {
                 biased;
                 _ = &mut cancelled => break self.ended(),
                 _ = sleep_until(deadline) => {
-                    let now = Instant::now();
-                    if arguments_since.is_some_and(|t| now >= t + max_delay) {
+                    let due = arguments_since.is_some_and(|t| Instant::now() >= t + max_delay);
+                    if due {
                         arguments_since = None;
-                        if !self.record_all(&mut chunkers, calls.take_arguments(), log).await {
-                            return Ending::Failed("The server is shutting down.".into());
-                        }
                     }
-                    for part in TEXT_PARTS {
-                        let chunker = &mut chunkers.0[part.index()];
-                        let received = chunker.pending_since();
-                        if let Some(piece) = chunker.poll(now) {
-                            if !self.append(part, piece, received).await {
-                                return Ending::Failed("The server is shutting down.".into());
-                            }
-                        }
+                    if !self.on_deadline(&mut chunkers, due, calls, log).await {
+                        return Ending::Failed(SHUTTING_DOWN.into());
                     }
                     continue;
                 }
@@ -433,69 +497,22 @@ impl Generation<'_> {
                     )
                 };
             };
-            let chunk = match item {
+            let chunk = match self.chunk(item, &mut usage) {
                 Ok(chunk) => chunk,
-                Err(e) => {
-                    self.state.metrics.provider_error(ProviderError::Stream);
-                    break Ending::Failed(stream_error(&e));
-                }
+                Err(ending) => break ending,
             };
-            if let Some(error) = chunk.error {
-                self.state.metrics.provider_error(ProviderError::Stream);
-                let message = error
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .map_or_else(|| error.to_string(), str::to_owned);
-                break Ending::Failed(shown(&format!("The provider reported an error: {message}")));
-            }
-            if let Some(u) = chunk.usage {
-                usage = Some(Usage {
-                    prompt_tokens: u.prompt_tokens,
-                    completion_tokens: u.completion_tokens,
-                    estimated: false,
-                    reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
-                });
-            }
-            for mut choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
-                if let Some(deltas) = choice.delta.tool_calls.take() {
-                    let records = calls.push(deltas, progress.answer_len, self.room());
-                    if !self.record_all(&mut chunkers, records, log).await {
-                        return Ending::Failed("The server is shutting down.".into());
-                    }
-                    arguments_since = match arguments_since {
-                        _ if !calls.holds_arguments() => None,
-                        None => Some(Instant::now()),
-                        held => held,
-                    };
-                    if calls.reply_full() {
-                        break 'reading self.capped(progress);
-                    }
-                }
-                let thinking = choice.delta.thinking();
-                let answer = choice.delta.content.take().filter(|t| !t.is_empty());
-                for (part, text) in [(Part::Thinking, thinking), (Part::Answer, answer)] {
-                    let Some(mut text) = text else { continue };
-                    // The reply size cap: what fits is kept, and the reply
-                    // ends as a provider's own length cut does.
-                    let room = self.room();
-                    let capped = text.len() > room;
-                    if capped {
-                        let mut at = room;
-                        while !text.is_char_boundary(at) {
-                            at -= 1;
-                        }
-                        text.truncate(at);
-                    }
-                    if !text.is_empty() && !self.push(&mut chunkers, part, &text, progress).await {
-                        return Ending::Failed("The server is shutting down.".into());
-                    }
-                    if capped {
-                        break 'reading self.capped(progress);
-                    }
-                }
-                if choice.finish_reason.is_some() {
-                    progress.finish_reason = choice.finish_reason;
-                }
+            let mut reading = Reading {
+                chunkers: &mut chunkers,
+                progress: &mut *progress,
+                calls: &mut *calls,
+                log: &mut *log,
+                arguments_since: &mut arguments_since,
+            };
+            let step = self.take_chunk(chunk, &mut reading).await;
+            match step {
+                Step::Going => {}
+                Step::Ended(ending) => break ending,
+                Step::Aborted(ending) => return ending,
             }
         };
         // Dropping the stream closes the provider connection; text received
@@ -508,6 +525,136 @@ impl Generation<'_> {
             self.flush(&mut chunkers, part).await;
         }
         ending
+    }
+
+    /// One chunker per text part, at the thread's granularity, and the
+    /// longest a piece of text (or a call's arguments) waits.
+    async fn chunkers(&self) -> (Chunkers, Duration) {
+        let stream_config = &self.state.config.stream;
+        let granularity = match self.state.store.thread_granularity(self.thread_id).await {
+            Ok(Some(g)) => g,
+            _ => stream_config.granularity,
+        };
+        let max_delay = Duration::from_millis(stream_config.max_delay_ms);
+        let chunkers = Chunkers([
+            Chunker::new(granularity, max_delay),
+            Chunker::new(granularity, max_delay),
+        ]);
+        (chunkers, max_delay)
+    }
+
+    /// A deadline passed: held arguments (when `arguments_due`) and text
+    /// waiting for a word or sentence end go out. False once the writer
+    /// is gone (shutdown).
+    async fn on_deadline(
+        &self,
+        chunkers: &mut Chunkers,
+        arguments_due: bool,
+        calls: &mut StepCalls,
+        log: &mut ToolLog,
+    ) -> bool {
+        let now = Instant::now();
+        if arguments_due && !self.record_all(chunkers, calls.take_arguments(), log).await {
+            return false;
+        }
+        for part in TEXT_PARTS {
+            let chunker = &mut chunkers.0[part.index()];
+            let received = chunker.pending_since();
+            if let Some(piece) = chunker.poll(now) {
+                if !self.append(part, piece, received).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// A stream item as a chunk (its usage noted), or how the reply ends:
+    /// the stream broke, or the provider reported an error inside it.
+    fn chunk(
+        &self,
+        item: Result<Chunk, async_openai::error::OpenAIError>,
+        usage: &mut Option<Usage>,
+    ) -> Result<Chunk, Ending> {
+        let chunk = item.map_err(|e| {
+            self.state.metrics.provider_error(ProviderError::Stream);
+            Ending::Failed(stream_error(&e))
+        })?;
+        if let Some(error) = &chunk.error {
+            self.state.metrics.provider_error(ProviderError::Stream);
+            let message = error
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map_or_else(|| error.to_string(), str::to_owned);
+            return Err(Ending::Failed(shown(&format!(
+                "The provider reported an error: {message}"
+            ))));
+        }
+        if let Some(u) = chunk.usage {
+            *usage = Some(Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                estimated: false,
+                reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+            });
+        }
+        Ok(chunk)
+    }
+
+    /// A chunk's first choice (the one a reply is made of).
+    async fn take_chunk(&self, chunk: Chunk, reading: &mut Reading<'_>) -> Step {
+        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+            let step = self.take_choice(choice, reading).await;
+            if !matches!(step, Step::Going) {
+                return step;
+            }
+        }
+        Step::Going
+    }
+
+    /// One choice of a chunk: its tool-call fragments, then its thinking
+    /// and answer text (cut at the reply's size cap), then its finish.
+    async fn take_choice(&self, mut choice: ChoiceDelta, r: &mut Reading<'_>) -> Step {
+        if let Some(deltas) = choice.delta.tool_calls.take() {
+            let records = r.calls.push(deltas, r.progress.answer_len, self.room());
+            if !self.record_all(r.chunkers, records, r.log).await {
+                return Step::Aborted(Ending::Failed(SHUTTING_DOWN.into()));
+            }
+            *r.arguments_since = match *r.arguments_since {
+                _ if !r.calls.holds_arguments() => None,
+                None => Some(Instant::now()),
+                held => held,
+            };
+            if r.calls.reply_full() {
+                return Step::Ended(self.capped(r.progress));
+            }
+        }
+        let thinking = choice.delta.thinking();
+        let answer = choice.delta.content.take().filter(|t| !t.is_empty());
+        for (part, text) in [(Part::Thinking, thinking), (Part::Answer, answer)] {
+            let Some(mut text) = text else { continue };
+            // The reply size cap: what fits is kept, and the reply ends as
+            // a provider's own length cut does.
+            let room = self.room();
+            let capped = text.len() > room;
+            if capped {
+                let mut at = room;
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                text.truncate(at);
+            }
+            if !text.is_empty() && !self.push(r.chunkers, part, &text, r.progress).await {
+                return Step::Aborted(Ending::Failed(SHUTTING_DOWN.into()));
+            }
+            if capped {
+                return Step::Ended(self.capped(r.progress));
+            }
+        }
+        if choice.finish_reason.is_some() {
+            r.progress.finish_reason = choice.finish_reason;
+        }
+        Step::Going
     }
 
     /// Appends tool records (after the text parts' pending text, so the
@@ -648,50 +795,7 @@ impl Generation<'_> {
             retries: progress.retries,
             thinking_ms,
         };
-        let (status, error, stopped_by) = match ending {
-            Ending::Finished => (Status::Done, None, None),
-            Ending::Failed(message) => (Status::Failed, Some(message), None),
-            Ending::Ended(EndRequest::Stop { by }) => (
-                Status::Cancelled,
-                Some(format!("Stopped by {by}.")),
-                Some(by),
-            ),
-            Ending::Ended(EndRequest::IdleTimeout(after)) => (
-                Status::TimedOut,
-                Some(format!(
-                    "No reply from the provider for {} s; gave up.",
-                    after.as_secs_f64()
-                )),
-                None,
-            ),
-            Ending::Ended(EndRequest::TotalTimeout(after)) => (
-                Status::TimedOut,
-                Some(format!(
-                    "The reply took longer than {} s; gave up.",
-                    after.as_secs_f64()
-                )),
-                None,
-            ),
-            Ending::Ended(EndRequest::Storage) => (
-                Status::Failed,
-                Some(
-                    "The reply could not be stored (the server's database refused the write); \
-                     the text above is what was saved."
-                        .into(),
-                ),
-                None,
-            ),
-            Ending::Ended(EndRequest::LeaseLost) => (
-                Status::Interrupted,
-                Some("Another server took this reply over.".into()),
-                None,
-            ),
-            Ending::Ended(EndRequest::Shutdown) => (
-                Status::Interrupted,
-                Some(crate::model::SERVER_STOPPED.into()),
-                None,
-            ),
-        };
+        let (status, error, stopped_by) = ended_as(ending);
         Outcome {
             status,
             error,

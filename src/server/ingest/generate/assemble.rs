@@ -112,107 +112,142 @@ impl StepCalls {
     ) -> Vec<ToolRecord> {
         let mut records = Vec::new();
         for delta in deltas {
-            let provider_index = delta.index.unwrap_or(0);
-            let at = match self
-                .calls
-                .iter()
-                .position(|c| c.provider_index == provider_index)
-            {
-                Some(at) => at,
-                None if self.calls.len() < self.max_calls => {
-                    self.calls.push(Assembling {
-                        provider_index,
-                        index: self.base + self.calls.len() as u32,
-                        id: String::new(),
-                        name: String::new(),
-                        argument_bytes: 0,
-                        held: String::new(),
-                        pending: String::new(),
-                        begun: false,
-                        oversized: false,
-                    });
-                    self.calls.len() - 1
-                }
-                None => continue, // past the step's cap: ignored
+            let Some(at) = self.slot(delta.index.unwrap_or(0)) else {
+                continue; // past the step's cap: ignored
             };
             let (name, arguments) = delta
                 .function
                 .map(|f| (f.name, f.arguments))
                 .unwrap_or_default();
-            let new_id = delta
-                .id
-                .filter(|id| !id.is_empty() && self.calls[at].id.is_empty())
-                .map(|id| label(&id));
-            let named = name
-                .filter(|n| !n.is_empty() && self.calls[at].name.is_empty())
-                .map(|n| label(&n));
-            if !self.calls[at].begun && named.is_some() {
-                // A new record: what other calls hold is written first.
-                self.drain(&mut records);
-            }
-            let call = &mut self.calls[at];
-            if let Some(id) = &new_id {
-                call.id = id.clone();
-            }
-            if let Some(name) = named {
-                call.name = name;
-            }
-            if !call.begun && !call.name.is_empty() {
-                call.begun = true;
-                records.push(ToolRecord::Call {
-                    c: call.index,
-                    step: self.step,
-                    at: answer_len,
-                    id: call.id.clone(),
-                    name: call.name.clone(),
-                });
-                if !call.held.is_empty() {
-                    records.push(ToolRecord::Args {
-                        c: call.index,
-                        x: std::mem::take(&mut call.held),
-                    });
-                }
-            } else if call.begun && new_id.is_some() {
-                // The id came after the name: the fold takes it from here.
-                records.push(call_record(call, self.step, answer_len));
-            }
-            // Past the cap nothing more is kept (what is kept stays a prefix).
-            let Some(mut fragment) = arguments.filter(|a| !a.is_empty() && !call.oversized) else {
-                continue;
-            };
-            let cap = self.max_argument_bytes.saturating_sub(call.argument_bytes);
-            if fragment.len() > cap {
-                call.oversized = true;
-                let mut cut = cap;
-                while !fragment.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                fragment.truncate(cut);
-            }
-            let (fits, written) = escaped_prefix(&fragment, room);
-            if fits < fragment.len() {
-                call.oversized = true;
-                self.reply_full = true;
-                fragment.truncate(fits);
-            }
-            room -= written;
-            if fragment.is_empty() {
-                continue;
-            }
-            call.argument_bytes += fragment.len();
-            if call.begun {
-                call.pending.push_str(&fragment);
-                if call.pending.len() >= HOLD_ARGS_BYTES {
-                    records.push(ToolRecord::Args {
-                        c: call.index,
-                        x: std::mem::take(&mut call.pending),
-                    });
-                }
-            } else {
-                call.held.push_str(&fragment);
+            self.identify(at, delta.id, name, answer_len, &mut records);
+            if let Some(fragment) = arguments.filter(|a| !a.is_empty()) {
+                self.add_arguments(at, fragment, &mut room, &mut records);
             }
         }
         records
+    }
+
+    /// The call the provider numbers `provider_index`, begun if new; `None`
+    /// past the step's cap of calls.
+    fn slot(&mut self, provider_index: u32) -> Option<usize> {
+        if let Some(at) = self
+            .calls
+            .iter()
+            .position(|c| c.provider_index == provider_index)
+        {
+            return Some(at);
+        }
+        if self.calls.len() >= self.max_calls {
+            return None;
+        }
+        self.calls.push(Assembling {
+            provider_index,
+            index: self.base + self.calls.len() as u32,
+            id: String::new(),
+            name: String::new(),
+            argument_bytes: 0,
+            held: String::new(),
+            pending: String::new(),
+            begun: false,
+            oversized: false,
+        });
+        Some(self.calls.len() - 1)
+    }
+
+    /// A fragment's id and name (an empty one never overwrites): the call's
+    /// record begins once it has a name (with the arguments held till then);
+    /// an id after the name is recorded again.
+    fn identify(
+        &mut self,
+        at: usize,
+        id: Option<String>,
+        name: Option<String>,
+        answer_len: usize,
+        records: &mut Vec<ToolRecord>,
+    ) {
+        let new_id = id
+            .filter(|id| !id.is_empty() && self.calls[at].id.is_empty())
+            .map(|id| label(&id));
+        let named = name
+            .filter(|n| !n.is_empty() && self.calls[at].name.is_empty())
+            .map(|n| label(&n));
+        if !self.calls[at].begun && named.is_some() {
+            // A new record: what other calls hold is written first.
+            self.drain(records);
+        }
+        let call = &mut self.calls[at];
+        if let Some(id) = &new_id {
+            call.id = id.clone();
+        }
+        if let Some(name) = named {
+            call.name = name;
+        }
+        if !call.begun && !call.name.is_empty() {
+            call.begun = true;
+            records.push(ToolRecord::Call {
+                c: call.index,
+                step: self.step,
+                at: answer_len,
+                id: call.id.clone(),
+                name: call.name.clone(),
+            });
+            if !call.held.is_empty() {
+                records.push(ToolRecord::Args {
+                    c: call.index,
+                    x: std::mem::take(&mut call.held),
+                });
+            }
+        } else if call.begun && new_id.is_some() {
+            // The id came after the name: the fold takes it from here.
+            records.push(call_record(call, self.step, answer_len));
+        }
+    }
+
+    /// A fragment of a call's arguments, cut to the call's cap and to the
+    /// `room` left in the reply (what is kept stays a prefix; past a cap
+    /// nothing more is kept), held and written in pieces.
+    fn add_arguments(
+        &mut self,
+        at: usize,
+        mut fragment: String,
+        room: &mut usize,
+        records: &mut Vec<ToolRecord>,
+    ) {
+        let call = &mut self.calls[at];
+        if call.oversized {
+            return;
+        }
+        let cap = self.max_argument_bytes.saturating_sub(call.argument_bytes);
+        if fragment.len() > cap {
+            call.oversized = true;
+            let mut cut = cap;
+            while !fragment.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            fragment.truncate(cut);
+        }
+        let (fits, written) = escaped_prefix(&fragment, *room);
+        if fits < fragment.len() {
+            call.oversized = true;
+            self.reply_full = true;
+            fragment.truncate(fits);
+        }
+        *room -= written;
+        if fragment.is_empty() {
+            return;
+        }
+        call.argument_bytes += fragment.len();
+        if call.begun {
+            call.pending.push_str(&fragment);
+            if call.pending.len() >= HOLD_ARGS_BYTES {
+                records.push(ToolRecord::Args {
+                    c: call.index,
+                    x: std::mem::take(&mut call.pending),
+                });
+            }
+        } else {
+            call.held.push_str(&fragment);
+        }
     }
 
     /// At the step's end: calls that never got a name begin now (they fail

@@ -21,6 +21,7 @@ use crate::server::ingest::{
     provider::{PromptFunction, PromptMessage, PromptToolCall},
     tools::{CallContext, Tool},
 };
+use crate::server::store::ToolDecision;
 use crate::tools::{ToolCall, ToolLog, ToolRecord, ToolState};
 
 impl Progress {
@@ -109,29 +110,14 @@ impl Generation<'_> {
         let definitions: Vec<_> = tools.iter().map(|t| t.definition.clone()).collect();
         // The answer as stored when a step begins (the next step's prompt
         // takes its pieces), and the tool log as this task appended it.
-        let mut answer = String::new();
-        let mut log = ToolLog::default();
-        if self.resume {
-            let stored = match self.stored().await {
-                Ok(stored) => stored,
+        let (mut answer, mut log) = if self.resume {
+            match self.resumed(progress, &tools).await {
+                Ok(resumed) => resumed,
                 Err(ending) => return ending,
-            };
-            // What is stored counts against the reply's size cap (Stop and
-            // Continue never take a reply past it).
-            self.took(stored.body.len() + stored.thinking.len() + stored.tools.len());
-            answer = stored.body;
-            progress.answer_len = answer.len();
-            log = ToolLog::parse(&stored.tools);
-            let unfinished: Vec<u32> = log
-                .calls()
-                .iter()
-                .filter(|c| !c.state.is_final())
-                .map(|c| c.index)
-                .collect();
-            if let Err(ending) = self.settle(&unfinished, &tools, &mut log, true).await {
-                return ending;
             }
-        }
+        } else {
+            (String::new(), ToolLog::default())
+        };
         let mut step = log.calls().iter().map(|c| c.step + 1).max().unwrap_or(0);
         loop {
             let next_index = log.calls().iter().map(|c| c.index + 1).max().unwrap_or(0);
@@ -144,48 +130,13 @@ impl Generation<'_> {
             if !matches!(ending, Ending::Finished) || calls.is_empty() {
                 return ending;
             }
-            let indexes = calls.indexes();
-            if progress.capped {
-                let out = format!(
-                    "Not run: the reply reached its size limit of {} bytes.",
-                    self.state.config.limits.max_reply_bytes
-                );
-                self.fail_all(&indexes, &out, &mut log).await;
+            if let Some(ending) = self
+                .refused_calls(step, &calls, &tools, &mut log, progress)
+                .await
+            {
                 return ending;
             }
-            if tools.is_empty() {
-                // A model calling tools it was not offered: the calls are
-                // kept (failed), and the reply ends as the model ended it.
-                self.fail_all(&indexes, "This bot has no tools.", &mut log)
-                    .await;
-                return ending;
-            }
-            if step + 1 >= limits.max_steps {
-                self.fail_all(
-                    &indexes,
-                    "The bot reached its limit of tool steps.",
-                    &mut log,
-                )
-                .await;
-                return Ending::Failed(format!(
-                    "The bot made tool calls in each of its {} steps without answering; \
-                     the reply was ended.",
-                    limits.max_steps
-                ));
-            }
-            let oversized: Vec<u32> = indexes
-                .iter()
-                .copied()
-                .filter(|&i| calls.oversized(i))
-                .collect();
-            let out = format!(
-                "The arguments were longer than {} bytes.",
-                limits.max_argument_bytes
-            );
-            if !self.fail_all(&oversized, &out, &mut log).await {
-                return Ending::Failed("The server is shutting down.".into());
-            }
-            if let Err(ending) = self.settle(&indexes, &tools, &mut log, false).await {
+            if let Err(ending) = self.settle(&calls.indexes(), &tools, &mut log, false).await {
                 return ending;
             }
             // Everything so far is committed (`settle` ends on the barrier).
@@ -200,6 +151,80 @@ impl Generation<'_> {
             progress.finish_reason = None;
             step += 1;
         }
+    }
+
+    /// A reply continued (Continue, a takeover): its stored answer and tool
+    /// log, the calls a crash left unfinished settled first. What is stored
+    /// counts against the reply's size cap (Stop and Continue never take a
+    /// reply past it).
+    async fn resumed(
+        &self,
+        progress: &mut Progress,
+        tools: &[Tool],
+    ) -> Result<(String, ToolLog), Ending> {
+        let stored = self.stored().await?;
+        self.took(stored.body.len() + stored.thinking.len() + stored.tools.len());
+        progress.answer_len = stored.body.len();
+        let mut log = ToolLog::parse(&stored.tools);
+        let unfinished: Vec<u32> = log
+            .calls()
+            .iter()
+            .filter(|c| !c.state.is_final())
+            .map(|c| c.index)
+            .collect();
+        self.settle(&unfinished, tools, &mut log, true).await?;
+        Ok((stored.body, log))
+    }
+
+    /// A step ended with calls: those that may not run are failed (the
+    /// reply at its size cap, a bot without tools, the last step, arguments
+    /// past their cap). `Some` when the reply ends here.
+    async fn refused_calls(
+        &self,
+        step: u32,
+        calls: &StepCalls,
+        tools: &[Tool],
+        log: &mut ToolLog,
+        progress: &mut Progress,
+    ) -> Option<Ending> {
+        let limits = &self.state.config.tools;
+        let indexes = calls.indexes();
+        if progress.capped {
+            let out = format!(
+                "Not run: the reply reached its size limit of {} bytes.",
+                self.state.config.limits.max_reply_bytes
+            );
+            self.fail_all(&indexes, &out, log).await;
+            return Some(Ending::Finished);
+        }
+        if tools.is_empty() {
+            // A model calling tools it was not offered: the calls are kept
+            // (failed), and the reply ends as the model ended it.
+            self.fail_all(&indexes, "This bot has no tools.", log).await;
+            return Some(Ending::Finished);
+        }
+        if step + 1 >= limits.max_steps {
+            self.fail_all(&indexes, "The bot reached its limit of tool steps.", log)
+                .await;
+            return Some(Ending::Failed(format!(
+                "The bot made tool calls in each of its {} steps without answering; \
+                 the reply was ended.",
+                limits.max_steps
+            )));
+        }
+        let oversized: Vec<u32> = indexes
+            .iter()
+            .copied()
+            .filter(|&i| calls.oversized(i))
+            .collect();
+        let out = format!(
+            "The arguments were longer than {} bytes.",
+            limits.max_argument_bytes
+        );
+        if !self.fail_all(&oversized, &out, log).await {
+            return Some(Ending::Failed("The server is shutting down.".into()));
+        }
+        None
     }
 
     /// The reply as stored now.
@@ -479,10 +504,37 @@ impl Generation<'_> {
             }
         }
         let round = log.call(index).map_or(0, |c| c.round);
+        let cancel = self.handle.cancel_token();
+        let decision = self.await_decision(index, h, round, log).await?;
+        let back = self
+            .handle
+            .back_to_work(waiting, self.state.config.limits.idle_timeout())
+            .await;
+        let (record, outcome) = self.decided(index, h, decision);
+        if !self.record(record, log).await {
+            return Err(shutting_down());
+        }
+        if cancel.is_cancelled() {
+            return Err(self.ended());
+        }
+        back.map_err(Ending::Failed)?;
+        Ok(outcome)
+    }
+
+    /// Waits for a decision on call `index` (its `round` of waiting), at
+    /// most the approval timeout (`None` then); a reply ended meanwhile
+    /// fails the call and ends here.
+    async fn await_decision(
+        &self,
+        index: u32,
+        h: &str,
+        round: u32,
+        log: &mut ToolLog,
+    ) -> Result<Option<ToolDecision>, Ending> {
         let limit = Duration::from_secs_f64(self.state.config.tools.approval_timeout_secs);
         let started = Instant::now();
         let cancel = self.handle.cancel_token();
-        let decision = loop {
+        loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
@@ -505,19 +557,25 @@ impl Generation<'_> {
                 .tool_decision(self.reply.id, index, round)
                 .await
             {
-                Ok(Some(decision)) => break Some(decision),
+                Ok(Some(decision)) => return Ok(Some(decision)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "could not read a tool decision"),
             }
             if started.elapsed() >= limit {
-                break None;
+                return Ok(None);
             }
-        };
-        let back = self
-            .handle
-            .back_to_work(waiting, self.state.config.limits.idle_timeout())
-            .await;
-        let (record, outcome) = match decision {
+        }
+    }
+
+    /// The call's record for a decision (or none in time), and whether it
+    /// runs: approved only with the arguments that were shown.
+    fn decided(
+        &self,
+        index: u32,
+        h: &str,
+        decision: Option<ToolDecision>,
+    ) -> (ToolRecord, Decision) {
+        match decision {
             Some(d) if d.approved && d.arguments_hash == h => (
                 record_of(
                     index,
@@ -544,15 +602,7 @@ impl Generation<'_> {
                 );
                 (denied(index, h, None, out), Decision::Denied)
             }
-        };
-        if !self.record(record, log).await {
-            return Err(shutting_down());
         }
-        if cancel.is_cancelled() {
-            return Err(self.ended());
-        }
-        back.map_err(Ending::Failed)?;
-        Ok(outcome)
     }
 }
 
