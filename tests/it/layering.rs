@@ -185,6 +185,10 @@ fn the_backends_are_private_to_the_store() {
         assert!(!text.contains(&format!("pub mod {backend}")), "{backend}");
     }
     assert!(text.contains("pub struct Store(Backend);"));
+    // Each is the one contract's implementation (`store/storage.rs`).
+    let store = Path::new(SERVER).join("store");
+    assert!(code(&store.join("sqlite/mod.rs")).contains("impl Storage for SqliteStore"));
+    assert!(code(&store.join("postgres/mod.rs")).contains("impl Storage for PostgresStore"));
     assert!(text.contains("\nenum Backend {"));
 }
 
@@ -230,4 +234,44 @@ fn no_branch_on_the_coordination_kind_outside_its_folder() {
     // The check sees the kinds where they are chosen.
     let chosen = code(&folder.join("mod.rs"));
     assert!(chosen.contains("Kind::Shared(") && chosen.contains("cluster.enabled"));
+}
+
+/// Functions the size of a screen: none in `src/server/` (tests aside) is
+/// longer than 80 lines, counted from its `fn` line to the brace that
+/// closes it at the same indentation (rustfmt's layout).
+#[test]
+fn no_server_function_over_80_lines() {
+    const MAX: usize = 80;
+    let mut long = Vec::new();
+    for file in files(Path::new(SERVER)) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        // Test modules are the end of a file.
+        if let Some(at) = lines
+            .windows(2)
+            .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod "))
+        {
+            lines.truncate(at);
+        }
+        for (i, line) in lines.iter().enumerate() {
+            let body = line.trim_start();
+            let indent = &line[..line.len() - body.len()];
+            let signature = body
+                .trim_start_matches("pub ")
+                .trim_start_matches("pub(super) ")
+                .trim_start_matches("pub(crate) ")
+                .trim_start_matches("async ")
+                .trim_start_matches("const ");
+            if !signature.starts_with("fn ") {
+                continue;
+            }
+            let close = format!("{indent}}}");
+            if let Some(end) = lines[i + 1..].iter().position(|l| *l == close) {
+                if end + 2 > MAX {
+                    long.push(format!("{}:{} ({} lines)", file.display(), i + 1, end + 2));
+                }
+            }
+        }
+    }
+    assert!(long.is_empty(), "functions over {MAX} lines: {long:#?}");
 }

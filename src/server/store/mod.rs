@@ -26,10 +26,13 @@ macro_rules! doing {
 pub mod coordination;
 mod postgres;
 mod sqlite;
+mod storage;
 mod tx;
 pub mod writer;
 
 pub use tx::Tx;
+
+use storage::Storage;
 
 use crate::{
     error::AppError,

@@ -18,7 +18,7 @@ use sqlx::{
     Connection, PgConnection, PgPool,
 };
 
-use super::{SearchScope, Snapshot, ToolDecision};
+use super::{SearchScope, Snapshot, Storage, ToolDecision};
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 use crate::search::FoundMessage;
 
@@ -196,218 +196,12 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Closes both pools and gives up the claim on the database
-    /// (shutdown, after the writer's last commit).
-    pub async fn close(&self) {
-        self.reads.close().await;
-        self.pool.close().await;
-        if let Some(claim) = self.claim.lock().await.take() {
-            let _ = claim.close().await;
-        }
-    }
-
-    /// A lone instance's start-up: replies a previous run left streaming
-    /// become `interrupted`, their log written into their body.
-    pub async fn interrupt_streaming(&self) -> Result<u64, sqlx::Error> {
-        let streaming: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT thread_id, id FROM messages WHERE status = 'streaming' ORDER BY thread_id, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        if streaming.is_empty() {
-            return Ok(0);
-        }
-        let outcome = crate::model::Outcome {
-            status: crate::model::Status::Interrupted,
-            error: Some(crate::model::SERVER_STOPPED.into()),
-            finish_reason: None,
-            stopped_by: None,
-            stats: Default::default(),
-        };
-        let now = crate::server::now_ms();
-        let mut tx = self.begin().await?;
-        let mut interrupted = 0;
-        for (thread_id, id) in &streaming {
-            let rev = tx.next_rev(thread_id).await?;
-            if tx
-                .finish(thread_id, *id, &outcome, now, rev)
-                .await?
-                .is_some()
-            {
-                interrupted += 1;
-            }
-        }
-        tx.commit().await?;
-        Ok(interrupted)
-    }
-
     pub fn lease(&self) -> &Lease {
         &self.lease
     }
 
     pub async fn begin(&self) -> Result<PgTx, sqlx::Error> {
         PgTx::begin(&self.pool, self.lease.clone(), self.listened).await
-    }
-
-    pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
-        sqlx::query_as("SELECT id, title, listed FROM threads WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await
-    }
-
-    pub async fn create_thread(
-        &self,
-        id: &str,
-        title: &str,
-        listed: bool,
-    ) -> Result<(), sqlx::Error> {
-        let now = crate::server::now_ms();
-        sqlx::query(
-            "INSERT INTO threads (id, title, listed, created_at, last_activity_at) \
-             VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(id)
-        .bind(title)
-        .bind(listed)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-    }
-
-    pub async fn decide_tool_call(&self, d: &ToolDecision) -> Result<bool, sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO tool_decisions \
-             (message_id, call_index, round, arguments_hash, approved, decided_by, decided_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(d.message_id)
-        .bind(i64::from(d.call_index))
-        .bind(i64::from(d.round))
-        .bind(&d.arguments_hash)
-        .bind(d.approved)
-        .bind(&d.decided_by)
-        .bind(d.decided_at)
-        .execute(&self.pool)
-        .await
-        .map(|done| done.rows_affected() == 1)
-    }
-
-    pub async fn tool_decision(
-        &self,
-        message_id: i64,
-        call_index: u32,
-        round: u32,
-    ) -> Result<Option<ToolDecision>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT message_id, call_index::BIGINT AS call_index, round::BIGINT AS round, \
-             arguments_hash, approved, decided_by, decided_at FROM tool_decisions \
-             WHERE message_id = $1 AND call_index = $2 AND round = $3",
-        )
-        .bind(message_id)
-        .bind(i64::from(call_index))
-        .bind(i64::from(round))
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    pub async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {
-        sqlx::query("UPDATE threads SET title = $1 WHERE id = $2")
-            .bind(title)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|done| done.rows_affected() == 1)
-    }
-
-    pub async fn search(
-        &self,
-        terms: &[String],
-        scope: SearchScope<'_>,
-        before: i64,
-        limit: i64,
-    ) -> Result<Vec<FoundMessage>, sqlx::Error> {
-        let query = terms.join(" ");
-        match scope {
-            SearchScope::Listed => sqlx::query_as::<_, FoundMessage>(SEARCH_LISTED).bind(query),
-            SearchScope::Thread(thread) => sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD)
-                .bind(query)
-                .bind(thread),
-        }
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.reads)
-        .await
-    }
-
-    pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "{SUMMARY} WHERE t.listed ORDER BY t.last_activity_at DESC, t.id LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.reads)
-        .await
-    }
-
-    pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
-        sqlx::query_as(&format!("{SUMMARY} WHERE t.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await
-    }
-
-    pub async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
-        sqlx::query_as(&format!("{SUMMARY} WHERE t.id = $1 AND t.listed"))
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await
-    }
-
-    pub async fn messages_before(
-        &self,
-        thread_id: &str,
-        before: i64,
-        limit: i64,
-    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
-        let messages: Vec<Message> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND id < $2 \
-             ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(thread_id)
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(&self.reads)
-        .await?;
-        Ok(super::oldest_first_page(messages, limit))
-    }
-
-    pub async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 ORDER BY id"
-        ))
-        .bind(thread_id)
-        .fetch_all(&self.reads)
-        .await
-    }
-
-    pub async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND thread_id = $2"
-        ))
-        .bind(id)
-        .bind(thread_id)
-        .fetch_optional(&self.reads)
-        .await
-    }
-
-    pub async fn posted_by_request(
-        &self,
-        thread_id: &str,
-        request_id: &str,
-    ) -> Result<Option<Posted>, sqlx::Error> {
-        let mut conn = self.reads.acquire().await?;
-        writes::posted_by_request(&mut conn, thread_id, request_id).await
     }
 
     /// A read-only transaction with one snapshot for all its statements.
@@ -421,25 +215,55 @@ impl PostgresStore {
         Ok(tx)
     }
 
-    pub async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
-        let mut tx = self.reads.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let mut messages: Vec<Message> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(thread_id)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        messages.reverse();
-        let rev = thread_rev(&mut tx, thread_id).await?;
-        tx.commit().await?;
-        Ok(Snapshot { messages, rev })
+    /// Deletes the log rows of replies that ended more than a little while
+    /// ago (their text is in their body; a wake-up read them long since).
+    pub async fn prune_log(&self) -> Result<u64, sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM reply_log l USING messages m WHERE l.message_id = m.id \
+             AND m.status <> 'streaming' AND m.finished_at < $1",
+        )
+        .bind(crate::server::now_ms() - LOG_KEPT_MS)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
     }
 
-    pub async fn changed_page(
+    /// Whether the server takes writes: not a read-only standby.
+    pub async fn probe_write(&self) -> Result<(), String> {
+        let read_only: bool = sqlx::query_scalar(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| format!("not answering: {e}"))?;
+        if read_only {
+            Err("read-only (a standby, or transactions default to read-only)".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The revision a thread is current to: every revision up to it is
+/// committed (they are allocated under the thread's lock, in commit order).
+async fn thread_rev(conn: &mut PgConnection, thread_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE((SELECT rev FROM threads WHERE id = $1), 0)")
+        .bind(thread_id)
+        .fetch_one(conn)
+        .await
+}
+
+impl Storage for PostgresStore {
+    async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 ORDER BY id"
+        ))
+        .bind(thread_id)
+        .fetch_all(&self.reads)
+        .await
+    }
+
+    async fn changed_page(
         &self,
         thread_id: &str,
         since: Option<i64>,
@@ -474,28 +298,15 @@ impl PostgresStore {
         select.fetch_all(&self.reads).await
     }
 
-    pub async fn thread_rev(&self, thread_id: &str) -> Result<i64, sqlx::Error> {
-        let mut conn = self.reads.acquire().await?;
-        thread_rev(&mut conn, thread_id).await
+    async fn close(&self) {
+        self.reads.close().await;
+        self.pool.close().await;
+        if let Some(claim) = self.claim.lock().await.take() {
+            let _ = claim.close().await;
+        }
     }
 
-    pub async fn messages_after(
-        &self,
-        thread_id: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<Message>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(thread_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.reads)
-        .await
-    }
-
-    pub async fn context(
+    async fn context(
         &self,
         thread_id: &str,
         before_id: i64,
@@ -515,16 +326,196 @@ impl PostgresStore {
         Ok(messages)
     }
 
-    pub async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, sqlx::Error> {
-        let value: Option<Option<String>> =
-            sqlx::query_scalar("SELECT granularity FROM threads WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.reads)
-                .await?;
-        Ok(value.flatten().as_deref().and_then(Granularity::parse))
+    async fn create_thread(&self, id: &str, title: &str, listed: bool) -> Result<(), sqlx::Error> {
+        let now = crate::server::now_ms();
+        sqlx::query(
+            "INSERT INTO threads (id, title, listed, created_at, last_activity_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(id)
+        .bind(title)
+        .bind(listed)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(drop)
     }
 
-    pub async fn set_thread_granularity(
+    async fn decide_tool_call(&self, d: &ToolDecision) -> Result<bool, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO tool_decisions \
+             (message_id, call_index, round, arguments_hash, approved, decided_by, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(d.message_id)
+        .bind(i64::from(d.call_index))
+        .bind(i64::from(d.round))
+        .bind(&d.arguments_hash)
+        .bind(d.approved)
+        .bind(&d.decided_by)
+        .bind(d.decided_at)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+    }
+
+    async fn interrupt_streaming(&self) -> Result<u64, sqlx::Error> {
+        let streaming: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT thread_id, id FROM messages WHERE status = 'streaming' ORDER BY thread_id, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if streaming.is_empty() {
+            return Ok(0);
+        }
+        let outcome = crate::model::Outcome {
+            status: crate::model::Status::Interrupted,
+            error: Some(crate::model::SERVER_STOPPED.into()),
+            finish_reason: None,
+            stopped_by: None,
+            stats: Default::default(),
+        };
+        let now = crate::server::now_ms();
+        let mut tx = self.begin().await?;
+        let mut interrupted = 0;
+        for (thread_id, id) in &streaming {
+            let rev = tx.next_rev(thread_id).await?;
+            if tx
+                .finish(thread_id, *id, &outcome, now, rev)
+                .await?
+                .is_some()
+            {
+                interrupted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(interrupted)
+    }
+
+    async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
+        let mut tx = self.reads.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(thread_id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        messages.reverse();
+        let rev = thread_rev(&mut tx, thread_id).await?;
+        tx.commit().await?;
+        Ok(Snapshot { messages, rev })
+    }
+
+    async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "{SUMMARY} WHERE t.listed ORDER BY t.last_activity_at DESC, t.id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await
+    }
+
+    async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(&format!("{SUMMARY} WHERE t.id = $1 AND t.listed"))
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await
+    }
+
+    async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM reply_log WHERE message_id = $1")
+            .bind(id)
+            .fetch_one(&self.reads)
+            .await
+    }
+
+    async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND thread_id = $2"
+        ))
+        .bind(id)
+        .bind(thread_id)
+        .fetch_optional(&self.reads)
+        .await
+    }
+
+    async fn messages_after(
+        &self,
+        thread_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(thread_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await
+    }
+
+    async fn messages_before(
+        &self,
+        thread_id: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
+        let messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = $1 AND id < $2 \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(thread_id)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(super::oldest_first_page(messages, limit))
+    }
+
+    async fn posted_by_request(
+        &self,
+        thread_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Posted>, sqlx::Error> {
+        let mut conn = self.reads.acquire().await?;
+        writes::posted_by_request(&mut conn, thread_id, request_id).await
+    }
+
+    async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query("UPDATE threads SET title = $1 WHERE id = $2")
+            .bind(title)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
+    }
+
+    async fn search(
+        &self,
+        terms: &[String],
+        scope: SearchScope<'_>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<FoundMessage>, sqlx::Error> {
+        let query = terms.join(" ");
+        match scope {
+            SearchScope::Listed => sqlx::query_as::<_, FoundMessage>(SEARCH_LISTED).bind(query),
+            SearchScope::Thread(thread) => sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD)
+                .bind(query)
+                .bind(thread),
+        }
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await
+    }
+
+    async fn set_thread_granularity(
         &self,
         id: &str,
         granularity: Option<Granularity>,
@@ -537,7 +528,53 @@ impl PostgresStore {
             .map(|r| r.rows_affected() == 1)
     }
 
-    pub async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
+    async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
+        sqlx::query_as("SELECT id, title, listed FROM threads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await
+    }
+
+    async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, sqlx::Error> {
+        let value: Option<Option<String>> =
+            sqlx::query_scalar("SELECT granularity FROM threads WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.reads)
+                .await?;
+        Ok(value.flatten().as_deref().and_then(Granularity::parse))
+    }
+
+    async fn thread_rev(&self, thread_id: &str) -> Result<i64, sqlx::Error> {
+        let mut conn = self.reads.acquire().await?;
+        thread_rev(&mut conn, thread_id).await
+    }
+
+    async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(&format!("{SUMMARY} WHERE t.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await
+    }
+
+    async fn tool_decision(
+        &self,
+        message_id: i64,
+        call_index: u32,
+        round: u32,
+    ) -> Result<Option<ToolDecision>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT message_id, call_index::BIGINT AS call_index, round::BIGINT AS round, \
+             arguments_hash, approved, decided_by, decided_at FROM tool_decisions \
+             WHERE message_id = $1 AND call_index = $2 AND round = $3",
+        )
+        .bind(message_id)
+        .bind(i64::from(call_index))
+        .bind(i64::from(round))
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
         let by_author: Vec<AuthorUsage> = sqlx::query_as(
             "SELECT requested_by AS author, COALESCE(SUM(prompt_tokens), 0)::BIGINT AS prompt_tokens, \
              COALESCE(SUM(completion_tokens), 0)::BIGINT AS completion_tokens, COUNT(*) AS replies \
@@ -549,48 +586,4 @@ impl PostgresStore {
         .await?;
         Ok(UsageTotals::from_authors(by_author))
     }
-
-    /// Deletes the log rows of replies that ended more than a little while
-    /// ago (their text is in their body; a wake-up read them long since).
-    pub async fn prune_log(&self) -> Result<u64, sqlx::Error> {
-        sqlx::query(
-            "DELETE FROM reply_log l USING messages m WHERE l.message_id = m.id \
-             AND m.status <> 'streaming' AND m.finished_at < $1",
-        )
-        .bind(crate::server::now_ms() - LOG_KEPT_MS)
-        .execute(&self.pool)
-        .await
-        .map(|done| done.rows_affected())
-    }
-
-    /// Whether the server takes writes: not a read-only standby.
-    pub async fn probe_write(&self) -> Result<(), String> {
-        let read_only: bool = sqlx::query_scalar(
-            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| format!("not answering: {e}"))?;
-        if read_only {
-            Err("read-only (a standby, or transactions default to read-only)".into())
-        } else {
-            Ok(())
-        }
-    }
-
-    pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM reply_log WHERE message_id = $1")
-            .bind(id)
-            .fetch_one(&self.reads)
-            .await
-    }
-}
-
-/// The revision a thread is current to: every revision up to it is
-/// committed (they are allocated under the thread's lock, in commit order).
-async fn thread_rev(conn: &mut PgConnection, thread_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COALESCE((SELECT rev FROM threads WHERE id = $1), 0)")
-        .bind(thread_id)
-        .fetch_one(conn)
-        .await
 }

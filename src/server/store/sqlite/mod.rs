@@ -26,7 +26,7 @@ use sqlx::{
     Connection, SqliteConnection, SqlitePool,
 };
 
-use super::{SearchScope, Snapshot, ToolDecision};
+use super::{SearchScope, Snapshot, Storage, ToolDecision};
 use crate::model::{AuthorUsage, Granularity, Message, Posted, Thread, ThreadSummary, UsageTotals};
 use crate::search::FoundMessage;
 
@@ -187,12 +187,6 @@ impl SqliteStore {
         })
     }
 
-    /// Closes the readers' pool (shutdown, after the writer's last commit;
-    /// the writer's own connection closes as the last handle drops).
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
     /// See `Store::cap_pages_for_tests`: `PRAGMA max_page_count` is a
     /// per-connection setting, so it is set on every reader's connection
     /// (all held at once) and on the writer's two.
@@ -265,148 +259,35 @@ impl SqliteStore {
             Err(std::io::Error::last_os_error())
         }
     }
+}
 
-    pub async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
-        sqlx::query_as("SELECT id, title, listed FROM threads WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-    }
+/// The highest revision stamped so far (on a message or a log row): the
+/// writer's counter continues after it.
+async fn max_rev(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT MAX((SELECT COALESCE(MAX(rev), 0) FROM messages), \
+         (SELECT COALESCE(MAX(rev), 0) FROM reply_log))",
+    )
+    .fetch_one(conn)
+    .await
+}
 
-    pub async fn create_thread(
-        &self,
-        id: &str,
-        title: &str,
-        listed: bool,
-    ) -> Result<(), sqlx::Error> {
-        let now = crate::server::now_ms();
-        sqlx::query(
-            "INSERT INTO threads (id, title, listed, created_at, last_activity_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(title)
-        .bind(listed)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-    }
+/// The revision a thread is current to: its messages' and its streaming
+/// replies' log rows'.
+async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT MAX(r) FROM (\
+         SELECT COALESCE(MAX(rev), 0) AS r FROM messages WHERE thread_id = ?1 \
+         UNION ALL SELECT {LAST_LOG_REV} FROM messages m \
+         WHERE m.thread_id = ?1 AND m.status = 'streaming')"
+    ))
+    .bind(thread_id)
+    .fetch_one(conn)
+    .await
+}
 
-    /// Renames a thread; false if there is no such thread.
-    pub async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {
-        sqlx::query("UPDATE threads SET title = ? WHERE id = ?")
-            .bind(title)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|done| done.rows_affected() == 1)
-    }
-
-    /// Records a decision on a tool call waiting for approval; false if one
-    /// was already recorded (the first stands).
-    pub async fn decide_tool_call(&self, d: &ToolDecision) -> Result<bool, sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO tool_decisions \
-             (message_id, call_index, round, arguments_hash, approved, decided_by, decided_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(d.message_id)
-        .bind(i64::from(d.call_index))
-        .bind(i64::from(d.round))
-        .bind(&d.arguments_hash)
-        .bind(d.approved)
-        .bind(&d.decided_by)
-        .bind(d.decided_at)
-        .execute(&self.pool)
-        .await
-        .map(|done| done.rows_affected() == 1)
-    }
-
-    pub async fn tool_decision(
-        &self,
-        message_id: i64,
-        call_index: u32,
-        round: u32,
-    ) -> Result<Option<ToolDecision>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT message_id, call_index, round, arguments_hash, approved, decided_by, \
-             decided_at FROM tool_decisions WHERE message_id = ? AND call_index = ? AND round = ?",
-        )
-        .bind(message_id)
-        .bind(i64::from(call_index))
-        .bind(i64::from(round))
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    /// Threads by last activity, newest first, with their streaming replies
-    /// counted (`idx_threads_activity`, `idx_messages_live`).
-    pub async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
-        sqlx::query_as(LIST_THREADS)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-    }
-
-    pub async fn search(
-        &self,
-        terms: &[String],
-        scope: SearchScope<'_>,
-        before: i64,
-        limit: i64,
-    ) -> Result<Vec<FoundMessage>, sqlx::Error> {
-        let query = crate::search::fts5_query(terms);
-        match scope {
-            SearchScope::Listed => sqlx::query_as::<_, FoundMessage>(SEARCH_LISTED).bind(query),
-            SearchScope::Thread(thread) => sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD)
-                .bind(query)
-                .bind(thread),
-        }
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    pub async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
-        sqlx::query_as(THREAD_SUMMARY)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    /// A thread's entry for the thread list; `None` for an unlisted thread.
-    pub async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
-        sqlx::query_as(LISTED_THREAD_SUMMARY)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    /// Up to `limit` messages of a thread older than message `before`,
-    /// oldest first, and whether older ones remain. Keyed on the id (a
-    /// cursor), so rows added meanwhile never shift a page.
-    pub async fn messages_before(
-        &self,
-        thread_id: &str,
-        before: i64,
-        limit: i64,
-    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
-        let messages: Vec<Message> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(thread_id)
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(super::oldest_first_page(messages, limit))
-    }
-
-    /// Every message of a thread, oldest first (export).
-    pub async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
+impl Storage for SqliteStore {
+    async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
         sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY id"
         ))
@@ -415,50 +296,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Message `id` of thread `thread_id`; `None` when there is no such
-    /// message in that thread (a message is only ever read through its thread).
-    pub async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ?"
-        ))
-        .bind(id)
-        .bind(thread_id)
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    /// The user message a post with `request_id` stored in the thread, and
-    /// the replies it started (a retried post answers with these).
-    pub async fn posted_by_request(
-        &self,
-        thread_id: &str,
-        request_id: &str,
-    ) -> Result<Option<Posted>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        writes::posted_by_request(&mut conn, thread_id, request_id).await
-    }
-
-    /// The latest `limit` messages of a thread, oldest first, read in one
-    /// transaction with the revision they are current to.
-    pub async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let mut messages: Vec<Message> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(thread_id)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        messages.reverse();
-        let rev = thread_rev(&mut tx, thread_id).await?;
-        tx.commit().await?;
-        Ok(Snapshot { messages, rev })
-    }
-
-    /// Up to `limit` messages of the thread with ids above `after`, oldest
-    /// first: those changed after `since` (a streaming reply whose log moved
-    /// past it included), or without `since` the replies still streaming.
-    pub async fn changed_page(
+    async fn changed_page(
         &self,
         thread_id: &str,
         since: Option<i64>,
@@ -491,33 +329,11 @@ impl SqliteStore {
         select.fetch_all(&self.pool).await
     }
 
-    /// The revision a thread is at now.
-    pub async fn thread_rev(&self, thread_id: &str) -> Result<i64, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        thread_rev(&mut conn, thread_id).await
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
-    /// Up to `limit` messages of the thread with ids above `after`, oldest
-    /// first (the export, page by page).
-    pub async fn messages_after(
-        &self,
-        thread_id: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<Message>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND id > ? ORDER BY id LIMIT ?"
-        ))
-        .bind(thread_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// The prompt context for a reply: the thread's most recent `limit`
-    /// messages before it, oldest first, without empty placeholders.
-    pub async fn context(
+    async fn context(
         &self,
         thread_id: &str,
         before_id: i64,
@@ -536,50 +352,41 @@ impl SqliteStore {
         Ok(messages)
     }
 
-    /// A thread's own granularity, if it overrides the configured one.
-    pub async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, sqlx::Error> {
-        let value: Option<Option<String>> =
-            sqlx::query_scalar("SELECT granularity FROM threads WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(value.flatten().as_deref().and_then(Granularity::parse))
-    }
-
-    /// Sets (or, with `None`, clears) a thread's own granularity; false if
-    /// there is no such thread.
-    pub async fn set_thread_granularity(
-        &self,
-        id: &str,
-        granularity: Option<Granularity>,
-    ) -> Result<bool, sqlx::Error> {
-        sqlx::query("UPDATE threads SET granularity = ? WHERE id = ?")
-            .bind(granularity.map(Granularity::as_str))
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
-    }
-
-    /// Tokens used by a thread's replies, in total and per asking author.
-    pub async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
-        let by_author: Vec<AuthorUsage> = sqlx::query_as(
-            "SELECT requested_by AS author, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
-             COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COUNT(*) AS replies \
-             FROM messages WHERE thread_id = ? AND role = 'assistant' AND requested_by IS NOT NULL \
-             GROUP BY requested_by ORDER BY requested_by",
+    async fn create_thread(&self, id: &str, title: &str, listed: bool) -> Result<(), sqlx::Error> {
+        let now = crate::server::now_ms();
+        sqlx::query(
+            "INSERT INTO threads (id, title, listed, created_at, last_activity_at) \
+             VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(thread_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(UsageTotals::from_authors(by_author))
+        .bind(id)
+        .bind(title)
+        .bind(listed)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(drop)
     }
 
-    /// Start-up recovery: replies a crash left `streaming` become
-    /// `interrupted`, their body written from the log (every committed
-    /// byte) and the log emptied, in one transaction. Runs before the
-    /// writer starts.
-    pub async fn interrupt_streaming(&self) -> Result<u64, sqlx::Error> {
+    async fn decide_tool_call(&self, d: &ToolDecision) -> Result<bool, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO tool_decisions \
+             (message_id, call_index, round, arguments_hash, approved, decided_by, decided_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(d.message_id)
+        .bind(i64::from(d.call_index))
+        .bind(i64::from(d.round))
+        .bind(&d.arguments_hash)
+        .bind(d.approved)
+        .bind(&d.decided_by)
+        .bind(d.decided_at)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+    }
+
+    async fn interrupt_streaming(&self) -> Result<u64, sqlx::Error> {
         let now = crate::server::now_ms();
         let mut tx = self.begin().await?;
         let rev = tx.next_rev();
@@ -606,35 +413,191 @@ impl SqliteStore {
         Ok(interrupted)
     }
 
-    pub async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
+    async fn latest(&self, thread_id: &str, limit: i64) -> Result<Snapshot, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(thread_id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        messages.reverse();
+        let rev = thread_rev(&mut tx, thread_id).await?;
+        tx.commit().await?;
+        Ok(Snapshot { messages, rev })
+    }
+
+    async fn list_threads(&self, limit: i64) -> Result<Vec<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(LIST_THREADS)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn listed_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(LISTED_THREAD_SUMMARY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn log_rows(&self, id: i64) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", log_of!("?1")))
             .bind(id)
             .fetch_one(&self.pool)
             .await
     }
-}
 
-/// The highest revision stamped so far (on a message or a log row): the
-/// writer's counter continues after it.
-async fn max_rev(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT MAX((SELECT COALESCE(MAX(rev), 0) FROM messages), \
-         (SELECT COALESCE(MAX(rev), 0) FROM reply_log))",
-    )
-    .fetch_one(conn)
-    .await
-}
+    async fn message(&self, thread_id: &str, id: i64) -> Result<Option<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ?"
+        ))
+        .bind(id)
+        .bind(thread_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
 
-/// The revision a thread is current to: its messages' and its streaming
-/// replies' log rows'.
-async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT MAX(r) FROM (\
-         SELECT COALESCE(MAX(rev), 0) AS r FROM messages WHERE thread_id = ?1 \
-         UNION ALL SELECT {LAST_LOG_REV} FROM messages m \
-         WHERE m.thread_id = ?1 AND m.status = 'streaming')"
-    ))
-    .bind(thread_id)
-    .fetch_one(conn)
-    .await
+    async fn messages_after(
+        &self,
+        thread_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(thread_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn messages_before(
+        &self,
+        thread_id: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
+        let messages: Vec<Message> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(thread_id)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::oldest_first_page(messages, limit))
+    }
+
+    async fn posted_by_request(
+        &self,
+        thread_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Posted>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        writes::posted_by_request(&mut conn, thread_id, request_id).await
+    }
+
+    async fn rename_thread(&self, id: &str, title: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query("UPDATE threads SET title = ? WHERE id = ?")
+            .bind(title)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
+    }
+
+    async fn search(
+        &self,
+        terms: &[String],
+        scope: SearchScope<'_>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<FoundMessage>, sqlx::Error> {
+        let query = crate::search::fts5_query(terms);
+        match scope {
+            SearchScope::Listed => sqlx::query_as::<_, FoundMessage>(SEARCH_LISTED).bind(query),
+            SearchScope::Thread(thread) => sqlx::query_as::<_, FoundMessage>(SEARCH_THREAD)
+                .bind(query)
+                .bind(thread),
+        }
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn set_thread_granularity(
+        &self,
+        id: &str,
+        granularity: Option<Granularity>,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query("UPDATE threads SET granularity = ? WHERE id = ?")
+            .bind(granularity.map(Granularity::as_str))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
+
+    async fn thread(&self, id: &str) -> Result<Option<Thread>, sqlx::Error> {
+        sqlx::query_as("SELECT id, title, listed FROM threads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn thread_granularity(&self, id: &str) -> Result<Option<Granularity>, sqlx::Error> {
+        let value: Option<Option<String>> =
+            sqlx::query_scalar("SELECT granularity FROM threads WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value.flatten().as_deref().and_then(Granularity::parse))
+    }
+
+    async fn thread_rev(&self, thread_id: &str) -> Result<i64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        thread_rev(&mut conn, thread_id).await
+    }
+
+    async fn thread_summary(&self, id: &str) -> Result<Option<ThreadSummary>, sqlx::Error> {
+        sqlx::query_as(THREAD_SUMMARY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn tool_decision(
+        &self,
+        message_id: i64,
+        call_index: u32,
+        round: u32,
+    ) -> Result<Option<ToolDecision>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT message_id, call_index, round, arguments_hash, approved, decided_by, \
+             decided_at FROM tool_decisions WHERE message_id = ? AND call_index = ? AND round = ?",
+        )
+        .bind(message_id)
+        .bind(i64::from(call_index))
+        .bind(i64::from(round))
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    async fn usage_totals(&self, thread_id: &str) -> Result<UsageTotals, sqlx::Error> {
+        let by_author: Vec<AuthorUsage> = sqlx::query_as(
+            "SELECT requested_by AS author, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
+             COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COUNT(*) AS replies \
+             FROM messages WHERE thread_id = ? AND role = 'assistant' AND requested_by IS NOT NULL \
+             GROUP BY requested_by ORDER BY requested_by",
+        )
+        .bind(thread_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(UsageTotals::from_authors(by_author))
+    }
 }

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{body_hash, ChatEvent, Message, Part, ReplyStats, Role, Status, Usage};
 use crate::server::store::{
     postgres::{writes::Moved, PostgresStore},
+    storage::Storage,
     Change, CONTROL_CHANNEL, WAKE_CHANNEL,
 };
 use crate::server::{
