@@ -14,16 +14,17 @@
 //! The writer applies; it does not decide. What may be restarted, and with
 //! which row, is the outbox's business (`ingest/outbox.rs`).
 //!
-//! On PostgreSQL several instances write one database, each through its
-//! own writer. A transaction then locks the threads it writes (in id
-//! order) and takes their next revisions from them, so a thread's
-//! revisions are in commit order across instances. Each streaming reply
-//! is leased to one instance: the writer remembers the epoch of each
-//! lease it holds, refuses (and ends) a reply whose lease another instance
-//! took over, and renews its leases every third of their term. It does not
-//! publish: every instance's wake-up listener reads the committed rows
-//! back (`store/wakeups.rs`), its own included, so all viewers see one
-//! order.
+//! Where instances share the database (coordination's `Shared`), each
+//! writes through its own writer: a transaction locks the threads it
+//! writes (in id order) and takes their next revisions from them, so a
+//! thread's revisions are in commit order across instances. Each streaming
+//! reply is claimed by one instance: the writer remembers the epoch of
+//! each claim (`replies.rs`), refuses (and ends) a reply whose lease
+//! another instance took over, and renews its leases every third of their
+//! term. It does not publish then: every instance's listener reads the
+//! committed rows back, its own included, so all viewers see one order.
+//! The writer asks coordination at each of those points and never which
+//! kind it is.
 
 mod effects;
 mod pending;
