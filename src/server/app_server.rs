@@ -305,6 +305,7 @@ pub async fn serve(
         router: app.clone(),
         gate: state.gate.clone(),
         background: state.background.clone(),
+        enabled: state.config.lanes.lean_sse,
     };
     let listener = SseListener::new(listener, lean, limits.clone());
     let drain = {

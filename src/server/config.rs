@@ -28,6 +28,9 @@ pub struct Config {
     pub access: AccessConfig,
     pub search: SearchConfig,
     pub tools: ToolsConfig,
+    /// The hand-written fast paths (all on; one is turned off only to
+    /// measure what it buys: `STREAMCHAT_LANES_OFF`, docs/BENCHMARKS.md).
+    pub lanes: LanesConfig,
     /// Provider endpoint; `None` with no API key means the embedded demo.
     #[serde(skip)]
     pub openai_base_url: Option<String>,
@@ -177,6 +180,33 @@ impl Default for SearchConfig {
     }
 }
 
+/// The hand-written fast paths beside the libraries' paths, each kept only
+/// while a same-run measurement shows what it buys (docs/BENCHMARKS.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LanesConfig {
+    /// A batch of nothing but text as one autocommitted `INSERT` on the
+    /// writer's own SQLite connection (`rusqlite`), without a hop to sqlx's
+    /// worker thread.
+    pub append: bool,
+    /// A plain-`http://` provider's stream on a connection the reply's own
+    /// task drives (hyper), instead of reqwest's connection task.
+    pub http1: bool,
+    /// A fresh connection's first subscription served without hyper
+    /// (a close-delimited response from one task).
+    pub lean_sse: bool,
+}
+
+impl Default for LanesConfig {
+    fn default() -> Self {
+        Self {
+            append: true,
+            http1: true,
+            lean_sse: true,
+        }
+    }
+}
+
 /// Several instances on one PostgreSQL database.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -255,6 +285,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             search: SearchConfig::default(),
             tools: ToolsConfig::default(),
+            lanes: LanesConfig::default(),
             openai_base_url: None,
             openai_api_key: None,
         }
@@ -370,6 +401,7 @@ impl Config {
         self.stream_env(&set)?;
         self.limits_env(&set)?;
         self.access_env(&set)?;
+        self.lanes_env(&set)?;
         self.secrets_env(&set)?;
         self.check_limits()?;
         self.tools_env(&set)?;
@@ -498,6 +530,24 @@ impl Config {
             "STREAMCHAT_MAX_PROVIDER_LINE_BYTES" => max_provider_line_bytes,
             "STREAMCHAT_READ_TIMEOUT_SECS" => read_timeout_secs,
             "STREAMCHAT_SHUTDOWN_SECS" => shutdown_secs,
+        }
+        Ok(())
+    }
+
+    /// Lanes turned off to measure them (`append`, `http1`, `lean_sse`).
+    fn lanes_env(&mut self, set: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        let Some(off) = set("STREAMCHAT_LANES_OFF") else {
+            return Ok(());
+        };
+        for lane in off.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+            match lane {
+                "append" => self.lanes.append = false,
+                "http1" => self.lanes.http1 = false,
+                "lean_sse" => self.lanes.lean_sse = false,
+                _ => {
+                    anyhow::bail!("STREAMCHAT_LANES_OFF: {lane:?} is not append, http1 or lean_sse")
+                }
+            }
         }
         Ok(())
     }

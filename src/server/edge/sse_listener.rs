@@ -74,6 +74,8 @@ pub struct Lean {
     /// write the last events it was given (the replies' ends) before the
     /// pools close and the process exits.
     pub background: Background,
+    /// Off: every connection goes to hyper (to measure what this path buys).
+    pub enabled: bool,
 }
 
 impl SseListener {
@@ -121,6 +123,10 @@ async fn accept_loop(
         let handoff = handoff.clone();
         let limits = limits.clone();
         let background = state.background.clone();
+        if !state.enabled {
+            let _ = handoff.send((stream, addr, held)).await;
+            continue;
+        }
         background.spawn(async move {
             // Nothing at all within the header timeout: no request is coming.
             let Ok(first) =

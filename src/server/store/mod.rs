@@ -555,7 +555,7 @@ mod tests {
     async fn a_database_error_keeps_what_was_being_done() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite(
-            sqlite::SqliteStore::open(&dir.path().join("e.db"))
+            sqlite::SqliteStore::open(&dir.path().join("e.db"), true)
                 .await
                 .unwrap(),
         );

@@ -44,6 +44,8 @@ pub struct Provider {
     max_tokens: u32,
     /// The cap on a line, and on an event, of the stream's body.
     max_line: usize,
+    /// Plain `http://` on a connection the reply's task drives (`http1.rs`).
+    http1: bool,
 }
 
 impl Provider {
@@ -80,6 +82,7 @@ impl Provider {
             reasoning_effort: bot.reasoning_effort.clone(),
             max_tokens: bot.max_tokens,
             max_line: config.limits.max_provider_line_bytes,
+            http1: config.lanes.http1,
         }
     }
 
@@ -111,7 +114,8 @@ impl Provider {
             max_completion_tokens: self.reasoning_effort.is_some().then_some(self.max_tokens),
             tools,
         };
-        let response = transport::send(&self.http, &self.endpoint, &self.key, &request).await?;
+        let response =
+            transport::send(&self.http, &self.endpoint, &self.key, &request, self.http1).await?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = transport::retry_after(&response);

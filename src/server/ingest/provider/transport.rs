@@ -29,6 +29,7 @@ pub async fn send(
     endpoint: &str,
     key: &str,
     request: &ChatRequest,
+    http1_lane: bool,
 ) -> Result<reqwest::Response, StartError> {
     let body = serde_json::to_vec(request).map_err(|e| unreachable(&e.to_string()))?;
     let request = http
@@ -38,7 +39,7 @@ pub async fn send(
         .body(body)
         .build()
         .map_err(|e| unreachable(&without_url(&e)))?;
-    if http1::applies(&request) {
+    if http1_lane && http1::applies(&request) {
         http1::send(request)
             .await
             .map_err(|e| unreachable(&with_causes(&e)))

@@ -226,7 +226,9 @@ pub async fn open(config: &Config, instance: String) -> anyhow::Result<(Store, C
             !config.cluster.enabled,
             "cluster.enabled needs PostgreSQL (DATABASE_URL): a SQLite file serves one instance"
         );
-        let store = Store::sqlite(super::sqlite::SqliteStore::open(&config.database).await?);
+        let store = Store::sqlite(
+            super::sqlite::SqliteStore::open(&config.database, config.lanes.append).await?,
+        );
         return Ok((store, Coordination::solo()));
     };
     let lease = super::postgres::Lease {

@@ -144,11 +144,15 @@ pub struct SqliteStore {
     /// writer task (and start-up recovery, before it) uses it.
     writer: std::sync::Arc<tokio::sync::Mutex<WriterConnection>>,
     path: std::path::PathBuf,
+    /// Whether a batch of nothing but text is one lone `INSERT`.
+    append_lane: bool,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the embedded migrations.
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+    /// `append_lane`: a batch of nothing but text goes on the writer's own
+    /// connection (see [`WriterConnection`]); off, through a transaction.
+    pub async fn open(path: &Path, append_lane: bool) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -184,6 +188,7 @@ impl SqliteStore {
                 conn, appends, last_rev,
             ))),
             path: path.to_owned(),
+            append_lane,
         })
     }
 
@@ -223,6 +228,11 @@ impl SqliteStore {
         appends
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
             .expect("max page count");
+    }
+
+    /// Whether a batch of nothing but text is one lone `INSERT`.
+    pub fn append_lane(&self) -> bool {
+        self.append_lane
     }
 
     /// The writer's connection, waiting while the writer uses it (tests

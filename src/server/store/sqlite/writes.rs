@@ -158,7 +158,7 @@ pub async fn append_log_alone(
     store: &super::SqliteStore,
     rows: &mut [LogAppend<'_>],
 ) -> Result<Option<()>, sqlx::Error> {
-    if rows.len() > LOG_ROWS_PER_INSERT {
+    if rows.len() > LOG_ROWS_PER_INSERT || !store.append_lane() {
         return Ok(None);
     }
     let mut writer = store.writer_connection().await;
