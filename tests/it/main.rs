@@ -17,6 +17,7 @@ mod hostile_markdown;
 mod hostile_peers;
 mod idempotent_send;
 mod lagging_listener;
+mod lanes;
 mod layering;
 mod limits;
 mod load_smoke;

@@ -46,3 +46,19 @@ fn a_bot_reads_its_own_key_from_the_variable_it_names() {
         "a handle used twice is refused"
     );
 }
+
+#[test]
+fn lanes_are_on_unless_turned_off_by_name() {
+    let mut config = Config::default();
+    config.apply_env(|_| None).unwrap();
+    assert!(config.lanes.append && config.lanes.http1 && config.lanes.lean_sse);
+    let off = |v: &str| {
+        let v = v.to_owned();
+        move |name: &str| (name == "STREAMCHAT_LANES_OFF").then(|| v.clone())
+    };
+    let mut config = Config::default();
+    config.apply_env(off("append, lean_sse")).unwrap();
+    assert!(!config.lanes.append && config.lanes.http1 && !config.lanes.lean_sse);
+    let mut config = Config::default();
+    assert!(config.apply_env(off("warp")).is_err());
+}
