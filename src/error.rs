@@ -118,13 +118,13 @@ mod server {
     }
 
     /// An error and its whole `source()` chain, as one line: "a: b: c"
-    /// (a cause whose text its wrapper already shows is not repeated).
+    /// (a cause whose text the line already holds is not repeated).
     pub fn causes(error: &(dyn std::error::Error + 'static)) -> String {
         let mut line = error.to_string();
         let mut next = error.source();
         while let Some(cause) = next {
             let text = cause.to_string();
-            if !line.ends_with(&text) {
+            if !line.contains(&text) {
                 line.push_str(": ");
                 line.push_str(&text);
             }

@@ -125,13 +125,13 @@ impl AppState {
         let generations = self.generations.clone();
         self.coordination.start(
             self.hub.clone(),
-            move |id, by| {
+            Arc::new(move |id, by| {
                 generations.end(id, EndRequest::Stop { by });
-            },
-            move |thread_id, id| {
+            }),
+            Arc::new(move |thread_id, id| {
                 let ingest = ingest.clone();
-                async move { adopt::orphan(&ingest, thread_id, id).await }
-            },
+                Box::pin(async move { adopt::orphan(&ingest, thread_id, id).await })
+            }),
             &self.background,
         );
     }

@@ -11,7 +11,8 @@ use std::{
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/server");
 const FOLDERS: [&str; 4] = ["ingest", "store", "fanout", "edge"];
 
-fn files(dir: &Path) -> Vec<PathBuf> {
+/// Every `.rs` file under `dir`, in path order.
+pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -21,7 +22,27 @@ fn files(dir: &Path) -> Vec<PathBuf> {
             out.push(path);
         }
     }
+    out.sort();
     out
+}
+
+/// `file: word` for each of `words` found in the code of a file under
+/// `src/` that is not under one of `allowed` (a folder or a file).
+fn found_outside(allowed: &[PathBuf], words: &[&str]) -> Vec<String> {
+    let src = Path::new(SERVER).parent().unwrap();
+    let mut found = Vec::new();
+    for file in files(src) {
+        if allowed.iter().any(|a| file.starts_with(a)) {
+            continue;
+        }
+        let text = code(&file);
+        for word in words {
+            if text.contains(word) {
+                found.push(format!("{}: {word}", file.display()));
+            }
+        }
+    }
+    found
 }
 
 /// Source without `//` comments.
@@ -123,20 +144,10 @@ fn the_server_folders_depend_one_way() {
 #[test]
 fn no_database_driver_type_outside_the_store() {
     let store = Path::new(SERVER).join("store");
-    let src = Path::new(SERVER).parent().unwrap();
-    let mut offenders = Vec::new();
-    for file in files(src) {
-        if file.starts_with(&store) {
-            continue;
-        }
-        let text = code(&file);
-        if ["Sqlite", "PgPool", "PgConnection", "Postgres"]
-            .iter()
-            .any(|t| text.contains(t))
-        {
-            offenders.push(file);
-        }
-    }
+    let offenders = found_outside(
+        std::slice::from_ref(&store),
+        &["Sqlite", "PgPool", "PgConnection", "Postgres"],
+    );
     assert!(offenders.is_empty(), "{offenders:?}");
     assert!(code(&store.join("sqlite/mod.rs")).contains("SqlitePool"));
 }
@@ -148,26 +159,16 @@ fn no_database_driver_type_outside_the_store() {
 fn no_backend_question_outside_the_store() {
     let store = Path::new(SERVER).join("store");
     let config = Path::new(SERVER).join("config.rs");
-    let src = Path::new(SERVER).parent().unwrap();
-    let questions = [
-        "as_postgres",
-        "as_sqlite",
-        "Backend::Postgres",
-        "Backend::Sqlite",
-        "postgres_url",
-    ];
-    let mut offenders = Vec::new();
-    for file in files(src) {
-        if file.starts_with(&store) || file == config {
-            continue;
-        }
-        let text = code(&file);
-        for question in questions {
-            if text.contains(question) {
-                offenders.push(format!("{}: {question}", file.display()));
-            }
-        }
-    }
+    let offenders = found_outside(
+        &[store.clone(), config],
+        &[
+            "as_postgres",
+            "as_sqlite",
+            "Backend::Postgres",
+            "Backend::Sqlite",
+            "postgres_url",
+        ],
+    );
     assert!(offenders.is_empty(), "{offenders:?}");
     // The check sees the questions where they are asked.
     assert!(code(&store.join("coordination/mod.rs")).contains("postgres_url"));
@@ -200,36 +201,23 @@ fn the_backends_are_private_to_the_store() {
 fn no_branch_on_the_coordination_kind_outside_its_folder() {
     let folder = Path::new(SERVER).join("store/coordination");
     let config = Path::new(SERVER).join("config");
-    let src = Path::new(SERVER).parent().unwrap();
-    let questions = [
-        "cluster()",
-        "writer_publishes",
-        "Coordination::Single",
-        "Coordination::Cluster",
-        "Kind::Solo",
-        "Kind::Shared",
-        "Solo",
-        "Shared(",
-        "Cluster",
-        "cluster.enabled",
-        ".postgres()",
-        "Revisions",
-    ];
-    let mut offenders = Vec::new();
-    for file in files(src) {
-        if file.starts_with(&folder)
-            || file.starts_with(&config)
-            || file == config.with_extension("rs")
-        {
-            continue;
-        }
-        let text = code(&file);
-        for question in questions {
-            if text.contains(question) {
-                offenders.push(format!("{}: {question}", file.display()));
-            }
-        }
-    }
+    let offenders = found_outside(
+        &[folder.clone(), config.clone(), config.with_extension("rs")],
+        &[
+            "cluster()",
+            "writer_publishes",
+            "Coordination::Single",
+            "Coordination::Cluster",
+            "Kind::Solo",
+            "Kind::Shared",
+            "Solo",
+            "Shared(",
+            "Cluster",
+            "cluster.enabled",
+            ".postgres()",
+            "Revisions",
+        ],
+    );
     assert!(offenders.is_empty(), "{offenders:?}");
     // The check sees the kinds where they are chosen.
     let chosen = code(&folder.join("mod.rs"));

@@ -10,10 +10,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use syn::visit::Visit;
+
+use crate::layering::files;
 
 const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 
@@ -38,21 +40,6 @@ const LAYERS: &[&[&str]] = &[
     // The composition roots see everything.
     &["server::app_server", "lib", "main"],
 ];
-
-/// Every `.rs` file under `dir`.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
 
 /// A file's module path (`server::store::writer` for its `mod.rs`; `lib`
 /// and `main` for the roots).

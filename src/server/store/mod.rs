@@ -39,7 +39,6 @@ use crate::{
     model::{Granularity, Message, Part, Posted, Role, Status, Thread, ThreadSummary, UsageTotals},
 };
 
-pub use coordination::LISTENER_APP_NAME;
 pub use coordination::{AtShutdown, Coordination};
 pub use sqlite::LIST_THREADS;
 
@@ -514,6 +513,16 @@ impl Store {
         async { on_backend!(self, s => s.interrupt_streaming().await) }
             .await
             .map_err(doing!("Store::interrupt_streaming"))
+    }
+
+    /// Whether a batch of nothing but text can be one statement outside a
+    /// transaction ([`Store::append_log`]): where the store numbers every
+    /// change alone, and the lane is on.
+    pub fn appends_alone(&self) -> bool {
+        match &self.0 {
+            Backend::Sqlite(s) => s.append_lane(),
+            Backend::Postgres(_) => false,
+        }
     }
 
     /// Appends log rows in one atomic statement without a transaction

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use async_openai::error::{OpenAIError, WrappedError};
 
+use crate::error::causes;
+
 /// Why a completion could not start.
 #[derive(Debug)]
 pub struct StartError {
@@ -160,21 +162,6 @@ pub fn without_url(e: &reqwest::Error) -> String {
     words
 }
 
-/// An error's words followed by its causes' (each once).
-pub(super) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut words = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !words.contains(&text) {
-            words.push_str(": ");
-            words.push_str(&text);
-        }
-        source = cause.source();
-    }
-    words
-}
-
 /// A failure after the stream started, in words safe to show.
 pub fn stream_error(e: &OpenAIError) -> String {
     if let OpenAIError::InvalidArgument(ours) = e {
@@ -189,7 +176,7 @@ fn stream_error_words(e: &OpenAIError) -> String {
             format!("The provider sent a malformed chunk: {err}")
         }
         OpenAIError::StreamError(err) => {
-            format!("The provider's stream broke: {}", with_causes(err.as_ref()))
+            format!("The provider's stream broke: {}", causes(err.as_ref()))
         }
         OpenAIError::Reqwest(e) => format!("The provider's stream broke: {}", without_url(e)),
         OpenAIError::ApiError(api) => {

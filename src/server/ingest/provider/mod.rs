@@ -21,9 +21,7 @@ mod http1;
 mod transport;
 mod wire;
 
-pub use decode::{chunks, BodyError};
-pub use errors::{readable_error, shown, shown_without_urls, stream_error, StartError};
-pub use transport::parse_retry_after;
+pub use errors::{shown, shown_without_urls, stream_error, StartError};
 pub use wire::*;
 
 use crate::model::DEMO_MODEL;

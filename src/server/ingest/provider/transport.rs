@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 
 use super::{
     decode::BodyError,
-    errors::{unreachable, with_causes, without_url, StartError},
+    errors::{unreachable, without_url, StartError},
     http1,
     wire::ChatRequest,
 };
@@ -42,7 +42,7 @@ pub async fn send(
     if http1_lane && http1::applies(&request) {
         http1::send(request)
             .await
-            .map_err(|e| unreachable(&with_causes(&e)))
+            .map_err(|e| unreachable(&crate::error::causes(&e)))
     } else {
         http.execute(request)
             .await

@@ -33,12 +33,12 @@
 mod shared;
 mod solo;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
 
 use shared::Shared;
 use solo::Solo;
-
-pub use shared::LISTENER_APP_NAME;
 
 use super::{writer::Command, Store, StoreError, Tx};
 use crate::model::{ChatEvent, Message};
@@ -63,6 +63,14 @@ macro_rules! each {
         }
     };
 }
+
+/// Called with reply `id` and who asked, when someone pressed Stop on it
+/// on any instance.
+pub type OnStop = Arc<dyn Fn(i64, String) + Send + Sync>;
+
+/// Called with each reply found without a live producer (thread, id);
+/// answers false once no more should be handed out (shutdown began).
+pub type OnOrphan = Arc<dyn Fn(String, i64) -> BoxFuture<'static, bool> + Send + Sync>;
 
 /// What shutdown does with a reply still generating here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,16 +148,7 @@ impl Coordination {
     /// of the lease for replies whose producer's lease ran out, each
     /// handed to `on_orphan(thread, id)` one by one. Alone: none (the
     /// writer publishes; start-up ended what a crash left streaming).
-    pub fn start<F, Fut>(
-        &self,
-        hub: Hub,
-        on_stop: impl Fn(i64, String) + Send + Sync + 'static,
-        on_orphan: F,
-        background: &Background,
-    ) where
-        F: Fn(String, i64) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = bool> + Send,
-    {
+    pub fn start(&self, hub: Hub, on_stop: OnStop, on_orphan: OnOrphan, background: &Background) {
         each!(self, c => c.start(hub, on_stop, on_orphan, background))
     }
 

@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
     num::NonZeroU32,
     sync::{Arc, Mutex},
     time::Duration,
@@ -11,7 +10,7 @@ use std::{
 
 use governor::clock::{Clock, DefaultClock};
 
-use super::{AtShutdown, Command, Store, StoreError, Tx};
+use super::{AtShutdown, Command, OnOrphan, OnStop, Store, StoreError, Tx};
 use crate::model::{ChatEvent, Message};
 use crate::server::{fanout::hub::Hub, Background};
 
@@ -86,17 +85,7 @@ impl Solo {
         AtShutdown::Interrupt
     }
 
-    pub(super) fn start<F, Fut>(
-        &self,
-        _hub: Hub,
-        _on_stop: impl Fn(i64, String) + Send + Sync + 'static,
-        _on_orphan: F,
-        _background: &Background,
-    ) where
-        F: Fn(String, i64) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = bool> + Send,
-    {
-    }
+    pub(super) fn start(&self, _: Hub, _: OnStop, _: OnOrphan, _: &Background) {}
 
     pub(super) fn keep_claims(&self, _writer: tokio::sync::mpsc::WeakSender<Command>) {}
 

@@ -19,7 +19,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
     time::Duration,
 };
 
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{body_hash, ChatEvent, Message, Part, ReplyStats, Role, Status, Usage};
 use crate::server::store::{
+    coordination::OnStop,
     postgres::{writes::Moved, PostgresStore},
     storage::Storage,
     Change, CONTROL_CHANNEL, WAKE_CHANNEL,
@@ -40,7 +40,7 @@ use crate::server::{
 
 /// The application name of the listening connection
 /// (`pg_stat_activity.application_name`), followed by the instance.
-pub const LISTENER_APP_NAME: &str = "streamchat-listen";
+const LISTENER_APP_NAME: &str = "streamchat-listen";
 
 /// A control message between instances.
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,16 +77,11 @@ pub(super) async fn thread_changed(pg: &PostgresStore, thread_id: &str) {
 
 /// Starts the listener; `on_stop(id, by)` is called when someone pressed
 /// Stop on reply `id` (on any instance).
-pub(super) fn spawn(
-    store: PostgresStore,
-    hub: Hub,
-    on_stop: impl Fn(i64, String) + Send + Sync + 'static,
-    background: &Background,
-) {
+pub(super) fn spawn(store: PostgresStore, hub: Hub, on_stop: OnStop, background: &Background) {
     let listener = Listener {
         store,
         hub,
-        on_stop: Arc::new(on_stop),
+        on_stop,
         lengths: HashMap::new(),
     };
     background.spawn(listener.run(background.stop.clone()));
@@ -95,7 +90,7 @@ pub(super) fn spawn(
 struct Listener {
     store: PostgresStore,
     hub: Hub,
-    on_stop: Arc<dyn Fn(i64, String) + Send + Sync>,
+    on_stop: OnStop,
     /// The length of each streaming reply's text (answer, thinking) as
     /// published here: a reply whose end arrives with other lengths (its
     /// last log rows were folded into the row before they were read) is

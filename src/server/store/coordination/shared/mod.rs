@@ -13,13 +13,11 @@
 mod listener;
 mod statements;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
-pub use listener::LISTENER_APP_NAME;
-
-use super::{AtShutdown, Command, Store, StoreError, Tx};
+use super::{AtShutdown, Command, OnOrphan, OnStop, Store, StoreError, Tx};
 use crate::model::{ChatEvent, Message};
 use crate::server::{fanout::hub::Hub, store::postgres::PostgresStore, Background};
 
@@ -92,16 +90,13 @@ impl Shared {
         AtShutdown::HandOver
     }
 
-    pub(super) fn start<F, Fut>(
+    pub(super) fn start(
         &self,
         hub: Hub,
-        on_stop: impl Fn(i64, String) + Send + Sync + 'static,
-        on_orphan: F,
+        on_stop: OnStop,
+        on_orphan: OnOrphan,
         background: &Background,
-    ) where
-        F: Fn(String, i64) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = bool> + Send,
-    {
+    ) {
         listener::spawn(self.store.clone(), hub, on_stop, background);
         // Often enough that a reply is taken over within its lease plus a
         // fraction of a second.
@@ -117,11 +112,7 @@ impl Shared {
 
     /// Hands every reply whose lease ran out to `on_orphan`, one by one,
     /// until it says to stop (shutdown began).
-    async fn hand_out_orphans<F, Fut>(&self, on_orphan: F)
-    where
-        F: Fn(String, i64) -> Fut,
-        Fut: Future<Output = bool>,
-    {
+    async fn hand_out_orphans(&self, on_orphan: OnOrphan) {
         let expired = match self.expired_leases().await {
             Ok(expired) => expired,
             Err(e) => {

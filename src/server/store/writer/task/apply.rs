@@ -429,6 +429,9 @@ impl WriterTask {
         &mut self,
         commands: &[Command],
     ) -> Result<Option<Effects>, StoreError> {
+        if !self.store.appends_alone() {
+            return Ok(None);
+        }
         let mut pending = Pending::default();
         for command in commands {
             let Command::Append {
