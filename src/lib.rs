@@ -9,6 +9,7 @@
 //! - [`app`] and [`ui`]: the Leptos shell, router and components.
 //! - [`tools`]: a reply's tool calls, the log of records its third part is.
 //! - [`markdown`]: message bodies to sanitized HTML, the same on both sides.
+//! - [`pretty_json`]: a tool call's JSON arguments laid out for reading.
 //! - [`live`]: the browser's per-thread subscription and the message store it feeds.
 //! - `server` (feature `ssr`): state, config, store, outbox, generation, provider,
 //!   writer (appender), hub, SSE.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod live;
 pub mod markdown;
 pub mod model;
+pub mod pretty_json;
 pub mod search;
 pub mod tools;
 pub mod ui;

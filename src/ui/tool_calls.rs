@@ -12,16 +12,9 @@ use crate::{
     live::MessageList,
     markdown::{code_block, to_html},
     model::Status,
+    pretty_json,
     tools::{ToolCall, ToolLog, ToolState},
 };
-
-/// The arguments as the model wrote them, indented when they are JSON.
-fn pretty_arguments(arguments: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(arguments)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| arguments.to_owned())
-}
 
 /// What a card says about its call: its state, or, for a call the reply
 /// ended without finishing, that it never finished.
@@ -67,7 +60,7 @@ fn ToolCard(id: i64, call: ToolCall, status: Signal<Status>) -> impl IntoView {
     let decide = (state == ToolState::Waiting)
         .then(|| view! { <Decide id call=call.index hash=call.arguments_hash() status/> });
     let label = move || state_label(state, status.get());
-    let arguments = to_html(&code_block(&pretty_arguments(&call.arguments), "json"));
+    let arguments = to_html(&code_block(&pretty_json::pretty(&call.arguments), "json"));
     let output = call.output.as_deref().map(|o| to_html(&code_block(o, "")));
     let duration = call.ms.map(|ms| format!("{ms} ms"));
     let decided = call.decided_by.clone().map(|by| match state {

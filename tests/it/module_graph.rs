@@ -23,7 +23,14 @@ const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 /// the ones below. The longest matching prefix gives a module's layer.
 const LAYERS: &[&[&str]] = &[
     // Shared types and pure functions (server and browser).
-    &["model", "markdown", "search", "tools", "error"],
+    &[
+        "model",
+        "markdown",
+        "pretty_json",
+        "search",
+        "tools",
+        "error",
+    ],
     // What every server part may use.
     &["server", "server::config", "server::metrics"],
     // The server's data path, lowest first.
