@@ -103,7 +103,8 @@ async fn a_whole_reply_read_at_once_reaches_the_viewer_whole(lag: Lag) {
     if let Lag::PausedAndReconnected = lag {
         let listening: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE application_name = 'streamchat-listen:lagging'",
+             WHERE application_name = 'streamchat-listen:lagging' \
+             AND datname = current_database()",
         )
         .fetch_one(&db.pool)
         .await

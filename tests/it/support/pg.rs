@@ -130,7 +130,8 @@ impl PgDb {
     /// server's side; what each matching backend said (true: terminated).
     pub async fn terminate_listener(&self, instance: &str) -> Vec<bool> {
         sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND datname = current_database()",
         )
         .bind(format!("streamchat-listen:{instance}"))
         .fetch_all(&self.pool)

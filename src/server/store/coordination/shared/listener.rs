@@ -108,6 +108,8 @@ impl Listener {
         self.hub.send_presence_to(presence_out);
         let owner = self.pg().lease().owner.clone();
         let mut reconnecting = false;
+        let mut repeat = tokio::time::interval(PRESENCE_REPEAT);
+        repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let mut listener = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -117,40 +119,53 @@ impl Listener {
                 self.catch_up().await;
             }
             reconnecting = true;
-            let mut repeat = tokio::time::interval(PRESENCE_REPEAT);
             loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    received = listener.try_recv() => match received {
-                        Ok(Some(notification)) => {
-                            if notification.channel() == WAKE_CHANNEL {
-                                self.wake(notification.payload()).await;
-                            } else {
-                                self.control(notification.payload(), &owner).await;
+                // One `try_recv` is polled until it ends, the timers served
+                // meanwhile: it is not cancel-safe. On a lost connection it
+                // listens again before returning `Ok(None)`; dropped in
+                // between, the next call would find the new connection and
+                // the catch-up below would never run.
+                let received = {
+                    let next = listener.try_recv();
+                    tokio::pin!(next);
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            received = &mut next => break received,
+                            Some((thread, watchers)) = presence_in.recv() => {
+                                self.announce(&owner, thread, watchers).await;
                             }
+                            _ = repeat.tick() => self.repeat(&owner).await,
                         }
-                        Ok(None) => {
-                            tracing::warn!("the wake-up connection closed; listening again");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the wake-up connection failed; listening again");
-                            break;
-                        }
-                    },
-                    Some((thread, watchers)) = presence_in.recv() => {
-                        self.announce(&owner, thread, watchers).await;
                     }
-                    _ = repeat.tick() => {
-                        for (thread, watchers) in self.hub.local_watchers() {
-                            self.announce(&owner, thread, watchers).await;
-                        }
-                        if let Err(e) = self.pg().prune_log().await {
-                            tracing::warn!(error = %e, "could not prune ended replies' log rows");
-                        }
+                };
+                match received {
+                    Ok(Some(notification)) if notification.channel() == WAKE_CHANNEL => {
+                        self.wake(notification.payload()).await;
+                    }
+                    Ok(Some(notification)) => self.control(notification.payload(), &owner).await,
+                    Ok(None) => {
+                        tracing::warn!("the wake-up connection closed; listening again");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the wake-up connection failed; listening again");
+                        break;
                     }
                 }
             }
+        }
+    }
+
+    /// Every [`PRESENCE_REPEAT`]: this instance's viewer counts again (an
+    /// instance that missed one learns them), and ended replies' log rows
+    /// pruned.
+    async fn repeat(&self, owner: &str) {
+        for (thread, watchers) in self.hub.local_watchers() {
+            self.announce(owner, thread, watchers).await;
+        }
+        if let Err(e) = self.pg().prune_log().await {
+            tracing::warn!(error = %e, "could not prune ended replies' log rows");
         }
     }
 
