@@ -141,110 +141,72 @@ struct Position {
 }
 
 /// A subscription's bytes: the snapshot from `from`, then live events
-/// (resynced from the database after a lag) until shutdown. `guard` is
-/// held for its life (viewer count, presence, the client's slot).
+/// gathered and written together (resynced from the database after a lag)
+/// until shutdown. `guard` is held for its life (viewer count, presence,
+/// the client's slot).
+///
+/// One generator per subscription, its reads boxed: an idle viewer holds
+/// its position and channel, not the state of a read it is not making
+/// (10,000 idle viewers are S4).
 fn stream(
     state: Subscriptions,
     thread_id: String,
     from: Position,
-    live: Receiver<Arc<Envelope>>,
+    mut live: Receiver<Arc<Envelope>>,
     guard: impl Send + 'static,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);
-    let Position {
-        since,
-        first_rev,
-        granularity,
-    } = from;
     async_stream::stream! {
         let _viewer = guard;
-        let mut out = Output::new(granularity, max_delay);
-        out.rev = first_rev;
-        // The snapshot goes out a page at a time, each read only once the
-        // previous one was taken by the socket: a client that does not
-        // read holds one page, not the thread. (On the heap, and gone
-        // once sent: an idle viewer does not keep the reads' state.)
-        {
-            let mut first = Box::pin(snapshot(state.store.clone(), thread_id.clone(), since));
-            while let Some(frames) = first.next().await {
-                let Ok(frames) = frames else { return };
-                yield frames;
-            }
-        }
-        out.sync();
-        for bytes in out.take() {
-            yield bytes;
-        }
-        let mut events = std::pin::pin!(live_events(state, thread_id, out, live));
-        while let Some(bytes) = events.next().await {
-            yield bytes;
-        }
-    }
-}
-
-/// After the snapshot: live events, gathered and written together, the
-/// subscriber resynced from the database after a lag, until shutdown.
-fn live_events(
-    state: Subscriptions,
-    thread_id: String,
-    mut out: Output,
-    mut live: Receiver<Arc<Envelope>>,
-) -> impl Stream<Item = Bytes> + Send + 'static {
-    async_stream::stream! {
+        let mut out = Output::new(from.granularity, max_delay);
+        out.rev = from.first_rev;
+        // The snapshot, and after a lag the rows changed since, go out a
+        // page at a time, each read once the socket took the one before:
+        // a client that does not read holds one page, not the thread.
+        let mut pages = Some(Box::pin(snapshot(state.store.clone(), thread_id.clone(), from.since)));
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         // Made once, not per event (each one joins and leaves a waiter list).
         let stopping = state.shutdown.clone().cancelled_owned();
         tokio::pin!(stopping);
         loop {
+            if let Some(mut reading) = pages.take() {
+                while let Some(frames) = reading.next().await {
+                    let Ok(frames) = frames else { return };
+                    yield frames;
+                }
+                out.sync();
+                for bytes in out.take() {
+                    yield bytes;
+                }
+            }
             // Shutdown is looked at last: the ends of replies committed
             // before it (the writer has closed by then) still go out.
             let received = tokio::select! {
                 biased;
                 _ = sleep_until(out.batcher.deadline()) => {
                     out.due(Instant::now());
-                    for bytes in out.take() {
-                        yield bytes;
-                    }
-                    continue;
+                    None
                 }
                 _ = keep_alive.tick() => {
                     yield Bytes::from_static(b":\n\n");
                     continue;
                 }
-                received = live.recv() => received,
+                received = live.recv() => Some(received),
                 _ = &mut stopping => break,
             };
-            let mut received = Some(received);
-            let mut written = 0;
-            // This event and every one already waiting go out in one write.
-            while let Some(result) = received.take() {
-                match result {
-                    _ if needs_resync(&result, &thread_id) => {
-                        out.flush_held();
-                        let Ok(rev) = state.store.thread_rev(&thread_id).await else {
-                            tracing::error!("resync failed; closing the subscription");
-                            return;
-                        };
-                        // What was written before the lag goes first.
-                        for bytes in out.take() {
-                            yield bytes;
-                        }
-                        let mut again = std::pin::pin!(snapshot(state.store.clone(), thread_id.clone(), Some(out.rev)));
-                        while let Some(frames) = again.next().await {
-                            let Ok(frames) = frames else { return };
-                            yield frames;
-                        }
-                        out.rev = out.rev.max(rev);
-                        out.sync();
-                    }
-                    Ok(envelope) => out.live(&envelope, Instant::now()),
-                    // Closed (a lag took the resync branch above).
-                    Err(_) => return,
+            match received.map(|first| gather(&mut out, &mut live, first, &thread_id)) {
+                Some(Gathered::Closed) => return,
+                Some(Gathered::Resync) => {
+                    out.flush_held();
+                    let Ok(rev) = Box::pin(state.store.thread_rev(&thread_id)).await else {
+                        tracing::error!("resync failed; closing the subscription");
+                        return;
+                    };
+                    // What was written before the lag goes first (below).
+                    pages = Some(Box::pin(snapshot(state.store.clone(), thread_id.clone(), Some(out.rev))));
+                    out.rev = out.rev.max(rev);
                 }
-                written += 1;
-                if written < MAX_WRITE {
-                    received = waiting(&mut live);
-                }
+                Some(Gathered::Written) | None => {}
             }
             let ready = out.take();
             if !ready.is_empty() {
@@ -256,6 +218,44 @@ fn live_events(
             }
         }
     }
+}
+
+/// What [`gather`] did with what the live channel held.
+#[derive(Debug, PartialEq)]
+enum Gathered {
+    /// Every event taken is in the output.
+    Written,
+    /// The subscriber must reload from the database (events before the
+    /// one that said so are in the output).
+    Resync,
+    /// The channel closed.
+    Closed,
+}
+
+/// Takes `first` and every event already waiting, up to [`MAX_WRITE`],
+/// into `out`: they go out in one write.
+fn gather(
+    out: &mut Output,
+    live: &mut Receiver<Arc<Envelope>>,
+    first: Result<Arc<Envelope>, RecvError>,
+    thread_id: &str,
+) -> Gathered {
+    let mut received = Some(first);
+    let mut written = 0;
+    while let Some(result) = received.take() {
+        if needs_resync(&result, thread_id) {
+            return Gathered::Resync;
+        }
+        match result {
+            Ok(envelope) => out.live(&envelope, Instant::now()),
+            Err(_) => return Gathered::Closed,
+        }
+        written += 1;
+        if written < MAX_WRITE {
+            received = waiting(live);
+        }
+    }
+    Gathered::Written
 }
 
 /// Whether a received item means the subscriber must reload from the
@@ -633,5 +633,94 @@ fn delta_len(delta: &ChatEvent) -> usize {
     match delta {
         ChatEvent::Delta { text, .. } => text.len(),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::broadcast;
+
+    use super::*;
+
+    fn delta(rev: i64, offset: usize) -> Arc<Envelope> {
+        let event = ChatEvent::Delta {
+            id: 7,
+            part: Part::Answer,
+            offset,
+            text: "x".into(),
+        };
+        let frame = format!("data:{}\n\n", serde_json::to_string(&event).unwrap());
+        Arc::new(Envelope {
+            rev,
+            frame: Bytes::from(frame),
+            event,
+            resync: false,
+        })
+    }
+
+    fn written(out: &mut Output) -> String {
+        let bytes: Vec<u8> = out.take().concat();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn output() -> Output {
+        Output::new(Granularity::Token, Duration::from_millis(100))
+    }
+
+    #[tokio::test]
+    async fn waiting_events_go_out_together_up_to_the_write_cap() {
+        let (tx, mut live) = broadcast::channel(1024);
+        for rev in 1..=300 {
+            tx.send(delta(rev, rev as usize - 1)).unwrap();
+        }
+        let mut out = output();
+        let first = live.recv().await;
+        assert_eq!(gather(&mut out, &mut live, first, "t"), Gathered::Written);
+        let text = written(&mut out);
+        assert_eq!(text.matches("data:").count(), MAX_WRITE);
+        assert_eq!(out.rev, MAX_WRITE as i64);
+        // The rest waits for the next write, in order.
+        assert_eq!(live.recv().await.unwrap().rev, MAX_WRITE as i64 + 1);
+    }
+
+    #[tokio::test]
+    async fn events_the_snapshot_covered_are_not_sent_again() {
+        let (tx, mut live) = broadcast::channel(16);
+        for rev in 1..=5 {
+            tx.send(delta(rev, rev as usize - 1)).unwrap();
+        }
+        let mut out = output();
+        out.rev = 3;
+        let first = live.recv().await;
+        assert_eq!(gather(&mut out, &mut live, first, "t"), Gathered::Written);
+        let text = written(&mut out);
+        assert_eq!(text.matches("data:").count(), 2, "{text}");
+        assert!(text.contains(r#""o":3"#) && text.contains(r#""o":4"#));
+    }
+
+    #[tokio::test]
+    async fn a_lag_asks_for_a_resync_and_keeps_what_came_before() {
+        let (tx, mut live) = broadcast::channel(4);
+        let mut out = output();
+        tx.send(delta(1, 0)).unwrap();
+        let first = live.recv().await;
+        // Ten more than the channel holds: the subscriber lagged.
+        for rev in 2..=11 {
+            tx.send(delta(rev, rev as usize - 1)).unwrap();
+        }
+        assert_eq!(gather(&mut out, &mut live, first, "t"), Gathered::Resync);
+        assert_eq!(written(&mut out).matches("data:").count(), 1);
+        assert_eq!(out.rev, 1, "a resync reads from the last revision sent");
+    }
+
+    #[tokio::test]
+    async fn a_closed_channel_ends_the_subscription() {
+        let (tx, mut live) = broadcast::channel::<Arc<Envelope>>(4);
+        drop(tx);
+        let first = live.recv().await;
+        assert_eq!(
+            gather(&mut output(), &mut live, first, "t"),
+            Gathered::Closed
+        );
     }
 }
