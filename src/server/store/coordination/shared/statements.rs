@@ -4,7 +4,7 @@
 //! and control messages between instances. (A transaction's lease
 //! statements, run by the writer, are the PostgreSQL backend's `PgTx`.)
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use super::Shared;
 use crate::{
@@ -122,14 +122,16 @@ impl PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        // A streaming row read above already holds its log's text (an
+        // ended one holds it too, but its text goes out first as deltas).
+        let whole: HashSet<i64> = messages
+            .iter()
+            .filter(|m| m.status == Status::Streaming)
+            .map(|m| m.id)
+            .collect();
         let mut changes: Vec<Change> = Vec::with_capacity(messages.len() + log.len());
         for (id, part, offset, rev, text) in log {
-            // A streaming row read above already holds this text (an ended
-            // one holds it too, but its text goes out first as deltas).
-            if messages
-                .iter()
-                .any(|m| m.id == id && m.status == Status::Streaming)
-            {
+            if whole.contains(&id) {
                 continue;
             }
             let Ok(part) = Part::try_from(part as u8) else {
