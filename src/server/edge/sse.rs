@@ -658,6 +658,12 @@ mod tests {
         })
     }
 
+    fn send_deltas(tx: &broadcast::Sender<Arc<Envelope>>, revs: std::ops::RangeInclusive<i64>) {
+        for rev in revs {
+            tx.send(delta(rev, rev as usize - 1)).unwrap();
+        }
+    }
+
     fn written(out: &mut Output) -> String {
         let bytes: Vec<u8> = out.take().concat();
         String::from_utf8(bytes).unwrap()
@@ -670,9 +676,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_events_go_out_together_up_to_the_write_cap() {
         let (tx, mut live) = broadcast::channel(1024);
-        for rev in 1..=300 {
-            tx.send(delta(rev, rev as usize - 1)).unwrap();
-        }
+        send_deltas(&tx, 1..=300);
         let mut out = output();
         let first = live.recv().await;
         assert_eq!(gather(&mut out, &mut live, first, "t"), Gathered::Written);
@@ -686,9 +690,7 @@ mod tests {
     #[tokio::test]
     async fn events_the_snapshot_covered_are_not_sent_again() {
         let (tx, mut live) = broadcast::channel(16);
-        for rev in 1..=5 {
-            tx.send(delta(rev, rev as usize - 1)).unwrap();
-        }
+        send_deltas(&tx, 1..=5);
         let mut out = output();
         out.rev = 3;
         let first = live.recv().await;
@@ -702,12 +704,10 @@ mod tests {
     async fn a_lag_asks_for_a_resync_and_keeps_what_came_before() {
         let (tx, mut live) = broadcast::channel(4);
         let mut out = output();
-        tx.send(delta(1, 0)).unwrap();
+        send_deltas(&tx, 1..=1);
         let first = live.recv().await;
         // Ten more than the channel holds: the subscriber lagged.
-        for rev in 2..=11 {
-            tx.send(delta(rev, rev as usize - 1)).unwrap();
-        }
+        send_deltas(&tx, 2..=11);
         assert_eq!(gather(&mut out, &mut live, first, "t"), Gathered::Resync);
         assert_eq!(written(&mut out).matches("data:").count(), 1);
         assert_eq!(out.rev, 1, "a resync reads from the last revision sent");

@@ -23,7 +23,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgNotification, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{body_hash, ChatEvent, Message, Part, ReplyStats, Role, Status, Usage};
@@ -87,6 +87,14 @@ pub(super) fn spawn(store: PostgresStore, hub: Hub, on_stop: OnStop, background:
     background.spawn(listener.run(background.stop.clone()));
 }
 
+/// What the listener serves while it waits for the database.
+struct Timers {
+    /// Viewer counts changed on this instance (the hub sends them).
+    presence_in: tokio::sync::mpsc::UnboundedReceiver<(String, u32)>,
+    /// Every [`PRESENCE_REPEAT`]: [`Listener::repeat`].
+    repeat: tokio::time::Interval,
+}
+
 struct Listener {
     store: PostgresStore,
     hub: Hub,
@@ -104,12 +112,16 @@ impl Listener {
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
-        let (presence_out, mut presence_in) = tokio::sync::mpsc::unbounded_channel();
+        let (presence_out, presence_in) = tokio::sync::mpsc::unbounded_channel();
         self.hub.send_presence_to(presence_out);
         let owner = self.pg().lease().owner.clone();
         let mut reconnecting = false;
         let mut repeat = tokio::time::interval(PRESENCE_REPEAT);
         repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut timers = Timers {
+            presence_in,
+            repeat,
+        };
         loop {
             let mut listener = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -120,39 +132,50 @@ impl Listener {
             }
             reconnecting = true;
             loop {
-                // One `try_recv` is polled until it ends, the timers served
-                // meanwhile: it is not cancel-safe. On a lost connection it
-                // listens again before returning `Ok(None)`; dropped in
-                // between, the next call would find the new connection and
-                // the catch-up below would never run.
-                let received = {
-                    let next = listener.try_recv();
-                    tokio::pin!(next);
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            received = &mut next => break received,
-                            Some((thread, watchers)) = presence_in.recv() => {
-                                self.announce(&owner, thread, watchers).await;
-                            }
-                            _ = repeat.tick() => self.repeat(&owner).await,
-                        }
-                    }
+                let received = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    received = self.next(&mut listener, &mut timers, &owner) => received,
                 };
                 match received {
                     Ok(Some(notification)) if notification.channel() == WAKE_CHANNEL => {
                         self.wake(notification.payload()).await;
                     }
                     Ok(Some(notification)) => self.control(notification.payload(), &owner).await,
+                    // sqlx listened again before saying so: what was
+                    // committed meanwhile is read now.
                     Ok(None) => {
                         tracing::warn!("the wake-up connection closed; listening again");
-                        break;
+                        self.catch_up().await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "the wake-up connection failed; listening again");
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// The listener's next message, the presence channel and timer served
+    /// while it waits. One `try_recv` is polled until it ends: it is not
+    /// cancel-safe. On a lost connection it listens again before returning
+    /// `Ok(None)`; dropped in between, the next call would find the new
+    /// connection and the catch-up would never run.
+    async fn next(
+        &self,
+        listener: &mut PgListener,
+        timers: &mut Timers,
+        owner: &str,
+    ) -> Result<Option<PgNotification>, sqlx::Error> {
+        let next = listener.try_recv();
+        tokio::pin!(next);
+        loop {
+            tokio::select! {
+                received = &mut next => return received,
+                Some((thread, watchers)) = timers.presence_in.recv() => {
+                    self.announce(owner, thread, watchers).await;
+                }
+                _ = timers.repeat.tick() => self.repeat(owner).await,
             }
         }
     }
