@@ -410,7 +410,7 @@ pub fn is_safe_url(url: &str) -> bool {
 }
 
 /// Escapes text for element content, in the form HTML serialisers write.
-fn escape(text: &str, out: &mut String) {
+pub fn escape(text: &str, out: &mut String) {
     let mut last = 0;
     for (i, c) in text.char_indices() {
         let replacement = match c {
@@ -431,7 +431,7 @@ fn escape(text: &str, out: &mut String) {
 }
 
 /// Escapes text for a double-quoted attribute value.
-fn escape_attr(text: &str, out: &mut String) {
+pub fn escape_attr(text: &str, out: &mut String) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),

@@ -102,6 +102,8 @@ pub struct Home {
     pub threads: Vec<ThreadSummary>,
     /// Whether the server offers search (the page shows the box).
     pub search: bool,
+    /// Whether the app keeps its own accounts (the page links to yours).
+    pub accounts: bool,
 }
 
 /// Older messages of a thread, for scrolling back.
@@ -336,6 +338,8 @@ pub struct ThreadPage {
     pub request_id: String,
     /// Whether the server offers search (the page shows the box).
     pub search: bool,
+    /// Whether the app keeps its own accounts (the page links to yours).
+    pub accounts: bool,
 }
 
 /// What `send_message` committed: the user's message and, when the bot was

@@ -21,9 +21,11 @@ use tower_http::{
 };
 
 use super::{
-    config::Config,
+    accounts::Accounts,
+    config::{AccessMode, Config},
     edge::{
         access::{self, Gate},
+        account_pages,
         close_delimited::ConnectionLimits,
         connections::{self, DRAIN_MARGIN},
         export, health, limits, security, sse,
@@ -91,7 +93,14 @@ impl AppState {
                 "bot ready"
             );
         }
-        tracing::info!("state ready");
+        let accounts = (config.access.mode() == AccessMode::Accounts).then(|| {
+            let accounts =
+                Accounts::new(store.clone(), coordination.clone(), &config.access.accounts);
+            accounts.spawn_pruning(&background);
+            accounts.spawn_revalidation(&background);
+            accounts
+        });
+        tracing::info!(mode = ?config.access.mode(), "state ready");
         let config_access = config.access.clone();
         let site_addr = leptos_options.site_addr;
         let writes_per_minute = config.limits.writes_per_minute;
@@ -109,6 +118,7 @@ impl AppState {
             demo: DemoModel::default(),
             background,
             gate: Arc::new(Gate::new(&config_access, site_addr)),
+            accounts,
             writes: Budget::new(Spend::Writes, writes_per_minute),
             subscriptions: PerClient::new(subscriptions_per_client),
         };
@@ -181,7 +191,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/threads/{id}/events", get(sse::events))
         .route("/t/{id}/export.md", get(export::export))
         .route("/metrics", get(health::metrics))
-        .route("/healthz", get(health::healthz));
+        .route("/healthz", get(health::healthz))
+        .merge(account_pages::routes());
     if state.config.uses_demo() {
         router = router.route("/v1/chat/completions", post(demo::completions));
     }
@@ -219,7 +230,7 @@ pub fn router(state: AppState) -> Router {
         // The door, before anything else runs: the host, the identity, and
         // who is asking (for every limit after it).
         .layer(axum::middleware::from_fn_with_state(
-            state.gate.clone(),
+            <access::Door as FromRef<AppState>>::from_ref(&state),
             access::admit,
         ));
     let router = match instance {
@@ -275,7 +286,33 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let state = AppState::build(leptos_options, config, &self_base_url(addr)).await?;
+    announce_setup_link(&state, addr).await?;
     serve(listener, state, shutdown).await
+}
+
+/// With built-in accounts and no account yet: prints (and logs) the one
+/// link that makes the first admin.
+async fn announce_setup_link(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
+    let Some(accounts) = &state.accounts else {
+        return Ok(());
+    };
+    let Some(token) = accounts.setup_link().await? else {
+        return Ok(());
+    };
+    // Passkeys need a host name, not an address: a loopback or wildcard
+    // listener is reached as localhost.
+    let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let link = format!("http://{host}/setup?token={token}");
+    let minutes = accounts.config().setup_link_minutes;
+    println!(
+        "\nNo account yet. Make the first admin within {minutes} minutes, once, at:\n  {link}\n"
+    );
+    tracing::warn!(%link, minutes, "no account yet: this setup link makes the first admin");
+    Ok(())
 }
 
 /// Where a server on `addr` serves its own demo endpoint.

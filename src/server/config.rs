@@ -8,7 +8,9 @@ use serde::Deserialize;
 
 use crate::model::Granularity;
 
+mod accounts;
 mod tools;
+pub use accounts::{AccessMode, AccountsConfig};
 pub use tools::{Approval, Approver, Interrupted, McpServerConfig, ToolConfig, ToolsConfig};
 
 #[derive(Clone, Debug, Deserialize)]
@@ -133,6 +135,12 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
+    /// Who people are: `open` (the name they type), `proxy` (the
+    /// identity header below) or `accounts` (built-in sign-in). Default:
+    /// `proxy` when an identity header is set, else `open`.
+    pub mode: Option<AccessMode>,
+    /// The built-in accounts' settings (`accounts` mode).
+    pub accounts: AccountsConfig,
     /// A header set by a trusted authenticating proxy (oauth2-proxy,
     /// Authelia, ...), e.g. `X-Forwarded-User`. When set, its value is every
     /// post's author and who pressed Stop / Regenerate / Continue, whatever
@@ -154,9 +162,22 @@ pub struct AccessConfig {
     pub operator_paths: Vec<String>,
 }
 
+impl AccessConfig {
+    /// The mode in force: as set, else `proxy` with an identity header.
+    pub fn mode(&self) -> AccessMode {
+        self.mode.unwrap_or(if self.identity_header.is_some() {
+            AccessMode::Proxy
+        } else {
+            AccessMode::Open
+        })
+    }
+}
+
 impl Default for AccessConfig {
     fn default() -> Self {
         Self {
+            mode: None,
+            accounts: AccountsConfig::default(),
             identity_header: None,
             client_ip_header: None,
             trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
@@ -561,6 +582,11 @@ impl Config {
                 _ => anyhow::bail!("STREAMCHAT_SEARCH must be true or false"),
             };
         }
+        if let Some(v) = set("STREAMCHAT_ACCESS_MODE") {
+            self.access.mode = Some(AccessMode::parse(&v).ok_or_else(|| {
+                anyhow::anyhow!("STREAMCHAT_ACCESS_MODE: {v:?} is not open, proxy or accounts")
+            })?);
+        }
         if let Some(v) = set("STREAMCHAT_IDENTITY_HEADER") {
             self.access.identity_header = Some(v);
         }
@@ -579,6 +605,16 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_ALLOWED_HOSTS") {
             self.access.allowed_hosts = list(v);
         }
+        self.access.accounts.check()?;
+        anyhow::ensure!(
+            self.access.mode != Some(AccessMode::Proxy) || self.access.identity_header.is_some(),
+            "access.mode = \"proxy\" needs access.identity_header (the header the proxy sets)"
+        );
+        anyhow::ensure!(
+            self.access.mode.is_none_or(|m| m == AccessMode::Proxy)
+                || self.access.identity_header.is_none(),
+            "access.identity_header is only read in access.mode = \"proxy\""
+        );
         for cidr in &self.access.trusted_proxies {
             anyhow::ensure!(
                 parse_cidr(cidr).is_some(),

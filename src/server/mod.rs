@@ -2,8 +2,10 @@
 //! path (see docs/ARCHITECTURE.md): `ingest` (post -> provider -> deltas),
 //! `store` (the database and its single writer), `fanout` (the in-memory
 //! hub), `edge` (SSE, access, headers, export, health). `state` composes
-//! them; `app_server` wires and serves them.
+//! them; `app_server` wires and serves them. `accounts` is who people
+//! are when the app keeps its own accounts.
 
+pub mod accounts;
 pub mod config;
 pub mod edge;
 pub mod fanout;

@@ -7,8 +7,13 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use super::{
+    accounts::Accounts,
     config::Config,
-    edge::{access::Gate, limits::Writes, sse::Subscriptions},
+    edge::{
+        access::{Door, Gate},
+        limits::Writes,
+        sse::Subscriptions,
+    },
     fanout::hub::Hub,
     ingest::{
         bots::Bots,
@@ -45,6 +50,8 @@ pub struct AppState {
     pub background: Background,
     /// Who may come in, and who is asking (hosts, identity, client keys).
     pub gate: Arc<Gate>,
+    /// Built-in accounts (`access.mode = "accounts"`), else `None`.
+    pub accounts: Option<Accounts>,
     /// State-changing requests per client per minute.
     pub writes: Budget,
     /// Open live subscriptions per client.
@@ -61,6 +68,15 @@ impl FromRef<AppState> for Ingest {
             bots: state.bots.clone(),
             metrics: state.metrics.clone(),
             generations: state.generations.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Door {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            gate: state.gate.clone(),
+            accounts: state.accounts.clone(),
         }
     }
 }
@@ -83,6 +99,7 @@ impl FromRef<AppState> for Subscriptions {
             metrics: state.metrics.clone(),
             shutdown: state.background.stop.clone(),
             per_client: state.subscriptions.clone(),
+            accounts: state.accounts.clone(),
         }
     }
 }

@@ -22,7 +22,10 @@ pub fn HomePage() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="loading">"Loading threads…"</p> }>
                 {move || Suspend::new(async move {
                     match page.await {
-                        Ok(Home { threads, search }) => view! {
+                        Ok(Home { threads, search, accounts }) => view! {
+                            {accounts.then(|| view! {
+                                <p class="account-link"><a href="/account" rel="external">"Your account"</a></p>
+                            })}
                             {search.then(|| view! { <SearchBox thread=None/> })}
                             <NewThreadForm/>
                             <ThreadList threads/>

@@ -61,6 +61,7 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         signed_in,
         request_id,
         search,
+        accounts,
     } = page;
     let list = MessageList::new(thread.id.clone(), messages);
     provide_context(list);
@@ -118,6 +119,8 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         }
     });
     let export_href = format!("/t/{}/export.md", thread.id);
+    let account_label =
+        accounts.then(|| format!("Signed in as {}", signed_in.clone().unwrap_or_default()));
     let handles = bots
         .iter()
         .enumerate()
@@ -136,7 +139,12 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         <Title text=format!("{} · streamchat", thread.title)/>
         <main class="thread">
             <header class="thread-header">
-                <nav class="crumbs"><A href="/">"← All threads"</A></nav>
+                <nav class="crumbs">
+                    <A href="/">"← All threads"</A>
+                    {account_label.map(|label| view! {
+                        " · "<a href="/account" rel="external">{label}</a>
+                    })}
+                </nav>
                 <div class="title-row">
                     <h1>{title}</h1>
                     <RenameThread thread_id=thread.id.clone() title/>

@@ -6,6 +6,7 @@
 mod support;
 
 mod access;
+mod accounts;
 mod bots;
 mod cluster;
 mod cluster_chaos;

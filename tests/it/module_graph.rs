@@ -37,6 +37,8 @@ const LAYERS: &[&[&str]] = &[
     &["server::fanout"],
     &["server::store"],
     &["server::ingest"],
+    // Who people are (built-in accounts): the door and pages above ask it.
+    &["server::accounts"],
     &["server::edge"],
     &["server::state"],
     // Server functions, then the UI that calls them and the browser's

@@ -12,11 +12,12 @@ use axum::{
     extract::{connect_info::Connected, ConnectInfo, Request, State},
     http::{header, request::Parts, HeaderName},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use ipnet::IpNet;
 
 use crate::error::AppError;
+use crate::server::accounts::Accounts;
 use crate::server::config::{parse_cidr, AccessConfig};
 
 /// The address a connection comes from, put on every request it carries.
@@ -35,8 +36,12 @@ pub struct Requester {
     /// The proxy's identity, when one is configured: it replaces any name
     /// the request carries.
     pub identity: Option<String>,
-    /// What limits count by: the identity, or the client's address.
+    /// What limits count by: the account, the identity, or the client's
+    /// address.
     pub client: String,
+    /// Whether the browser reached us over HTTPS (a trusted proxy's
+    /// `X-Forwarded-Proto: https`): session cookies are then `Secure`.
+    pub https: bool,
 }
 
 impl Requester {
@@ -165,7 +170,14 @@ impl Gate {
             (None, Some(ip)) => client_key(ip),
             (None, None) => "ip:unknown".into(),
         };
-        Ok(Requester { identity, client })
+        let https = from_proxy
+            && header(&HeaderName::from_static("x-forwarded-proto"))
+                .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+        Ok(Requester {
+            identity,
+            client,
+            https,
+        })
     }
 
     fn serves_host(&self, host: &str) -> bool {
@@ -266,24 +278,93 @@ pub fn client_key(ip: IpAddr) -> String {
     }
 }
 
+/// The sign-in pages' paths (`account_pages.rs`), which need no session.
+const SIGN_IN_PATHS: [&str; 4] = ["/signin", "/setup", "/join", "/signout"];
+
+/// The door's state: the rules, and with built-in accounts, who a
+/// session cookie belongs to.
+#[derive(Clone)]
+pub struct Door {
+    pub gate: std::sync::Arc<Gate>,
+    pub accounts: Option<Accounts>,
+}
+
 /// Middleware on every route: refuses what [`Gate::admit`] refuses before
-/// any handler runs, and puts the [`Requester`] on the request.
-pub async fn admit(
-    State(gate): State<std::sync::Arc<Gate>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// any handler runs, and puts the [`Requester`] on the request. With
+/// built-in accounts, a live session's account is the requester (and its
+/// [`AccountRow`] rides along); without one, only the sign-in pages and
+/// static files answer: a page asks the browser to sign in first, anything
+/// else is 401.
+pub async fn admit(State(door): State<Door>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    match gate.admit(&parts) {
+    match door.admit(&mut parts).await {
         Ok(who) => {
             parts.extensions.insert(who);
             next.run(Request::from_parts(parts, body)).await
         }
-        Err(refusal) => {
-            tracing::info!(path = parts.uri.path(), status = %refusal.status(), "request refused at the door");
-            refusal.refusal(parts.uri.path())
+        Err(refusal) => refused(&parts, refusal),
+    }
+}
+
+impl Door {
+    async fn admit(&self, parts: &mut Parts) -> Result<Requester, AppError> {
+        let mut who = self.gate.admit(parts)?;
+        let Some(accounts) = &self.accounts else {
+            return Ok(who);
+        };
+        if let Some(token) = crate::server::accounts::cookie::session_token(&parts.headers) {
+            if let Some((account, session)) = accounts.session(&token).await? {
+                who.identity = Some(account.name.clone());
+                who.client = format!("account:{}", account.id);
+                parts.extensions.insert(account);
+                parts.extensions.insert(session);
+                return Ok(who);
+            }
+        }
+        if self.is_public(parts.uri.path()) {
+            Ok(who)
+        } else {
+            Err(AppError::Unauthorized("Sign in first.".into()))
         }
     }
+
+    /// What answers without a session: the sign-in pages, static files,
+    /// the operator's paths and the embedded demo model (the app calls it).
+    fn is_public(&self, path: &str) -> bool {
+        SIGN_IN_PATHS.contains(&path)
+            || path.starts_with("/pkg/")
+            || path == "/favicon.svg"
+            || path == "/v1/chat/completions"
+            || self.gate.operator_paths.iter().any(|p| p == path)
+    }
+}
+
+/// A refusal at the door. A page (a browser navigating) that needs a
+/// session is sent to sign in, and comes back after.
+fn refused(parts: &Parts, refusal: AppError) -> Response {
+    let path = parts.uri.path();
+    let navigating = parts.method == axum::http::Method::GET
+        && parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+    if matches!(refusal, AppError::Unauthorized(_)) && navigating && !path.starts_with("/api/") {
+        let back = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let to = format!(
+            "/signin?next={}",
+            percent_encoding::utf8_percent_encode(back, percent_encoding::NON_ALPHANUMERIC)
+        );
+        if let Ok(location) = axum::http::HeaderValue::from_str(&to) {
+            return (
+                axum::http::StatusCode::SEE_OTHER,
+                [(header::LOCATION, location)],
+            )
+                .into_response();
+        }
+    }
+    tracing::info!(path, status = %refusal.status(), "request refused at the door");
+    refusal.refusal(path)
 }
 
 /// Who sent a request the gate let in (in its extensions), or, for a

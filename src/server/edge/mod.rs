@@ -1,8 +1,9 @@
 //! The edge: what faces browsers and operators. The event stream (SSE) and
 //! its listener, the home page's live thread list, access (who is asking),
-//! security headers, export, health and metrics endpoints.
+//! the sign-in pages, security headers, export, health and metrics endpoints.
 
 pub mod access;
+pub mod account_pages;
 pub mod close_delimited;
 pub mod connections;
 pub mod export;

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::access::Requester;
 use crate::server::{
+    accounts::{Accounts, SessionRef, Watching},
     config::Config,
     fanout::hub::{Envelope, Hub},
     ingest::budget::PerClient,
@@ -66,6 +67,8 @@ pub struct Subscriptions {
     pub shutdown: CancellationToken,
     /// Open subscriptions per client.
     pub per_client: PerClient,
+    /// Built-in accounts: a subscription made with a session ends with it.
+    pub accounts: Option<Accounts>,
 }
 
 /// A token delta carries an event id at most this often.
@@ -86,11 +89,39 @@ pub async fn events(
     Path(thread_id): Path<String>,
     Query(query): Query<EventsQuery>,
     who: Option<Extension<Requester>>,
+    session: Option<Extension<SessionRef>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let stream = open(state, thread_id, last_event_id, query, &client_of(who)).await?;
+    let watching = watch(&state, session);
+    let stream = open(
+        state,
+        thread_id,
+        last_event_id,
+        query,
+        &client_of(who),
+        watching,
+    )
+    .await?;
     Ok(event_stream_response(stream))
+}
+
+/// The hold on the subscription's session, when it has one.
+fn watch(state: &Subscriptions, session: Option<Extension<SessionRef>>) -> Option<Watching> {
+    let Extension(session) = session?;
+    Some(state.accounts.as_ref()?.watch_session(&session))
+}
+
+/// Resolves on shutdown, or once the subscription's session has ended
+/// (signed out on any instance, expired, or its account disabled).
+async fn stopped(shutdown: CancellationToken, session: Option<Watching>) {
+    match session {
+        Some(session) => tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = session.ended() => {}
+        },
+        None => shutdown.cancelled().await,
+    }
 }
 
 /// Opens a subscription: the bytes of the event stream, from the snapshot
@@ -101,6 +132,7 @@ async fn open(
     last_event_id: Option<&str>,
     query: EventsQuery,
     client: &str,
+    session: Option<Watching>,
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, AppError> {
     let since = last_event_id
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -128,7 +160,7 @@ async fn open(
         first_rev,
         granularity,
     };
-    Ok(stream(state, thread_id, from, live, guard))
+    Ok(stream(state, thread_id, from, live, guard, session))
 }
 
 /// Where a subscription starts.
@@ -154,6 +186,7 @@ fn stream(
     from: Position,
     mut live: Receiver<Arc<Envelope>>,
     guard: impl Send + 'static,
+    session: Option<Watching>,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);
     async_stream::stream! {
@@ -166,7 +199,7 @@ fn stream(
         let mut pages = Some(Box::pin(snapshot(state.store.clone(), thread_id.clone(), from.since)));
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         // Made once, not per event (each one joins and leaves a waiter list).
-        let stopping = state.shutdown.clone().cancelled_owned();
+        let stopping = stopped(state.shutdown.clone(), session);
         tokio::pin!(stopping);
         loop {
             if let Some(mut reading) = pages.take() {
@@ -338,7 +371,9 @@ fn snapshot(
 pub async fn thread_list_events(
     State(state): State<Subscriptions>,
     who: Option<Extension<Requester>>,
+    session: Option<Extension<SessionRef>>,
 ) -> Result<Response, AppError> {
+    let stopping = stopped(state.shutdown.clone(), watch(&state, session));
     let held = state
         .per_client
         .hold(&client_of(who))
@@ -346,11 +381,12 @@ pub async fn thread_list_events(
     let mut index = state.hub.subscribe_index();
     let stream = async_stream::stream! {
         let _held = held;
+        tokio::pin!(stopping);
         yield Bytes::from_static(b":\n\n");
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         loop {
             tokio::select! {
-                _ = state.shutdown.cancelled() => break,
+                _ = &mut stopping => break,
                 _ = keep_alive.tick() => yield Bytes::from_static(b":\n\n"),
                 received = index.recv() => match received {
                     Ok(envelope) => yield envelope.frame.clone(),

@@ -88,6 +88,8 @@ pub enum Spend {
     Replies,
     /// Requests that change something (posts, threads, renames, ...).
     Writes,
+    /// Sign-in attempts (built-in accounts), per account name and per client.
+    SignIns,
 }
 
 impl Spend {
@@ -95,6 +97,7 @@ impl Spend {
         match self {
             Spend::Replies => "ask",
             Spend::Writes => "write",
+            Spend::SignIns => "signin",
         }
     }
 }
@@ -150,6 +153,10 @@ impl Budget {
             Spend::Writes => format!(
                 "Too many changes from you: {} a minute is the limit. Nothing was changed; try \
                  again in {secs} s.",
+                self.per_minute
+            ),
+            Spend::SignIns => format!(
+                "Too many sign-in attempts: {} a minute is the limit. Try again in {secs} s.",
                 self.per_minute
             ),
         };

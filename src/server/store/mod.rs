@@ -23,6 +23,7 @@ macro_rules! doing {
     };
 }
 
+mod accounts;
 pub mod coordination;
 mod postgres;
 mod sqlite;
@@ -39,6 +40,7 @@ use crate::{
     model::{Granularity, Message, Part, Posted, Role, Status, Thread, ThreadSummary, UsageTotals},
 };
 
+pub use accounts::{AccountRow, JoinRefusal, NewAccount, NewJoinLink, SessionWindow};
 pub use coordination::{AtShutdown, Coordination};
 pub use sqlite::LIST_THREADS;
 

@@ -253,6 +253,8 @@ async fn thread_rev(conn: &mut PgConnection, thread_id: &str) -> Result<i64, sql
         .await
 }
 
+super::accounts::account_statements!(PostgresStore, sqlx::Postgres);
+
 impl Storage for PostgresStore {
     async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
         sqlx::query_as(&format!(

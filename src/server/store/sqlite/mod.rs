@@ -296,6 +296,8 @@ async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64,
     .await
 }
 
+super::accounts::account_statements!(SqliteStore, sqlx::Sqlite);
+
 impl Storage for SqliteStore {
     async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
         sqlx::query_as(&format!(

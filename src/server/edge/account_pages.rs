@@ -1,0 +1,420 @@
+//! The sign-in pages: plain HTML forms that work without JavaScript.
+//!
+//! - `GET/POST /signin`: name and password; `?next=` is where to go after.
+//! - `GET/POST /setup` and `/join`: `?token=` is a setup or invite link;
+//!   the form makes the account and signs it in.
+//! - `GET /account`: who you are, sign out, sign out everywhere, and for an
+//!   admin, a form that makes invite links (`POST /account/invites`).
+//! - `POST /signout`, `POST /signout/everywhere`.
+//!
+//! A refused form is shown again with the reason and the refusal's status
+//! (401, 404, 409, 429 with `Retry-After`), and nothing is changed.
+
+use axum::{
+    extract::{Query, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Extension, Form, Router,
+};
+use serde::Deserialize;
+
+use super::access::{Door, Requester};
+use crate::error::AppError;
+use crate::markdown::{escape, escape_attr};
+use crate::server::{
+    accounts::{cookie, Accounts, SignedIn, MAX_NAME_CHARS, MIN_PASSWORD_CHARS},
+    store::AccountRow,
+};
+
+pub fn routes<S>() -> Router<S>
+where
+    Door: axum::extract::FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/signin", get(sign_in_page).post(sign_in))
+        .route("/setup", get(join_page).post(join))
+        .route("/join", get(join_page).post(join))
+        .route("/account", get(account_page))
+        .route("/account/invites", post(invite))
+        .route("/signout", post(sign_out))
+        .route("/signout/everywhere", post(sign_out_everywhere))
+}
+
+fn accounts(door: &Door) -> Result<&Accounts, AppError> {
+    door.accounts
+        .as_ref()
+        .ok_or_else(|| AppError::NotFound("This app has no built-in accounts.".into()))
+}
+
+#[derive(Deserialize)]
+struct Next {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    name: String,
+    password: String,
+    next: Option<String>,
+}
+
+async fn sign_in_page(State(door): State<Door>, Query(q): Query<Next>) -> Response {
+    if let Err(e) = accounts(&door) {
+        return e.into_response();
+    }
+    html(
+        StatusCode::OK,
+        "Sign in",
+        &sign_in_form("", q.next.as_deref(), None),
+    )
+}
+
+async fn sign_in(
+    State(door): State<Door>,
+    Extension(who): Extension<Requester>,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let next = form.next.as_deref();
+    let signed_in = match accounts(&door) {
+        Ok(accounts) => {
+            accounts
+                .sign_in(&form.name, &form.password, &who.client)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match signed_in {
+        Ok(signed_in) => signed_in_response(&door, &who, &signed_in, safe_next(next)),
+        Err(e) => refused_form(&e, "Sign in", &sign_in_form(&form.name, next, Some(&e))),
+    }
+}
+
+#[derive(Deserialize)]
+struct LinkQuery {
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JoinForm {
+    token: String,
+    name: String,
+    password: String,
+}
+
+async fn join_page(
+    State(door): State<Door>,
+    uri: axum::http::Uri,
+    Query(q): Query<LinkQuery>,
+) -> Response {
+    if let Err(e) = accounts(&door) {
+        return e.into_response();
+    }
+    let token = q.token.unwrap_or_default();
+    html(
+        StatusCode::OK,
+        join_title(uri.path()),
+        &join_form(uri.path(), &token, "", None),
+    )
+}
+
+async fn join(
+    State(door): State<Door>,
+    Extension(who): Extension<Requester>,
+    uri: axum::http::Uri,
+    Form(form): Form<JoinForm>,
+) -> Response {
+    let joined = match accounts(&door) {
+        Ok(accounts) => accounts.join(&form.token, &form.name, &form.password).await,
+        Err(e) => Err(e),
+    };
+    match joined {
+        Ok(signed_in) => signed_in_response(&door, &who, &signed_in, "/"),
+        Err(e) => {
+            let body = join_form(uri.path(), &form.token, &form.name, Some(&e));
+            refused_form(&e, join_title(uri.path()), &body)
+        }
+    }
+}
+
+fn join_title(path: &str) -> &'static str {
+    if path == "/setup" {
+        "Set up streamchat"
+    } else {
+        "Join streamchat"
+    }
+}
+
+async fn account_page(account: Option<Extension<AccountRow>>) -> Response {
+    match account {
+        Some(Extension(account)) => html(
+            StatusCode::OK,
+            "Your account",
+            &account_body(&account, None),
+        ),
+        None => AppError::Unauthorized("Sign in first.".into()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct InviteForm {
+    role: String,
+    uses: u32,
+    hours: f64,
+}
+
+async fn invite(
+    State(door): State<Door>,
+    headers: HeaderMap,
+    Extension(who): Extension<Requester>,
+    account: Option<Extension<AccountRow>>,
+    Form(form): Form<InviteForm>,
+) -> Response {
+    let Some(Extension(account)) = account else {
+        return AppError::Unauthorized("Sign in first.".into()).into_response();
+    };
+    let made = match accounts(&door) {
+        Ok(accounts) => {
+            accounts
+                .invite(&account, &form.role, form.uses, form.hours)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match made {
+        Ok(token) => {
+            let link = format!("{}/join?token={token}", origin(&headers, who.https));
+            html(
+                StatusCode::OK,
+                "Your account",
+                &account_body(&account, Some(&link)),
+            )
+        }
+        Err(e) => refused_form(&e, "Your account", &account_body(&account, None)),
+    }
+}
+
+async fn sign_out(State(door): State<Door>, headers: HeaderMap) -> Response {
+    if let (Ok(accounts), Some(token)) = (accounts(&door), cookie::session_token(&headers)) {
+        if let Err(e) = accounts.sign_out(&token).await {
+            return e.into_response();
+        }
+    }
+    signed_out_response()
+}
+
+async fn sign_out_everywhere(
+    State(door): State<Door>,
+    account: Option<Extension<AccountRow>>,
+) -> Response {
+    let (Ok(accounts), Some(Extension(account))) = (accounts(&door), account) else {
+        return signed_out_response();
+    };
+    match accounts.sign_out_everywhere(&account).await {
+        Ok(_) => signed_out_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// 303 to `to`, with the new session's cookie.
+fn signed_in_response(door: &Door, who: &Requester, signed_in: &SignedIn, to: &str) -> Response {
+    let Some(accounts) = door.accounts.as_ref() else {
+        return AppError::Internal.into_response();
+    };
+    let secure = accounts.config().secure_cookie.unwrap_or(who.https);
+    let cookie = cookie::set_session(
+        Some(&signed_in.token),
+        accounts.session_max_age().as_secs(),
+        secure,
+    );
+    let mut response = redirect(to);
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response
+}
+
+fn signed_out_response() -> Response {
+    let mut response = redirect("/signin");
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie::set_session(None, 0, false));
+    response
+}
+
+fn redirect(to: &str) -> Response {
+    let location = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/"));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
+/// Where to go after signing in: a path of this site, never another site
+/// (`//host`, `/\host` and schemes are refused).
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && n.len() <= 2000
+                && !n.chars().any(char::is_control) =>
+        {
+            n
+        }
+        _ => "/",
+    }
+}
+
+/// The site's origin as the browser named it, for links shown on a page.
+fn origin(headers: &HeaderMap, https: bool) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+/// A refused form: the page again with the reason, the refusal's status,
+/// and `Retry-After` for a limit.
+fn refused_form(error: &AppError, title: &str, body: &str) -> Response {
+    let mut response = html(error.status(), title, body);
+    if let Some(secs) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+    }
+    response
+}
+
+fn text(value: &str) -> String {
+    let mut out = String::new();
+    escape(value, &mut out);
+    out
+}
+
+fn attr(value: &str) -> String {
+    let mut out = String::new();
+    escape_attr(value, &mut out);
+    out
+}
+
+fn error_line(error: Option<&AppError>) -> String {
+    error.map_or_else(String::new, |e| {
+        format!(
+            r#"<p class="page-error" role="alert">{}</p>"#,
+            text(&e.to_string())
+        )
+    })
+}
+
+fn sign_in_form(name: &str, next: Option<&str>, error: Option<&AppError>) -> String {
+    format!(
+        r#"<h1>Sign in</h1>{error}
+<form method="post" action="/signin" class="account-form">
+<label>Name <input name="name" autocomplete="username" required maxlength="{MAX_NAME_CHARS}" value="{name}"></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<input type="hidden" name="next" value="{next}">
+<button type="submit">Sign in</button>
+</form>
+<p class="hint">No account? Ask an admin for an invite link.</p>"#,
+        error = error_line(error),
+        name = attr(name),
+        next = attr(safe_next(next)),
+    )
+}
+
+fn join_form(path: &str, token: &str, name: &str, error: Option<&AppError>) -> String {
+    let intro = if path == "/setup" {
+        "This link makes the first account, an admin. It works once."
+    } else {
+        "Choose the name others will see on your messages, and a password."
+    };
+    format!(
+        r#"<h1>{title}</h1><p class="hint">{intro}</p>{error}
+<form method="post" action="{path}" class="account-form">
+<input type="hidden" name="token" value="{token}">
+<label>Name <input name="name" autocomplete="username" required maxlength="{MAX_NAME_CHARS}" value="{name}"></label>
+<label>Password <input name="password" type="password" autocomplete="new-password" required minlength="{MIN_PASSWORD_CHARS}"></label>
+<button type="submit">Make my account</button>
+</form>"#,
+        title = join_title(path),
+        error = error_line(error),
+        path = if path == "/setup" { "/setup" } else { "/join" },
+        token = attr(token),
+        name = attr(name),
+    )
+}
+
+fn account_body(account: &AccountRow, new_link: Option<&str>) -> String {
+    let invite = if account.role == "admin" {
+        let made = new_link.map_or_else(String::new, |link| {
+            format!(
+                r#"<p role="status">New invite link (shown once): <code class="invite-link">{}</code></p>"#,
+                text(link)
+            )
+        });
+        format!(
+            r#"<h2>Invite people</h2>{made}
+<form method="post" action="/account/invites" class="account-form">
+<label>Role <select name="role"><option value="member">member</option><option value="admin">admin</option></select></label>
+<label>Uses <input name="uses" type="number" min="1" max="1000" value="1"></label>
+<label>Valid for (hours) <input name="hours" type="number" min="1" max="720" value="72"></label>
+<button type="submit">Make an invite link</button>
+</form>"#
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<h1>Your account</h1>
+<p>Signed in as <strong>{name}</strong> ({role}).</p>
+<form method="post" action="/signout" class="inline"><button type="submit">Sign out</button></form>
+<form method="post" action="/signout/everywhere" class="inline"><button type="submit">Sign out everywhere</button></form>
+{invite}
+<p><a href="/">All threads</a></p>"#,
+        name = text(&account.name),
+        role = text(&account.role),
+    )
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let page = format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · streamchat</title><link rel="stylesheet" href="/pkg/streamchat.css"><link rel="icon" href="/favicon.svg" type="image/svg+xml">
+</head><body><main class="account">{body}</main></body></html>"#,
+        title = text(title),
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/t/abc?m=1")), "/t/abc?m=1");
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "t/x",
+            "/a\nb",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn what_a_person_typed_is_escaped_in_the_form() {
+        let page = sign_in_form("\"><script>x</script>", Some("/t/\"x"), None);
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("&quot;&gt;&lt;script&gt;"));
+    }
+}
