@@ -452,3 +452,49 @@ async fn on_two_instances_a_session_works_on_both_and_ends_on_both() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+crate::both_backends! {
+async fn a_disabled_account_is_refused_and_its_streams_close() {
+    let app = accounts_app(|_| {}).await;
+    let mut ann = Browser::new(&app.url);
+    set_up(&app, &mut ann, "Ann").await;
+    let made = ann
+        .form("/account/invites", &[("role", "member"), ("uses", "1"), ("hours", "1")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let invite = made.split("/join?token=").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let mut bob = Browser::new(&app.url);
+    let joined = bob
+        .form("/join", &[("token", &invite), ("name", "Bob"), ("password", "bobs password")])
+        .await;
+    assert_eq!(joined.status(), StatusCode::SEE_OTHER);
+    let mut stream = bob.subscribe("/api/threads/lobby/events").await;
+    let bob_id = app.state.store.account_named("bob").await.unwrap().unwrap().id;
+    let bob_id = bob_id.to_string();
+
+    // Ann cannot disable herself; she disables Bob.
+    let ann_id = app.state.store.account_named("ann").await.unwrap().unwrap().id.to_string();
+    let own = ann.form("/account/disabled", &[("id", &ann_id), ("disabled", "true")]).await;
+    assert_eq!(own.status(), StatusCode::CONFLICT);
+    let page = ann.form("/account/disabled", &[("id", &bob_id), ("disabled", "true")]).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("Bob (member) (disabled)"));
+
+    let closed = closed_within(&mut stream, Duration::from_secs(2)).await;
+    println!("a disabled account's stream closed after {closed:?}");
+    assert!(closed.is_some(), "Bob's stream closes within 2 s");
+    assert_eq!(bob.call("list_threads", &[]).await.status(), StatusCode::UNAUTHORIZED);
+    let mut again = Browser::new(&app.url);
+    let refused = sign_in(&mut again, "Bob", "bobs password").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(again.session.is_none());
+    // Enabled again: Bob signs in; as a member he cannot manage accounts.
+    ann.form("/account/disabled", &[("id", &bob_id), ("disabled", "false")]).await;
+    assert_eq!(sign_in(&mut again, "Bob", "bobs password").await.status(), StatusCode::SEE_OTHER);
+    let by_member = again.form("/account/disabled", &[("id", &ann_id), ("disabled", "true")]).await;
+    assert_eq!(by_member.status(), StatusCode::FORBIDDEN);
+    assert!(!app.state.store.account_named("Ann").await.unwrap().unwrap().disabled);
+}
+}

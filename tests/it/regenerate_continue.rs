@@ -39,7 +39,8 @@ async fn regenerate_answers_the_same_prompt_in_a_new_message() {
     assert!(response.status().is_success(), "{}", response.status());
     let second: Message = response.json().await.unwrap();
     assert_ne!(second.id, first.id);
-    assert_eq!(second.requested_by.as_deref(), Some("Bob"));
+    // Bob pressed it; the reply is still Ann's (she asked).
+    assert_eq!(second.requested_by.as_deref(), Some("Ann"));
     let done = app.wait_finished(second.id).await;
     assert_eq!(
         (done.status, done.body.as_str()),
@@ -99,13 +100,15 @@ async fn continue_appends_to_a_stopped_reply() {
             &[
                 ("thread", "lobby"),
                 ("id", &reply.id.to_string()),
-                ("by", "Ann"),
+                ("by", "Bob"),
             ],
         )
         .await;
     assert!(response.status().is_success(), "{}", response.status());
     let resumed: Message = response.json().await.unwrap();
     assert_eq!((resumed.id, resumed.status), (reply.id, Status::Streaming));
+    // Bob continued it; it is still Ann's reply (her approvals, her tools).
+    assert_eq!(resumed.requested_by.as_deref(), Some("Ann"));
     assert_eq!(resumed.body, stopped.body, "the kept text stays");
     let done = app.wait_finished(reply.id).await;
     assert_eq!(done.status, Status::Done);

@@ -322,10 +322,56 @@ impl Accounts {
         });
     }
 
+    /// The accounts an admin manages (at most [`MAX_LISTED`], by name).
+    pub async fn list(&self, by: &AccountRow) -> Result<Vec<AccountRow>, AppError> {
+        admin(by)?;
+        Ok(self.store.list_accounts(MAX_LISTED).await?)
+    }
+
+    /// An admin disables (or enables again) another account. A disabled
+    /// account cannot sign in, its sessions are refused, and its open
+    /// event streams close within `revalidate_secs`.
+    pub async fn set_disabled(
+        &self,
+        by: &AccountRow,
+        id: i64,
+        disabled: bool,
+    ) -> Result<(), AppError> {
+        admin(by)?;
+        if id == by.id {
+            return Err(AppError::Conflict(
+                "You cannot disable your own account.".into(),
+            ));
+        }
+        if !self.store.set_disabled(id, disabled).await? {
+            return Err(AppError::NotFound(format!("There is no account {id}.")));
+        }
+        tracing::info!(
+            account = id,
+            disabled,
+            by = by.id,
+            "account disabled or enabled"
+        );
+        Ok(())
+    }
+
     /// Deletes expired sessions and used-up or expired links.
     pub async fn prune(&self) -> Result<u64, AppError> {
         let now = now_ms();
         Ok(self.store.prune_accounts(now, self.window(now)).await?)
+    }
+}
+
+/// Accounts an admin's page lists.
+pub const MAX_LISTED: i64 = 500;
+
+fn admin(account: &AccountRow) -> Result<(), AppError> {
+    if account.role == "admin" {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "Only an admin can invite people or manage accounts.".into(),
+        ))
     }
 }
 

@@ -38,6 +38,7 @@ where
         .route("/join", get(join_page).post(join))
         .route("/account", get(account_page))
         .route("/account/invites", post(invite))
+        .route("/account/disabled", post(set_disabled))
         .route("/signout", post(sign_out))
         .route("/signout/everywhere", post(sign_out_everywhere))
 }
@@ -146,15 +147,61 @@ fn join_title(path: &str) -> &'static str {
     }
 }
 
-async fn account_page(account: Option<Extension<AccountRow>>) -> Response {
-    match account {
-        Some(Extension(account)) => html(
-            StatusCode::OK,
-            "Your account",
-            &account_body(&account, None),
-        ),
-        None => AppError::Unauthorized("Sign in first.".into()).into_response(),
+async fn account_page(
+    State(door): State<Door>,
+    account: Option<Extension<AccountRow>>,
+) -> Response {
+    let Some(Extension(account)) = account else {
+        return AppError::Unauthorized("Sign in first.".into()).into_response();
+    };
+    account_view(&door, &account, None, None).await
+}
+
+/// The account page: `made` is a new invite link to show, `error` why the
+/// form just sent was refused (the page comes back with its status).
+async fn account_view(
+    door: &Door,
+    account: &AccountRow,
+    made: Option<&str>,
+    error: Option<&AppError>,
+) -> Response {
+    let people = match accounts(door) {
+        Ok(accounts) if account.role == "admin" => match accounts.list(account).await {
+            Ok(people) => people,
+            Err(e) => return e.into_response(),
+        },
+        _ => Vec::new(),
+    };
+    let body = account_body(account, made, &people, error);
+    match error {
+        Some(e) => refused_form(e, "Your account", &body),
+        None => html(StatusCode::OK, "Your account", &body),
     }
+}
+
+#[derive(Deserialize)]
+struct DisableForm {
+    id: i64,
+    disabled: bool,
+}
+
+async fn set_disabled(
+    State(door): State<Door>,
+    account: Option<Extension<AccountRow>>,
+    Form(form): Form<DisableForm>,
+) -> Response {
+    let Some(Extension(account)) = account else {
+        return AppError::Unauthorized("Sign in first.".into()).into_response();
+    };
+    let done = match accounts(&door) {
+        Ok(accounts) => {
+            accounts
+                .set_disabled(&account, form.id, form.disabled)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    account_view(&door, &account, None, done.err().as_ref()).await
 }
 
 #[derive(Deserialize)]
@@ -185,13 +232,9 @@ async fn invite(
     match made {
         Ok(token) => {
             let link = format!("{}/join?token={token}", origin(&headers, who.https));
-            html(
-                StatusCode::OK,
-                "Your account",
-                &account_body(&account, Some(&link)),
-            )
+            account_view(&door, &account, Some(&link), None).await
         }
-        Err(e) => refused_form(&e, "Your account", &account_body(&account, None)),
+        Err(e) => account_view(&door, &account, None, Some(&e)).await,
     }
 }
 
@@ -344,7 +387,12 @@ fn join_form(path: &str, token: &str, name: &str, error: Option<&AppError>) -> S
     )
 }
 
-fn account_body(account: &AccountRow, new_link: Option<&str>) -> String {
+fn account_body(
+    account: &AccountRow,
+    new_link: Option<&str>,
+    people: &[AccountRow],
+    error: Option<&AppError>,
+) -> String {
     let invite = if account.role == "admin" {
         let made = new_link.map_or_else(String::new, |link| {
             format!(
@@ -359,21 +407,53 @@ fn account_body(account: &AccountRow, new_link: Option<&str>) -> String {
 <label>Uses <input name="uses" type="number" min="1" max="1000" value="1"></label>
 <label>Valid for (hours) <input name="hours" type="number" min="1" max="720" value="72"></label>
 <button type="submit">Make an invite link</button>
-</form>"#
+</form>
+<h2>People</h2>
+<ul class="people">{people}</ul>"#,
+            people = people_list(account, people),
         )
     } else {
         String::new()
     };
     format!(
-        r#"<h1>Your account</h1>
+        r#"<h1>Your account</h1>{error}
 <p>Signed in as <strong>{name}</strong> ({role}).</p>
 <form method="post" action="/signout" class="inline"><button type="submit">Sign out</button></form>
 <form method="post" action="/signout/everywhere" class="inline"><button type="submit">Sign out everywhere</button></form>
 {invite}
 <p><a href="/">All threads</a></p>"#,
+        error = error_line(error),
         name = text(&account.name),
         role = text(&account.role),
     )
+}
+
+/// Each account with a Disable (or Enable) button; not for oneself.
+fn people_list(me: &AccountRow, people: &[AccountRow]) -> String {
+    people
+        .iter()
+        .map(|person| {
+            let (state, action, value) = if person.disabled {
+                (" (disabled)", "Enable", "false")
+            } else {
+                ("", "Disable", "true")
+            };
+            let button = if person.id == me.id {
+                String::new()
+            } else {
+                format!(
+                    r#" <form method="post" action="/account/disabled" class="inline"><input type="hidden" name="id" value="{id}"><input type="hidden" name="disabled" value="{value}"><button type="submit" aria-label="{action} {label}">{action}</button></form>"#,
+                    id = person.id,
+                    label = attr(&person.name),
+                )
+            };
+            format!(
+                "<li>{name} ({role}){state}{button}</li>",
+                name = text(&person.name),
+                role = text(&person.role),
+            )
+        })
+        .collect()
 }
 
 fn html(status: StatusCode, title: &str, body: &str) -> Response {

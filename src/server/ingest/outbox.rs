@@ -146,6 +146,9 @@ pub async fn restart(
         .take_replies(&state.coordination, client, 1)
         .await?;
     let model = state.bots.get(&original.author).provider.model().to_owned();
+    // Whoever presses the button, the reply stays the asker's: tool calls
+    // waiting for approval keep asking the same person.
+    let requester = original.requested_by.clone().unwrap_or_else(|| by.clone());
     let reply = match kind {
         Restart::Regenerate => {
             state
@@ -154,7 +157,7 @@ pub async fn restart(
                     thread_id: original.thread_id,
                     author: original.author,
                     model,
-                    requested_by: by,
+                    requested_by: requester,
                     context_before: original.context_before.unwrap_or(original.id),
                 })
                 .await?
@@ -163,11 +166,11 @@ pub async fn restart(
         // it was read (continued by someone else meanwhile) is refused.
         Restart::Continue => state
             .writer
-            .reopen(thread_id, id, Status::CONTINUABLE, by)
+            .reopen(thread_id, id, Status::CONTINUABLE, requester)
             .await?
             .ok_or_else(|| AppError::Conflict("This reply cannot be continued.".into()))?,
     };
-    tracing::info!(message_id = reply.id, ?kind, "reply restarted");
+    tracing::info!(message_id = reply.id, ?kind, %by, "reply restarted");
     let handle = state.generations.register(reply.id, slot);
     generate::spawn(
         state.clone(),

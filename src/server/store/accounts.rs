@@ -107,6 +107,34 @@ macro_rules! account_statements {
                 Ok(row.map(super::accounts::account))
             }
 
+            pub(in crate::server::store) async fn list_accounts(
+                &self,
+                limit: i64,
+            ) -> Result<Vec<super::accounts::AccountRow>, sqlx::Error> {
+                let sql = format!(
+                    "SELECT {} FROM accounts a ORDER BY lower(a.name) LIMIT $1",
+                    super::accounts::ACCOUNT_COLUMNS
+                );
+                let rows = sqlx::query_as::<$db, super::accounts::AccountTuple>(&sql)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(super::accounts::account).collect())
+            }
+
+            pub(in crate::server::store) async fn set_disabled(
+                &self,
+                id: i64,
+                disabled: bool,
+            ) -> Result<bool, sqlx::Error> {
+                sqlx::query::<$db>("UPDATE accounts SET disabled = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(i64::from(disabled))
+                    .execute(&self.pool)
+                    .await
+                    .map(|done| done.rows_affected() == 1)
+            }
+
             pub(in crate::server::store) async fn insert_join_link(
                 &self,
                 link: &super::accounts::NewJoinLink<'_>,
@@ -351,6 +379,16 @@ impl Store {
     /// The account with this name, in any letter case.
     pub async fn account_named(&self, name: &str) -> Result<Option<AccountRow>, StoreError> {
         on_accounts!(self, s => s.account_named(name).await, "Store::account_named")
+    }
+
+    /// Up to `limit` accounts by name.
+    pub async fn list_accounts(&self, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
+        on_accounts!(self, s => s.list_accounts(limit).await, "Store::list_accounts")
+    }
+
+    /// Disables or enables account `id`; false if there is none.
+    pub async fn set_disabled(&self, id: i64, disabled: bool) -> Result<bool, StoreError> {
+        on_accounts!(self, s => s.set_disabled(id, disabled).await, "Store::set_disabled (account {id})")
     }
 
     pub async fn insert_join_link(&self, link: &NewJoinLink<'_>) -> Result<(), StoreError> {
