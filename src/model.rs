@@ -102,8 +102,32 @@ pub struct Home {
     pub threads: Vec<ThreadSummary>,
     /// Whether the server offers search (the page shows the box).
     pub search: bool,
-    /// Whether the app keeps its own accounts (the page links to yours).
-    pub accounts: bool,
+    /// Who people are here (accounts: the page links to yours; open: it
+    /// says anyone may post under any name).
+    pub access: AccessMode,
+}
+
+/// Who people are in this app (`access.mode`); pages show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMode {
+    /// A person is the name they type (a local demo; the page says so).
+    Open,
+    /// A trusted authenticating proxy names them (`access.identity_header`).
+    Proxy,
+    /// Built-in accounts: sign-in, sessions in the database, invites.
+    Accounts,
+}
+
+impl AccessMode {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim() {
+            "open" => Some(Self::Open),
+            "proxy" => Some(Self::Proxy),
+            "accounts" => Some(Self::Accounts),
+            _ => None,
+        }
+    }
 }
 
 /// Older messages of a thread, for scrolling back.
@@ -338,8 +362,9 @@ pub struct ThreadPage {
     pub request_id: String,
     /// Whether the server offers search (the page shows the box).
     pub search: bool,
-    /// Whether the app keeps its own accounts (the page links to yours).
-    pub accounts: bool,
+    /// Who people are here (accounts: the page links to yours; open: it
+    /// says anyone may post under any name).
+    pub access: AccessMode,
 }
 
 /// What `send_message` committed: the user's message and, when the bot was

@@ -76,7 +76,7 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             more,
             bots: state.bots.handles(),
             search: state.config.search.enabled,
-            accounts: state.accounts.is_some(),
+            access: state.config.access.mode(),
         })
     }
     .await;

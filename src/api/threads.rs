@@ -35,7 +35,7 @@ pub async fn load_home() -> Result<Home, AppError> {
         .map(|threads| Home {
             threads,
             search: state.config.search.enabled,
-            accounts: state.accounts.is_some(),
+            access: state.config.access.mode(),
         })
         .map_err(AppError::from);
     respond::finish(result)

@@ -137,7 +137,7 @@ pub struct LimitsConfig {
 pub struct AccessConfig {
     /// Who people are: `open` (the name they type), `proxy` (the
     /// identity header below) or `accounts` (built-in sign-in). Default:
-    /// `proxy` when an identity header is set, else `open`.
+    /// `proxy` when an identity header is set, else `accounts`.
     pub mode: Option<AccessMode>,
     /// The built-in accounts' settings (`accounts` mode).
     pub accounts: AccountsConfig,
@@ -163,12 +163,13 @@ pub struct AccessConfig {
 }
 
 impl AccessConfig {
-    /// The mode in force: as set, else `proxy` with an identity header.
+    /// The mode in force: as set, else `proxy` with an identity header,
+    /// else `accounts`.
     pub fn mode(&self) -> AccessMode {
         self.mode.unwrap_or(if self.identity_header.is_some() {
             AccessMode::Proxy
         } else {
-            AccessMode::Open
+            AccessMode::Accounts
         })
     }
 }

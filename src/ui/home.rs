@@ -4,7 +4,7 @@ use leptos_router::components::A;
 use super::search::SearchBox;
 use crate::{
     api::{create_thread, load_home, CreateThread, MAX_TITLE_CHARS},
-    model::{format_datetime_utc, Home, ThreadSummary},
+    model::{format_datetime_utc, AccessMode, Home, ThreadSummary},
 };
 
 /// `/`: the threads by last activity, live, and a form to start one.
@@ -22,10 +22,8 @@ pub fn HomePage() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="loading">"Loading threads…"</p> }>
                 {move || Suspend::new(async move {
                     match page.await {
-                        Ok(Home { threads, search, accounts }) => view! {
-                            {accounts.then(|| view! {
-                                <p class="account-link"><a href="/account" rel="external">"Your account"</a></p>
-                            })}
+                        Ok(Home { threads, search, access }) => view! {
+                            <AccessNote access/>
                             {search.then(|| view! { <SearchBox thread=None/> })}
                             <NewThreadForm/>
                             <ThreadList threads/>
@@ -38,6 +36,21 @@ pub fn HomePage() -> impl IntoView {
                 })}
             </Suspense>
         </main>
+    }
+}
+
+/// What the page says about who people are: a link to your account, or
+/// that names are typed (open mode).
+#[component]
+pub fn AccessNote(access: AccessMode) -> impl IntoView {
+    match access {
+        AccessMode::Accounts => Some(view! {
+            <p class="account-link"><a href="/account" rel="external">"Your account"</a></p>
+        }.into_any()),
+        AccessMode::Open => Some(view! {
+            <p class="hint open-mode">"Open mode: anyone who reaches this app posts under any name they type."</p>
+        }.into_any()),
+        AccessMode::Proxy => None,
     }
 }
 

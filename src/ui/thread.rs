@@ -18,7 +18,7 @@ use crate::{
         RenameThread as RenameThreadFn, SetGranularity, MAX_TITLE_CHARS,
     },
     live::MessageList,
-    model::{Granularity, ThreadPage as Page},
+    model::{AccessMode, Granularity, ThreadPage as Page},
 };
 
 /// `/t/:id`.
@@ -61,7 +61,7 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         signed_in,
         request_id,
         search,
-        accounts,
+        access,
     } = page;
     let list = MessageList::new(thread.id.clone(), messages);
     provide_context(list);
@@ -119,8 +119,8 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         }
     });
     let export_href = format!("/t/{}/export.md", thread.id);
-    let account_label =
-        accounts.then(|| format!("Signed in as {}", signed_in.clone().unwrap_or_default()));
+    let account_label = (access == AccessMode::Accounts)
+        .then(|| format!("Signed in as {}", signed_in.clone().unwrap_or_default()));
     let handles = bots
         .iter()
         .enumerate()
@@ -165,6 +165,9 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
                     }}
                 </p>
                 <p class="hint">"Mention " {handles} " to ask a bot; everyone here sees the reply as it is written."</p>
+                {(access == AccessMode::Open).then(|| view! {
+                    <p class="hint open-mode">"Open mode: anyone who reaches this app posts under any name they type."</p>
+                })}
                 <GranularityPicker thread_id=thread.id.clone() current=granularity default=default_granularity/>
                 {search.then(|| view! { <SearchBox thread=Some(thread.id.clone())/> })}
             </header>

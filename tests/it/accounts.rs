@@ -498,3 +498,35 @@ async fn a_disabled_account_is_refused_and_its_streams_close() {
     assert!(!app.state.store.account_named("Ann").await.unwrap().unwrap().disabled);
 }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_is_the_default_and_open_mode_says_what_it_is() {
+    let config = Config::default();
+    assert_eq!(config.access.mode(), AccessMode::Accounts);
+    let mut behind_proxy = Config::default();
+    behind_proxy.access.identity_header = Some("X-Forwarded-User".into());
+    assert_eq!(behind_proxy.access.mode(), AccessMode::Proxy);
+
+    let open =
+        crate::support::spawn_app(FakeProvider::with(Scripted::words(3, Duration::ZERO)).await)
+            .await;
+    let mut visitor = Browser::new(&open.url);
+    for path in ["/", "/t/lobby"] {
+        let page = visitor.get(path).await.text().await.unwrap();
+        assert!(
+            page.contains("Open mode: anyone who reaches this app posts under any name they type."),
+            "{path}"
+        );
+        assert!(!page.contains("/account"), "{path}");
+    }
+    let app = accounts_app(|_| {}).await;
+    let mut ann = Browser::new(&app.url);
+    set_up(&app, &mut ann, "Ann").await;
+    assert!(!ann
+        .get("/")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("Open mode"));
+}

@@ -32,6 +32,8 @@ async fn start_server(dir: &std::path::Path, fake: &FakeProvider) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
         .current_dir(dir)
         .env("LEPTOS_OUTPUT_NAME", "streamchat")
+        // The tests of typed names; tests/it/accounts.rs tries accounts.
+        .env("STREAMCHAT_ACCESS_MODE", "open")
         .env("LEPTOS_SITE_ROOT", dir.join("site"))
         .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
         .env("STREAMCHAT_DATABASE", dir.join("crash.db"))

@@ -46,6 +46,8 @@ async fn three_hundred_non_reading_subscriptions_hold_little_memory() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
         .current_dir(dir.path())
         .env("LEPTOS_OUTPUT_NAME", "streamchat")
+        // The tests of typed names; tests/it/accounts.rs tries accounts.
+        .env("STREAMCHAT_ACCESS_MODE", "open")
         .env("LEPTOS_SITE_ROOT", dir.path().join("site"))
         .env("LEPTOS_SITE_ADDR", addr.to_string())
         .env("STREAMCHAT_DATABASE", &db)

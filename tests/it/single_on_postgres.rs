@@ -26,6 +26,8 @@ fn refused_start(db: &PgDb, fake: &FakeProvider, env: &[(&str, &str)]) -> String
     let output = Command::new(env!("CARGO_BIN_EXE_streamchat"))
         .current_dir(&dir)
         .env("LEPTOS_OUTPUT_NAME", "streamchat")
+        // The tests of typed names; tests/it/accounts.rs tries accounts.
+        .env("STREAMCHAT_ACCESS_MODE", "open")
         .env("LEPTOS_SITE_ROOT", dir.join("streamchat-test-site"))
         .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", &db.url)

@@ -2,28 +2,7 @@
 
 use serde::Deserialize;
 
-/// Where a person's identity comes from.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessMode {
-    /// A person is the name they type (a local demo; the page says so).
-    Open,
-    /// A trusted authenticating proxy names them (`access.identity_header`).
-    Proxy,
-    /// Built-in accounts: sign-in, sessions in the database, invites.
-    Accounts,
-}
-
-impl AccessMode {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.trim() {
-            "open" => Some(Self::Open),
-            "proxy" => Some(Self::Proxy),
-            "accounts" => Some(Self::Accounts),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::AccessMode;
 
 /// `[access.accounts]`: sessions, setup and invite links, sign-in limits.
 #[derive(Clone, Debug, Deserialize)]

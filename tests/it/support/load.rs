@@ -89,6 +89,8 @@ impl Server {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
             .env("LEPTOS_OUTPUT_NAME", "streamchat")
+            // The tests of typed names; tests/it/accounts.rs tries accounts.
+            .env("STREAMCHAT_ACCESS_MODE", "open")
             .env("LEPTOS_SITE_ROOT", "target/site")
             .env("LEPTOS_ENV", "PROD")
             .env("STREAMCHAT_DATABASE", &db)

@@ -153,6 +153,14 @@ pub async fn spawn_app(fake: FakeProvider) -> TestApp {
     spawn_app_with(fake, |_| {}).await
 }
 
+/// Most tests are of typed names (`open`): the mode, unless a test chose
+/// one or set a proxy's identity header. `accounts.rs` tries accounts.
+pub fn typed_names_unless_chosen(config: &mut Config) {
+    if config.access.mode.is_none() && config.access.identity_header.is_none() {
+        config.access.mode = Some(streamchat::server::config::AccessMode::Open);
+    }
+}
+
 /// The app with its settings adjusted by `configure`.
 pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -175,6 +183,7 @@ pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Conf
     config.cluster.enabled = pg.is_some();
     roomy(&mut config);
     configure(&mut config);
+    typed_names_unless_chosen(&mut config);
     let options = LeptosOptions::builder().output_name("streamchat").build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

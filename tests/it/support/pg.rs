@@ -185,6 +185,7 @@ pub fn node_config(db: &PgDb, fake: &FakeProvider, instance: &str) -> Config {
     config.bots[0].model = "fake-model".into();
     config.limits.retry_base_ms = 10;
     super::roomy(&mut config);
+    super::typed_names_unless_chosen(&mut config);
     config
 }
 
@@ -310,6 +311,8 @@ impl NodeProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_streamchat"))
             .current_dir(dir)
             .env("LEPTOS_OUTPUT_NAME", "streamchat")
+            // The tests of typed names; tests/it/accounts.rs tries accounts.
+            .env("STREAMCHAT_ACCESS_MODE", "open")
             .env("LEPTOS_SITE_ROOT", dir.join("streamchat-test-site"))
             .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
             .env("OPENAI_BASE_URL", &fake.base_url)
