@@ -98,7 +98,8 @@ pg_answers() {
 # Sets SERVER_PID. The caller stops it.
 start_server() {
   local addr="$1" db="$2" bin="$3" site_root="$4"
-  if curl -fsS -o /dev/null "http://$addr/" 2>/dev/null; then
+  # /healthz answers in every access mode (pages may ask to sign in first).
+  if curl -fsS -o /dev/null "http://$addr/healthz" 2>/dev/null; then
     echo "something already listens on $addr; stop it or set another address" >&2
     return 1
   fi
@@ -107,7 +108,7 @@ start_server() {
   SERVER_PID=$!
   for _ in $(seq 1 300); do
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "server exited" >&2; return 1; fi
-    if curl -fsS -o /dev/null "http://$addr/" 2>/dev/null; then return 0; fi
+    if curl -fsS -o /dev/null "http://$addr/healthz" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
   echo "server did not start on $addr" >&2

@@ -78,15 +78,12 @@ async fn sign_in(
     Form(form): Form<SignInForm>,
 ) -> Response {
     let next = form.next.as_deref();
-    let signed_in = match accounts(&door) {
-        Ok(accounts) => {
-            accounts
-                .sign_in(&form.name, &form.password, &who.client)
-                .await
-        }
-        Err(e) => Err(e),
+    let signed_in = async {
+        accounts(&door)?
+            .sign_in(&form.name, &form.password, &who.client)
+            .await
     };
-    match signed_in {
+    match signed_in.await {
         Ok(signed_in) => signed_in_response(&door, &who, &signed_in, safe_next(next)),
         Err(e) => refused_form(&e, "Sign in", &sign_in_form(&form.name, next, Some(&e))),
     }
@@ -126,11 +123,12 @@ async fn join(
     uri: axum::http::Uri,
     Form(form): Form<JoinForm>,
 ) -> Response {
-    let joined = match accounts(&door) {
-        Ok(accounts) => accounts.join(&form.token, &form.name, &form.password).await,
-        Err(e) => Err(e),
+    let joined = async {
+        accounts(&door)?
+            .join(&form.token, &form.name, &form.password)
+            .await
     };
-    match joined {
+    match joined.await {
         Ok(signed_in) => signed_in_response(&door, &who, &signed_in, "/"),
         Err(e) => {
             let body = join_form(uri.path(), &form.token, &form.name, Some(&e));
@@ -147,13 +145,27 @@ fn join_title(path: &str) -> &'static str {
     }
 }
 
-async fn account_page(
-    State(door): State<Door>,
-    account: Option<Extension<AccountRow>>,
-) -> Response {
-    let Some(Extension(account)) = account else {
-        return AppError::Unauthorized("Sign in first.".into()).into_response();
-    };
+/// The signed-in account a request came with (the door puts it in the
+/// request's extensions); 401 without one.
+struct Me(AccountRow);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Me {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, AppError> {
+        parts
+            .extensions
+            .get::<AccountRow>()
+            .cloned()
+            .map(Me)
+            .ok_or_else(|| AppError::Unauthorized("Sign in first.".into()))
+    }
+}
+
+async fn account_page(State(door): State<Door>, Me(account): Me) -> Response {
     account_view(&door, &account, None, None).await
 }
 
@@ -187,21 +199,15 @@ struct DisableForm {
 
 async fn set_disabled(
     State(door): State<Door>,
-    account: Option<Extension<AccountRow>>,
+    Me(account): Me,
     Form(form): Form<DisableForm>,
 ) -> Response {
-    let Some(Extension(account)) = account else {
-        return AppError::Unauthorized("Sign in first.".into()).into_response();
+    let done = async {
+        accounts(&door)?
+            .set_disabled(&account, form.id, form.disabled)
+            .await
     };
-    let done = match accounts(&door) {
-        Ok(accounts) => {
-            accounts
-                .set_disabled(&account, form.id, form.disabled)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    account_view(&door, &account, None, done.err().as_ref()).await
+    account_view(&door, &account, None, done.await.err().as_ref()).await
 }
 
 #[derive(Deserialize)]
@@ -215,21 +221,15 @@ async fn invite(
     State(door): State<Door>,
     headers: HeaderMap,
     Extension(who): Extension<Requester>,
-    account: Option<Extension<AccountRow>>,
+    Me(account): Me,
     Form(form): Form<InviteForm>,
 ) -> Response {
-    let Some(Extension(account)) = account else {
-        return AppError::Unauthorized("Sign in first.".into()).into_response();
+    let made = async {
+        accounts(&door)?
+            .invite(&account, &form.role, form.uses, form.hours)
+            .await
     };
-    let made = match accounts(&door) {
-        Ok(accounts) => {
-            accounts
-                .invite(&account, &form.role, form.uses, form.hours)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match made {
+    match made.await {
         Ok(token) => {
             let link = format!("{}/join?token={token}", origin(&headers, who.https));
             account_view(&door, &account, Some(&link), None).await
