@@ -530,3 +530,55 @@ async fn accounts_is_the_default_and_open_mode_says_what_it_is() {
         .unwrap()
         .contains("Open mode"));
 }
+
+/// Posts `@gpt ...` as the browser's account and waits for the reply's end.
+async fn ask(app: &TestApp, browser: &Browser, question: &str) {
+    let sent = browser
+        .call(
+            "send_message",
+            &[
+                ("thread", "lobby"),
+                ("author", "x"),
+                ("body", &format!("@gpt {question}")),
+            ],
+        )
+        .await;
+    assert!(sent.status().is_success(), "{}", sent.status());
+    let posted: streamchat::model::Posted = sent.json().await.unwrap();
+    app.wait_finished(posted.replies[0].id).await;
+}
+
+crate::both_backends! {
+async fn each_person_sees_their_usage_and_an_admin_sees_everyones() {
+    let app = accounts_app(|_| {}).await;
+    let mut ann = Browser::new(&app.url);
+    set_up(&app, &mut ann, "Ann").await;
+    let made = ann
+        .form("/account/invites", &[("role", "member"), ("uses", "1"), ("hours", "1")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let invite = made.split("/join?token=").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let mut bob = Browser::new(&app.url);
+    bob.form("/join", &[("token", &invite), ("name", "Bob"), ("password", "bobs password")]).await;
+    ask(&app, &ann, "one").await;
+    ask(&app, &ann, "two").await;
+    ask(&app, &bob, "three").await;
+
+    // The fake reports 11 prompt tokens and one completion token per word (3).
+    let row = |person: Option<&str>, replies: i64| {
+        let person = person.map_or_else(String::new, |p| format!("<td>{p}</td>"));
+        format!("{person}<td>@gpt</td><td>{replies}</td><td>{}</td><td>{}</td></tr>", 11 * replies, 3 * replies)
+    };
+    let anns = ann.get("/account").await.text().await.unwrap();
+    let (own, everyone) = anns.split_once("Everyone&#39;s usage").or_else(|| anns.split_once("Everyone's usage")).expect("an admin sees everyone's usage");
+    assert!(own.contains(&row(None, 2)), "{own}");
+    assert!(everyone.contains(&row(Some("Ann"), 2)), "{everyone}");
+    assert!(everyone.contains(&row(Some("Bob"), 1)), "{everyone}");
+
+    let bobs = bob.get("/account").await.text().await.unwrap();
+    assert!(bobs.contains(&row(None, 1)), "{bobs}");
+    assert!(!bobs.contains("Everyone"), "a member sees only their own");
+}
+}

@@ -20,7 +20,10 @@ use crate::server::{
     config::AccountsConfig,
     ingest::budget::{Budget, Spend},
     now_ms,
-    store::{AccountRow, Coordination, JoinRefusal, NewAccount, NewJoinLink, SessionWindow, Store},
+    store::{
+        AccountRow, Coordination, JoinRefusal, NewAccount, NewJoinLink, SessionWindow, Store,
+        UsageRow,
+    },
 };
 
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
@@ -322,6 +325,18 @@ impl Accounts {
         });
     }
 
+    /// Usage by bot and day: the account's own, or for an admin with
+    /// `everyone`, every account's (newest first, [`MAX_USAGE_ROWS`] rows).
+    pub async fn usage(&self, by: &AccountRow, everyone: bool) -> Result<Vec<UsageRow>, AppError> {
+        let account = if everyone {
+            admin(by)?;
+            None
+        } else {
+            Some(by.id)
+        };
+        Ok(self.store.usage(account, MAX_USAGE_ROWS).await?)
+    }
+
     /// The accounts an admin manages (at most [`MAX_LISTED`], by name).
     pub async fn list(&self, by: &AccountRow) -> Result<Vec<AccountRow>, AppError> {
         admin(by)?;
@@ -361,6 +376,9 @@ impl Accounts {
         Ok(self.store.prune_accounts(now, self.window(now)).await?)
     }
 }
+
+/// Usage rows an account page shows.
+pub const MAX_USAGE_ROWS: i64 = 200;
 
 /// Accounts an admin's page lists.
 pub const MAX_LISTED: i64 = 500;

@@ -24,7 +24,7 @@ use crate::error::AppError;
 use crate::markdown::{escape, escape_attr};
 use crate::server::{
     accounts::{cookie, Accounts, SignedIn, MAX_NAME_CHARS, MIN_PASSWORD_CHARS},
-    store::AccountRow,
+    store::{AccountRow, UsageRow},
 };
 
 pub fn routes<S>() -> Router<S>
@@ -177,14 +177,30 @@ async fn account_view(
     made: Option<&str>,
     error: Option<&AppError>,
 ) -> Response {
-    let people = match accounts(door) {
-        Ok(accounts) if account.role == "admin" => match accounts.list(account).await {
-            Ok(people) => people,
-            Err(e) => return e.into_response(),
-        },
-        _ => Vec::new(),
+    let admin = account.role == "admin";
+    let read = async {
+        let accounts = accounts(door)?;
+        let people = if admin {
+            accounts.list(account).await?
+        } else {
+            Vec::new()
+        };
+        let everyone = if admin {
+            accounts.usage(account, true).await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, AppError>((people, accounts.usage(account, false).await?, everyone))
     };
-    let body = account_body(account, made, &people, error);
+    let (people, mine, everyone) = match read.await {
+        Ok(read) => read,
+        Err(e) => return e.into_response(),
+    };
+    let mut body = account_body(account, made, &people, error);
+    body.push_str(&usage_table("Your usage", &mine, false));
+    if admin {
+        body.push_str(&usage_table("Everyone's usage", &everyone, true));
+    }
     match error {
         Some(e) => refused_form(e, "Your account", &body),
         None => html(StatusCode::OK, "Your account", &body),
@@ -425,6 +441,47 @@ fn account_body(
         error = error_line(error),
         name = text(&account.name),
         role = text(&account.role),
+    )
+}
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01.
+fn day_of(day: i64) -> String {
+    let date_time = crate::model::format_datetime_utc(day.saturating_mul(86_400_000));
+    date_time.split(' ').next().unwrap_or_default().to_owned()
+}
+
+/// Usage by day and bot (and person), as a table.
+fn usage_table(title: &str, rows: &[UsageRow], people: bool) -> String {
+    if rows.is_empty() {
+        return format!(r#"<h2>{title}</h2><p class="hint">No replies yet.</p>"#);
+    }
+    let person_head = if people {
+        "<th scope=\"col\">Person</th>"
+    } else {
+        ""
+    };
+    let body: String = rows
+        .iter()
+        .map(|row| {
+            let person = if people {
+                format!("<td>{}</td>", text(&row.person))
+            } else {
+                String::new()
+            };
+            format!(
+                "<tr><td>{day}</td>{person}<td>@{bot}</td><td>{replies}</td><td>{prompt}</td><td>{completion}</td></tr>",
+                day = day_of(row.day),
+                bot = text(&row.bot),
+                replies = row.replies,
+                prompt = row.prompt_tokens,
+                completion = row.completion_tokens,
+            )
+        })
+        .collect();
+    format!(
+        r#"<h2>{title}</h2>
+<table class="usage-table" aria-label="{title}"><thead><tr><th scope="col">Day (UTC)</th>{person_head}<th scope="col">Bot</th><th scope="col">Replies</th><th scope="col">Prompt tokens</th><th scope="col">Completion tokens</th></tr></thead>
+<tbody>{body}</tbody></table>"#
     )
 }
 

@@ -27,6 +27,30 @@ pub struct AccountRow {
     pub disabled: bool,
 }
 
+/// Replies asked for by one account, for one bot on one day (UTC).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct UsageRow {
+    /// The account's name.
+    pub person: String,
+    /// The bot's handle (the reply's author).
+    pub bot: String,
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    pub replies: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+/// The usage statement: replies joined to the account that asked (by its
+/// name, from when the account was made: older typed-name messages with
+/// the same name are not its), summed per person, bot and day.
+pub(super) const USAGE_SELECT: &str =
+    "SELECT a.name AS person, m.author AS bot, m.created_at / 86400000 AS day, \
+     COUNT(*) AS replies, CAST(COALESCE(SUM(m.prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+     CAST(COALESCE(SUM(m.completion_tokens), 0) AS BIGINT) AS completion_tokens \
+     FROM messages m JOIN accounts a ON a.name = m.requested_by AND m.created_at >= a.created_at \
+     WHERE m.role = 'assistant'";
+
 /// A link to be stored (its token already hashed).
 #[derive(Clone, Debug)]
 pub struct NewJoinLink<'a> {
@@ -120,6 +144,23 @@ macro_rules! account_statements {
                     .fetch_all(&self.pool)
                     .await?;
                 Ok(rows.into_iter().map(super::accounts::account).collect())
+            }
+
+            pub(in crate::server::store) async fn usage(
+                &self,
+                account: Option<i64>,
+                limit: i64,
+            ) -> Result<Vec<super::accounts::UsageRow>, sqlx::Error> {
+                let sql = format!(
+                    "{} AND ($1 IS NULL OR a.id = $1) GROUP BY a.name, m.author, day \
+                     ORDER BY day DESC, a.name, m.author LIMIT $2",
+                    super::accounts::USAGE_SELECT
+                );
+                sqlx::query_as::<$db, super::accounts::UsageRow>(&sql)
+                    .bind(account)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
             }
 
             pub(in crate::server::store) async fn set_disabled(
@@ -384,6 +425,16 @@ impl Store {
     /// Up to `limit` accounts by name.
     pub async fn list_accounts(&self, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
         on_accounts!(self, s => s.list_accounts(limit).await, "Store::list_accounts")
+    }
+
+    /// Usage per person, bot and day, newest first: one account's, or
+    /// (`None`) everyone's; at most `limit` rows.
+    pub async fn usage(
+        &self,
+        account: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        on_accounts!(self, s => s.usage(account, limit).await, "Store::usage")
     }
 
     /// Disables or enables account `id`; false if there is none.

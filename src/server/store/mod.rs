@@ -40,7 +40,7 @@ use crate::{
     model::{Granularity, Message, Part, Posted, Role, Status, Thread, ThreadSummary, UsageTotals},
 };
 
-pub use accounts::{AccountRow, JoinRefusal, NewAccount, NewJoinLink, SessionWindow};
+pub use accounts::{AccountRow, JoinRefusal, NewAccount, NewJoinLink, SessionWindow, UsageRow};
 pub use coordination::{AtShutdown, Coordination};
 pub use sqlite::LIST_THREADS;
 
