@@ -152,6 +152,42 @@ async fn set_up_on(state: &AppState, browser: &mut Browser, name: &str) -> Strin
     token
 }
 
+/// The link an admin's account page shows after making an invite.
+fn invite_token(page: &str) -> String {
+    page.split("/join?token=")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the page shows the link")
+        .to_owned()
+}
+
+/// `admin` invites a member, who joins as `name` (password "<name>s password").
+async fn invite_member(app: &TestApp, admin: &mut Browser, name: &str) -> Browser {
+    let made = admin
+        .form(
+            "/account/invites",
+            &[("role", "member"), ("uses", "1"), ("hours", "1")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut member = Browser::new(&app.url);
+    let password = format!("{}s password", name.to_lowercase());
+    let joined = member
+        .form(
+            "/join",
+            &[
+                ("token", &invite_token(&made)),
+                ("name", name),
+                ("password", &password),
+            ],
+        )
+        .await;
+    assert_eq!(joined.status(), StatusCode::SEE_OTHER);
+    member
+}
+
 async fn sign_in(browser: &mut Browser, name: &str, password: &str) -> reqwest::Response {
     browser
         .form(
@@ -302,13 +338,7 @@ async fn an_admin_invites_and_the_invite_is_used_up() {
         .form("/account/invites", &[("role", "member"), ("uses", "1"), ("hours", "72")])
         .await;
     assert_eq!(made.status(), StatusCode::OK);
-    let page = made.text().await.unwrap();
-    let token = page
-        .split("/join?token=")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .expect("the page shows the link")
-        .to_owned();
+    let token = invite_token(&made.text().await.unwrap());
 
     let mut bob = Browser::new(&app.url);
     assert_eq!(bob.get(&format!("/join?token={token}")).await.status(), StatusCode::OK);
@@ -458,18 +488,7 @@ async fn a_disabled_account_is_refused_and_its_streams_close() {
     let app = accounts_app(|_| {}).await;
     let mut ann = Browser::new(&app.url);
     set_up(&app, &mut ann, "Ann").await;
-    let made = ann
-        .form("/account/invites", &[("role", "member"), ("uses", "1"), ("hours", "1")])
-        .await
-        .text()
-        .await
-        .unwrap();
-    let invite = made.split("/join?token=").nth(1).unwrap().split('<').next().unwrap().to_owned();
-    let mut bob = Browser::new(&app.url);
-    let joined = bob
-        .form("/join", &[("token", &invite), ("name", "Bob"), ("password", "bobs password")])
-        .await;
-    assert_eq!(joined.status(), StatusCode::SEE_OTHER);
+    let bob = invite_member(&app, &mut ann, "Bob").await;
     let mut stream = bob.subscribe("/api/threads/lobby/events").await;
     let bob_id = app.state.store.account_named("bob").await.unwrap().unwrap().id;
     let bob_id = bob_id.to_string();
@@ -553,15 +572,7 @@ async fn each_person_sees_their_usage_and_an_admin_sees_everyones() {
     let app = accounts_app(|_| {}).await;
     let mut ann = Browser::new(&app.url);
     set_up(&app, &mut ann, "Ann").await;
-    let made = ann
-        .form("/account/invites", &[("role", "member"), ("uses", "1"), ("hours", "1")])
-        .await
-        .text()
-        .await
-        .unwrap();
-    let invite = made.split("/join?token=").nth(1).unwrap().split('<').next().unwrap().to_owned();
-    let mut bob = Browser::new(&app.url);
-    bob.form("/join", &[("token", &invite), ("name", "Bob"), ("password", "bobs password")]).await;
+    let mut bob = invite_member(&app, &mut ann, "Bob").await;
     ask(&app, &ann, "one").await;
     ask(&app, &ann, "two").await;
     ask(&app, &bob, "three").await;
