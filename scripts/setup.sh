@@ -58,6 +58,21 @@ ensure_browser() {
   fi
 }
 
+# A real OpenID Connect provider for the sign-in tests: PyPI's
+# oidc-provider-mock in its own virtualenv (the Rust tests run it on a free
+# port; STREAMCHAT_OIDC_PROVIDER_MOCK names it).
+OIDC_PROVIDER_MOCK_VERSION=0.3.4
+ensure_oidc_provider() {
+  local venv="$CACHE_DIR/tools/py"
+  if [[ "$("$venv/bin/pip" show oidc-provider-mock 2>/dev/null | sed -n 's/^Version: //p')" != "$OIDC_PROVIDER_MOCK_VERSION" ]]; then
+    say "installing oidc-provider-mock $OIDC_PROVIDER_MOCK_VERSION (the tests' OpenID Connect provider)"
+    mkdir -p "$CACHE_DIR/tools"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "oidc-provider-mock==$OIDC_PROVIDER_MOCK_VERSION"
+  fi
+  export STREAMCHAT_OIDC_PROVIDER_MOCK="$venv/bin/oidc-provider-mock"
+}
+
 # A PostgreSQL for the tests of several instances: the one
 # STREAMCHAT_TEST_DATABASE_URL names, else the local one (started, or
 # installed from Debian's packages, when none answers). Exports the URL and

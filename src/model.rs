@@ -80,8 +80,13 @@ pub struct Thread {
     pub id: String,
     pub title: String,
     /// On the home page for everyone; an unlisted thread is reached only
-    /// through its URL.
+    /// through its URL, a private one only by its members.
     pub listed: bool,
+    /// A private thread's owner (who adds and removes its members); `None`
+    /// for a thread anyone who reaches it may read.
+    #[serde(default)]
+    #[cfg_attr(feature = "ssr", sqlx(default))]
+    pub owner: Option<String>,
 }
 
 /// A thread as the thread list shows it.
@@ -365,6 +370,9 @@ pub struct ThreadPage {
     /// Who people are here (accounts: the page links to yours; open: it
     /// says anyone may post under any name).
     pub access: AccessMode,
+    /// Whether only the person who asked may approve a reply's waiting tool
+    /// call (`tools.approver = "requester"`), else anyone in the thread.
+    pub requester_approves: bool,
 }
 
 /// What `send_message` committed: the user's message and, when the bot was

@@ -295,9 +295,28 @@ pub fn bounded(text: &str, max: usize) -> String {
     format!("{}… (cut at {max} bytes)", &text[..at])
 }
 
+/// Who may approve or deny a waiting call, in words: the card's line and
+/// the refusal's.
+pub fn who_may_decide(requester_only: bool, requested_by: Option<&str>) -> String {
+    match (requester_only, requested_by) {
+        (true, Some(name)) => format!("Only {name} (who asked) may approve or deny this call."),
+        (true, None) => "Only the person who asked may approve or deny this call.".to_owned(),
+        (false, _) => "Anyone in this thread may approve or deny this call.".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_card_names_who_may_decide() {
+        assert_eq!(
+            who_may_decide(true, Some("Ann")),
+            "Only Ann (who asked) may approve or deny this call."
+        );
+        assert!(who_may_decide(false, Some("Ann")).starts_with("Anyone"));
+    }
 
     fn log_of(records: &[ToolRecord]) -> String {
         records.iter().map(ToolRecord::line).collect()

@@ -19,19 +19,18 @@ pub async fn send_message(
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
     let state = respond::state();
-    let result = match respond::requester(&state) {
-        Ok(who) => {
-            let post = crate::server::ingest::outbox::Post {
-                thread_id: thread,
-                author: who.name_or(&author),
-                body: &body,
-                request_id: &request_id,
-                signed_in: who.identity.is_some(),
-            };
-            crate::server::ingest::outbox::send(&respond::ingest(&state), &who.client, post).await
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let (who, _) = respond::member(&state, &thread).await?;
+        let post = crate::server::ingest::outbox::Post {
+            thread_id: thread,
+            author: who.name_or(&author),
+            body: &body,
+            request_id: &request_id,
+            signed_in: who.identity.is_some(),
+        };
+        crate::server::ingest::outbox::send(&respond::ingest(&state), &who.client, post).await
+    }
+    .await;
     if let Ok(posted) = &result {
         respond::set_cookie(
             super::AUTHOR_COOKIE,
@@ -49,7 +48,7 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
 
     let state = respond::state();
     let result = async {
-        let thread = state.store.existing_thread(&thread).await?;
+        let (who, thread) = respond::member(&state, &thread).await?;
         let granularity = state.store.thread_granularity(&thread.id).await?;
         // One more than a page tells whether older messages exist.
         let mut latest = state
@@ -63,9 +62,8 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
         let author = respond::cookie(super::AUTHOR_COOKIE)
             .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
             .and_then(|v| String::from_utf8(v).ok());
-        let who = respond::requester(&state).ok();
         Ok(ThreadPage {
-            signed_in: who.and_then(|w| w.identity),
+            signed_in: who.identity,
             request_id: crate::server::ingest::outbox::new_request_id(),
             thread,
             messages: latest.messages,
@@ -77,6 +75,8 @@ pub async fn list_messages(thread: String) -> Result<ThreadPage, AppError> {
             bots: state.bots.handles(),
             search: state.config.search.enabled,
             access: state.config.access.mode(),
+            requester_approves: state.config.tools.approver
+                == crate::server::config::Approver::Requester,
         })
     }
     .await;
@@ -90,12 +90,15 @@ pub async fn older_messages(thread: String, before: i64) -> Result<HistoryPage, 
     use super::respond;
 
     let state = respond::state();
-    let result = state
-        .store
-        .messages_before(&thread, before, crate::model::PAGE_SIZE)
-        .await
-        .map(|(messages, more)| HistoryPage { messages, more })
-        .map_err(AppError::from);
+    let result = async {
+        respond::member(&state, &thread).await?;
+        let (messages, more) = state
+            .store
+            .messages_before(&thread, before, crate::model::PAGE_SIZE)
+            .await?;
+        Ok(HistoryPage { messages, more })
+    }
+    .await;
     respond::finish(result)
 }
 
@@ -106,11 +109,14 @@ pub async fn get_message(thread: String, id: i64) -> Result<Message, AppError> {
     use super::respond;
 
     let state = respond::state();
-    let result = state
-        .store
-        .message(&thread, id)
-        .await
-        .map_err(AppError::from)
-        .and_then(|m| m.ok_or_else(|| AppError::no_message(id)));
+    let result = async {
+        respond::member(&state, &thread).await?;
+        state
+            .store
+            .message(&thread, id)
+            .await?
+            .ok_or_else(|| AppError::no_message(id))
+    }
+    .await;
     respond::finish(result)
 }

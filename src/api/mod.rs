@@ -41,11 +41,29 @@ pub(crate) mod respond {
         crate::server::edge::access::requester(&state.gate, &parts)
     }
 
+    /// Who sent this request, once they may see `thread`: a private thread
+    /// is the same 404 as an unknown one to anyone but its members. Every
+    /// server function naming a thread asks this first.
+    pub async fn member(
+        state: &AppState,
+        thread: &str,
+    ) -> Result<(crate::server::edge::access::Requester, crate::model::Thread), AppError> {
+        let who = requester(state)?;
+        let thread = state
+            .members
+            .thread(thread, who.identity.as_deref())
+            .await?;
+        Ok((who, thread))
+    }
+
     /// Sets the error's HTTP status, except for plain (no-JavaScript) form
     /// posts: those are redirected back with the error in the URL instead.
     pub fn finish<T>(result: Result<T, AppError>) -> Result<T, AppError> {
         if let Err(e) = &result {
+            // (A page being rendered asks for HTML too, with a GET: its
+            // status is the error's.)
             let form_post = use_context::<Parts>()
+                .filter(|parts| parts.method == axum::http::Method::POST)
                 .and_then(|parts| parts.headers.get(header::ACCEPT).cloned())
                 .and_then(|accept| accept.to_str().ok().map(|a| a.contains("text/html")))
                 .unwrap_or(false);

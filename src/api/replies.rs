@@ -12,18 +12,12 @@ pub async fn stop_reply(
 ) -> Result<(), AppError> {
     use super::respond;
     let state = respond::state();
-    let result = match respond::requester(&state) {
-        Ok(who) => {
-            crate::server::ingest::outbox::stop(
-                &respond::ingest(&state),
-                &thread,
-                id,
-                who.name_or(&by),
-            )
+    let result = async {
+        let (who, _) = respond::member(&state, &thread).await?;
+        crate::server::ingest::outbox::stop(&respond::ingest(&state), &thread, id, who.name_or(&by))
             .await
-        }
-        Err(e) => Err(e),
-    };
+    }
+    .await;
     respond::finish(result)
 }
 
@@ -58,20 +52,19 @@ async fn restart(
 ) -> Result<Message, AppError> {
     use super::respond;
     let state = respond::state();
-    let result = match respond::requester(&state) {
-        Ok(who) => {
-            crate::server::ingest::outbox::restart(
-                &respond::ingest(&state),
-                &who.client,
-                &thread,
-                id,
-                kind,
-                who.name_or(&by),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let (who, _) = respond::member(&state, &thread).await?;
+        crate::server::ingest::outbox::restart(
+            &respond::ingest(&state),
+            &who.client,
+            &thread,
+            id,
+            kind,
+            who.name_or(&by),
+        )
+        .await
+    }
+    .await;
     respond::finish(result)
 }
 
@@ -80,13 +73,12 @@ async fn restart(
 pub async fn usage_totals(thread: String) -> Result<crate::model::UsageTotals, AppError> {
     use super::respond;
     let state = respond::state();
-    respond::finish(
-        state
-            .store
-            .usage_totals(&thread)
-            .await
-            .map_err(AppError::from),
-    )
+    let result = async {
+        respond::member(&state, &thread).await?;
+        Ok(state.store.usage_totals(&thread).await?)
+    }
+    .await;
+    respond::finish(result)
 }
 
 /// Sets how this thread's replies stream (`token`, `word`, `sentence`), or
@@ -97,6 +89,7 @@ pub async fn set_granularity(thread: String, granularity: String) -> Result<(), 
     use crate::model::Granularity;
     let state = respond::state();
     let result = async {
+        respond::member(&state, &thread).await?;
         let choice = match granularity.as_str() {
             "default" => None,
             g => Some(Granularity::parse(g).ok_or_else(|| {

@@ -25,7 +25,7 @@ pub async fn search(
         }
         let scope = match &thread {
             Some(id) => {
-                state.store.existing_thread(id).await?;
+                respond::member(&state, id).await?;
                 SearchScope::Thread(id)
             }
             None => SearchScope::Listed,

@@ -42,11 +42,15 @@ pub async fn load_home() -> Result<Home, AppError> {
 }
 
 /// Creates a thread with an unguessable id and opens it. A listed thread is
-/// on the home page for everyone; an unlisted one only through its URL.
+/// on the home page for everyone. Where people are signed in (`accounts`,
+/// `proxy`), the other kind is private: only its members see it, its
+/// creator first (`unlisted` means the same there). In `open` mode it is
+/// unlisted: reached only through its URL.
 #[server(endpoint = "create_thread")]
 pub async fn create_thread(
     #[server(default)] title: String,
     #[server(default)] unlisted: bool,
+    #[server(default)] private: bool,
 ) -> Result<Thread, AppError> {
     use super::respond;
     let state = respond::state();
@@ -54,12 +58,30 @@ pub async fn create_thread(
         let title = validate_title(&title)?;
         // 64 random bits: an unlisted thread's URL is what lets one read it.
         let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-        let listed = !unlisted;
-        state.store.create_thread(&id, &title, listed).await?;
+        let hidden = unlisted || private;
+        let owner = match respond::requester(&state)?.identity {
+            Some(name) if hidden && state.members.private_threads() => Some(name),
+            _ if private => {
+                return Err(AppError::Invalid(
+                    "Private threads need people signed in (access.mode accounts or proxy)."
+                        .into(),
+                ))
+            }
+            _ => None,
+        };
+        match &owner {
+            Some(owner) => state.store.create_private_thread(&id, &title, owner).await?,
+            None => state.store.create_thread(&id, &title, !hidden).await?,
+        }
         state.hub.thread_changed(&id);
         state.coordination.thread_changed(&id).await;
-        tracing::info!(thread_id = %id, listed, "thread created");
-        Ok(Thread { id, title, listed })
+        tracing::info!(thread_id = %id, listed = !hidden, private = owner.is_some(), "thread created");
+        Ok(Thread {
+            id,
+            title,
+            listed: !hidden,
+            owner,
+        })
     }
     .await;
     if let Ok(thread) = &result {
@@ -79,11 +101,11 @@ pub async fn rename_thread(
     use crate::model::ChatEvent;
     let state = respond::state();
     let result = async {
+        let (_, mut found) = respond::member(&state, &thread).await?;
         let title = validate_title(&title)?;
         if !state.store.rename_thread(&thread, &title).await? {
             return Err(AppError::no_thread(&thread));
         }
-        let listed = state.store.existing_thread(&thread).await?.listed;
         if let Some(summary) = state.store.thread_summary(&thread).await? {
             state
                 .hub
@@ -91,11 +113,8 @@ pub async fn rename_thread(
         }
         state.hub.thread_changed(&thread);
         state.coordination.thread_changed(&thread).await;
-        Ok(Thread {
-            id: thread,
-            title,
-            listed,
-        })
+        found.title = title;
+        Ok(found)
     }
     .await;
     respond::finish(result)

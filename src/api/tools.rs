@@ -22,7 +22,7 @@ pub async fn decide_tool_call(
             "deny" => false,
             _ => return Err(AppError::Invalid("Decide approve or deny.".into())),
         };
-        let who = respond::requester(&state)?;
+        let (who, _) = respond::member(&state, &thread).await?;
         crate::server::ingest::approvals::decide(
             &respond::ingest(&state),
             &thread,

@@ -21,14 +21,14 @@ use tower_http::{
 };
 
 use super::{
-    accounts::Accounts,
+    accounts::{Accounts, Members},
     config::{AccessMode, Config},
     edge::{
         access::{self, Gate},
         account_pages,
         close_delimited::ConnectionLimits,
         connections::{self, DRAIN_MARGIN},
-        export, health, limits, security, sse,
+        export, health, limits, member_pages, oidc_pages, passkey_pages, security, sse,
         sse_listener::{Lean, SseListener},
         thread_list,
     },
@@ -46,6 +46,7 @@ use super::{
     store::{
         coordination,
         writer::{Unwritable, Writer},
+        Coordination, Store,
     },
     Background,
 };
@@ -93,13 +94,7 @@ impl AppState {
                 "bot ready"
             );
         }
-        let accounts = (config.access.mode() == AccessMode::Accounts).then(|| {
-            let accounts =
-                Accounts::new(store.clone(), coordination.clone(), &config.access.accounts);
-            accounts.spawn_pruning(&background);
-            accounts.spawn_revalidation(&background);
-            accounts
-        });
+        let (accounts, members) = who_is_who(&config, &store, &coordination, &background);
         tracing::info!(mode = ?config.access.mode(), "state ready");
         let config_access = config.access.clone();
         let site_addr = leptos_options.site_addr;
@@ -119,6 +114,7 @@ impl AppState {
             background,
             gate: Arc::new(Gate::new(&config_access, site_addr)),
             accounts,
+            members,
             writes: Budget::new(Spend::Writes, writes_per_minute),
             subscriptions: PerClient::new(subscriptions_per_client),
         };
@@ -192,7 +188,10 @@ pub fn router(state: AppState) -> Router {
         .route("/t/{id}/export.md", get(export::export))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
-        .merge(account_pages::routes());
+        .merge(account_pages::routes())
+        .merge(member_pages::routes())
+        .merge(oidc_pages::routes())
+        .merge(passkey_pages::routes());
     if state.config.uses_demo() {
         router = router.route("/v1/chat/completions", post(demo::completions));
     }
@@ -288,6 +287,37 @@ pub async fn run(
     let state = AppState::build(leptos_options, config, &self_base_url(addr)).await?;
     announce_setup_link(&state, addr).await?;
     serve(listener, state, shutdown).await
+}
+
+/// Who people are: built-in accounts (`accounts` mode) with their pruning
+/// and session checks, and private threads' members with theirs.
+fn who_is_who(
+    config: &Config,
+    store: &Store,
+    coordination: &Coordination,
+    background: &Background,
+) -> (Option<Accounts>, Members) {
+    let accounts = (config.access.mode() == AccessMode::Accounts).then(|| {
+        let accounts = Accounts::new(
+            store.clone(),
+            coordination.clone(),
+            &config.access.accounts,
+            &config.access.oidc,
+        );
+        accounts.spawn_pruning(background);
+        accounts.spawn_revalidation(background);
+        accounts
+    });
+    let members = Members::new(
+        store.clone(),
+        config.access.mode(),
+        config.access.members_per_thread,
+    );
+    if members.private_threads() {
+        let period = std::time::Duration::from_secs_f64(config.access.accounts.revalidate_secs);
+        members.spawn_revalidation(background, period);
+    }
+    (accounts, members)
 }
 
 /// With built-in accounts and no account yet: prints (and logs) the one

@@ -10,7 +10,7 @@ use crate::model::Granularity;
 
 mod accounts;
 mod tools;
-pub use accounts::{AccessMode, AccountsConfig};
+pub use accounts::{AccessMode, AccountsConfig, OidcProviderConfig};
 pub use tools::{Approval, Approver, Interrupted, McpServerConfig, ToolConfig, ToolsConfig};
 
 #[derive(Clone, Debug, Deserialize)]
@@ -160,6 +160,10 @@ pub struct AccessConfig {
     pub allowed_hosts: Vec<String>,
     /// Paths that are the operator's, answered without the identity header.
     pub operator_paths: Vec<String>,
+    /// Most members a private thread has, its owner included.
+    pub members_per_thread: u32,
+    /// OpenID Connect providers to sign in with (`accounts` mode).
+    pub oidc: Vec<OidcProviderConfig>,
 }
 
 impl AccessConfig {
@@ -184,6 +188,8 @@ impl Default for AccessConfig {
             trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
             allowed_hosts: Vec::new(),
             operator_paths: vec!["/healthz".into(), "/metrics".into()],
+            members_per_thread: 200,
+            oidc: Vec::new(),
         }
     }
 }
@@ -606,7 +612,19 @@ impl Config {
         if let Some(v) = set("STREAMCHAT_ALLOWED_HOSTS") {
             self.access.allowed_hosts = list(v);
         }
+        for provider in &mut self.access.oidc {
+            if let Some(name) = provider.client_secret_env.clone() {
+                provider.client_secret = set(&name).map(Secret);
+            }
+        }
         self.access.accounts.check()?;
+        for provider in &self.access.oidc {
+            provider.check()?;
+        }
+        anyhow::ensure!(
+            self.access.members_per_thread >= 1,
+            "access.members_per_thread must be at least 1 (the owner)"
+        );
         anyhow::ensure!(
             self.access.mode != Some(AccessMode::Proxy) || self.access.identity_header.is_some(),
             "access.mode = \"proxy\" needs access.identity_header (the header the proxy sets)"

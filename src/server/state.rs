@@ -7,7 +7,7 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use super::{
-    accounts::Accounts,
+    accounts::{Accounts, Members},
     config::Config,
     edge::{
         access::{Door, Gate},
@@ -52,6 +52,8 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     /// Built-in accounts (`access.mode = "accounts"`), else `None`.
     pub accounts: Option<Accounts>,
+    /// Private threads: who may see a thread, its members.
+    pub members: Members,
     /// State-changing requests per client per minute.
     pub writes: Budget,
     /// Open live subscriptions per client.
@@ -100,6 +102,7 @@ impl FromRef<AppState> for Subscriptions {
             shutdown: state.background.stop.clone(),
             per_client: state.subscriptions.clone(),
             accounts: state.accounts.clone(),
+            members: state.members.clone(),
         }
     }
 }

@@ -25,11 +25,11 @@ pub fn HomePage() -> impl IntoView {
                         Ok(Home { threads, search, access }) => view! {
                             <AccessNote access/>
                             {search.then(|| view! { <SearchBox thread=None/> })}
-                            <NewThreadForm/>
+                            <NewThreadForm access/>
                             <ThreadList threads/>
                         }.into_any(),
                         Err(e) => view! {
-                            <NewThreadForm/>
+                            <NewThreadForm access=AccessMode::Open/>
                             <p class="page-error" role="alert">{e.to_string()}</p>
                         }.into_any(),
                     }
@@ -57,7 +57,17 @@ pub fn AccessNote(access: AccessMode) -> impl IntoView {
 /// A plain form posting to `create_thread` (which redirects to the new
 /// thread); hydrated, it calls the function and navigates in place.
 #[component]
-fn NewThreadForm() -> impl IntoView {
+fn NewThreadForm(access: AccessMode) -> impl IntoView {
+    // Where people are signed in, a thread not listed is private (its
+    // members only); in open mode it is unlisted (its link is the key).
+    let (hidden_name, hidden_label) = if access == AccessMode::Open {
+        (
+            "unlisted",
+            "Unlisted (only people with its link can find it)",
+        )
+    } else {
+        ("private", "Private (only members you add can see it)")
+    };
     let input = NodeRef::<html::Input>::new();
     let unlisted = NodeRef::<html::Input>::new();
     let error = RwSignal::new(None::<String>);
@@ -72,7 +82,12 @@ fn NewThreadForm() -> impl IntoView {
         pending.set(true);
         let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
-            match create_thread(title, hidden).await {
+            let (unlisted, private) = if access == AccessMode::Open {
+                (hidden, false)
+            } else {
+                (false, hidden)
+            };
+            match create_thread(title, unlisted, private).await {
                 Ok(thread) => {
                     navigate(&format!("/t/{}", thread.id), Default::default());
                 }
@@ -88,8 +103,8 @@ fn NewThreadForm() -> impl IntoView {
                 <input name="title" node_ref=input required maxlength=MAX_TITLE_CHARS placeholder="What is it about?" autocomplete="off"/>
             </label>
             <label class="unlisted">
-                <input type="checkbox" name="unlisted" value="true" node_ref=unlisted/>
-                "Unlisted (only people with its link can find it)"
+                <input type="checkbox" name=hidden_name value="true" node_ref=unlisted/>
+                {hidden_label}
             </label>
             <button type="submit" disabled=move || pending.get()>"Create"</button>
             <p class="form-error" role="alert">{move || error.get()}</p>

@@ -43,6 +43,7 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
         stopped_by: _,
         notice,
         stats,
+        requested_by,
         ..
     } = message;
     let is_bot = role == Role::Assistant;
@@ -91,7 +92,7 @@ pub fn MessageItem(message: LiveMessage, local_time: RwSignal<bool>) -> impl Int
             </header>
             {is_bot.then(|| view! {
                 <Thinking thinking rendered=thinking_rendered body streaming stats=thinking_stats/>
-                <ToolCalls id calls=tool_calls status/>
+                <ToolCalls id calls=tool_calls status requested_by=requested_by.clone()/>
             })}
             <MessageBody rendered/>
             {move || notice.get().map(|n| view! { <p class="notice">{n}</p> })}

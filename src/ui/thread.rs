@@ -10,7 +10,7 @@ use super::{
     message::{Highlighted, MessageItem},
     search::SearchBox,
     toast::toast,
-    viewer::Viewer,
+    viewer::{Approvers, Viewer},
 };
 use crate::{
     api::{
@@ -62,11 +62,16 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         request_id,
         search,
         access,
+        requester_approves,
     } = page;
     let list = MessageList::new(thread.id.clone(), messages);
     provide_context(list);
     let author = signed_in.clone().or(author);
     provide_context(Viewer(RwSignal::new(author.clone().unwrap_or_default())));
+    provide_context(Approvers {
+        requester_only: requester_approves,
+        fixed_name: signed_in.is_some(),
+    });
     // Times render in UTC on the server and switch to local time once hydrated.
     let local_time = RwSignal::new(false);
     Effect::new(move |_| local_time.set(true));
@@ -119,6 +124,10 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         }
     });
     let export_href = format!("/t/{}/export.md", thread.id);
+    let members_href = thread
+        .owner
+        .is_some()
+        .then(|| format!("/t/{}/members", thread.id));
     let account_label = (access == AccessMode::Accounts)
         .then(|| format!("Signed in as {}", signed_in.clone().unwrap_or_default()));
     let handles = bots
@@ -149,6 +158,9 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
                     <h1>{title}</h1>
                     <RenameThread thread_id=thread.id.clone() title/>
                     <a class="export" href=export_href download>"Export (Markdown)"</a>
+                    {members_href.map(|href| view! {
+                        <a class="members" href=href rel="external">"Private · Members"</a>
+                    })}
                 </div>
                 <Show when=move || !list.connected.get()>
                     <p class="offline" role="status">"Connection lost. Reconnecting by itself; new text will appear when it is back."</p>

@@ -6,14 +6,14 @@
 
 use leptos::{prelude::*, server_fn::ServerFn};
 
-use super::viewer::Viewer;
+use super::viewer::{Approvers, Viewer};
 use crate::{
     api::{decide_tool_call, DecideToolCall},
     live::MessageList,
     markdown::{code_block, to_html},
     model::Status,
     pretty_json,
-    tools::{ToolCall, ToolLog, ToolState},
+    tools::{who_may_decide, ToolCall, ToolLog, ToolState},
 };
 
 /// What a card says about its call: its state, or, for a call the reply
@@ -27,7 +27,12 @@ fn state_label(state: ToolState, reply: Status) -> &'static str {
 }
 
 #[component]
-pub fn ToolCalls(id: i64, calls: ArcRwSignal<ToolLog>, status: Signal<Status>) -> impl IntoView {
+pub fn ToolCalls(
+    id: i64,
+    calls: ArcRwSignal<ToolLog>,
+    status: Signal<Status>,
+    requested_by: Option<String>,
+) -> impl IntoView {
     let has_calls = {
         let calls = calls.clone();
         Memo::new(move |_| calls.with(|log| !log.is_empty()))
@@ -48,17 +53,23 @@ pub fn ToolCalls(id: i64, calls: ArcRwSignal<ToolLog>, status: Signal<Status>) -
     view! {
         <section class="tool-calls" aria-label="Tool calls" hidden=move || !has_calls.get()>
             <For each key let:call>
-                <ToolCard id call status/>
+                <ToolCard id call status requested_by=requested_by.clone()/>
             </For>
         </section>
     }
 }
 
 #[component]
-fn ToolCard(id: i64, call: ToolCall, status: Signal<Status>) -> impl IntoView {
+fn ToolCard(
+    id: i64,
+    call: ToolCall,
+    status: Signal<Status>,
+    requested_by: Option<String>,
+) -> impl IntoView {
     let state = call.state;
-    let decide = (state == ToolState::Waiting)
-        .then(|| view! { <Decide id call=call.index hash=call.arguments_hash() status/> });
+    let decide = (state == ToolState::Waiting).then(|| {
+        view! { <Decide id call=call.index hash=call.arguments_hash() status requested_by/> }
+    });
     let label = move || state_label(state, status.get());
     let arguments = to_html(&code_block(&pretty_json::pretty(&call.arguments), "json"));
     let output = call.output.as_deref().map(|o| to_html(&code_block(o, "")));
@@ -102,9 +113,25 @@ fn ToolCard(id: i64, call: ToolCall, status: Signal<Status>) -> impl IntoView {
 /// hydrated. They carry the hash of the arguments shown above them, so a
 /// decision binds exactly those.
 #[component]
-fn Decide(id: i64, call: u32, hash: String, status: Signal<Status>) -> impl IntoView {
+fn Decide(
+    id: i64,
+    call: u32,
+    hash: String,
+    status: Signal<Status>,
+    requested_by: Option<String>,
+) -> impl IntoView {
     let viewer = expect_context::<Viewer>().0;
     let list = expect_context::<MessageList>();
+    let rule = use_context::<Approvers>().unwrap_or(Approvers {
+        requester_only: false,
+        fixed_name: false,
+    });
+    let who_may = who_may_decide(rule.requester_only, requested_by.as_deref());
+    // With a name the viewer cannot change, someone else's call offers no
+    // buttons: the card says whose it is.
+    let not_mine = rule.fixed_name
+        && rule.requester_only
+        && requested_by.as_deref() != Some(viewer.get_untracked().as_str());
     let error = RwSignal::new(None::<String>);
     let form = move |approve: bool| {
         let hash = hash.clone();
@@ -135,8 +162,8 @@ fn Decide(id: i64, call: u32, hash: String, status: Signal<Status>) -> impl Into
     };
     view! {
         <div class="tool-decide" hidden=move || status.get() != Status::Streaming>
-            {form(true)}
-            {form(false)}
+            <p class="tool-approvers">{who_may}</p>
+            {(!not_mine).then(|| view! { {form(true)} {form(false)} })}
             <span class="action-error" role="alert">{move || error.get()}</span>
         </div>
     }

@@ -4,198 +4,17 @@
 //! the hostile cases: a reused or made-up link, a wrong password, a
 //! tampered cookie, too many attempts, an expired session.
 
-use reqwest::{header, redirect::Policy, StatusCode};
+use reqwest::{header, StatusCode};
 use streamchat::server::config::{AccessMode, Config};
 use streamchat::server::store::SessionWindow;
 
 use std::time::Duration;
 
 use crate::support::{
+    accounts::*,
     pg::{node_config, spawn_node, PgDb},
-    spawn_app_with, FakeProvider, Scripted, TestApp,
+    FakeProvider, Scripted, TestApp,
 };
-use streamchat::server::state::AppState;
-
-fn accounts_mode(config: &mut Config) {
-    config.access.mode = Some(AccessMode::Accounts);
-}
-
-async fn accounts_app(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let fake = FakeProvider::with(Scripted::words(3, Duration::ZERO)).await;
-    spawn_app_with(fake, |config| {
-        accounts_mode(config);
-        configure(config);
-    })
-    .await
-}
-
-/// One browser: no redirects followed, its session cookie kept by hand.
-struct Browser {
-    http: reqwest::Client,
-    url: String,
-    session: Option<String>,
-}
-
-impl Browser {
-    fn new(url: &str) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .unwrap(),
-            url: url.to_owned(),
-            session: None,
-        }
-    }
-
-    fn keep_cookie(&mut self, response: &reqwest::Response) {
-        for line in response.headers().get_all(header::SET_COOKIE) {
-            let line = line.to_str().unwrap();
-            let value = line
-                .strip_prefix("streamchat_session=")
-                .and_then(|rest| rest.split(';').next())
-                .unwrap();
-            self.session = (!value.is_empty()).then(|| value.to_owned());
-        }
-    }
-
-    fn with_cookie(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.session {
-            Some(token) => request.header(header::COOKIE, format!("streamchat_session={token}")),
-            None => request,
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> reqwest::Response {
-        let request = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .header(header::ACCEPT, "text/html");
-        let response = self.with_cookie(request).send().await.unwrap();
-        self.keep_cookie(&response);
-        response
-    }
-
-    async fn form(&mut self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header(header::ACCEPT, "text/html")
-            .form(fields);
-        let response = self.with_cookie(request).send().await.unwrap();
-        self.keep_cookie(&response);
-        response
-    }
-
-    /// An event stream, its first bytes read (it is open).
-    async fn subscribe(&self, path: &str) -> reqwest::Response {
-        let request = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .header(header::ACCEPT, "text/event-stream");
-        let mut response = self.with_cookie(request).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        assert!(
-            response.chunk().await.unwrap().is_some(),
-            "{path} sends a first event"
-        );
-        response
-    }
-
-    /// A server function, as a hydrated page calls it.
-    async fn call(&self, function: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        let request = self
-            .http
-            .post(format!("{}/api/{function}", self.url))
-            .header(header::ACCEPT, "application/json")
-            .form(fields);
-        self.with_cookie(request).send().await.unwrap()
-    }
-}
-
-fn location(response: &reqwest::Response) -> &str {
-    response.headers()[header::LOCATION].to_str().unwrap()
-}
-
-/// Makes the first admin through the setup link; returns the token used.
-async fn set_up(app: &TestApp, browser: &mut Browser, name: &str) -> String {
-    set_up_on(&app.state, browser, name).await
-}
-
-async fn set_up_on(state: &AppState, browser: &mut Browser, name: &str) -> String {
-    let accounts = state.accounts.as_ref().expect("accounts mode");
-    let token = accounts
-        .setup_link()
-        .await
-        .unwrap()
-        .expect("no account yet");
-    let page = browser.get(&format!("/setup?token={token}")).await;
-    assert_eq!(page.status(), StatusCode::OK);
-    let made = browser
-        .form(
-            "/setup",
-            &[
-                ("token", &token),
-                ("name", name),
-                ("password", "correct horse"),
-            ],
-        )
-        .await;
-    assert_eq!(
-        made.status(),
-        StatusCode::SEE_OTHER,
-        "{:?}",
-        made.text().await
-    );
-    assert_eq!(location(&made), "/");
-    assert!(browser.session.is_some(), "the setup signs the admin in");
-    token
-}
-
-/// The link an admin's account page shows after making an invite.
-fn invite_token(page: &str) -> String {
-    page.split("/join?token=")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .expect("the page shows the link")
-        .to_owned()
-}
-
-/// `admin` invites a member, who joins as `name` (password "<name>s password").
-async fn invite_member(app: &TestApp, admin: &mut Browser, name: &str) -> Browser {
-    let made = admin
-        .form(
-            "/account/invites",
-            &[("role", "member"), ("uses", "1"), ("hours", "1")],
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
-    let mut member = Browser::new(&app.url);
-    let password = format!("{}s password", name.to_lowercase());
-    let joined = member
-        .form(
-            "/join",
-            &[
-                ("token", &invite_token(&made)),
-                ("name", name),
-                ("password", &password),
-            ],
-        )
-        .await;
-    assert_eq!(joined.status(), StatusCode::SEE_OTHER);
-    member
-}
-
-async fn sign_in(browser: &mut Browser, name: &str, password: &str) -> reqwest::Response {
-    browser
-        .form(
-            "/signin",
-            &[("name", name), ("password", password), ("next", "/t/lobby")],
-        )
-        .await
-}
 
 crate::both_backends! {
 async fn the_setup_link_makes_the_first_admin_once() {
@@ -413,15 +232,6 @@ async fn expired_sessions_are_refused_and_deleted() {
     assert!(accounts.session(&token).await.unwrap().is_none());
     assert_eq!(ann.call("list_threads", &[]).await.status(), StatusCode::UNAUTHORIZED);
 }
-}
-
-/// Reads `stream` until the server closes it; how long that took, or
-/// `None` if it was still open after `limit`.
-async fn closed_within(stream: &mut reqwest::Response, limit: Duration) -> Option<Duration> {
-    let started = std::time::Instant::now();
-    let read_to_end = async { while let Ok(Some(_)) = stream.chunk().await {} };
-    tokio::time::timeout(limit, read_to_end).await.ok()?;
-    Some(started.elapsed())
 }
 
 crate::both_backends! {

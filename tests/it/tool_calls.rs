@@ -578,3 +578,58 @@ async fn waiting_approvals_hold_no_slot_and_no_time() {
     }
 }
 }
+
+crate::both_backends! {
+/// With accounts, who asked is an account: another member cannot approve
+/// (whatever name a form carries), the card tells them whose call it is
+/// and offers them no buttons; the asker's page offers them and works.
+async fn with_accounts_only_the_asking_account_approves_and_the_card_says_so() {
+    let app = crate::support::accounts::accounts_app_with(
+        FakeProvider::start(approval_fake()).await,
+        with_tools(&[("search_threads", Approval::Always)]),
+    )
+    .await;
+    use crate::support::accounts::{invite_member, set_up, Browser};
+    let mut ann = Browser::new(&app.url);
+    set_up(&app, &mut ann, "Ann").await;
+    let mut bob = invite_member(&app, &mut ann, "Bob").await;
+    let sent = ann
+        .call("send_message", &[("thread", "lobby"), ("body", "@gpt find it")])
+        .await;
+    let posted: streamchat::model::Posted = sent.json().await.unwrap();
+    let reply = posted.replies[0].id;
+    let call = waiting_call(&app, reply).await;
+
+    let says = "Only Ann (who asked) may approve or deny this call.";
+    let bobs_page = bob.get("/t/lobby").await.text().await.unwrap();
+    assert!(bobs_page.contains(says), "the card says who may decide");
+    assert!(!bobs_page.contains(">Approve</button>"), "no buttons for Bob");
+    let anns_page = ann.get("/t/lobby").await.text().await.unwrap();
+    assert!(anns_page.contains(says) && anns_page.contains(">Approve</button>"));
+
+    let fields = |by: &'static str| {
+        vec![
+            ("thread", "lobby".to_owned()),
+            ("id", reply.to_string()),
+            ("call", call.index.to_string()),
+            ("arguments_hash", call.arguments_hash()),
+            ("decision", "approve".to_owned()),
+            ("by", by.to_owned()),
+        ]
+    };
+    let bob_fields = fields("Ann");
+    let bob_fields: Vec<(&str, &str)> = bob_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = bob.call("decide_tool_call", &bob_fields).await;
+    assert_eq!(refused.status(), 403, "Bob, even naming Ann, may not decide");
+    assert!(refused.text().await.unwrap().contains(says));
+    assert_eq!(waiting_call(&app, reply).await.state, ToolState::Waiting);
+
+    let ann_fields = fields("");
+    let ann_fields: Vec<(&str, &str)> = ann_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let approved = ann.call("decide_tool_call", &ann_fields).await;
+    assert!(approved.status().is_success(), "{}", approved.status());
+    let stored = app.wait_finished(reply).await;
+    assert_eq!(stored.status, Status::Done, "{:?}", stored.error);
+    assert_eq!(calls_of(&stored)[0].decided_by.as_deref(), Some("Ann"));
+}
+}

@@ -1,5 +1,7 @@
-//! The session cookie: `HttpOnly`, `SameSite=Lax`, `Path=/`, `Secure` when
-//! served over HTTPS, read and written with the `cookie` crate.
+//! The session cookie (`HttpOnly`, `SameSite=Lax`, `Path=/`, `Secure` when
+//! served over HTTPS) and the OpenID Connect state cookie (the same, on
+//! `/signin/oidc` for ten minutes), read and written with the `cookie`
+//! crate.
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use cookie::{Cookie, SameSite};
@@ -7,16 +9,36 @@ use cookie::{Cookie, SameSite};
 /// The cookie's name.
 pub const SESSION_COOKIE: &str = "streamchat_session";
 
+/// The browser's half of an OpenID Connect flow: its state.
+pub const OIDC_STATE_COOKIE: &str = "streamchat_oidc";
+
 /// The session token a request carries, if any (the first of that name).
 pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    named(headers, SESSION_COOKIE)
+}
+
+/// A cookie's value (the first of that name).
+pub fn named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|line| line.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == SESSION_COOKIE)
+        .find(|c| c.name() == name)
         .map(|c| c.value().to_owned())
+}
+
+/// `Set-Cookie` for an OpenID Connect flow's state (`None` removes it).
+pub fn set_oidc_state(state: Option<&str>, secure: bool) -> HeaderValue {
+    let seconds = if state.is_some() { 600 } else { 0 };
+    let cookie = Cookie::build((OIDC_STATE_COOKIE, state.unwrap_or("").to_owned()))
+        .path("/signin/oidc")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .max_age(cookie::time::Duration::seconds(seconds));
+    HeaderValue::from_str(&cookie.build().to_string()).expect("a cookie is a header value")
 }
 
 /// `Set-Cookie` for a new session (`max_age_secs`), or, with `None`, one

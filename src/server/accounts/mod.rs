@@ -8,7 +8,11 @@
 //! limited per account name and per client through the same budgets as
 //! other limits (shared by instances on PostgreSQL).
 
+mod challenges;
 pub mod cookie;
+mod members;
+pub mod oidc;
+pub mod passkeys;
 mod password;
 mod token;
 mod watch;
@@ -17,15 +21,16 @@ use std::{sync::Arc, time::Duration};
 
 use crate::error::AppError;
 use crate::server::{
-    config::AccountsConfig,
+    config::{AccountsConfig, OidcProviderConfig},
     ingest::budget::{Budget, Spend},
     now_ms,
     store::{
-        AccountRow, Coordination, JoinRefusal, NewAccount, NewJoinLink, SessionWindow, Store,
-        UsageRow,
+        AccountRow, Coordination, Credential, JoinRefusal, NewJoinLink, NewMember, SessionWindow,
+        Store, UsageRow,
     },
 };
 
+pub use members::Members;
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use token::token_hash;
 pub use watch::Watching;
@@ -62,19 +67,27 @@ pub struct Accounts {
     per_account: Budget,
     per_client: Budget,
     hasher: password::Hasher,
-    watch: watch::SessionWatch,
+    watch: watch::Watch,
+    /// OpenID Connect providers (`[[access.oidc]]`).
+    oidc: Arc<oidc::Oidc>,
 }
 
 impl Accounts {
-    pub fn new(store: Store, coordination: Coordination, config: &AccountsConfig) -> Self {
+    pub fn new(
+        store: Store,
+        coordination: Coordination,
+        config: &AccountsConfig,
+        providers: &[OidcProviderConfig],
+    ) -> Self {
         Self {
+            oidc: Arc::new(oidc::Oidc::new(providers)),
             store,
             coordination,
             per_account: Budget::new(Spend::SignIns, config.sign_ins_per_account_per_minute),
             per_client: Budget::new(Spend::SignIns, config.sign_ins_per_client_per_minute),
             config: Arc::new(config.clone()),
             hasher: password::Hasher::default(),
-            watch: watch::SessionWatch::default(),
+            watch: watch::Watch::default(),
         }
     }
 
@@ -159,24 +172,38 @@ impl Accounts {
         if let Some(refusal) = password::refusal(password) {
             return Err(AppError::Invalid(refusal));
         }
-        let expired_link = || {
-            AppError::NotFound(
-                "This link does not work: it was used already, it expired, or it is not a link \
-                 of this app. Ask for a new one."
-                    .into(),
-            )
-        };
         if !token::plausible(link) {
             return Err(expired_link());
         }
         let password_hash = self.hasher.hash(password).await?;
+        self.make_account(
+            Some(link),
+            "member",
+            name,
+            Credential::Password(&password_hash),
+        )
+        .await
+    }
+
+    /// Makes an account with its credential and first session, in one
+    /// transaction: through a link (`link`, which carries the role), or
+    /// with `role` (OpenID Connect's join rule).
+    pub(crate) async fn make_account(
+        &self,
+        link: Option<&str>,
+        role: &str,
+        name: &str,
+        credential: Credential<'_>,
+    ) -> Result<SignedIn, AppError> {
         let session = token::new_token();
+        let link_hash = link.map(token_hash);
         let joined = self
             .store
-            .join(&NewAccount {
-                link_hash: &token_hash(link),
+            .join_with(&NewMember {
+                link_hash: link_hash.as_deref(),
+                role,
                 name,
-                password_hash: &password_hash,
+                credential,
                 session_hash: &token_hash(&session),
                 now: now_ms(),
             })
@@ -190,9 +217,7 @@ impl Accounts {
                 })
             }
             Err(JoinRefusal::Link) => Err(expired_link()),
-            Err(JoinRefusal::NameTaken) => Err(AppError::Conflict(format!(
-                "The name \"{name}\" is taken; choose another."
-            ))),
+            Err(JoinRefusal::NameTaken) => Err(name_taken(name)),
         }
     }
 
@@ -216,6 +241,12 @@ impl Accounts {
         let hash = account.as_ref().and_then(|a| a.password_hash.as_deref());
         let matches = self.hasher.verify(password, hash).await?;
         let account = account.filter(|_| matches).ok_or_else(wrong)?;
+        self.open_session(account).await
+    }
+
+    /// A new session for an account that proved who it is (refused while
+    /// the account is disabled).
+    pub(crate) async fn open_session(&self, account: AccountRow) -> Result<SignedIn, AppError> {
         if account.disabled {
             return Err(AppError::Forbidden(
                 "This account is disabled; ask an admin.".into(),
@@ -408,6 +439,19 @@ fn checked_name(name: &str) -> Result<&str, AppError> {
         ));
     }
     Ok(name)
+}
+
+/// A setup or invite link that makes nothing.
+fn expired_link() -> AppError {
+    AppError::NotFound(
+        "This link does not work: it was used already, it expired, or it is not a link of this \
+         app. Ask for a new one."
+            .into(),
+    )
+}
+
+fn name_taken(name: &str) -> AppError {
+    AppError::Conflict(format!("The name \"{name}\" is taken; choose another."))
 }
 
 #[cfg(test)]

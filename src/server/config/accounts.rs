@@ -63,3 +63,65 @@ impl AccountsConfig {
         Ok(())
     }
 }
+
+/// `[[access.oidc]]`: one OpenID Connect provider people may sign in with
+/// ("Sign in with NAME" on the sign-in page).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Its part of our URLs (`/signin/oidc/ID`, `/signin/oidc/ID/callback`,
+    /// the redirect URI to register at the provider): letters, digits, `-`.
+    pub id: String,
+    /// What the button says after "Sign in with".
+    pub name: String,
+    /// The issuer URL (discovery reads `ISSUER/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// The environment variable holding the client secret (secrets are never
+    /// in files). None: a public client, PKCE alone.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// The secret itself, read from `client_secret_env` at start.
+    #[serde(skip)]
+    pub client_secret: Option<super::Secret>,
+    /// Who may make an account by signing in here (someone already linked
+    /// always may): a verified e-mail address in one of these domains...
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// ...or this group in the ID token's `groups_claim`. With neither, the
+    /// provider signs in only accounts that linked it from their account page.
+    #[serde(default)]
+    pub allowed_group: Option<String>,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_owned()
+}
+
+impl OidcProviderConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.id.is_empty()
+                && self.id.len() <= 32
+                && self
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "access.oidc: id {:?} must be 1 to 32 letters, digits or dashes",
+            self.id
+        );
+        anyhow::ensure!(
+            self.issuer.starts_with("https://") || self.issuer.starts_with("http://"),
+            "access.oidc {}: issuer must be an http(s) URL",
+            self.id
+        );
+        anyhow::ensure!(
+            !self.client_id.is_empty(),
+            "access.oidc {}: client_id is empty",
+            self.id
+        );
+        Ok(())
+    }
+}

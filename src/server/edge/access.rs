@@ -278,7 +278,9 @@ pub fn client_key(ip: IpAddr) -> String {
     }
 }
 
-/// The sign-in pages' paths (`account_pages.rs`), which need no session.
+/// The sign-in pages' paths (`account_pages.rs`), which need no session;
+/// nor do the paths below `/signin/`, `/setup/` and `/join/` (OpenID
+/// Connect, passkeys).
 const SIGN_IN_PATHS: [&str; 4] = ["/signin", "/setup", "/join", "/signout"];
 
 /// The door's state: the rules, and with built-in accounts, who a
@@ -333,8 +335,12 @@ impl Door {
     /// the operator's paths and the embedded demo model (the app calls it).
     fn is_public(&self, path: &str) -> bool {
         SIGN_IN_PATHS.contains(&path)
+            || ["/signin/", "/setup/", "/join/"]
+                .iter()
+                .any(|p| path.starts_with(p))
             || path.starts_with("/pkg/")
             || path == "/favicon.svg"
+            || path == "/passkeys.js"
             || path == "/v1/chat/completions"
             || self.gate.operator_paths.iter().any(|p| p == path)
     }

@@ -20,8 +20,8 @@ use axum::{
 use serde::Deserialize;
 
 use super::access::{Door, Requester};
+use super::plain_html::{attr, error_line, html, redirect, refused_form, text};
 use crate::error::AppError;
-use crate::markdown::{escape, escape_attr};
 use crate::server::{
     accounts::{cookie, Accounts, SignedIn, MAX_NAME_CHARS, MIN_PASSWORD_CHARS},
     store::{AccountRow, UsageRow},
@@ -43,7 +43,7 @@ where
         .route("/signout/everywhere", post(sign_out_everywhere))
 }
 
-fn accounts(door: &Door) -> Result<&Accounts, AppError> {
+pub(super) fn accounts(door: &Door) -> Result<&Accounts, AppError> {
     door.accounts
         .as_ref()
         .ok_or_else(|| AppError::NotFound("This app has no built-in accounts.".into()))
@@ -68,7 +68,7 @@ async fn sign_in_page(State(door): State<Door>, Query(q): Query<Next>) -> Respon
     html(
         StatusCode::OK,
         "Sign in",
-        &sign_in_form("", q.next.as_deref(), None),
+        &sign_in_form(&providers(&door), "", q.next.as_deref(), None),
     )
 }
 
@@ -85,7 +85,11 @@ async fn sign_in(
     };
     match signed_in.await {
         Ok(signed_in) => signed_in_response(&door, &who, &signed_in, safe_next(next)),
-        Err(e) => refused_form(&e, "Sign in", &sign_in_form(&form.name, next, Some(&e))),
+        Err(e) => refused_form(
+            &e,
+            "Sign in",
+            &sign_in_form(&providers(&door), &form.name, next, Some(&e)),
+        ),
     }
 }
 
@@ -147,7 +151,7 @@ fn join_title(path: &str) -> &'static str {
 
 /// The signed-in account a request came with (the door puts it in the
 /// request's extensions); 401 without one.
-struct Me(AccountRow);
+pub(super) struct Me(pub AccountRow);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Me {
     type Rejection = AppError;
@@ -190,13 +194,21 @@ async fn account_view(
         } else {
             Vec::new()
         };
-        Ok::<_, AppError>((people, accounts.usage(account, false).await?, everyone))
+        let passkeys = accounts.passkey_count(account).await?;
+        let methods = sign_in_methods(passkeys, &accounts.oidc_buttons());
+        Ok::<_, AppError>((
+            people,
+            accounts.usage(account, false).await?,
+            everyone,
+            methods,
+        ))
     };
-    let (people, mine, everyone) = match read.await {
+    let (people, mine, everyone, methods) = match read.await {
         Ok(read) => read,
         Err(e) => return e.into_response(),
     };
     let mut body = account_body(account, made, &people, error);
+    body.push_str(&methods);
     body.push_str(&usage_table("Your usage", &mine, false));
     if admin {
         body.push_str(&usage_table("Everyone's usage", &everyone, true));
@@ -277,19 +289,31 @@ async fn sign_out_everywhere(
 }
 
 /// 303 to `to`, with the new session's cookie.
-fn signed_in_response(door: &Door, who: &Requester, signed_in: &SignedIn, to: &str) -> Response {
+pub(super) fn signed_in_response(
+    door: &Door,
+    who: &Requester,
+    signed_in: &SignedIn,
+    to: &str,
+) -> Response {
+    let mut response = redirect(to);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(door, who, signed_in));
+    response
+}
+
+/// `Set-Cookie` for a new session: `Secure` when served over HTTPS (or as
+/// configured).
+pub(super) fn session_cookie(door: &Door, who: &Requester, signed_in: &SignedIn) -> HeaderValue {
     let Some(accounts) = door.accounts.as_ref() else {
-        return AppError::Internal.into_response();
+        return cookie::set_session(None, 0, false);
     };
     let secure = accounts.config().secure_cookie.unwrap_or(who.https);
-    let cookie = cookie::set_session(
+    cookie::set_session(
         Some(&signed_in.token),
         accounts.session_max_age().as_secs(),
         secure,
-    );
-    let mut response = redirect(to);
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
-    response
+    )
 }
 
 fn signed_out_response() -> Response {
@@ -298,11 +322,6 @@ fn signed_out_response() -> Response {
         .headers_mut()
         .insert(header::SET_COOKIE, cookie::set_session(None, 0, false));
     response
-}
-
-fn redirect(to: &str) -> Response {
-    let location = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/"));
-    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 /// Where to go after signing in: a path of this site, never another site
@@ -323,7 +342,7 @@ pub fn safe_next(next: Option<&str>) -> &str {
 }
 
 /// The site's origin as the browser named it, for links shown on a page.
-fn origin(headers: &HeaderMap, https: bool) -> String {
+pub(super) fn origin(headers: &HeaderMap, https: bool) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -332,54 +351,53 @@ fn origin(headers: &HeaderMap, https: bool) -> String {
     format!("{scheme}://{host}")
 }
 
-/// A refused form: the page again with the reason, the refusal's status,
-/// and `Retry-After` for a limit.
-fn refused_form(error: &AppError, title: &str, body: &str) -> Response {
-    let mut response = html(error.status(), title, body);
-    if let Some(secs) = error.retry_after() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, secs.into());
-    }
-    response
+/// The sign-in page's providers: each one's id and name.
+fn providers(door: &Door) -> Vec<(String, String)> {
+    door.accounts
+        .as_ref()
+        .map(|a| a.oidc_buttons())
+        .unwrap_or_default()
 }
 
-fn text(value: &str) -> String {
-    let mut out = String::new();
-    escape(value, &mut out);
-    out
-}
-
-fn attr(value: &str) -> String {
-    let mut out = String::new();
-    escape_attr(value, &mut out);
-    out
-}
-
-fn error_line(error: Option<&AppError>) -> String {
-    error.map_or_else(String::new, |e| {
-        format!(
-            r#"<p class="page-error" role="alert">{}</p>"#,
-            text(&e.to_string())
-        )
-    })
-}
-
-fn sign_in_form(name: &str, next: Option<&str>, error: Option<&AppError>) -> String {
+fn sign_in_form(
+    providers: &[(String, String)],
+    name: &str,
+    next: Option<&str>,
+    error: Option<&AppError>,
+) -> String {
+    let next = safe_next(next);
+    let providers: String = providers
+        .iter()
+        .map(|(id, provider)| {
+            format!(
+                r#"<p><a class="button" href="/signin/oidc/{id}?next={next}">Sign in with {provider}</a></p>"#,
+                id = attr(id),
+                next = attr(&percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC).to_string()),
+                provider = text(provider),
+            )
+        })
+        .collect();
     format!(
         r#"<h1>Sign in</h1>{error}
-<form method="post" action="/signin" class="account-form">
-<label>Name <input name="name" autocomplete="username" required maxlength="{MAX_NAME_CHARS}" value="{name}"></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<form method="post" action="/signin" class="account-form" data-passkey-form="sign-in">
+<label>Name <input name="name" autocomplete="username webauthn" required maxlength="{MAX_NAME_CHARS}" value="{name}"></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
 <input type="hidden" name="next" value="{next}">
 <button type="submit">Sign in</button>
+<button type="button" data-passkey="sign-in" hidden>Sign in with a passkey</button>
+<p class="form-error" role="alert" data-passkey-error></p>
 </form>
-<p class="hint">No account? Ask an admin for an invite link.</p>"#,
+{providers}
+<p class="hint">No account? Ask an admin for an invite link.</p>{PASSKEY_SCRIPT}"#,
         error = error_line(error),
         name = attr(name),
-        next = attr(safe_next(next)),
+        next = attr(next),
     )
 }
+
+/// The passkey buttons' script (plain JavaScript: the ceremonies need the
+/// browser's WebAuthn API); the buttons stay hidden without it.
+const PASSKEY_SCRIPT: &str = r#"<script src="/passkeys.js" defer></script>"#;
 
 fn join_form(path: &str, token: &str, name: &str, error: Option<&AppError>) -> String {
     let intro = if path == "/setup" {
@@ -389,12 +407,14 @@ fn join_form(path: &str, token: &str, name: &str, error: Option<&AppError>) -> S
     };
     format!(
         r#"<h1>{title}</h1><p class="hint">{intro}</p>{error}
-<form method="post" action="{path}" class="account-form">
+<form method="post" action="{path}" class="account-form" data-passkey-form="join">
 <input type="hidden" name="token" value="{token}">
 <label>Name <input name="name" autocomplete="username" required maxlength="{MAX_NAME_CHARS}" value="{name}"></label>
-<label>Password <input name="password" type="password" autocomplete="new-password" required minlength="{MIN_PASSWORD_CHARS}"></label>
+<label>Password <input name="password" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD_CHARS}"></label>
 <button type="submit">Make my account</button>
-</form>"#,
+<button type="button" data-passkey="join" hidden>Make my account with a passkey</button>
+<p class="form-error" role="alert" data-passkey-error></p>
+</form>{PASSKEY_SCRIPT}"#,
         title = join_title(path),
         error = error_line(error),
         path = if path == "/setup" { "/setup" } else { "/join" },
@@ -441,6 +461,31 @@ fn account_body(
         error = error_line(error),
         name = text(&account.name),
         role = text(&account.role),
+    )
+}
+
+/// The account's passkeys (how many, and a button adding one) and a form
+/// per OpenID Connect provider linking it.
+fn sign_in_methods(passkeys: usize, providers: &[(String, String)]) -> String {
+    let held = match passkeys {
+        0 => "No passkeys yet.".to_owned(),
+        1 => "1 passkey.".to_owned(),
+        n => format!("{n} passkeys."),
+    };
+    let links: String = providers
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                r#"<form method="post" action="/account/oidc/{id}" class="inline"><button type="submit">Link {name}</button></form>"#,
+                id = attr(id),
+                name = text(name),
+            )
+        })
+        .collect();
+    format!(
+        r#"<h2>Sign-in methods</h2>
+<p data-passkey-form="add"><span class="passkey-count">{held}</span> <button type="button" data-passkey="add" hidden>Add a passkey</button></p>
+<p class="form-error" role="alert" data-passkey-error></p>{links}{PASSKEY_SCRIPT}"#
     )
 }
 
@@ -513,22 +558,6 @@ fn people_list(me: &AccountRow, people: &[AccountRow]) -> String {
         .collect()
 }
 
-fn html(status: StatusCode, title: &str, body: &str) -> Response {
-    let page = format!(
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · streamchat</title><link rel="stylesheet" href="/pkg/streamchat.css"><link rel="icon" href="/favicon.svg" type="image/svg+xml">
-</head><body><main class="account">{body}</main></body></html>"#,
-        title = text(title),
-    );
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        page,
-    )
-        .into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,7 +579,7 @@ mod tests {
 
     #[test]
     fn what_a_person_typed_is_escaped_in_the_form() {
-        let page = sign_in_form("\"><script>x</script>", Some("/t/\"x"), None);
+        let page = sign_in_form(&[], "\"><script>x</script>", Some("/t/\"x"), None);
         assert!(!page.contains("<script>"));
         assert!(page.contains("&quot;&gt;&lt;script&gt;"));
     }

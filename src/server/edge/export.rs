@@ -4,12 +4,13 @@
 
 use axum::{
     body::{Body, Bytes},
-    extract::{Path, State},
+    extract::{Extension, Path, State},
     http::header,
     response::{IntoResponse, Response},
 };
 
-use crate::server::store::Store;
+use super::access::Requester;
+use crate::server::{accounts::Members, store::Store};
 use crate::{
     error::AppError,
     model::{format_datetime_utc, thinking_secs, Message, Role, Thread},
@@ -17,9 +18,12 @@ use crate::{
 
 pub async fn export(
     State(store): State<Store>,
+    State(members): State<Members>,
     Path(thread_id): Path<String>,
+    who: Option<Extension<Requester>>,
 ) -> Result<Response, AppError> {
-    let thread = store.existing_thread(&thread_id).await?;
+    let identity = who.and_then(|Extension(w)| w.identity);
+    let thread = members.thread(&thread_id, identity.as_deref()).await?;
     let filename: String = thread
         .title
         .chars()

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::access::Requester;
 use crate::server::{
-    accounts::{Accounts, SessionRef, Watching},
+    accounts::{Accounts, Members, SessionRef, Watching},
     config::Config,
     fanout::hub::{Envelope, Hub},
     ingest::budget::PerClient,
@@ -69,6 +69,9 @@ pub struct Subscriptions {
     pub per_client: PerClient,
     /// Built-in accounts: a subscription made with a session ends with it.
     pub accounts: Option<Accounts>,
+    /// A private thread's subscription is for members, and ends with the
+    /// membership.
+    pub members: Members,
 }
 
 /// A token delta carries an event id at most this often.
@@ -94,15 +97,7 @@ pub async fn events(
 ) -> Result<Response, AppError> {
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let watching = watch(&state, session);
-    let stream = open(
-        state,
-        thread_id,
-        last_event_id,
-        query,
-        &client_of(who),
-        watching,
-    )
-    .await?;
+    let stream = open(state, thread_id, last_event_id, query, who, watching).await?;
     Ok(event_stream_response(stream))
 }
 
@@ -112,15 +107,17 @@ fn watch(state: &Subscriptions, session: Option<Extension<SessionRef>>) -> Optio
     Some(state.accounts.as_ref()?.watch_session(&session))
 }
 
-/// Resolves on shutdown, or once the subscription's session has ended
-/// (signed out on any instance, expired, or its account disabled).
-async fn stopped(shutdown: CancellationToken, session: Option<Watching>) {
-    match session {
-        Some(session) => tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = session.ended() => {}
-        },
-        None => shutdown.cancelled().await,
+/// Resolves on shutdown, or once what the subscription holds has ended:
+/// its session (signed out on any instance, expired, or its account
+/// disabled), or its membership of a private thread.
+async fn stopped(shutdown: CancellationToken, holds: Vec<Watching>) {
+    if holds.is_empty() {
+        return shutdown.cancelled().await;
+    }
+    let ended = futures::future::select_all(holds.iter().map(|h| Box::pin(h.ended())));
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = ended => {}
     }
 }
 
@@ -131,7 +128,7 @@ async fn open(
     thread_id: String,
     last_event_id: Option<&str>,
     query: EventsQuery,
-    client: &str,
+    who: Option<Extension<Requester>>,
     session: Option<Watching>,
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, AppError> {
     let since = last_event_id
@@ -143,11 +140,19 @@ async fn open(
             AppError::Invalid("granularity must be token, word or sentence.".into())
         })?,
     };
+    let identity = who.as_ref().and_then(|Extension(w)| w.identity.clone());
     let held = state
         .per_client
-        .hold(client)
+        .hold(&client_of(who))
         .ok_or_else(|| too_many(&state.per_client))?;
-    state.store.existing_thread(&thread_id).await?;
+    let thread = state
+        .members
+        .thread(&thread_id, identity.as_deref())
+        .await?;
+    let holds = session
+        .into_iter()
+        .chain(state.members.watch(&thread, identity.as_deref()))
+        .collect();
     let live = state.hub.subscribe(&thread_id);
     let first_rev = state.store.thread_rev(&thread_id).await?;
     let guard = (
@@ -160,7 +165,7 @@ async fn open(
         first_rev,
         granularity,
     };
-    Ok(stream(state, thread_id, from, live, guard, session))
+    Ok(stream(state, thread_id, from, live, guard, holds))
 }
 
 /// Where a subscription starts.
@@ -186,7 +191,7 @@ fn stream(
     from: Position,
     mut live: Receiver<Arc<Envelope>>,
     guard: impl Send + 'static,
-    session: Option<Watching>,
+    holds: Vec<Watching>,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let max_delay = Duration::from_millis(state.config.stream.max_delay_ms);
     async_stream::stream! {
@@ -199,7 +204,7 @@ fn stream(
         let mut pages = Some(Box::pin(snapshot(state.store.clone(), thread_id.clone(), from.since)));
         let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         // Made once, not per event (each one joins and leaves a waiter list).
-        let stopping = stopped(state.shutdown.clone(), session);
+        let stopping = stopped(state.shutdown.clone(), holds);
         tokio::pin!(stopping);
         loop {
             if let Some(mut reading) = pages.take() {
@@ -373,7 +378,10 @@ pub async fn thread_list_events(
     who: Option<Extension<Requester>>,
     session: Option<Extension<SessionRef>>,
 ) -> Result<Response, AppError> {
-    let stopping = stopped(state.shutdown.clone(), watch(&state, session));
+    let stopping = stopped(
+        state.shutdown.clone(),
+        watch(&state, session).into_iter().collect(),
+    );
     let held = state
         .per_client
         .hold(&client_of(who))

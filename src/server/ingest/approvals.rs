@@ -53,12 +53,9 @@ pub async fn decide(
     if state.config.tools.approver == Approver::Requester
         && message.requested_by.as_deref() != Some(by)
     {
-        return Err(AppError::Forbidden(format!(
-            "Only {} (who asked) may approve or deny this call.",
-            message
-                .requested_by
-                .as_deref()
-                .unwrap_or("the person who asked")
+        return Err(AppError::Forbidden(crate::tools::who_may_decide(
+            true,
+            message.requested_by.as_deref(),
         )));
     }
     let decision = ToolDecision {

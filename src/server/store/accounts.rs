@@ -6,9 +6,10 @@
 //!
 //! Invariants:
 //! - A token is never stored, only its SHA-256 (the caller hashes).
-//! - Joining is one transaction: the link's use is taken, the account and
-//!   its first session made, or nothing changes (a taken name, a used-up
-//!   or expired link, a setup link once any account exists).
+//! - Joining is one transaction (`sign_ins.rs`: `join_with`): the link's use
+//!   is taken, the account, its credential and its first session made, or
+//!   nothing changes (a taken name, a used-up or expired link, a setup link
+//!   once any account exists).
 //! - An account keeps at most `keep` sessions; the least recently used go.
 //! - Expired sessions and used-up or expired links are deleted by
 //!   [`Store::prune_accounts`], so the tables stay bounded.
@@ -61,16 +62,6 @@ pub struct NewJoinLink<'a> {
     pub uses: i64,
     pub expires_at: i64,
     pub created_by: Option<i64>,
-}
-
-/// A new account made through a link, with its first session.
-#[derive(Clone, Debug)]
-pub struct NewAccount<'a> {
-    pub link_hash: &'a str,
-    pub name: &'a str,
-    pub password_hash: &'a str,
-    pub session_hash: &'a str,
-    pub now: i64,
 }
 
 /// Why a join changed nothing.
@@ -126,6 +117,21 @@ macro_rules! account_statements {
                 );
                 let row = sqlx::query_as::<$db, super::accounts::AccountTuple>(&sql)
                     .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(super::accounts::account))
+            }
+
+            pub(in crate::server::store) async fn account_by_id(
+                &self,
+                id: i64,
+            ) -> Result<Option<super::accounts::AccountRow>, sqlx::Error> {
+                let sql = format!(
+                    "SELECT {} FROM accounts a WHERE a.id = $1",
+                    super::accounts::ACCOUNT_COLUMNS
+                );
+                let row = sqlx::query_as::<$db, super::accounts::AccountTuple>(&sql)
+                    .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(super::accounts::account))
@@ -193,71 +199,6 @@ macro_rules! account_statements {
                 .execute(&self.pool)
                 .await
                 .map(drop)
-            }
-
-            pub(in crate::server::store) async fn join(
-                &self,
-                new: &super::accounts::NewAccount<'_>,
-            ) -> Result<Result<super::accounts::AccountRow, super::accounts::JoinRefusal>, sqlx::Error>
-            {
-                use super::accounts::JoinRefusal;
-                let mut tx = self.pool.begin().await?;
-                // The link's use first: it takes the write lock (SQLite) or
-                // the link's row (PostgreSQL) before anything is read.
-                let link: Option<(String, String)> = sqlx::query_as::<$db, (String, String)>(
-                    "UPDATE join_links SET uses_left = uses_left - 1 \
-                     WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2 \
-                     RETURNING kind, role",
-                )
-                .bind(new.link_hash)
-                .bind(new.now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((kind, role)) = link else {
-                    return Ok(Err(JoinRefusal::Link));
-                };
-                if kind == "setup" {
-                    let existing: i64 = sqlx::query_scalar::<$db, i64>("SELECT COUNT(*) FROM accounts")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if existing > 0 {
-                        return Ok(Err(JoinRefusal::Link));
-                    }
-                }
-                let inserted = sqlx::query_scalar::<$db, i64>(
-                    "INSERT INTO accounts (name, role, password_hash, disabled, created_at) \
-                     VALUES ($1, $2, $3, 0, $4) RETURNING id",
-                )
-                .bind(new.name)
-                .bind(&role)
-                .bind(new.password_hash)
-                .bind(new.now)
-                .fetch_one(&mut *tx)
-                .await;
-                let id = match inserted {
-                    Ok(id) => id,
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        return Ok(Err(JoinRefusal::NameTaken));
-                    }
-                    Err(e) => return Err(e),
-                };
-                sqlx::query::<$db>(
-                    "INSERT INTO sessions (token_hash, account_id, created_at, last_seen_at) \
-                     VALUES ($1, $2, $3, $3)",
-                )
-                .bind(new.session_hash)
-                .bind(id)
-                .bind(new.now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(Ok(super::accounts::AccountRow {
-                    id,
-                    name: new.name.to_owned(),
-                    role,
-                    password_hash: Some(new.password_hash.to_owned()),
-                    disabled: false,
-                }))
             }
 
             pub(in crate::server::store) async fn insert_session(
@@ -389,7 +330,13 @@ macro_rules! account_statements {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
-                Ok(sessions.rows_affected() + links.rows_affected())
+                let challenges = sqlx::query::<$db>(
+                    "DELETE FROM sign_in_challenges WHERE expires_at <= $1",
+                )
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(sessions.rows_affected() + links.rows_affected() + challenges.rows_affected())
             }
         }
     };
@@ -412,6 +359,8 @@ macro_rules! on_accounts {
     };
 }
 
+pub(super) use on_accounts;
+
 impl Store {
     pub async fn account_count(&self) -> Result<i64, StoreError> {
         on_accounts!(self, s => s.account_count().await, "Store::account_count")
@@ -420,6 +369,10 @@ impl Store {
     /// The account with this name, in any letter case.
     pub async fn account_named(&self, name: &str) -> Result<Option<AccountRow>, StoreError> {
         on_accounts!(self, s => s.account_named(name).await, "Store::account_named")
+    }
+
+    pub async fn account_by_id(&self, id: i64) -> Result<Option<AccountRow>, StoreError> {
+        on_accounts!(self, s => s.account_by_id(id).await, "Store::account_by_id ({id})")
     }
 
     /// Up to `limit` accounts by name.
@@ -444,15 +397,6 @@ impl Store {
 
     pub async fn insert_join_link(&self, link: &NewJoinLink<'_>) -> Result<(), StoreError> {
         on_accounts!(self, s => s.insert_join_link(link).await, "Store::insert_join_link ({})", link.kind)
-    }
-
-    /// Makes an account through a link, with its first session (see the
-    /// module's invariants).
-    pub async fn join(
-        &self,
-        new: &NewAccount<'_>,
-    ) -> Result<Result<AccountRow, JoinRefusal>, StoreError> {
-        on_accounts!(self, s => s.join(new).await, "Store::join")
     }
 
     /// Records a session, keeping the account's `keep` most recently used.
@@ -505,7 +449,8 @@ impl Store {
         )
     }
 
-    /// Deletes expired sessions and used-up or expired links; how many.
+    /// Deletes expired sessions, used-up or expired links and expired
+    /// sign-in challenges; how many.
     pub async fn prune_accounts(&self, now: i64, window: SessionWindow) -> Result<u64, StoreError> {
         on_accounts!(self, s => s.prune_accounts(now, window).await, "Store::prune_accounts")
     }

@@ -25,7 +25,9 @@ macro_rules! doing {
 
 mod accounts;
 pub mod coordination;
+mod members;
 mod postgres;
+mod sign_ins;
 mod sqlite;
 mod storage;
 mod tx;
@@ -40,8 +42,10 @@ use crate::{
     model::{Granularity, Message, Part, Posted, Role, Status, Thread, ThreadSummary, UsageTotals},
 };
 
-pub use accounts::{AccountRow, JoinRefusal, NewAccount, NewJoinLink, SessionWindow, UsageRow};
+pub use accounts::{AccountRow, JoinRefusal, NewJoinLink, SessionWindow, UsageRow};
 pub use coordination::{AtShutdown, Coordination};
+pub use members::{AddRefusal, MemberRow, Membership};
+pub use sign_ins::{Credential, NewChallenge, NewMember, PasskeyRow};
 pub use sqlite::LIST_THREADS;
 
 /// The search statements, for tests that read their query plans.

@@ -2,8 +2,10 @@
 //! a fake provider that is a real HTTP server speaking the OpenAI SSE format.
 #![allow(dead_code, unused_imports)]
 
+pub mod accounts;
 pub mod fake_provider;
 pub mod load;
+pub mod oidc_provider;
 pub mod pg;
 pub mod sse;
 
@@ -163,6 +165,13 @@ pub fn typed_names_unless_chosen(config: &mut Config) {
 
 /// The app with its settings adjusted by `configure`.
 pub async fn spawn_app_with(fake: FakeProvider, configure: impl FnOnce(&mut Config)) -> TestApp {
+    // `STREAMCHAT_TEST_LOG=warn` (a filter) shows the server's log.
+    if let Ok(filter) = std::env::var("STREAMCHAT_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("test.db");
     let pg = match BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite) {

@@ -254,6 +254,8 @@ async fn thread_rev(conn: &mut PgConnection, thread_id: &str) -> Result<i64, sql
 }
 
 super::accounts::account_statements!(PostgresStore, sqlx::Postgres);
+super::members::member_statements!(PostgresStore, sqlx::Postgres);
+super::sign_ins::sign_in_statements!(PostgresStore, sqlx::Postgres);
 
 impl Storage for PostgresStore {
     async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {

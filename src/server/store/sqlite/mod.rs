@@ -297,6 +297,8 @@ async fn thread_rev(conn: &mut SqliteConnection, thread_id: &str) -> Result<i64,
 }
 
 super::accounts::account_statements!(SqliteStore, sqlx::Sqlite);
+super::members::member_statements!(SqliteStore, sqlx::Sqlite);
+super::sign_ins::sign_in_statements!(SqliteStore, sqlx::Sqlite);
 
 impl Storage for SqliteStore {
     async fn all_messages(&self, thread_id: &str) -> Result<Vec<Message>, sqlx::Error> {
