@@ -178,8 +178,18 @@ test("passkey admin, password member, approvals by account, a private thread, si
   });
   await annElsewhere.goto("/signin");
   await annElsewhere.getByRole("textbox", { name: "Name" }).fill("Ann");
+  const finishing = annElsewhere.waitForRequest((r) => r.url().endsWith("/signin/passkey/finish"));
   await annElsewhere.getByRole("button", { name: "Sign in with a passkey" }).click();
   await expect(annElsewhere).toHaveURL(/\/$/);
+  // The same signed answer, replayed from elsewhere, signs no one in.
+  const replayer = await browser.newContext();
+  const replayed = await replayer.request.post("/signin/passkey/finish", {
+    data: (await finishing).postData() ?? "",
+    headers: { "content-type": "application/json", origin: new URL(annElsewhere.url()).origin },
+  });
+  expect(replayed.status()).toBe(400);
+  expect(await replayed.text()).toContain("used already");
+  expect((await replayer.cookies()).map((c) => c.name)).not.toContain("streamchat_session");
   await openLobby(annElsewhere, "Ann");
   const offline = annElsewhere.getByRole("status").filter({ hasText: "Connection lost" });
   await expect(offline).toHaveCount(0);

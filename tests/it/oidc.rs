@@ -278,3 +278,41 @@ async fn an_id_token_for_another_audience_is_refused() {
         .unwrap_err();
     assert!(refused.to_string().contains("nonce"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_in_progress_are_bounded_per_client_and_in_all_and_expire() {
+    let provider = OidcProvider::start().await;
+    // In all: two at once.
+    let app = accounts_app(|c| {
+        with_provider(&provider)(c);
+        c.access.accounts.sign_ins_in_progress = 2;
+    })
+    .await;
+    let mut browser = Browser::new(&app.url);
+    start(&mut browser).await;
+    start(&mut browser).await;
+    let refused = browser.get("/signin/oidc/local").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.text().await.unwrap().contains("Too many sign-ins are in progress"));
+    let now = streamchat::server::now_ms();
+    assert_eq!(app.state.store.count_challenges(now).await.unwrap(), 2, "nothing stored past the cap");
+    // Expired ones are pruned (ten minutes on), and starting works again.
+    let later = now + 11 * 60_000;
+    let window = streamchat::server::store::SessionWindow { idle_before: 0, created_before: 0 };
+    assert_eq!(app.state.store.prune_accounts(later, window).await.unwrap(), 2);
+    start(&mut browser).await;
+
+    // Per client: its sign-in budget.
+    let app = accounts_app(|c| {
+        with_provider(&provider)(c);
+        c.access.accounts.sign_ins_per_client_per_minute = 2;
+    })
+    .await;
+    let mut browser = Browser::new(&app.url);
+    start(&mut browser).await;
+    start(&mut browser).await;
+    let limited = browser.get("/signin/oidc/local").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.text().await.unwrap().contains("Too many sign-in attempts"));
+}

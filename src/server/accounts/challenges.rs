@@ -5,9 +5,9 @@
 //!
 //! A ceremony's token is random and only its SHA-256 is stored; taking it
 //! deletes it, so a replay finds nothing. Starting one spends from the
-//! client's sign-in budget, and the table holds at most [`MAX_CHALLENGES`]
-//! live rows (expired ones are pruned with sessions), so a flood of starts
-//! is refused with 429 rather than stored.
+//! client's sign-in budget, and the table holds at most
+//! `sign_ins_in_progress` live rows (expired ones are pruned with
+//! sessions), so a flood of starts is refused with 429 rather than stored.
 
 use std::time::Duration;
 
@@ -17,8 +17,6 @@ use super::{token, Accounts};
 use crate::error::AppError;
 use crate::server::{now_ms, store::NewChallenge};
 
-/// Most ceremonies in progress at once, across every client.
-pub const MAX_CHALLENGES: i64 = 10_000;
 /// How long a ceremony may take.
 pub const CHALLENGE_MINUTES: i64 = 10;
 
@@ -32,7 +30,7 @@ impl Accounts {
     ) -> Result<String, AppError> {
         self.per_client.take(&self.coordination, client, 1).await?;
         let now = now_ms();
-        if self.store.count_challenges(now).await? >= MAX_CHALLENGES {
+        if self.store.count_challenges(now).await? >= i64::from(self.config.sign_ins_in_progress) {
             return Err(AppError::limited(
                 "Too many sign-ins are in progress; try again in a minute.".to_owned(),
                 Duration::from_secs(60),

@@ -21,6 +21,10 @@ pub struct AccountsConfig {
     /// name, and for one client (address, or /64).
     pub sign_ins_per_account_per_minute: u32,
     pub sign_ins_per_client_per_minute: u32,
+    /// Most sign-ins in progress at once (OpenID Connect redirects and
+    /// passkey ceremonies started and not finished, across all clients);
+    /// past it, starting one is refused with 429 until some end or expire.
+    pub sign_ins_in_progress: u32,
     /// How often the sessions of open event streams are checked: a stream
     /// of a session signed out (on any instance), expired or of a disabled
     /// account closes within this (seconds).
@@ -39,6 +43,7 @@ impl Default for AccountsConfig {
             setup_link_minutes: 60.0,
             sign_ins_per_account_per_minute: 5,
             sign_ins_per_client_per_minute: 20,
+            sign_ins_in_progress: 10_000,
             revalidate_secs: 0.5,
             secure_cookie: None,
         }
@@ -56,6 +61,7 @@ impl AccountsConfig {
         );
         anyhow::ensure!(
             self.sessions_per_account > 0
+                && self.sign_ins_in_progress > 0
                 && self.sign_ins_per_account_per_minute > 0
                 && self.sign_ins_per_client_per_minute > 0,
             "access.accounts: sessions per account and sign-in limits must be at least 1"
