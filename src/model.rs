@@ -105,6 +105,9 @@ pub struct ThreadSummary {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Home {
     pub threads: Vec<ThreadSummary>,
+    /// The private threads the viewer is a member of (signed-in modes).
+    #[serde(default)]
+    pub private: Vec<ThreadSummary>,
     /// Whether the server offers search (the page shows the box).
     pub search: bool,
     /// Who people are here (accounts: the page links to yours; open: it

@@ -23,21 +23,27 @@ pub async fn list_threads() -> Result<Vec<ThreadSummary>, AppError> {
     respond::finish(result)
 }
 
-/// The home page's data: the thread list, and whether search is on.
+/// The home page's data: the thread list, the viewer's private threads,
+/// and whether search is on.
 #[server(endpoint = "load_home")]
 pub async fn load_home() -> Result<Home, AppError> {
     use super::respond;
     let state = respond::state();
-    let result = state
-        .store
-        .list_threads(THREAD_LIST_SIZE)
-        .await
-        .map(|threads| Home {
+    let result = async {
+        let threads = state.store.list_threads(THREAD_LIST_SIZE).await?;
+        let who = respond::requester(&state)?;
+        let private = state
+            .members
+            .threads_of(who.identity.as_deref(), THREAD_LIST_SIZE)
+            .await?;
+        Ok(Home {
             threads,
+            private,
             search: state.config.search.enabled,
             access: state.config.access.mode(),
         })
-        .map_err(AppError::from);
+    }
+    .await;
     respond::finish(result)
 }
 

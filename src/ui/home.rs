@@ -22,10 +22,11 @@ pub fn HomePage() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="loading">"Loading threads…"</p> }>
                 {move || Suspend::new(async move {
                     match page.await {
-                        Ok(Home { threads, search, access }) => view! {
+                        Ok(Home { threads, private, search, access }) => view! {
                             <AccessNote access/>
                             {search.then(|| view! { <SearchBox thread=None/> })}
                             <NewThreadForm access/>
+                            <PrivateThreads threads=private/>
                             <ThreadList threads/>
                         }.into_any(),
                         Err(e) => view! {
@@ -110,6 +111,22 @@ fn NewThreadForm(access: AccessMode) -> impl IntoView {
             <p class="form-error" role="alert">{move || error.get()}</p>
         </form>
     }
+}
+
+/// The viewer's private threads, as of the page load.
+#[component]
+fn PrivateThreads(threads: Vec<ThreadSummary>) -> impl IntoView {
+    (!threads.is_empty()).then(|| {
+        view! {
+            <nav aria-label="Your private threads" class="thread-list private">
+                <ul>
+                    {threads.into_iter().map(|thread| view! {
+                        <li><A href=format!("/t/{}", thread.id)><span class="title">{thread.title}</span></A></li>
+                    }).collect_view()}
+                </ul>
+            </nav>
+        }
+    })
 }
 
 /// The thread list, kept current by `/api/threads/events` once hydrated.

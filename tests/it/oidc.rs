@@ -294,13 +294,27 @@ async fn sign_ins_in_progress_are_bounded_per_client_and_in_all_and_expire() {
     let refused = browser.get("/signin/oidc/local").await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers().contains_key("retry-after"));
-    assert!(refused.text().await.unwrap().contains("Too many sign-ins are in progress"));
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many sign-ins are in progress"));
     let now = streamchat::server::now_ms();
-    assert_eq!(app.state.store.count_challenges(now).await.unwrap(), 2, "nothing stored past the cap");
+    assert_eq!(
+        app.state.store.count_challenges(now).await.unwrap(),
+        2,
+        "nothing stored past the cap"
+    );
     // Expired ones are pruned (ten minutes on), and starting works again.
     let later = now + 11 * 60_000;
-    let window = streamchat::server::store::SessionWindow { idle_before: 0, created_before: 0 };
-    assert_eq!(app.state.store.prune_accounts(later, window).await.unwrap(), 2);
+    let window = streamchat::server::store::SessionWindow {
+        idle_before: 0,
+        created_before: 0,
+    };
+    assert_eq!(
+        app.state.store.prune_accounts(later, window).await.unwrap(),
+        2
+    );
     start(&mut browser).await;
 
     // Per client: its sign-in budget.
@@ -314,5 +328,9 @@ async fn sign_ins_in_progress_are_bounded_per_client_and_in_all_and_expire() {
     start(&mut browser).await;
     let limited = browser.get("/signin/oidc/local").await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(limited.text().await.unwrap().contains("Too many sign-in attempts"));
+    assert!(limited
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many sign-in attempts"));
 }

@@ -159,6 +159,9 @@ async fn a_private_thread_is_an_unknown_id_to_a_non_member_everywhere() {
         assert_eq!(seen.1, StatusCode::NOT_FOUND, "{}: {}", seen.0, seen.2);
         assert_eq!(seen, missing, "a private thread answers {} as an unknown id does", seen.0);
     }
+    // Nor does her home page list it.
+    let home = mallory.get("/").await.text().await.unwrap();
+    assert!(!home.contains("Plans"), "{home}");
     // Search over every listed thread does not find it either.
     let everywhere = mallory.get_json("/api/search?q=zebra").await.text().await.unwrap();
     assert!(!everywhere.contains("zebra") && !everywhere.contains(&thread.id), "{everywhere}");
@@ -176,6 +179,8 @@ async fn a_private_thread_is_an_unknown_id_to_a_non_member_everywhere() {
     let members = ann.get(&format!("/t/{}/members", thread.id)).await.text().await.unwrap();
     assert!(members.contains("<li>Mallory"), "stored as the account spells it: {members}");
     assert_eq!(mallory.get(&format!("/t/{}", thread.id)).await.status(), StatusCode::OK);
+    let home = mallory.get("/").await.text().await.unwrap();
+    assert!(home.contains("Your private threads") && home.contains("Plans"), "{home}");
     assert_eq!(mallory.get(&format!("/t/{}/export.md", thread.id)).await.status(), StatusCode::OK);
     let found = mallory.get_json(&format!("/api/search?q=zebra&thread={}", thread.id)).await;
     assert_eq!(found.status(), StatusCode::OK);
@@ -261,4 +266,65 @@ async fn a_bots_tools_do_not_reach_a_private_thread() {
     let output = call.output.clone().unwrap_or_default();
     assert!(!output.contains("zebra") && !output.contains("Plans"), "{output}");
 }
+}
+
+/// A request through the proxy as `user`.
+async fn as_user(
+    app: &TestApp,
+    user: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    app.http
+        .post(format!("{}{path}", app.url))
+        .header("x-forwarded-user", user)
+        .header("accept", "application/json")
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Behind an authenticating proxy, its identity is who is a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_proxy_its_identity_is_the_member() {
+    let fake = FakeProvider::with(Scripted::words(3, Duration::ZERO)).await;
+    let app = crate::support::spawn_app_with(fake, |c| {
+        c.access.identity_header = Some("X-Forwarded-User".into());
+    })
+    .await;
+    let made = as_user(
+        &app,
+        "ann",
+        "/api/create_thread",
+        &[("title", "Ours"), ("private", "true")],
+    )
+    .await;
+    assert!(made.status().is_success(), "{}", made.status());
+    let thread: Thread = made.json().await.unwrap();
+    assert_eq!(thread.owner.as_deref(), Some("ann"));
+    let read = [("thread", thread.id.as_str())];
+    assert_eq!(
+        as_user(&app, "ann", "/api/list_messages", &read)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_user(&app, "bob", "/api/list_messages", &read)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let members = format!("/t/{}/members", thread.id);
+    let added = as_user(&app, "ann", &members, &[("action", "add"), ("name", "bob")]).await;
+    // (Followed to the members page, which now lists bob.)
+    assert_eq!(added.status(), StatusCode::OK);
+    assert!(added.text().await.unwrap().contains("<li>bob"));
+    assert_eq!(
+        as_user(&app, "bob", "/api/list_messages", &read)
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }

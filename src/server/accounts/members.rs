@@ -68,6 +68,19 @@ impl Members {
         Ok(thread)
     }
 
+    /// The private threads `who` is a member of, by last activity; none in
+    /// `open` mode.
+    pub async fn threads_of(
+        &self,
+        who: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<crate::model::ThreadSummary>, AppError> {
+        match self.name(who) {
+            Some(name) => Ok(self.store.member_threads(name, limit).await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// A private thread's members, for one of them.
     pub async fn list(
         &self,

@@ -86,6 +86,23 @@ macro_rules! member_statements {
                 })
             }
 
+            pub(in crate::server::store) async fn member_threads(
+                &self,
+                member: &str,
+                limit: i64,
+            ) -> Result<Vec<crate::model::ThreadSummary>, sqlx::Error> {
+                sqlx::query_as::<$db, crate::model::ThreadSummary>(
+                    "SELECT t.id, t.title, t.last_activity_at, \
+                     (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.status = 'streaming') AS live \
+                     FROM thread_members tm JOIN threads t ON t.id = tm.thread_id \
+                     WHERE tm.member = $1 ORDER BY t.last_activity_at DESC, t.id LIMIT $2",
+                )
+                .bind(member)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+
             pub(in crate::server::store) async fn members_of(
                 &self,
                 thread: &str,
@@ -192,6 +209,15 @@ impl Store {
         who: Option<&str>,
     ) -> Result<Membership, StoreError> {
         on_accounts!(self, s => s.membership(thread, who).await, "Store::membership (thread {thread})")
+    }
+
+    /// The private threads `member` belongs to, by last activity.
+    pub async fn member_threads(
+        &self,
+        member: &str,
+        limit: i64,
+    ) -> Result<Vec<crate::model::ThreadSummary>, StoreError> {
+        on_accounts!(self, s => s.member_threads(member, limit).await, "Store::member_threads")
     }
 
     /// A private thread's members, its owner first; at most `limit`.
