@@ -55,6 +55,20 @@ async fn sign_in_as(
     browser.get(&callback_path(&back)).await
 }
 
+/// A provider knowing alice-1 (a verified example.com address), and the
+/// app signing in with it.
+async fn provider_with_alice() -> (OidcProvider, TestApp) {
+    let provider = OidcProvider::start().await;
+    let app = accounts_app(with_provider(&provider)).await;
+    provider
+        .set_user(
+            "alice-1",
+            json!({"email": "alice@example.com", "email_verified": true}),
+        )
+        .await;
+    (provider, app)
+}
+
 async fn account_count(app: &TestApp) -> i64 {
     app.state.store.account_count().await.unwrap()
 }
@@ -153,14 +167,7 @@ async fn a_signed_in_account_links_an_identity_and_signs_in_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_or_replayed_state_is_refused() {
-    let provider = OidcProvider::start().await;
-    let app = accounts_app(with_provider(&provider)).await;
-    provider
-        .set_user(
-            "alice-1",
-            json!({"email": "alice@example.com", "email_verified": true}),
-        )
-        .await;
+    let (provider, app) = provider_with_alice().await;
 
     // The callback's state is not the one this browser started.
     let mut alice = Browser::new(&app.url);
@@ -206,14 +213,7 @@ async fn a_wrong_or_replayed_state_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_nonce_is_refused() {
-    let provider = OidcProvider::start().await;
-    let app = accounts_app(with_provider(&provider)).await;
-    provider
-        .set_user(
-            "alice-1",
-            json!({"email": "alice@example.com", "email_verified": true}),
-        )
-        .await;
+    let (provider, app) = provider_with_alice().await;
     let mut alice = Browser::new(&app.url);
     let authorize = start(&mut alice).await;
     // The provider is asked with another nonce than the one this sign-in
@@ -245,14 +245,7 @@ async fn a_wrong_nonce_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_token_for_another_audience_is_refused() {
-    let provider = OidcProvider::start().await;
-    let app = accounts_app(with_provider(&provider)).await;
-    provider
-        .set_user(
-            "alice-1",
-            json!({"email": "alice@example.com", "email_verified": true}),
-        )
-        .await;
+    let (provider, app) = provider_with_alice().await;
     let accounts = app.state.accounts.as_ref().unwrap();
     // The provider's token for this app passes the same check...
     let ours = provider.id_token_for(CLIENT_ID, "alice-1", "n-1").await;
