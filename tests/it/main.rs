@@ -7,6 +7,7 @@ mod support;
 
 mod access;
 mod accounts;
+mod accounts_upgrade;
 mod bots;
 mod cluster;
 mod cluster_chaos;
