@@ -83,6 +83,20 @@ test("passkey admin, password member, approvals by account, a private thread, si
   await ann.goto("/account");
   await expect(ann.getByText("Signed in as Ann (admin).")).toBeVisible();
   await expect(ann.getByText("1 passkey.")).toBeVisible();
+  // Her only way to sign in cannot be removed.
+  await ann.getByRole("button", { name: "Remove passkey 1" }).click();
+  await expect(
+    ann.getByRole("alert").filter({ hasText: "That passkey is how this account signs in" }),
+  ).toBeVisible();
+  await expect(ann.getByText("1 passkey.")).toBeVisible();
+  // A second passkey (another authenticator: this one holds the first, which
+  // the ceremony excludes) can be added, and then one removed.
+  await annKey.cdp.send("WebAuthn.removeVirtualAuthenticator", { authenticatorId: annKey.id });
+  await authenticator(ann);
+  await ann.getByRole("button", { name: "Add a passkey" }).click();
+  await expect(ann.getByText("2 passkeys.")).toBeVisible();
+  await ann.getByRole("button", { name: "Remove passkey 2" }).click();
+  await expect(ann.getByText("1 passkey.")).toBeVisible();
   const stranger = await newPerson(browser);
   await stranger.goto(pathOf(setupLink));
   await stranger.getByRole("textbox", { name: "Name" }).fill("Mallory");

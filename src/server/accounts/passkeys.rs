@@ -20,7 +20,7 @@ use webauthn_rs::prelude::{
 
 use super::{checked_name, token, Accounts, SignedIn};
 use crate::error::AppError;
-use crate::server::store::{AccountRow, Credential};
+use crate::server::store::{AccountRow, Credential, PasskeyRow};
 
 pub const REGISTER: &str = "passkey_register";
 pub const SIGN_IN: &str = "passkey_sign_in";
@@ -267,9 +267,30 @@ impl Accounts {
         self.open_session(account).await
     }
 
-    /// How many passkeys an account holds (its account page says).
-    pub async fn passkey_count(&self, account: &AccountRow) -> Result<usize, AppError> {
-        Ok(self.store.passkeys_of(account.id).await?.len())
+    /// An account's passkeys as its page lists them.
+    pub async fn passkey_list(&self, account: &AccountRow) -> Result<Vec<PasskeyRow>, AppError> {
+        Ok(self.store.passkeys_of(account.id).await?)
+    }
+
+    /// Removes one of the account's passkeys; refused when it is the
+    /// account's last way to sign in.
+    pub async fn passkey_remove(
+        &self,
+        account: &AccountRow,
+        credential_id: &str,
+    ) -> Result<(), AppError> {
+        match self.store.delete_passkey(account.id, credential_id).await? {
+            Some(true) => {
+                tracing::info!(account = account.id, "passkey removed");
+                Ok(())
+            }
+            Some(false) => Err(AppError::NotFound("There is no such passkey.".into())),
+            None => Err(AppError::Conflict(
+                "That passkey is how this account signs in: add another passkey or link a \
+                 provider before removing it."
+                    .into(),
+            )),
+        }
     }
 
     async fn passkeys(&self, account: i64) -> Result<Vec<Passkey>, AppError> {

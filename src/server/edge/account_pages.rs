@@ -24,7 +24,7 @@ use super::plain_html::{attr, error_line, html, redirect, refused_form, text};
 use crate::error::AppError;
 use crate::server::{
     accounts::{cookie, Accounts, SignedIn, MAX_NAME_CHARS, MIN_PASSWORD_CHARS},
-    store::{AccountRow, UsageRow},
+    store::{AccountRow, PasskeyRow, UsageRow},
 };
 
 pub fn routes<S>() -> Router<S>
@@ -39,6 +39,7 @@ where
         .route("/account", get(account_page))
         .route("/account/invites", post(invite))
         .route("/account/disabled", post(set_disabled))
+        .route("/account/passkeys/remove", post(remove_passkey))
         .route("/signout", post(sign_out))
         .route("/signout/everywhere", post(sign_out_everywhere))
 }
@@ -194,8 +195,8 @@ async fn account_view(
         } else {
             Vec::new()
         };
-        let passkeys = accounts.passkey_count(account).await?;
-        let methods = sign_in_methods(passkeys, &accounts.oidc_buttons());
+        let passkeys = accounts.passkey_list(account).await?;
+        let methods = sign_in_methods(&passkeys, &accounts.oidc_buttons());
         Ok::<_, AppError>((
             people,
             accounts.usage(account, false).await?,
@@ -464,14 +465,27 @@ fn account_body(
     )
 }
 
-/// The account's passkeys (how many, and a button adding one) and a form
-/// per OpenID Connect provider linking it.
-fn sign_in_methods(passkeys: usize, providers: &[(String, String)]) -> String {
-    let held = match passkeys {
+/// The account's passkeys (each with a Remove button, and one adding
+/// another) and a form per OpenID Connect provider linking it.
+fn sign_in_methods(passkeys: &[PasskeyRow], providers: &[(String, String)]) -> String {
+    let held = match passkeys.len() {
         0 => "No passkeys yet.".to_owned(),
         1 => "1 passkey.".to_owned(),
         n => format!("{n} passkeys."),
     };
+    let list: String = passkeys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            format!(
+                r#"<li>Passkey {n}, added {added}, last used {used} <form method="post" action="/account/passkeys/remove" class="inline"><input type="hidden" name="credential" value="{id}"><button type="submit" class="deny" aria-label="Remove passkey {n}">Remove</button></form></li>"#,
+                n = i + 1,
+                added = day_of(key.created_at / 86_400_000),
+                used = day_of(key.last_used_at / 86_400_000),
+                id = attr(&key.credential_id),
+            )
+        })
+        .collect();
     let links: String = providers
         .iter()
         .map(|(id, name)| {
@@ -485,8 +499,30 @@ fn sign_in_methods(passkeys: usize, providers: &[(String, String)]) -> String {
     format!(
         r#"<h2>Sign-in methods</h2>
 <p data-passkey-form="add"><span class="passkey-count">{held}</span> <button type="button" data-passkey="add" hidden>Add a passkey</button></p>
+<ul class="passkeys" aria-label="Passkeys">{list}</ul>
 <p class="form-error" role="alert" data-passkey-error></p>{links}{PASSKEY_SCRIPT}"#
     )
+}
+
+#[derive(Deserialize)]
+struct RemovePasskeyForm {
+    credential: String,
+}
+
+async fn remove_passkey(
+    State(door): State<Door>,
+    Me(account): Me,
+    Form(form): Form<RemovePasskeyForm>,
+) -> Response {
+    let done = async {
+        accounts(&door)?
+            .passkey_remove(&account, &form.credential)
+            .await
+    };
+    match done.await {
+        Ok(()) => redirect("/account"),
+        Err(e) => account_view(&door, &account, None, Some(&e)).await,
+    }
 }
 
 /// `YYYY-MM-DD` of a day counted from 1970-01-01.

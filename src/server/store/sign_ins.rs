@@ -195,6 +195,40 @@ macro_rules! sign_in_statements {
                 .map(|done| done.rows_affected() == 1)
             }
 
+            /// Deletes one of an account's passkeys unless it is the last way
+            /// the account signs in (no password, no other passkey, no
+            /// linked identity): `Some(deleted)`, or `None` when it is.
+            pub(in crate::server::store) async fn delete_passkey(
+                &self,
+                account_id: i64,
+                credential_id: &str,
+            ) -> Result<Option<bool>, sqlx::Error> {
+                let mut tx = self.pool.begin().await?;
+                let (others, password, linked): (i64, i64, i64) = sqlx::query_as::<$db, (i64, i64, i64)>(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM passkeys WHERE account_id = $1 AND credential_id <> $2), \
+                     (SELECT COUNT(*) FROM accounts WHERE id = $1 AND password_hash IS NOT NULL), \
+                     (SELECT COUNT(*) FROM oidc_identities WHERE account_id = $1)",
+                )
+                .bind(account_id)
+                .bind(credential_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if others + password + linked == 0 {
+                    return Ok(None);
+                }
+                let deleted = sqlx::query::<$db>(
+                    "DELETE FROM passkeys WHERE account_id = $1 AND credential_id = $2",
+                )
+                .bind(account_id)
+                .bind(credential_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(Some(deleted == 1))
+            }
+
             pub(in crate::server::store) async fn update_passkey(
                 &self,
                 credential_id: &str,
@@ -376,6 +410,20 @@ impl Store {
             self,
             s => s.insert_passkey(account_id, credential_id, passkey, now).await,
             "Store::insert_passkey (account {account_id})"
+        )
+    }
+
+    /// Deletes a passkey of an account, unless it is the account's last way
+    /// to sign in (`None`); `Some(false)` when there was no such passkey.
+    pub async fn delete_passkey(
+        &self,
+        account_id: i64,
+        credential_id: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        on_accounts!(
+            self,
+            s => s.delete_passkey(account_id, credential_id).await,
+            "Store::delete_passkey (account {account_id})"
         )
     }
 
