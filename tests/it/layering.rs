@@ -263,3 +263,50 @@ fn no_server_function_over_80_lines() {
     }
     assert!(long.is_empty(), "functions over {MAX} lines: {long:#?}");
 }
+
+/// Every server function naming a thread asks `respond::member` first
+/// (itself, or through a helper of its file), so a private thread is an
+/// unknown id to anyone else (`tests/it/private_threads.rs` tries each one
+/// from outside; this keeps a new one from forgetting).
+#[test]
+fn every_server_function_naming_a_thread_checks_membership() {
+    use quote::ToTokens;
+    let api = Path::new(SERVER).parent().unwrap().join("api");
+    let mut unchecked = Vec::new();
+    for file in files(&api) {
+        let parsed = syn::parse_file(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let bodies: BTreeMap<String, String> = parsed
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                syn::Item::Fn(f) => Some((
+                    f.sig.ident.to_string(),
+                    f.block.to_token_stream().to_string(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let checks = |body: &str| body.contains("respond :: member (");
+        for item in &parsed.items {
+            let syn::Item::Fn(f) = item else { continue };
+            let is_server = f.attrs.iter().any(|a| a.path().is_ident("server"));
+            let names_thread = f.sig.inputs.iter().any(|input| {
+                matches!(input, syn::FnArg::Typed(t) if t.pat.to_token_stream().to_string() == "thread")
+            });
+            if !is_server || !names_thread {
+                continue;
+            }
+            let body = &bodies[&f.sig.ident.to_string()];
+            let through_helper = bodies
+                .iter()
+                .any(|(name, helper)| body.contains(&format!("{name} (")) && checks(helper));
+            if !checks(body) && !through_helper {
+                unchecked.push(format!("{}: {}", file.display(), f.sig.ident));
+            }
+        }
+    }
+    assert!(
+        unchecked.is_empty(),
+        "server functions that skip the membership check: {unchecked:#?}"
+    );
+}
