@@ -15,6 +15,14 @@ BINARYEN_VERSION=132.0.0
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 ensure_rust() {
+  # Passkeys (webauthn-rs) link OpenSSL: its headers and pkg-config.
+  if ! pkg-config --exists openssl 2>/dev/null; then
+    say "installing Debian's OpenSSL headers (libssl-dev, pkg-config)"
+    local sudo=""
+    [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libssl-dev pkg-config
+  fi
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     say "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown
