@@ -55,11 +55,12 @@ impl Members {
     }
 
     /// The thread as `who` may see it: the 404 an unknown id gets when it
-    /// is private and `who` is not a member. `None` is nobody (open mode).
+    /// is private and `who` is not a member. `who` is the requester's
+    /// identity, which `open` mode never has (`None`: nobody).
     pub async fn thread(&self, id: &str, who: Option<&str>) -> Result<Thread, AppError> {
         let mut thread = self.store.existing_thread(id).await?;
         if !thread.listed {
-            let membership = self.store.membership(id, self.name(who)).await?;
+            let membership = self.store.membership(id, who).await?;
             if membership.owner.is_some() && !membership.member {
                 return Err(AppError::no_thread(id));
             }
@@ -75,7 +76,7 @@ impl Members {
         who: Option<&str>,
         limit: i64,
     ) -> Result<Vec<crate::model::ThreadSummary>, AppError> {
-        match self.name(who) {
+        match who {
             Some(name) => Ok(self.store.member_threads(name, limit).await?),
             None => Ok(Vec::new()),
         }
@@ -134,7 +135,7 @@ impl Members {
     /// private thread's (`thread.owner` set by [`Members::thread`]).
     pub fn watch(&self, thread: &Thread, who: Option<&str>) -> Option<Watching> {
         thread.owner.as_ref()?;
-        Some(self.watch.watch(&key(&thread.id, self.name(who)?)))
+        Some(self.watch.watch(&key(&thread.id, who?)))
     }
 
     /// Checks the memberships open streams hold every `period`, until
@@ -224,11 +225,6 @@ impl Members {
                 "There is no account named {name}."
             ))),
         }
-    }
-
-    /// The name membership is checked by: nobody's in `open` mode.
-    fn name<'a>(&self, who: Option<&'a str>) -> Option<&'a str> {
-        who.filter(|_| self.mode != AccessMode::Open)
     }
 }
 

@@ -170,6 +170,51 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Me {
     }
 }
 
+/// A request to the sign-in ceremonies: the accounts service (404 where
+/// the app has none), who asks, and this site's origin as the browser
+/// named it (a passkey's relying party, OpenID Connect's redirect).
+pub(super) struct Visit {
+    pub accounts: Accounts,
+    pub who: Requester,
+    pub origin: String,
+}
+
+impl<S> axum::extract::FromRequestParts<S> for Visit
+where
+    Door: axum::extract::FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, AppError> {
+        let door = <Door as axum::extract::FromRef<S>>::from_ref(state);
+        let accounts = accounts(&door)?.clone();
+        let who = parts
+            .extensions
+            .get::<Requester>()
+            .cloned()
+            .ok_or_else(|| {
+                AppError::internal("a request reached the sign-in pages past the door")
+            })?;
+        let origin = origin(&parts.headers, who.https);
+        Ok(Self {
+            accounts,
+            who,
+            origin,
+        })
+    }
+}
+
+impl Visit {
+    /// `Set-Cookie` for the session just made.
+    pub fn session_cookie(&self, signed_in: &SignedIn) -> HeaderValue {
+        session_cookie(&self.accounts, &self.who, signed_in)
+    }
+}
+
 async fn account_page(State(door): State<Door>, Me(account): Me) -> Response {
     account_view(&door, &account, None, None).await
 }
@@ -296,19 +341,19 @@ pub(super) fn signed_in_response(
     signed_in: &SignedIn,
     to: &str,
 ) -> Response {
+    let Some(accounts) = door.accounts.as_ref() else {
+        return AppError::Internal.into_response();
+    };
     let mut response = redirect(to);
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(door, who, signed_in));
+        .insert(header::SET_COOKIE, session_cookie(accounts, who, signed_in));
     response
 }
 
 /// `Set-Cookie` for a new session: `Secure` when served over HTTPS (or as
 /// configured).
-pub(super) fn session_cookie(door: &Door, who: &Requester, signed_in: &SignedIn) -> HeaderValue {
-    let Some(accounts) = door.accounts.as_ref() else {
-        return cookie::set_session(None, 0, false);
-    };
+fn session_cookie(accounts: &Accounts, who: &Requester, signed_in: &SignedIn) -> HeaderValue {
     let secure = accounts.config().secure_cookie.unwrap_or(who.https);
     cookie::set_session(
         Some(&signed_in.token),

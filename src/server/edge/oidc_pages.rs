@@ -17,7 +17,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::access::{Door, Requester};
-use super::account_pages::{accounts, origin, safe_next, session_cookie, Me};
+use super::account_pages::{accounts, origin, safe_next, signed_in_response, Me};
 use super::plain_html::{error_line, redirect, refused_form};
 use crate::error::AppError;
 use crate::server::accounts::{cookie, oidc::Finished};
@@ -122,11 +122,7 @@ async fn callback(
     };
     let mut response = match finished.await {
         Ok(Finished::SignedIn { signed_in, next }) => {
-            let mut response = redirect(safe_next(Some(&next)));
-            response
-                .headers_mut()
-                .insert(header::SET_COOKIE, session_cookie(&door, &who, &signed_in));
-            response
+            signed_in_response(&door, &who, &signed_in, safe_next(Some(&next)))
         }
         Ok(Finished::Linked) => redirect("/account"),
         Err(e) => refused(&e),

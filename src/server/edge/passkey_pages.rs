@@ -14,17 +14,16 @@
 //! refusal is its status with the reason as text.
 
 use axum::{
-    extract::State,
-    http::{header, HeaderMap},
+    http::header,
     response::{IntoResponse, Response},
     routing::post,
-    Extension, Json, Router,
+    Json, Router,
 };
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
-use super::access::{Door, Requester};
-use super::account_pages::{accounts, origin, safe_next, session_cookie, Me};
+use super::access::Door;
+use super::account_pages::{safe_next, Me, Visit};
 use crate::error::AppError;
 use crate::server::accounts::passkeys::Registered;
 
@@ -84,86 +83,65 @@ fn started<T: Serialize>(result: Result<(String, T), AppError>) -> Response {
     }
 }
 
-async fn join_start(
-    State(door): State<Door>,
-    headers: HeaderMap,
-    Extension(who): Extension<Requester>,
-    Json(body): Json<JoinStart>,
-) -> Response {
-    let origin = origin(&headers, who.https);
-    let result = async {
-        accounts(&door)?
-            .passkey_join_start(&origin, &body.token, &body.name, &who.client)
-            .await
-    };
-    started(result.await)
+async fn join_start(visit: Visit, Json(body): Json<JoinStart>) -> Response {
+    let Visit {
+        accounts,
+        who,
+        origin,
+    } = &visit;
+    started(
+        accounts
+            .passkey_join_start(origin, &body.token, &body.name, &who.client)
+            .await,
+    )
 }
 
-async fn add_start(
-    State(door): State<Door>,
-    headers: HeaderMap,
-    Extension(who): Extension<Requester>,
-    Me(account): Me,
-) -> Response {
-    let origin = origin(&headers, who.https);
-    let result = async {
-        accounts(&door)?
-            .passkey_add_start(&origin, &account, &who.client)
-            .await
-    };
-    started(result.await)
+async fn add_start(visit: Visit, Me(account): Me) -> Response {
+    let Visit {
+        accounts,
+        who,
+        origin,
+    } = &visit;
+    started(
+        accounts
+            .passkey_add_start(origin, &account, &who.client)
+            .await,
+    )
 }
 
-async fn sign_in_start(
-    State(door): State<Door>,
-    headers: HeaderMap,
-    Extension(who): Extension<Requester>,
-    Json(body): Json<SignInStart>,
-) -> Response {
-    let origin = origin(&headers, who.https);
-    let result = async {
-        accounts(&door)?
-            .passkey_sign_in_start(&origin, &body.name, &who.client)
-            .await
-    };
-    started(result.await)
+async fn sign_in_start(visit: Visit, Json(body): Json<SignInStart>) -> Response {
+    let Visit {
+        accounts,
+        who,
+        origin,
+    } = &visit;
+    started(
+        accounts
+            .passkey_sign_in_start(origin, &body.name, &who.client)
+            .await,
+    )
 }
 
-async fn register_finish(
-    State(door): State<Door>,
-    headers: HeaderMap,
-    Extension(who): Extension<Requester>,
-    Json(body): Json<RegisterFinish>,
-) -> Response {
-    finish_registration(&door, &headers, &who, None, body).await
+async fn register_finish(visit: Visit, Json(body): Json<RegisterFinish>) -> Response {
+    finish_registration(&visit, None, body).await
 }
 
-async fn add_finish(
-    State(door): State<Door>,
-    headers: HeaderMap,
-    Extension(who): Extension<Requester>,
-    Me(account): Me,
-    Json(body): Json<RegisterFinish>,
-) -> Response {
-    finish_registration(&door, &headers, &who, Some(&account), body).await
+async fn add_finish(visit: Visit, Me(account): Me, Json(body): Json<RegisterFinish>) -> Response {
+    finish_registration(&visit, Some(&account), body).await
 }
 
 async fn finish_registration(
-    door: &Door,
-    headers: &HeaderMap,
-    who: &Requester,
+    visit: &Visit,
     account: Option<&crate::server::store::AccountRow>,
     body: RegisterFinish,
 ) -> Response {
-    let origin = origin(headers, who.https);
-    let result = async {
-        accounts(door)?
-            .passkey_register_finish(&origin, &body.ceremony, &body.credential, account)
-            .await
-    };
-    match result.await {
+    let registered = visit
+        .accounts
+        .passkey_register_finish(&visit.origin, &body.ceremony, &body.credential, account)
+        .await;
+    match registered {
         Ok(Registered::Joined(signed_in)) => (
-            [(header::SET_COOKIE, session_cookie(door, who, &signed_in))],
+            [(header::SET_COOKIE, visit.session_cookie(&signed_in))],
             Json(Next { next: "/" }),
         )
             .into_response(),
@@ -172,21 +150,14 @@ async fn finish_registration(
     }
 }
 
-async fn sign_in_finish(
-    State(door): State<Door>,
-    headers: HeaderMap,
-    Extension(who): Extension<Requester>,
-    Json(body): Json<SignInFinish>,
-) -> Response {
-    let origin = origin(&headers, who.https);
-    let result = async {
-        accounts(&door)?
-            .passkey_sign_in_finish(&origin, &body.ceremony, &body.credential)
-            .await
-    };
-    match result.await {
+async fn sign_in_finish(visit: Visit, Json(body): Json<SignInFinish>) -> Response {
+    let signed_in = visit
+        .accounts
+        .passkey_sign_in_finish(&visit.origin, &body.ceremony, &body.credential)
+        .await;
+    match signed_in {
         Ok(signed_in) => (
-            [(header::SET_COOKIE, session_cookie(&door, &who, &signed_in))],
+            [(header::SET_COOKIE, visit.session_cookie(&signed_in))],
             Json(Next {
                 next: safe_next(body.next.as_deref()),
             }),

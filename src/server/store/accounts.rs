@@ -81,6 +81,10 @@ pub struct SessionWindow {
     pub created_before: i64,
 }
 
+/// A new session: token hash, account, now (made and last used).
+pub(super) const INSERT_SESSION: &str =
+    "INSERT INTO sessions (token_hash, account_id, created_at, last_seen_at) VALUES ($1, $2, $3, $3)";
+
 pub(super) const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.role, a.password_hash, a.disabled";
 
 pub(super) type AccountTuple = (i64, String, String, Option<String>, i64);
@@ -209,10 +213,7 @@ macro_rules! account_statements {
                 keep: i64,
             ) -> Result<(), sqlx::Error> {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query::<$db>(
-                    "INSERT INTO sessions (token_hash, account_id, created_at, last_seen_at) \
-                     VALUES ($1, $2, $3, $3)",
-                )
+                sqlx::query::<$db>(super::accounts::INSERT_SESSION)
                 .bind(token_hash)
                 .bind(account_id)
                 .bind(now)

@@ -328,10 +328,7 @@ macro_rules! sign_in_statements {
                         .await?;
                     }
                 }
-                sqlx::query::<$db>(
-                    "INSERT INTO sessions (token_hash, account_id, created_at, last_seen_at) \
-                     VALUES ($1, $2, $3, $3)",
-                )
+                sqlx::query::<$db>(super::accounts::INSERT_SESSION)
                 .bind(new.session_hash)
                 .bind(id)
                 .bind(new.now)
