@@ -1,105 +1,128 @@
 //! A started stream's body, read on the reply's own task: its bytes
-//! capped per line and per event as they arrive ([`EventCap`]), its SSE
-//! events parsed by `eventsource-stream` (the decoder async-openai uses,
-//! with its rules: `[DONE]` ends, `keepalive` events are skipped) and each
-//! event's data read as a [`Chunk`]. A malformed chunk is an error item
-//! and the stream goes on (async-openai's rule: the reply decides); a
-//! failed connection or a cap passed is its last item. Reading on the reply's task matters: async-openai's own stream
-//! forwards every chunk through a task it spawns, one more hand-off
-//! between threads for each token.
+//! capped per line and per event as they arrive ([`EventCap`]), its
+//! server-sent events decoded by [`SseDecoder`] (`eventsource-stream`'s
+//! rules, which async-openai uses: `[DONE]` ends, `keepalive` events are
+//! skipped) and each event's data read as a [`Chunk`] by serde. A
+//! malformed chunk is an error item and the stream goes on (async-openai's
+//! rule: the reply decides); a failed connection, a cap passed or a line
+//! that is not UTF-8 is its last item. Reading on the reply's task
+//! matters: async-openai's own stream forwards every chunk through a task
+//! it spawns, one more hand-off between threads for each token.
+
+use std::{
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
 
 use async_openai::error::{OpenAIError, StreamError};
 use axum::body::Bytes;
-use eventsource_stream::{EventStreamError, Eventsource};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
-use super::wire::{Chunk, ChunkStream};
+use super::{
+    sse::SseDecoder,
+    wire::{Chunk, ChunkStream},
+};
 
-/// Why a body stopped before its end.
+/// Why a body stopped before its end: the connection failed (its words,
+/// safe to show).
 #[derive(Debug)]
-pub enum BodyError {
-    /// A line or an event grew past the cap (what, the cap).
-    Oversized(&'static str, usize),
-    /// The connection failed (its words, safe to show).
-    Transport(String),
-}
+pub struct BodyError(pub String);
 
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyError::Oversized(what, max) => {
-                write!(
-                    f,
-                    "{what} of the provider's stream is longer than {max} bytes"
-                )
-            }
-            BodyError::Transport(words) => f.write_str(words),
-        }
-    }
-}
-
-impl std::error::Error for BodyError {}
-
-/// The body's bytes, failing once a line or an event passes `max` (see
-/// [`EventCap`]): the SSE parser buffers a line until it ends and an
-/// event's data until the blank line, so an endless line, or endless
-/// `data:` lines with no blank line, would grow its buffers without bound.
-pub fn capped<S>(body: S, max: usize) -> impl Stream<Item = Result<Bytes, BodyError>> + Send
-where
-    S: Stream<Item = Result<Bytes, BodyError>> + Send,
-{
-    let mut cap = EventCap::new(max);
-    body.map(move |chunk| {
-        let chunk = chunk?;
-        cap.take(&chunk)
-            .map_err(|what| BodyError::Oversized(what, max))?;
-        Ok(chunk)
-    })
-}
-
-/// The chunks of a body (see the module's documentation).
+/// The chunks of a body (see the module's documentation); a line, or an
+/// event, longer than `max` bytes ends it.
 pub fn chunks<S>(body: S, max: usize) -> ChunkStream
 where
     S: Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
 {
-    let events = capped(body, max).eventsource();
-    Box::pin(futures::stream::unfold(
-        Some(Box::pin(events)),
-        |events| async move {
-            let mut events = events?;
-            loop {
-                let event = match events.next().await? {
-                    Ok(event) => event,
-                    Err(e) => return Some((Err(failure(e)), None)),
-                };
-                if event.data == "[DONE]" {
-                    return None;
-                }
-                if event.event == "keepalive" {
-                    continue;
-                }
-                return Some((
-                    serde_json::from_str::<Chunk>(&event.data)
-                        .map_err(|e| OpenAIError::JSONDeserialize(e, event.data)),
-                    Some(events),
-                ));
-            }
-        },
-    ))
+    Box::pin(Chunks {
+        body: Box::pin(body),
+        cap: EventCap::new(max),
+        sse: SseDecoder::default(),
+        body_ended: false,
+        done: false,
+    })
 }
 
-/// A body's failure as the stream's error: a cap passed is ours, said as a
-/// reply shows it (the one `InvalidArgument` a started stream carries);
-/// anything else broke the stream.
-fn failure(e: EventStreamError<BodyError>) -> OpenAIError {
-    match e {
-        EventStreamError::Transport(BodyError::Oversized(what, max)) => {
-            OpenAIError::InvalidArgument(format!(
-                "The provider sent {what} longer than {max} bytes; the reply was ended."
-            ))
+/// [`chunks`]' stream: polled by the reply's task, it reads the body only
+/// when the bytes already read hold no complete event.
+struct Chunks<S> {
+    body: Pin<Box<S>>,
+    cap: EventCap,
+    sse: SseDecoder,
+    body_ended: bool,
+    /// Its last item was given.
+    done: bool,
+}
+
+impl<S> Stream for Chunks<S>
+where
+    S: Stream<Item = Result<Bytes, BodyError>> + Send,
+{
+    type Item = Result<Chunk, OpenAIError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.sse.next() {
+                Ok(true) => {
+                    let event = this.sse.event();
+                    if event.data == "[DONE]" {
+                        this.done = true;
+                        return Poll::Ready(None);
+                    }
+                    if event.kind == "keepalive" {
+                        continue;
+                    }
+                    return Poll::Ready(Some(serde_json::from_str::<Chunk>(event.data).map_err(
+                        |e| OpenAIError::JSONDeserialize(e, event.data.to_owned()),
+                    )));
+                }
+                Ok(false) => {}
+                Err(_) => return this.last(broke("the stream is not UTF-8")),
+            }
+            if this.body_ended {
+                this.done = true;
+                return Poll::Ready(
+                    this.sse
+                        .finish()
+                        .err()
+                        .map(|_| Err(broke("the stream is not UTF-8"))),
+                );
+            }
+            match ready!(this.body.as_mut().poll_next(cx)) {
+                Some(Ok(bytes)) => {
+                    if let Err(what) = this.cap.take(&bytes) {
+                        let max = this.cap.max;
+                        // A cap passed is ours, said as a reply shows it (the
+                        // one `InvalidArgument` a started stream carries).
+                        return this.last(OpenAIError::InvalidArgument(format!(
+                            "The provider sent {what} longer than {max} bytes; the reply was ended."
+                        )));
+                    }
+                    this.sse.feed(&bytes);
+                }
+                Some(Err(BodyError(words))) => {
+                    return this.last(broke(&format!("Transport error: {words}")))
+                }
+                None => this.body_ended = true,
+            }
         }
-        other => OpenAIError::StreamError(Box::new(StreamError::EventStream(other.to_string()))),
     }
+}
+
+impl<S> Chunks<S> {
+    fn last(&mut self, error: OpenAIError) -> Poll<Option<Result<Chunk, OpenAIError>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// The stream broke (`words` are safe to show).
+fn broke(words: &str) -> OpenAIError {
+    OpenAIError::StreamError(Box::new(StreamError::EventStream(words.to_owned())))
 }
 
 /// What [`EventCap`] found too long.
@@ -134,7 +157,7 @@ impl EventCap {
     /// Linear in the bytes, and the same however they are split.
     pub fn take(&mut self, mut bytes: &[u8]) -> Result<(), &'static str> {
         loop {
-            let (piece, ended) = match bytes.iter().position(|b| *b == b'\n') {
+            let (piece, ended) = match memchr::memchr(b'\n', bytes) {
                 Some(at) => (&bytes[..at], true),
                 None => (bytes, false),
             };
@@ -306,6 +329,16 @@ mod tests {
             })
         }
 
+        /// `eventsource-stream` panicked here (see below); ours drops
+        /// the mark as the standard says.
+        #[test]
+        fn a_body_starting_with_a_byte_order_mark_streams() {
+            let body = "\u{feff}data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+            let got = ours(&[body.as_bytes().to_vec()], 400);
+            assert_eq!(got.len(), 1);
+            assert!(got[0].contains("\"hi\""), "{got:?}");
+        }
+
         fn fragment() -> impl Strategy<Value = &'static str> {
             prop::sample::select(vec![
                 "data: ",
@@ -324,6 +357,10 @@ mod tests {
                 "\n\n",
                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
                 "é",
+                "\u{feff}",
+                ":",
+                "event: other",
+                "data",
             ])
         }
 
@@ -347,7 +384,15 @@ mod tests {
                     rest = &rest[at..];
                 }
                 let got = ours(&pieces, max);
-                let expected = reference(&body);
+                // The crate panics on a body that starts with a byte-order
+                // mark (it slices one byte into the mark's three). The
+                // standard drops one mark; the reference reads the body
+                // without it, after a blank line (which does nothing) so
+                // that a second mark is read as a character, as ours does.
+                let expected = match body.strip_prefix("\u{feff}".as_bytes()) {
+                    Some(rest) => reference(&[b"\n", rest].concat()),
+                    None => reference(&body),
+                };
                 if EventCap::new(max).take(&body).is_ok() {
                     prop_assert_eq!(got, expected);
                 } else {

@@ -6,8 +6,9 @@
 //! - `transport.rs`: the POST (reqwest, or `http1.rs`'s connection driven
 //!   on the reply's own task for plain `http://`), `Retry-After`, a
 //!   refusal's body;
-//! - `decode.rs`: the stream's body capped per line and per event, SSE by
-//!   `eventsource-stream`, chunks by serde;
+//! - `decode.rs`: the stream's body capped per line and per event, its
+//!   server-sent events by `sse.rs` (tested against `eventsource-stream`),
+//!   chunks by serde;
 //! - `errors.rs`: what a failure says (async-openai's error envelope and
 //!   error type), without keys or URLs.
 //!
@@ -18,6 +19,7 @@
 mod decode;
 mod errors;
 mod http1;
+mod sse;
 mod transport;
 mod wire;
 

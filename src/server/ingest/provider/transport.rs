@@ -85,7 +85,7 @@ pub async fn error_body(response: reqwest::Response) -> Result<Vec<u8>, StartErr
 pub fn body(response: reqwest::Response) -> impl Stream<Item = Result<Bytes, BodyError>> + Send {
     response
         .bytes_stream()
-        .map(|chunk| chunk.map_err(|e| BodyError::Transport(without_url(&e))))
+        .map(|chunk| chunk.map_err(|e| BodyError(without_url(&e))))
 }
 
 #[cfg(test)]
