@@ -54,7 +54,9 @@ pub struct Envelope {
 
 impl Envelope {
     fn new(rev: i64, event: ChatEvent) -> Arc<Self> {
-        let mut frame = b"data:".to_vec();
+        // Room for a delta's frame, so it is not regrown as it is written.
+        let mut frame = Vec::with_capacity(160);
+        frame.extend_from_slice(b"data:");
         serde_json::to_writer(&mut frame, &event).expect("events serialize");
         frame.extend_from_slice(b"\n\n");
         Arc::new(Self {
