@@ -76,9 +76,10 @@ where
                     if event.kind == "keepalive" {
                         continue;
                     }
-                    return Poll::Ready(Some(serde_json::from_str::<Chunk>(event.data).map_err(
-                        |e| OpenAIError::JSONDeserialize(e, event.data.to_owned()),
-                    )));
+                    return Poll::Ready(Some(
+                        serde_json::from_str::<Chunk>(event.data)
+                            .map_err(|e| OpenAIError::JSONDeserialize(e, event.data.to_owned())),
+                    ));
                 }
                 Ok(false) => {}
                 Err(_) => return this.last(broke("the stream is not UTF-8")),

@@ -231,7 +231,10 @@ mod tests {
         assert_eq!(sse.next(), Err(NotUtf8));
         // Half a character at the very end is not UTF-8 either.
         assert_eq!(events(&[b"data: a\n\n\xc3"]), Err(NotUtf8));
-        assert_eq!(events(&[b"data: \xc3", b"\xa9\n\n"]).unwrap(), vec![message("é")]);
+        assert_eq!(
+            events(&[b"data: \xc3", b"\xa9\n\n"]).unwrap(),
+            vec![message("é")]
+        );
     }
 
     #[test]
