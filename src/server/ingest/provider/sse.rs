@@ -38,6 +38,10 @@ pub struct SseDecoder {
     /// Bytes received, read up to `at`.
     buf: Vec<u8>,
     at: usize,
+    /// Where to look for the next line end: the bytes between `at` and
+    /// here hold none, so a long line arriving in small pieces is scanned
+    /// once, not once per piece.
+    scanned: usize,
     /// Whether the start of the body was looked at for a byte-order mark.
     started: bool,
     /// The event being read.
@@ -54,6 +58,7 @@ impl SseDecoder {
         if self.at == self.buf.len() {
             self.buf.clear();
             self.at = 0;
+            self.scanned = 0;
         }
         self.buf.extend_from_slice(bytes);
     }
@@ -71,7 +76,14 @@ impl SseDecoder {
                 self.at += BOM.len();
             }
         }
-        while let Some((end, next)) = line_end(&self.buf, self.at) {
+        loop {
+            let (end, next) = match line_end(&self.buf, self.scanned.max(self.at)) {
+                Ok(found) => found,
+                Err(resume) => {
+                    self.scanned = resume;
+                    break;
+                }
+            };
             let line = std::str::from_utf8(&self.buf[self.at..end]).map_err(|_| NotUtf8)?;
             self.at = next;
             if line.is_empty() {
@@ -110,6 +122,7 @@ impl SseDecoder {
         }
         // What is left is one unfinished line: keep only it.
         self.buf.drain(..self.at);
+        self.scanned -= self.at;
         self.at = 0;
         Ok(false)
     }
@@ -131,16 +144,19 @@ impl SseDecoder {
     }
 }
 
-/// Where the line starting at `from` ends, and where the next begins; none
-/// while it has no end yet. A CR last in `buf` is not an end yet: the LF
-/// of a CRLF may be in the next piece.
-fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let end = from + memchr::memchr2(b'\n', b'\r', &buf[from..])?;
+/// Where the line whose end is first found at or after `from` ends, and
+/// where the next begins; else where to look again once more bytes came.
+/// A CR last in `buf` is not an end yet: the LF of a CRLF may follow.
+fn line_end(buf: &[u8], from: usize) -> Result<(usize, usize), usize> {
+    let Some(found) = memchr::memchr2(b'\n', b'\r', &buf[from..]) else {
+        return Err(buf.len());
+    };
+    let end = from + found;
     match (buf[end], buf.get(end + 1)) {
-        (b'\n', _) => Some((end, end + 1)),
-        (_, Some(b'\n')) => Some((end, end + 2)),
-        (_, Some(_)) => Some((end, end + 1)),
-        (_, None) => None,
+        (b'\n', _) => Ok((end, end + 1)),
+        (_, Some(b'\n')) => Ok((end, end + 2)),
+        (_, Some(_)) => Ok((end, end + 1)),
+        (_, None) => Err(end),
     }
 }
 
@@ -235,6 +251,27 @@ mod tests {
             events(&[b"data: \xc3", b"\xa9\n\n"]).unwrap(),
             vec![message("é")]
         );
+    }
+
+    #[test]
+    fn a_long_line_in_small_pieces_is_scanned_once() {
+        let mut sse = SseDecoder::default();
+        sse.feed(b"data: ");
+        for _ in 0..1000 {
+            sse.feed(b"x");
+            assert_eq!(sse.next(), Ok(false));
+            assert_eq!(
+                sse.scanned,
+                sse.buf.len(),
+                "nothing before here is read again"
+            );
+        }
+        sse.feed(b"\r");
+        assert_eq!(sse.next(), Ok(false));
+        assert_eq!(sse.scanned, sse.buf.len() - 1, "the CR is looked at again");
+        sse.feed(b"\n\n");
+        assert_eq!(sse.next(), Ok(true));
+        assert_eq!(sse.event().data.len(), 1000);
     }
 
     #[test]
