@@ -84,40 +84,28 @@ fn started<T: Serialize>(result: Result<(String, T), AppError>) -> Response {
 }
 
 async fn join_start(visit: Visit, Json(body): Json<JoinStart>) -> Response {
-    let Visit {
-        accounts,
-        who,
-        origin,
-    } = &visit;
     started(
-        accounts
-            .passkey_join_start(origin, &body.token, &body.name, &who.client)
+        visit
+            .accounts
+            .passkey_join_start(&visit.origin, &body.token, &body.name, &visit.who.client)
             .await,
     )
 }
 
 async fn add_start(visit: Visit, Me(account): Me) -> Response {
-    let Visit {
-        accounts,
-        who,
-        origin,
-    } = &visit;
     started(
-        accounts
-            .passkey_add_start(origin, &account, &who.client)
+        visit
+            .accounts
+            .passkey_add_start(&visit.origin, &account, &visit.who.client)
             .await,
     )
 }
 
 async fn sign_in_start(visit: Visit, Json(body): Json<SignInStart>) -> Response {
-    let Visit {
-        accounts,
-        who,
-        origin,
-    } = &visit;
     started(
-        accounts
-            .passkey_sign_in_start(origin, &body.name, &who.client)
+        visit
+            .accounts
+            .passkey_sign_in_start(&visit.origin, &body.name, &visit.who.client)
             .await,
     )
 }

@@ -54,12 +54,9 @@ pub struct SseDecoder {
 
 impl SseDecoder {
     /// The next bytes of the body.
+    /// Called once [`SseDecoder::next`] said no event is ready, when
+    /// `buf` holds only the unfinished line.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.at == self.buf.len() {
-            self.buf.clear();
-            self.at = 0;
-            self.scanned = 0;
-        }
         self.buf.extend_from_slice(bytes);
     }
 
