@@ -368,6 +368,9 @@ async fn main() {
     if want("S8") {
         rows.push(hostile_row(&binary).await);
     }
+    if only.as_deref() == Some("S8a") {
+        rows.push(s8_alone_ab(&binary).await);
+    }
 
     println!("\n| scenario | figure | value |\n| --- | --- | --- |");
     for row in &rows {
@@ -506,18 +509,82 @@ async fn hostile_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::ne
     socket.connect(addr).await
 }
 
+/// S8's legitimate load alone on a fresh server.
+async fn s8_alone(binary: &std::path::Path) -> load::Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake_provider::FakeProvider::with(load::script(200, 50.0)).await;
+    let server = load::Server::start_with(binary, dir.path(), &fake, &s8_env()).await;
+    scenario(&server, &fake, "s8", 10, 1, 10, 200).await
+}
+
+/// `S8a` (only when named): S8's legitimate load alone, `AB_RUNS` times
+/// (default 7). With `STREAMCHAT_BIN_B`, runs alternate between the two
+/// binaries, so a latency difference of a fraction of a millisecond can
+/// be told from this machine's drift: each run and the medians are printed.
+async fn s8_alone_ab(binary: &std::path::Path) -> Row {
+    let b = std::env::var("STREAMCHAT_BIN_B").ok().map(PathBuf::from);
+    let runs = setting("AB_RUNS", 7);
+    let builds: Vec<&std::path::Path> = std::iter::once(binary).chain(b.as_deref()).collect();
+    // Per run: latency p50 and p99, token arrival to publish inside the
+    // server, and server CPU per 1,000 delivered tokens (all in ms).
+    let mut seen: Vec<Vec<[f64; 4]>> = vec![Vec::new(); builds.len()];
+    for run in 0..runs {
+        for (i, build) in builds.iter().enumerate() {
+            let o = s8_alone(build).await;
+            let figures = [
+                o.p50,
+                o.p99,
+                o.server_publish_ms,
+                o.cpu * 1000.0 / (o.delivered as f64 / 1000.0),
+            ];
+            eprintln!(
+                "S8a run {run} {}: p50 {:.3} ms, p99 {:.3} ms, publish {:.3} ms, CPU {:.2} ms per 1,000 delivered",
+                build.display(),
+                figures[0],
+                figures[1],
+                figures[2],
+                figures[3]
+            );
+            seen[i].push(figures);
+        }
+    }
+    let median = |runs: &[[f64; 4]], k: usize| {
+        let mut v: Vec<f64> = runs.iter().map(|r| r[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let figures = builds
+        .iter()
+        .zip(seen)
+        .map(|(build, runs)| {
+            (
+                format!(
+                    "{}: medians of p50 / p99 / arrival to publish / CPU per 1,000 delivered",
+                    build.display()
+                ),
+                format!(
+                    "{} / {} / {} / {}",
+                    fmt_ms(median(&runs, 0)),
+                    fmt_ms(median(&runs, 1)),
+                    fmt_ms(median(&runs, 2)),
+                    fmt_ms(median(&runs, 3))
+                ),
+            )
+        })
+        .collect();
+    Row {
+        name: format!("S8a S8's legitimate load alone, {runs} runs"),
+        figures,
+    }
+}
+
 /// S8: the S2-style load (10 replies x 10 viewers) alone, then again while
 /// one hostile client holds 2,000 non-reading `since=0` subscriptions on a
 /// 5 MB thread, 500 half-sent request heads, and floods posts and thread
 /// creation.
 async fn hostile_row(binary: &std::path::Path) -> Row {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let alone = {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = fake_provider::FakeProvider::with(load::script(200, 50.0)).await;
-        let server = load::Server::start_with(binary, dir.path(), &fake, &s8_env()).await;
-        scenario(&server, &fake, "s8", 10, 1, 10, 200).await
-    };
+    let alone = s8_alone(binary).await;
 
     let dir = tempfile::tempdir().unwrap();
     let fake = fake_provider::FakeProvider::with(load::script(200, 50.0)).await;
