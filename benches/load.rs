@@ -523,7 +523,7 @@ async fn s8_alone(binary: &std::path::Path) -> load::Outcome {
 /// be told from this machine's drift: each run and the medians are printed.
 async fn s8_alone_ab(binary: &std::path::Path) -> Row {
     let b = std::env::var("STREAMCHAT_BIN_B").ok().map(PathBuf::from);
-    let runs = setting("AB_RUNS", 7);
+    let runs = setting("AB_RUNS", 7).max(1);
     let builds: Vec<&std::path::Path> = std::iter::once(binary).chain(b.as_deref()).collect();
     // Per run: latency p50 and p99, token arrival to publish inside the
     // server, and server CPU per 1,000 delivered tokens (all in ms).
