@@ -1,4 +1,9 @@
 //! The HTML shell and the router.
+//!
+//! The app runs in Leptos's islands mode: pages render on the server, links
+//! are page loads, and the browser hydrates only the `#[island]` components
+//! (the thread view, the home page's new-thread form and live list), so the
+//! router, the page shells and the search page ship no WebAssembly.
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -7,12 +12,7 @@ use leptos_router::{
     path, SsrMode,
 };
 
-use crate::ui::{
-    home::HomePage,
-    search::SearchPage,
-    thread::ThreadPage,
-    toast::{ToastArea, Toasts},
-};
+use crate::ui::{home::HomePage, search::SearchPage, thread::ThreadPage};
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
@@ -25,7 +25,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
-                <HydrationScripts options/>
+                <HydrationScripts options islands=true/>
                 <MetaTags/>
             </head>
             <body>
@@ -53,7 +53,6 @@ fn set_content_security_policy() {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    let toasts = Toasts::provide();
     view! {
         <Stylesheet id="leptos" href="/pkg/streamchat.css"/>
         <Title text="streamchat"/>
@@ -66,6 +65,5 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/search") view=SearchPage ssr=SsrMode::Async/>
             </Routes>
         </Router>
-        <ToastArea toasts/>
     }
 }

@@ -34,11 +34,20 @@ pub mod server;
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
-    // A marker for the browser tests: the page is interactive now.
-    let _ = js_sys::Reflect::set(
-        &js_sys::global(),
-        &"__streamchatHydrated".into(),
-        &true.into(),
+    // Islands mode: the page is server-rendered, and Leptos's island script
+    // hydrates each `#[island]` right after this returns.
+    leptos::mount::hydrate_islands();
+    // A marker for the browser tests: the page is interactive now. The
+    // script hydrates the islands in this same turn (promise callbacks
+    // only), so a timer set here fires after the last island.
+    leptos::prelude::set_timeout(
+        || {
+            let _ = js_sys::Reflect::set(
+                &js_sys::global(),
+                &"__streamchatHydrated".into(),
+                &true.into(),
+            );
+        },
+        std::time::Duration::ZERO,
     );
 }

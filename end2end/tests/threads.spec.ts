@@ -47,11 +47,14 @@ test("moving to another thread leaves the first thread's events behind", async (
   await expect(reply).toHaveAttribute("data-status", "streaming");
   const replyId = await reply.getAttribute("data-id");
 
-  // Client-side navigation, while the first thread's reply still streams.
+  // Through the links, while the first thread's reply still streams.
   await page.getByRole("link", { name: "← All threads" }).click();
+  await page.waitForURL((url) => url.pathname === "/");
+  await hydrated(page);
   await page.getByRole("navigation", { name: "Threads" }).getByRole("link").filter({ hasText: second }).click();
   await page.waitForURL((url) => url.pathname === secondPath);
   await expect(page.getByRole("heading", { name: second })).toBeVisible();
+  await hydrated(page);
   await expect(page.getByText("No messages yet.")).toBeVisible();
 
   // Once the server has finished that reply (every event of it sent),

@@ -1,5 +1,5 @@
 use leptos::{html, prelude::*, server_fn::ServerFn};
-use leptos_router::{hooks::use_query_map, params::ParamsMap};
+use leptos_router::params::ParamsMap;
 
 use crate::{
     api::{send_message, SendMessage},
@@ -24,11 +24,12 @@ pub fn Composer(
     /// Bot handles, suggested as one types `@`.
     bots: Vec<String>,
     list: MessageList,
+    /// The error a post without JavaScript was sent back with, if any.
+    post_error: Option<String>,
     on_sent: impl Fn() + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let viewer = expect_context::<Viewer>().0;
     let body_ref = NodeRef::<html::Textarea>::new();
-    let query = use_query_map();
     let pending = RwSignal::new(false);
     // None until this page posts; then the last post's error, if any.
     let posted_error = RwSignal::new(None::<Option<String>>);
@@ -76,7 +77,7 @@ pub fn Composer(
     };
     let error = move || match posted_error.get() {
         Some(error) => error,
-        None => query.with(form_post_error),
+        None => post_error.clone(),
     };
     // `@` suggestions: the handles starting with what follows the `@`
     // before the caret; Tab or Enter takes the highlighted one.
@@ -247,7 +248,7 @@ fn utf16_to_byte(value: &str, units: usize) -> usize {
 }
 
 /// The error a no-JavaScript form post was redirected back with, if any.
-fn form_post_error(query: &ParamsMap) -> Option<String> {
+pub fn form_post_error(query: &ParamsMap) -> Option<String> {
     use base64::{engine::general_purpose::URL_SAFE, Engine};
     let encoded = query.get("__err")?;
     let bytes = URL_SAFE.decode(encoded.as_bytes()).ok()?;

@@ -1,5 +1,4 @@
 use leptos::{html, prelude::*, server_fn::ServerFn};
-use leptos_router::components::A;
 
 use super::search::SearchBox;
 use crate::{
@@ -56,8 +55,9 @@ pub fn AccessNote(access: AccessMode) -> impl IntoView {
 }
 
 /// A plain form posting to `create_thread` (which redirects to the new
-/// thread); hydrated, it calls the function and navigates in place.
-#[component]
+/// thread); hydrated (an island), it calls the function and opens the
+/// thread it made.
+#[island]
 fn NewThreadForm(access: AccessMode) -> impl IntoView {
     // Where people are signed in, a thread not listed is private (its
     // members only); in open mode it is unlisted (its link is the key).
@@ -73,7 +73,6 @@ fn NewThreadForm(access: AccessMode) -> impl IntoView {
     let unlisted = NodeRef::<html::Input>::new();
     let error = RwSignal::new(None::<String>);
     let pending = RwSignal::new(false);
-    let navigate = leptos_router::hooks::use_navigate();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Some(title) = input.get_untracked().map(|i| i.value()) else {
@@ -81,7 +80,6 @@ fn NewThreadForm(access: AccessMode) -> impl IntoView {
         };
         let hidden = unlisted.get_untracked().is_some_and(|i| i.checked());
         pending.set(true);
-        let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             let (unlisted, private) = if access == AccessMode::Open {
                 (hidden, false)
@@ -90,7 +88,9 @@ fn NewThreadForm(access: AccessMode) -> impl IntoView {
             };
             match create_thread(title, unlisted, private).await {
                 Ok(thread) => {
-                    navigate(&format!("/t/{}", thread.id), Default::default());
+                    if let Err(e) = window().location().set_href(&format!("/t/{}", thread.id)) {
+                        error.set(Some(format!("The new thread could not be opened: {e:?}")));
+                    }
                 }
                 Err(e) => error.set(Some(e.to_string())),
             }
@@ -121,7 +121,7 @@ fn PrivateThreads(threads: Vec<ThreadSummary>) -> impl IntoView {
             <nav aria-label="Your private threads" class="thread-list private">
                 <ul>
                     {threads.into_iter().map(|thread| view! {
-                        <li><A href=format!("/t/{}", thread.id)><span class="title">{thread.title}</span></A></li>
+                        <li><a href=format!("/t/{}", thread.id)><span class="title">{thread.title}</span></a></li>
                     }).collect_view()}
                 </ul>
             </nav>
@@ -129,8 +129,9 @@ fn PrivateThreads(threads: Vec<ThreadSummary>) -> impl IntoView {
     })
 }
 
-/// The thread list, kept current by `/api/threads/events` once hydrated.
-#[component]
+/// The thread list, kept current by `/api/threads/events` once hydrated
+/// (an island).
+#[island]
 fn ThreadList(threads: Vec<ThreadSummary>) -> impl IntoView {
     let threads = RwSignal::new(threads);
     #[cfg(feature = "hydrate")]
@@ -143,13 +144,13 @@ fn ThreadList(threads: Vec<ThreadSummary>) -> impl IntoView {
             <ul>
                 {move || threads.get().into_iter().map(|thread| view! {
                     <li>
-                        <A href=format!("/t/{}", thread.id)>
+                        <a href=format!("/t/{}", thread.id)>
                             <span class="title">{thread.title}</span>
                             {(thread.live > 0).then(|| view! {
                                 <span class="live" title="A reply is being written">"live"</span>
                             })}
                             <time class="activity">{format_datetime_utc(thread.last_activity_at)}" UTC"</time>
-                        </A>
+                        </a>
                     </li>
                 }).collect_view()}
             </ul>

@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::{components::A, hooks::use_query_map};
+use leptos_router::hooks::use_query_map;
 
 use crate::{
     api::search,
@@ -57,8 +57,8 @@ pub fn SearchPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     let (results, q, thread) = results.await;
                     let back = match &thread {
-                        Some(id) => view! { <A href=format!("/t/{id}")>"← Back to the thread"</A> }.into_any(),
-                        None => view! { <A href="/">"← All threads"</A> }.into_any(),
+                        Some(id) => view! { <a href=format!("/t/{id}")>"← Back to the thread"</a> }.into_any(),
+                        None => view! { <a href="/">"← All threads"</a> }.into_any(),
                     };
                     view! {
                         <Title text=format!("{q} · search · streamchat")/>

@@ -1,15 +1,12 @@
 use leptos::{html, prelude::*, server_fn::ServerFn};
 use leptos_meta::Title;
-use leptos_router::{
-    components::A,
-    hooks::{use_params_map, use_query_map},
-};
+use leptos_router::hooks::{use_params_map, use_query_map};
 
 use super::{
-    composer::Composer,
+    composer::{form_post_error, Composer},
     message::{Highlighted, MessageItem},
     search::SearchBox,
-    toast::toast,
+    toast::{toast, ToastArea, Toasts},
     viewer::{Approvers, Viewer},
 };
 use crate::{
@@ -21,34 +18,47 @@ use crate::{
     model::{AccessMode, Granularity, ThreadPage as Page},
 };
 
-/// `/t/:id`.
+/// `/t/:id`, rendered on the server; [`ThreadView`] is the island.
 #[component]
 pub fn ThreadPage() -> impl IntoView {
     let params = use_params_map();
     let thread_id = move || params.read().get("id").unwrap_or_default();
     let page = Resource::new(thread_id, list_messages);
-    // `?m=<id>` (a search hit), read here: the view below renders after
-    // the data arrives, when the router's state may be gone.
-    let target = use_query_map().with_untracked(|q| q.get("m").and_then(|m| m.parse::<i64>().ok()));
+    // Read here: the view below renders after the data arrives, when the
+    // router's state may be gone. `?m=<id>` is a search hit to scroll to;
+    // `__err` is a failed post's error, when it was posted without
+    // JavaScript.
+    let (target, post_error) = use_query_map().with_untracked(|q| {
+        let target = q.get("m").and_then(|m| m.parse::<i64>().ok());
+        (target, form_post_error(q))
+    });
     view! {
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match page.await {
-                    Ok(page) => view! { <ThreadView page target/> }.into_any(),
-                    Err(e) => view! {
-                        <main class="thread">
-                            <p class="page-error" role="alert">{e.to_string()}</p>
-                            <A href="/">"Back to all threads"</A>
-                        </main>
-                    }.into_any(),
-                }
-            })}
+            {move || {
+                let post_error = post_error.clone();
+                Suspend::new(async move {
+                    match page.await {
+                        Ok(page) => view! {
+                            <Title text=format!("{} · streamchat", page.thread.title)/>
+                            <ThreadView page target post_error/>
+                        }.into_any(),
+                        Err(e) => view! {
+                            <main class="thread">
+                                <p class="page-error" role="alert">{e.to_string()}</p>
+                                <a href="/">"Back to all threads"</a>
+                            </main>
+                        }.into_any(),
+                    }
+                })
+            }}
         </Suspense>
     }
 }
 
-#[component]
-fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
+/// The thread, live: the one island of this page. Its props travel to the
+/// browser in the page, so it hydrates without loading anything again.
+#[island]
+fn ThreadView(page: Page, target: Option<i64>, post_error: Option<String>) -> impl IntoView {
     let Page {
         thread,
         messages,
@@ -64,6 +74,9 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         access,
         requester_approves,
     } = page;
+    // An island sees no context from the page around it, so what its parts
+    // share is provided here, the toasts included.
+    let toasts = Toasts::provide();
     let list = MessageList::new(thread.id.clone(), messages);
     provide_context(list);
     let author = signed_in.clone().or(author);
@@ -145,11 +158,10 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <Title text=format!("{} · streamchat", thread.title)/>
         <main class="thread">
             <header class="thread-header">
                 <nav class="crumbs">
-                    <A href="/">"← All threads"</A>
+                    <a href="/">"← All threads"</a>
                     {account_label.map(|label| view! {
                         " · "<a href="/account" rel="external">{label}</a>
                     })}
@@ -203,7 +215,8 @@ fn ThreadView(page: Page, target: Option<i64>) -> impl IntoView {
                 </For>
             </section>
             <p class="sr-only" role="status" aria-live="polite">{move || list.announcement.get()}</p>
-            <Composer thread_id=thread.id author signed_in=signed_in.is_some() request_id bots list on_sent=scroll_to_end/>
+            <Composer thread_id=thread.id author signed_in=signed_in.is_some() request_id bots list post_error on_sent=scroll_to_end/>
+            <ToastArea toasts/>
         </main>
     }
     .into_any()
